@@ -1,0 +1,54 @@
+//! Limits and timer settings of a connection.
+
+use std::time::Duration;
+
+/// Limits and timer settings of a [`Connection`](crate::Connection).
+///
+/// The defaults suit a general-purpose library: messages up to 16 MiB, a keepalive
+/// ping after 30 s of silence, and a peer that does not answer within another 30 s
+/// counts as dead. Servers facing the internet usually want smaller messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The largest frame payload accepted; a larger frame closes with 1009 as soon as
+    /// its header arrives.
+    pub max_frame_size: usize,
+    /// The largest message (all fragments together) accepted; closes with 1009.
+    pub max_message_size: usize,
+    /// (Server) The largest opening request head, in bytes; beyond it the answer is
+    /// 431. (Client) The largest response head accepted.
+    pub max_head_size: usize,
+    /// The most header lines in a request or response head; beyond it, 431.
+    pub max_headers: usize,
+    /// The time the peer has to complete the opening handshake (`None`: no limit).
+    pub handshake_timeout: Option<Duration>,
+    /// Send a ping after this long without receiving anything (`None`: never).
+    pub keepalive_interval: Option<Duration>,
+    /// After a keepalive ping, how long to wait for any data before the peer counts
+    /// as dead and the connection closes with [`ConnectionError::KeepaliveTimeout`].
+    ///
+    /// [`ConnectionError::KeepaliveTimeout`]: crate::ConnectionError::KeepaliveTimeout
+    pub keepalive_timeout: Duration,
+    /// How long to wait for the peer's close frame after sending ours, and (client)
+    /// for the server to close the transport after the close handshake.
+    pub close_timeout: Duration,
+    /// The size of the outgoing backlog, in bytes, above which
+    /// [`Connection::is_backlogged`](crate::Connection::is_backlogged) reports true,
+    /// so a driver stops queueing until the transport catches up.
+    pub backlog_high_water: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            max_head_size: 16 << 10,
+            max_headers: 64,
+            handshake_timeout: Some(Duration::from_secs(10)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+            backlog_high_water: 1 << 20,
+        }
+    }
+}

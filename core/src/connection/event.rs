@@ -1,0 +1,229 @@
+//! What a connection reports to its driver, and the errors of its API.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use std::fmt;
+
+use crate::{CloseCode, HandshakeError, Request, Utf8Bytes};
+
+/// Which end of the connection this core plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The end that opened the connection; masks every frame it sends.
+    Client,
+    /// The end that accepted it; sends unmasked frames.
+    Server,
+}
+
+/// Something that happened on a connection, taken with
+/// [`Connection::poll_event`](crate::Connection::poll_event).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// (Server) A valid upgrade request arrived. Answer with
+    /// [`accept`](crate::Connection::accept), [`reject`](crate::Connection::reject)
+    /// or [`respond`](crate::Connection::respond).
+    UpgradeRequest(Request),
+    /// (Server) A request arrived that does not try to upgrade. Answer with
+    /// [`respond`](crate::Connection::respond) (or
+    /// [`reject`](crate::Connection::reject)).
+    HttpRequest(Request),
+    /// The opening handshake completed; messages may flow.
+    Open(Opened),
+    /// The opening handshake failed. After the pending bytes are written (a server's
+    /// error response), the transport is to be closed.
+    HandshakeFailed(HandshakeError),
+    /// A complete text message.
+    Text(Utf8Bytes),
+    /// A complete binary message.
+    Binary(Bytes),
+    /// A ping arrived; the pong was already queued.
+    Ping(Bytes),
+    /// A pong arrived.
+    Pong(Bytes),
+    /// The WebSocket connection is closed; this is the last event. Write what
+    /// [`poll_transmit`](crate::Connection::poll_transmit) still holds, then close
+    /// the transport once [`is_finished`](crate::Connection::is_finished).
+    Closed(Closed),
+}
+
+/// The result of a completed opening handshake.
+#[derive(Debug, Clone, Default)]
+pub struct Opened {
+    /// The subprotocol agreed on, if any.
+    pub subprotocol: Option<String>,
+    /// (Client) The headers of the server's 101 response.
+    pub response_headers: HeaderMap,
+}
+
+/// Which end started the closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Initiator {
+    /// This end: the application, a timeout, or a protocol error this end detected.
+    Local,
+    /// The peer: it sent a close frame first, or the transport was lost.
+    Peer,
+}
+
+/// How a WebSocket connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The code that describes the closing: the peer's code when it closed first,
+    /// ours when we did (including the 1002/1007/1009 sent on a protocol error),
+    /// 1005 when a close frame carried no code, 1006 when no close frame was
+    /// exchanged.
+    pub code: CloseCode,
+    /// The reason that went with `code`.
+    pub reason: String,
+    /// Which end started it.
+    pub initiator: Initiator,
+    /// What went wrong, if the closing was not a clean close handshake.
+    pub error: Option<ConnectionError>,
+}
+
+impl Closed {
+    /// Whether both ends exchanged close frames.
+    pub fn is_clean(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Why a connection closed without a clean close handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionError {
+    /// The peer broke the protocol; we sent the close code that says how.
+    Protocol(ProtocolError),
+    /// The peer sent nothing within the keepalive timeout after a ping.
+    KeepaliveTimeout,
+    /// The peer did not answer our close frame in time.
+    CloseTimeout,
+    /// The transport ended (EOF, reset) without a close handshake.
+    TransportClosed,
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::KeepaliveTimeout => f.write_str("the peer stopped answering keepalive pings"),
+            Self::CloseTimeout => f.write_str("the peer did not complete the close handshake in time"),
+            Self::TransportClosed => f.write_str("the connection was lost without a close handshake"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+/// A protocol violation by the peer, and the close code it earns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// RSV bits set without an extension that defines them.
+    ReservedBits,
+    /// An opcode RFC 6455 reserves.
+    ReservedOpcode(u8),
+    /// A client sent an unmasked frame.
+    UnmaskedFrame,
+    /// A server sent a masked frame.
+    MaskedFrame,
+    /// A control frame with FIN clear.
+    FragmentedControl,
+    /// A control frame payload over 125 bytes.
+    ControlTooLong,
+    /// A continuation frame with no message to continue.
+    UnexpectedContinuation,
+    /// A new text or binary frame while a fragmented message was unfinished.
+    ExpectedContinuation,
+    /// A 64-bit length with the top bit set.
+    InvalidLength,
+    /// A close frame with a one-byte payload.
+    TruncatedClose,
+    /// A close frame with a code that may not be sent.
+    InvalidCloseCode(u16),
+    /// Text (or a close reason) that is not UTF-8.
+    InvalidUtf8,
+    /// A frame larger than the configured limit.
+    FrameTooLarge,
+    /// A message larger than the configured limit.
+    MessageTooLarge,
+}
+
+impl ProtocolError {
+    /// The close code sent for this violation.
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::FrameTooLarge | Self::MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
+            _ => CloseCode::PROTOCOL_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReservedBits => f.write_str("reserved bits set"),
+            Self::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
+            Self::UnmaskedFrame => f.write_str("unmasked client frame"),
+            Self::MaskedFrame => f.write_str("masked server frame"),
+            Self::FragmentedControl => f.write_str("fragmented control frame"),
+            Self::ControlTooLong => f.write_str("control frame over 125 bytes"),
+            Self::UnexpectedContinuation => f.write_str("continuation without a message"),
+            Self::ExpectedContinuation => f.write_str("new message inside a fragmented one"),
+            Self::InvalidLength => f.write_str("invalid payload length"),
+            Self::TruncatedClose => f.write_str("one-byte close payload"),
+            Self::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
+            Self::InvalidUtf8 => f.write_str("invalid UTF-8"),
+            Self::FrameTooLarge => f.write_str("frame too large"),
+            Self::MessageTooLarge => f.write_str("message too large"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// A call the application made that the connection cannot carry out in its state.
+/// Nothing was queued and the state did not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalError {
+    /// The opening handshake has not completed.
+    NotOpen,
+    /// A close frame was already sent: no more frames may follow it.
+    Closing,
+    /// The connection is closed.
+    Closed,
+    /// There is no request waiting for an answer.
+    NoPendingRequest,
+    /// `accept` was called for a request that is not an upgrade.
+    NotAnUpgrade,
+    /// The subprotocol was not among those the client offered.
+    SubprotocolNotOffered(String),
+    /// A refusal must use a 4xx or 5xx status.
+    InvalidRejectStatus(u16),
+    /// This close code may not be sent.
+    InvalidCloseCode(u16),
+    /// A close reason must fit in 123 bytes.
+    CloseReasonTooLong,
+    /// A ping or pong payload must fit in 125 bytes.
+    ControlPayloadTooLong,
+    /// Shared frames are unmasked; only server connections may send them.
+    SharedFrameFromClient,
+}
+
+impl fmt::Display for LocalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotOpen => f.write_str("the opening handshake has not completed"),
+            Self::Closing => f.write_str("the connection is closing"),
+            Self::Closed => f.write_str("the connection is closed"),
+            Self::NoPendingRequest => f.write_str("no request is waiting for an answer"),
+            Self::NotAnUpgrade => f.write_str("the request is not a WebSocket upgrade"),
+            Self::SubprotocolNotOffered(p) => write!(f, "subprotocol {p:?} was not offered"),
+            Self::InvalidRejectStatus(s) => write!(f, "status {s} is not a 4xx or 5xx"),
+            Self::InvalidCloseCode(c) => write!(f, "close code {c} may not be sent"),
+            Self::CloseReasonTooLong => f.write_str("close reason longer than 123 bytes"),
+            Self::ControlPayloadTooLong => f.write_str("control payload longer than 125 bytes"),
+            Self::SharedFrameFromClient => f.write_str("a client cannot send shared (unmasked) frames"),
+        }
+    }
+}
+
+impl std::error::Error for LocalError {}

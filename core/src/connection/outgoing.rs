@@ -1,0 +1,140 @@
+//! The bytes a connection has queued for the transport.
+
+use bytes::{Buf, Bytes, BytesMut};
+use std::{collections::VecDeque, io::IoSlice};
+
+/// Above this capacity, an emptied buffer is released so that idle connections stay
+/// small.
+const KEEP_CAPACITY: usize = 4 << 10;
+/// Larger queues of shared chunks are released once empty, for the same reason.
+const KEEP_CHUNKS: usize = 16;
+
+/// The queued output of a connection, in order: frames it encoded itself are appended
+/// to one buffer; frames shared with other connections ([`SharedFrame`]) and large
+/// payloads are queued as reference-counted chunks between them, without a copy.
+///
+/// It is a [`Buf`]: write [`Buf::chunks_vectored`] with one vectored write (many
+/// frames, one system call), then [`Buf::advance`] by what the transport took.
+///
+/// [`SharedFrame`]: crate::SharedFrame
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// Chunks that come before `tail`.
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    chunks_len: usize,
+    /// Frames encoded in place, after all of `chunks`.
+    tail: BytesMut,
+}
+
+impl Outgoing {
+    /// The buffer to encode a frame into, at the end of the queue.
+    pub(crate) fn tail(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// Queues a chunk as is, after everything queued so far.
+    pub(crate) fn push_chunk(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        if !self.tail.is_empty() {
+            let encoded = self.tail.split().freeze();
+            self.chunks_len += encoded.len();
+            self.chunks.push_back(encoded);
+        }
+        self.chunks_len += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    fn release_if_drained(&mut self) {
+        if self.chunks_len == 0 && self.tail.is_empty() {
+            if self.tail.capacity() > KEEP_CAPACITY {
+                self.tail = BytesMut::new();
+            }
+            if self.chunks.capacity() > KEEP_CHUNKS {
+                self.chunks = VecDeque::new();
+            }
+        }
+    }
+}
+
+impl Buf for Outgoing {
+    fn remaining(&self) -> usize {
+        self.chunks_len + self.tail.len()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&self.tail[..], |c| &c[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining(), "advance past the end of the outgoing queue");
+        while cnt > 0 {
+            match self.chunks.front_mut() {
+                Some(front) => {
+                    let n = cnt.min(front.len());
+                    front.advance(n);
+                    self.chunks_len -= n;
+                    cnt -= n;
+                    if front.is_empty() {
+                        self.chunks.pop_front();
+                    }
+                }
+                None => {
+                    self.tail.advance(cnt);
+                    cnt = 0;
+                }
+            }
+        }
+        self.release_if_drained();
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let slices = self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
+        let mut n = 0;
+        for (slot, slice) in dst.iter_mut().zip(slices.filter(|s| !s.is_empty())) {
+            *slot = IoSlice::new(slice);
+            n += 1;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn drain(out: &mut Outgoing, step: usize) -> Vec<u8> {
+        let mut all = Vec::new();
+        while out.has_remaining() {
+            let n = step.min(out.chunk().len());
+            all.extend_from_slice(&out.chunk()[..n]);
+            out.advance(n);
+        }
+        all
+    }
+
+    #[test]
+    fn keeps_order_across_tail_and_chunks() {
+        let mut out = Outgoing::default();
+        out.tail().put_slice(b"ab");
+        out.push_chunk(Bytes::from_static(b"CD"));
+        out.tail().put_slice(b"ef");
+        out.push_chunk(Bytes::from_static(b"GH"));
+        assert_eq!(out.remaining(), 8);
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(out.chunks_vectored(&mut slices), 4);
+        assert_eq!(drain(&mut out, 3), b"abCDefGH");
+        assert_eq!(out.remaining(), 0);
+    }
+
+    #[test]
+    fn releases_large_buffers_when_drained() {
+        let mut out = Outgoing::default();
+        out.tail().put_slice(&vec![0u8; 64 << 10]);
+        out.advance(64 << 10);
+        assert_eq!(out.tail.capacity(), 0);
+    }
+}

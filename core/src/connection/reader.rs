@@ -1,0 +1,236 @@
+//! The incoming side of an open connection: frames out of bytes, messages out of
+//! frames, with every check of RFC 6455 §5 applied as early as the bytes allow.
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Connection, Event, Phase, ProtocolError, Role};
+use crate::Utf8Bytes;
+use crate::close::{BadClosePayload, parse_close_payload};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, apply_mask};
+use crate::utf8::Utf8Validator;
+
+/// Read state between calls to `receive`. It holds no heap memory between messages.
+#[derive(Debug, Default)]
+pub(super) struct Reader {
+    /// A header split across calls.
+    header: [u8; MAX_HEADER_LEN],
+    header_len: u8,
+    /// The frame whose payload is being read.
+    frame: Option<FrameInProgress>,
+    /// The data message being assembled, possibly over several frames.
+    message: Option<MessageInProgress>,
+    /// The payload of the control frame being read.
+    control: ControlPayload,
+}
+
+#[derive(Debug)]
+struct FrameInProgress {
+    opcode: OpCode,
+    fin: bool,
+    mask: [u8; 4],
+    /// Payload bytes read so far.
+    read: u64,
+    remaining: u64,
+}
+
+#[derive(Debug)]
+struct MessageInProgress {
+    text: bool,
+    data: BytesMut,
+    utf8: Utf8Validator,
+}
+
+#[derive(Debug)]
+struct ControlPayload {
+    buf: [u8; MAX_CONTROL_PAYLOAD],
+    len: usize,
+}
+
+impl Default for ControlPayload {
+    fn default() -> Self {
+        Self { buf: [0; MAX_CONTROL_PAYLOAD], len: 0 }
+    }
+}
+
+impl Reader {
+    /// Takes a frame header from `data`, keeping a partial one for the next call.
+    fn take_header(&mut self, data: &mut &[u8]) -> Result<Option<FrameHeader>, ProtocolError> {
+        if self.header_len == 0 {
+            match FrameHeader::decode(data) {
+                Ok(Some((header, used))) => {
+                    *data = &data[used..];
+                    return Ok(Some(header));
+                }
+                Ok(None) => {}
+                Err(_) => return Err(ProtocolError::InvalidLength),
+            }
+        }
+        loop {
+            let have = usize::from(self.header_len);
+            let need = FrameHeader::needed_len(&self.header[..have]);
+            if have >= need {
+                break;
+            }
+            if data.is_empty() {
+                return Ok(None);
+            }
+            let take = (need - have).min(data.len());
+            self.header[have..have + take].copy_from_slice(&data[..take]);
+            self.header_len += take as u8;
+            *data = &data[take..];
+        }
+        let have = usize::from(self.header_len);
+        self.header_len = 0;
+        match FrameHeader::decode(&self.header[..have]) {
+            Ok(Some((header, _))) => Ok(Some(header)),
+            Ok(None) => unreachable!("a header of its needed length is complete"),
+            Err(_) => Err(ProtocolError::InvalidLength),
+        }
+    }
+}
+
+impl Connection {
+    /// Reads frames from `data` until it is used up or the connection fails.
+    pub(super) fn read_frames(&mut self, mut data: &[u8]) {
+        while !matches!(self.phase, Phase::Closed { .. }) {
+            if self.reader.frame.is_none() {
+                let header = match self.reader.take_header(&mut data) {
+                    Ok(Some(header)) => header,
+                    Ok(None) => return,
+                    Err(e) => return self.fail(e),
+                };
+                if let Err(e) = self.start_frame(header) {
+                    return self.fail(e);
+                }
+            }
+            let frame = self.reader.frame.as_mut().expect("a frame is in progress");
+            let n = frame.remaining.min(data.len() as u64) as usize;
+            let (piece, rest) = data.split_at(n);
+            data = rest;
+            let (mask, phase) = (frame.mask, frame.read as usize);
+            frame.read += n as u64;
+            frame.remaining -= n as u64;
+            let done = frame.remaining == 0;
+            if frame.opcode.is_control() {
+                let c = &mut self.reader.control;
+                c.buf[c.len..c.len + n].copy_from_slice(piece);
+                apply_mask(&mut c.buf[c.len..c.len + n], mask, phase);
+                c.len += n;
+            } else {
+                let message = self.reader.message.as_mut().expect("a message is in progress");
+                let start = message.data.len();
+                message.data.extend_from_slice(piece);
+                let fresh = &mut message.data[start..];
+                apply_mask(fresh, mask, phase);
+                // Fail fast: the byte that breaks UTF-8 closes the connection now,
+                // not when the frame or message ends.
+                if message.text && message.utf8.feed(fresh).is_err() {
+                    return self.fail(ProtocolError::InvalidUtf8);
+                }
+            }
+            if done {
+                self.end_frame();
+            } else {
+                return; // `data` is used up
+            }
+        }
+    }
+
+    /// Checks a new frame header against the state of the connection.
+    fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        if header.rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let opcode = OpCode::from_bits(header.opcode).ok_or(ProtocolError::ReservedOpcode(header.opcode))?;
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        let len = header.payload_len;
+        if opcode.is_control() {
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControl);
+            }
+            if len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlTooLong);
+            }
+            self.reader.control.len = 0;
+        } else {
+            match (opcode, &self.reader.message) {
+                (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+                _ => {}
+            }
+            if len > self.config.max_frame_size as u64 {
+                return Err(ProtocolError::FrameTooLarge);
+            }
+            let so_far = self.reader.message.as_ref().map_or(0, |m| m.data.len() as u64);
+            if so_far + len > self.config.max_message_size as u64 {
+                return Err(ProtocolError::MessageTooLarge);
+            }
+            if opcode != OpCode::Continuation {
+                // Memory grows as payload arrives, never ahead of it: a header that
+                // announces a large frame reserves nothing.
+                self.reader.message = Some(MessageInProgress {
+                    text: opcode == OpCode::Text,
+                    data: BytesMut::new(),
+                    utf8: Utf8Validator::new(),
+                });
+            }
+        }
+        self.reader.frame = Some(FrameInProgress {
+            opcode,
+            fin: header.fin,
+            mask: header.mask.unwrap_or([0; 4]),
+            read: 0,
+            remaining: len,
+        });
+        Ok(())
+    }
+
+    /// Acts on a frame whose payload is complete.
+    fn end_frame(&mut self) {
+        let frame = self.reader.frame.take().expect("a frame is in progress");
+        match frame.opcode {
+            OpCode::Continuation | OpCode::Text | OpCode::Binary => {
+                if frame.fin {
+                    let message = self.reader.message.take().expect("a message is in progress");
+                    let data = message.data.freeze();
+                    if message.text {
+                        if message.utf8.finish().is_err() {
+                            return self.fail(ProtocolError::InvalidUtf8);
+                        }
+                        self.events.push_back(Event::Text(Utf8Bytes::from_validated(data)));
+                    } else {
+                        self.events.push_back(Event::Binary(data));
+                    }
+                }
+            }
+            OpCode::Ping => {
+                let c = &self.reader.control;
+                let payload = Bytes::copy_from_slice(&c.buf[..c.len]);
+                if matches!(self.phase, Phase::Open) {
+                    self.queue_control(OpCode::Pong, &payload);
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Pong => {
+                let c = &self.reader.control;
+                self.events.push_back(Event::Pong(Bytes::copy_from_slice(&c.buf[..c.len])));
+            }
+            OpCode::Close => {
+                let c = &self.reader.control;
+                match parse_close_payload(&c.buf[..c.len]) {
+                    Ok((code, reason)) => {
+                        let reason = reason.to_owned();
+                        self.close_received(code, &reason);
+                    }
+                    Err(BadClosePayload::Truncated) => self.fail(ProtocolError::TruncatedClose),
+                    Err(BadClosePayload::Code(code)) => self.fail(ProtocolError::InvalidCloseCode(code)),
+                    Err(BadClosePayload::Reason) => self.fail(ProtocolError::InvalidUtf8),
+                }
+            }
+        }
+    }
+}

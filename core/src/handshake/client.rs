@@ -1,0 +1,212 @@
+//! The client's side of the handshake: the request it sends (§4.1) and the checks on
+//! the server's response.
+
+use bytes::{BufMut, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+
+use super::{HandshakeError, accept_key, client_key, has_token, list_items};
+
+/// What a client asks for when it opens a connection.
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    uri: Uri,
+    subprotocols: Vec<String>,
+    headers: HeaderMap,
+}
+
+/// Why a URL cannot be used to open a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidUrl(pub String);
+
+impl std::fmt::Display for InvalidUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid WebSocket URL: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidUrl {}
+
+impl ClientRequest {
+    /// A request for a `ws://` or `wss://` URL.
+    pub fn new(url: &str) -> Result<Self, InvalidUrl> {
+        let uri: Uri = url.parse().map_err(|e| InvalidUrl(format!("{url}: {e}")))?;
+        match uri.scheme_str() {
+            Some("ws" | "wss") => {}
+            _ => return Err(InvalidUrl(format!("{url}: the scheme must be ws or wss"))),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(InvalidUrl(format!("{url}: no host")));
+        }
+        Ok(Self { uri, subprotocols: Vec::new(), headers: HeaderMap::new() })
+    }
+
+    /// Offers a subprotocol (call again to offer several, most preferred first).
+    pub fn with_subprotocol(mut self, name: impl Into<String>) -> Self {
+        self.subprotocols.push(name.into());
+        self
+    }
+
+    /// Adds a header (for example `Origin`, `Cookie` or `Authorization`).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The URL.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// Whether the URL asks for TLS (`wss`).
+    pub fn is_tls(&self) -> bool {
+        self.uri.scheme_str() == Some("wss")
+    }
+
+    /// The host to connect to.
+    pub fn host(&self) -> &str {
+        self.uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// The port to connect to (80 or 443 unless the URL names one).
+    pub fn port(&self) -> u16 {
+        self.uri.port_u16().unwrap_or(if self.is_tls() { 443 } else { 80 })
+    }
+
+    /// The request bytes, and the check of the response to it.
+    pub(crate) fn encode(&self, key_bytes: [u8; 16]) -> (BytesMut, ResponseCheck) {
+        let key = client_key(key_bytes);
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = self.uri.authority().map_or("", |a| a.as_str());
+        // The Host header never carries credentials.
+        let host = authority.rsplit('@').next().unwrap_or(authority);
+        let mut out = BytesMut::with_capacity(256);
+        for part in [
+            "GET ",
+            target,
+            " HTTP/1.1\r\nHost: ",
+            host,
+            "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ",
+            &key,
+            "\r\nSec-WebSocket-Version: 13\r\n",
+        ] {
+            out.put_slice(part.as_bytes());
+        }
+        if !self.subprotocols.is_empty() {
+            out.put_slice(b"Sec-WebSocket-Protocol: ");
+            out.put_slice(self.subprotocols.join(", ").as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        for (name, value) in &self.headers {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+        let check = ResponseCheck { accept: accept_key(key.as_bytes()), offered: self.subprotocols.clone() };
+        (out, check)
+    }
+}
+
+/// What the server's response must contain.
+#[derive(Debug, Clone)]
+pub(crate) struct ResponseCheck {
+    accept: String,
+    offered: Vec<String>,
+}
+
+/// A valid 101 response, as the client sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct ValidResponse {
+    pub(crate) subprotocol: Option<String>,
+    pub(crate) headers: HeaderMap,
+}
+
+impl ResponseCheck {
+    /// Parses and checks a complete response head (§4.1, the client's checks).
+    pub(crate) fn check(&self, head: &[u8], max_headers: usize) -> Result<ValidResponse, HandshakeError> {
+        let invalid = HandshakeError::InvalidResponse;
+        let mut slots = vec![httparse::EMPTY_HEADER; max_headers];
+        let mut parsed = httparse::Response::new(&mut slots);
+        match parsed.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) | Err(_) => return Err(invalid("malformed HTTP response")),
+        }
+        let status = parsed.code.unwrap_or_default();
+        if status != 101 {
+            return Err(HandshakeError::UnexpectedStatus(status));
+        }
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| invalid("invalid header name"))?;
+            let value = HeaderValue::from_bytes(h.value).map_err(|_| invalid("invalid header value"))?;
+            headers.append(name, value);
+        }
+        if !has_token(&headers, header::UPGRADE, "websocket") {
+            return Err(invalid("missing Upgrade: websocket"));
+        }
+        if !has_token(&headers, header::CONNECTION, "upgrade") {
+            return Err(invalid("missing Connection: Upgrade"));
+        }
+        if headers.get(header::SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes) != Some(self.accept.as_bytes()) {
+            return Err(invalid("wrong or missing Sec-WebSocket-Accept"));
+        }
+        if !list_items(&headers, header::SEC_WEBSOCKET_EXTENSIONS).is_empty() {
+            return Err(invalid("the server chose an extension that was not offered"));
+        }
+        let mut chosen = list_items(&headers, header::SEC_WEBSOCKET_PROTOCOL);
+        let subprotocol = match chosen.len() {
+            0 => None,
+            1 if self.offered.contains(&chosen[0]) => chosen.pop(),
+            _ => return Err(invalid("the server chose a subprotocol that was not offered")),
+        };
+        Ok(ValidResponse { subprotocol, headers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(extra: &str, accept: &str) -> String {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
+        )
+    }
+
+    #[test]
+    fn request_bytes() {
+        let req = ClientRequest::new("ws://user:pw@example.com:8080/chat?x=1").unwrap().with_subprotocol("chat");
+        let (bytes, _) = req.encode(*b"the sample nonce");
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with("GET /chat?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n"), "{text}");
+        assert!(text.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), "{text}");
+        assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert_eq!(req.port(), 8080);
+        assert!(ClientRequest::new("http://example.com/").is_err());
+        assert!(ClientRequest::new("ws:///nohost").is_err());
+    }
+
+    #[test]
+    fn response_checks() {
+        let req = ClientRequest::new("ws://example.com/").unwrap().with_subprotocol("chat");
+        let (_, check) = req.encode(*b"the sample nonce");
+        let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        let ok = check.check(response("Sec-WebSocket-Protocol: chat\r\n", good).as_bytes(), 32).unwrap();
+        assert_eq!(ok.subprotocol.as_deref(), Some("chat"));
+        assert!(check.check(response("", good).as_bytes(), 32).unwrap().subprotocol.is_none());
+        let bad = |extra: &str, accept: &str| check.check(response(extra, accept).as_bytes(), 32).unwrap_err();
+        assert_eq!(bad("", "wrong="), HandshakeError::InvalidResponse("wrong or missing Sec-WebSocket-Accept"));
+        assert!(matches!(bad("Sec-WebSocket-Protocol: other\r\n", good), HandshakeError::InvalidResponse(_)));
+        assert!(matches!(
+            bad("Sec-WebSocket-Extensions: permessage-deflate\r\n", good),
+            HandshakeError::InvalidResponse(_)
+        ));
+        assert_eq!(
+            check.check(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 32).unwrap_err(),
+            HandshakeError::UnexpectedStatus(404)
+        );
+    }
+}

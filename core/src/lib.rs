@@ -1,0 +1,124 @@
+//! # chinwag-core: a sans-IO WebSocket protocol core
+//!
+//! A complete RFC 6455 implementation as pure state machines: the opening handshake
+//! (server and client), framing, the connection life cycle with its close handshake,
+//! and keepalive. It performs no I/O, spawns nothing, never reads a clock and draws no
+//! random numbers of its own: bytes, time and random bytes come in as arguments;
+//! events and bytes to write come out. That makes it embeddable in any runtime (the
+//! `chinwag-tokio` and `chinwag-futures` crates are thin drivers around it) and
+//! testable deterministically, down to simulated time.
+//!
+//! ## Driving a [`Connection`]: the call-order contract
+//!
+//! There is one way to drive the core:
+//!
+//! | direction | call |
+//! |---|---|
+//! | time in | [`Connection::handle_timeout`]`(now)` |
+//! | bytes in | [`Connection::receive`]`(&bytes)`, and [`Connection::receive_eof`] when the transport ends |
+//! | events out | [`Connection::poll_event`] `-> Option<Event>` |
+//! | bytes out | [`Connection::poll_transmit`] `-> Option<&mut Outgoing>` (a [`bytes::Buf`]) |
+//! | timer out | [`Connection::poll_timeout`] `-> Option<Instant>` |
+//! | application calls | `accept`, `reject`, `respond`, `send*`, `ping`, `close` `-> Result<(), LocalError>` |
+//!
+//! A driver loops like this:
+//!
+//! 1. **Wake up** (bytes arrived, the application called, or the timer fired) and
+//!    call `handle_timeout(now)` first, with the current time. It fires whatever is
+//!    due and records the time that `receive` and the calls that arm timers use.
+//! 2. **Feed** what arrived with `receive`, or `receive_eof`; make the application's
+//!    calls.
+//! 3. **Drain** `poll_event` until it returns `None`, acting on each event (answering
+//!    an [`Event::UpgradeRequest`] with `accept`/`reject` may produce more events:
+//!    keep draining).
+//! 4. **Write** what `poll_transmit` holds: all queued frames in one vectored write,
+//!    then `advance` by what the transport took. Keep the rest for when the
+//!    transport is writable again.
+//! 5. If [`Connection::is_finished`], close the transport and stop. Otherwise
+//!    **sleep** until bytes arrive, the application calls, or `poll_timeout()` is
+//!    reached, and go to 1.
+//!
+//! Any split of the incoming stream into `receive` calls yields the same events.
+//! Errors of the peer are never returned: a violation queues the close frame it
+//! earns (1002, 1007, 1009) and yields [`Event::Closed`] with the
+//! [`ConnectionError`]. `Err(LocalError)` is only for calls the application should
+//! not have made in the current state; such a call changes nothing.
+//!
+//! ## Example: a client and a server in memory
+//!
+//! ```
+//! use bytes::Buf;
+//! use chinwag_core::{Accept, ClientRequest, CloseCode, Config, Connection, Event};
+//! use std::time::Instant;
+//!
+//! let now = Instant::now(); // any instant: the core only compares instants it is given
+//! let request = ClientRequest::new("ws://example.com/chat").unwrap();
+//! let mut masks = 0u32; // use a strong random source in real code
+//! let next_mask = move || { masks = masks.wrapping_add(0x9E37_79B9); masks.to_be_bytes() };
+//! let mut client = Connection::client(&request, *b"0123456789abcdef", Box::new(next_mask), Config::default(), now);
+//! let mut server = Connection::server(Config::default(), now);
+//!
+//! // Move whatever one side queued to the other, as a transport would.
+//! fn pump(from: &mut Connection, to: &mut Connection) {
+//!     while let Some(out) = from.poll_transmit() {
+//!         let chunk = out.chunk().to_vec();
+//!         out.advance(chunk.len());
+//!         to.receive(&chunk);
+//!     }
+//! }
+//!
+//! pump(&mut client, &mut server);
+//! let Some(Event::UpgradeRequest(request)) = server.poll_event() else { panic!() };
+//! assert_eq!(request.path(), "/chat");
+//! server.accept(Accept::new()).unwrap();
+//! assert!(matches!(server.poll_event(), Some(Event::Open(_))));
+//!
+//! pump(&mut server, &mut client);
+//! assert!(matches!(client.poll_event(), Some(Event::Open(_))));
+//!
+//! client.send_text("hello").unwrap();
+//! pump(&mut client, &mut server);
+//! match server.poll_event() {
+//!     Some(Event::Text(text)) => assert_eq!(text, "hello"),
+//!     other => panic!("{other:?}"),
+//! }
+//!
+//! // The server closes; the client answers; both report the close.
+//! server.close(CloseCode::NORMAL, "bye").unwrap();
+//! pump(&mut server, &mut client);
+//! let Some(Event::Closed(closed)) = client.poll_event() else { panic!() };
+//! assert_eq!((closed.code, closed.reason.as_str()), (CloseCode::NORMAL, "bye"));
+//! pump(&mut client, &mut server);
+//! let Some(Event::Closed(closed)) = server.poll_event() else { panic!() };
+//! assert!(closed.is_clean());
+//! assert!(server.is_finished()); // the server closes the transport first
+//! client.receive_eof();
+//! assert!(client.is_finished());
+//! ```
+//!
+//! ## Modules
+//! - [`handshake`]: the opening handshake on both sides, also usable on its own.
+//! - [`frame`]: the frame header codec and masking.
+//! - [`utf8`]: the incremental, fail-fast UTF-8 validator.
+//! - [`close`]: close codes.
+//! - [`Connection`] (in `connection/`): the state machine that ties them together.
+#![deny(unsafe_code)]
+
+pub mod close;
+mod connection;
+pub mod frame;
+pub mod handshake;
+mod message;
+pub mod utf8;
+
+pub use close::CloseCode;
+pub use connection::{
+    Closed, Config, Connection, ConnectionError, Event, Initiator, LocalError, MaskSource, Opened, Outgoing,
+    ProtocolError, Role, State,
+};
+pub use handshake::{Accept, ClientRequest, HandshakeError, HttpResponse, Rejection, Request, RequestKind};
+pub use message::{Message, SharedFrame, Utf8Bytes};
+
+/// Re-exported so that applications can name header and status types without a
+/// direct dependency.
+pub use http;
