@@ -1,0 +1,311 @@
+//! Property tests of the connection: any split of the incoming stream gives the same
+//! events and the same output, for valid and arbitrary streams, in both roles; and
+//! messages of any size, fragmentation and masking round-trip.
+
+mod common;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use chinwag_core::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask};
+use chinwag_core::{Accept, ClientRequest, Config, Connection, Event, Message};
+use common::{counter_masks, drain_events, drain_transmit};
+use proptest::prelude::*;
+use std::time::Instant;
+
+/// A comparable summary of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Upgrade(String),
+    Http(String),
+    Open,
+    HandshakeFailed(String),
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Closed(u16, String, bool),
+}
+
+fn seen(e: Event) -> Seen {
+    match e {
+        Event::UpgradeRequest(r) => Seen::Upgrade(r.uri().to_string()),
+        Event::HttpRequest(r) => Seen::Http(r.uri().to_string()),
+        Event::Open(_) => Seen::Open,
+        Event::HandshakeFailed(e) => Seen::HandshakeFailed(e.to_string()),
+        Event::Text(t) => Seen::Text(t.to_string()),
+        Event::Binary(b) => Seen::Binary(b.to_vec()),
+        Event::Ping(b) => Seen::Ping(b.to_vec()),
+        Event::Pong(b) => Seen::Pong(b.to_vec()),
+        Event::Closed(c) => {
+            let clean = c.is_clean();
+            Seen::Closed(c.code.0, c.reason, clean)
+        }
+    }
+}
+
+/// One thing put on the wire by the test's own encoder.
+#[derive(Debug, Clone)]
+enum Item {
+    /// A data message split into fragments of these sizes, with a control frame
+    /// after some fragments.
+    Message {
+        text: bool,
+        payload: Vec<u8>,
+        cuts: Vec<usize>,
+        pings_between: Vec<bool>,
+    },
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        4 => (any::<bool>(), any::<String>(), proptest::collection::vec(any::<u8>(), 0..3000),
+              proptest::collection::vec(0usize..4000, 0..4), proptest::collection::vec(any::<bool>(), 0..4))
+            .prop_map(|(text, s, bin, cuts, pings_between)| Item::Message {
+                text,
+                payload: if text { s.into_bytes() } else { bin },
+                cuts,
+                pings_between,
+            }),
+        1 => proptest::collection::vec(any::<u8>(), 0..=125).prop_map(Item::Ping),
+        1 => proptest::collection::vec(any::<u8>(), 0..=125).prop_map(Item::Pong),
+    ]
+}
+
+fn put_frame(wire: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
+    let header = FrameHeader { fin, rsv: 0, opcode: opcode as u8, mask, payload_len: payload.len() as u64 };
+    let mut buf = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut buf);
+    wire.put_slice(&buf[..n]);
+    let start = wire.len();
+    wire.put_slice(payload);
+    if let Some(m) = mask {
+        apply_mask(&mut wire[start..], m, 0);
+    }
+}
+
+/// Encodes items (masked when `masks` is given) and returns the messages and
+/// control payloads a receiver must report.
+fn encode_items(items: &[Item], mut mask: impl FnMut() -> Option<[u8; 4]>) -> (BytesMut, Vec<Seen>) {
+    let mut wire = BytesMut::new();
+    let mut expect = Vec::new();
+    for item in items {
+        match item {
+            Item::Ping(p) => {
+                put_frame(&mut wire, true, OpCode::Ping, p, mask());
+                expect.push(Seen::Ping(p.clone()));
+            }
+            Item::Pong(p) => {
+                put_frame(&mut wire, true, OpCode::Pong, p, mask());
+                expect.push(Seen::Pong(p.clone()));
+            }
+            Item::Message { text, payload, cuts, pings_between } => {
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (payload.len() + 1)).collect();
+                cuts.sort_unstable();
+                cuts.dedup();
+                let mut bounds = vec![0];
+                bounds.extend(cuts);
+                bounds.push(payload.len());
+                let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &payload[w[0]..w[1]]).collect();
+                let mut interleaved = Vec::new();
+                for (i, piece) in pieces.iter().enumerate() {
+                    let opcode = match (i, text) {
+                        (0, true) => OpCode::Text,
+                        (0, false) => OpCode::Binary,
+                        _ => OpCode::Continuation,
+                    };
+                    let fin = i + 1 == pieces.len();
+                    put_frame(&mut wire, fin, opcode, piece, mask());
+                    if !fin && pings_between.get(i).copied().unwrap_or(false) {
+                        put_frame(&mut wire, true, OpCode::Ping, b"between", mask());
+                        interleaved.push(Seen::Ping(b"between".to_vec()));
+                    }
+                }
+                expect.extend(interleaved);
+                expect.push(if *text {
+                    Seen::Text(String::from_utf8(payload.clone()).unwrap())
+                } else {
+                    Seen::Binary(payload.clone())
+                });
+            }
+        }
+    }
+    (wire, expect)
+}
+
+/// The bytes a client sends to open, and a matching server response.
+fn handshake_bytes() -> (Vec<u8>, Vec<u8>) {
+    let now = Instant::now();
+    let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
+    let mut client = Connection::client(&request, [3; 16], counter_masks(), Config::default(), now);
+    let req = drain_transmit(&mut client);
+    let mut server = Connection::server(Config::default(), now);
+    server.receive(&req);
+    drain_events(&mut server);
+    server.accept(Accept::new()).unwrap();
+    (req, drain_transmit(&mut server))
+}
+
+fn split_points(len: usize, cuts: &[usize]) -> Vec<usize> {
+    let mut c: Vec<usize> = cuts.iter().map(|c| c % (len + 1)).collect();
+    c.sort_unstable();
+    c.push(len);
+    c
+}
+
+/// Feeds `wire` whole and in the pieces given by `cuts`; returns both results as
+/// (events, output bytes).
+fn feed_both(make: &dyn Fn() -> Connection, wire: &[u8], cuts: &[usize]) -> [(Vec<Seen>, Vec<u8>); 2] {
+    let mut whole = make();
+    whole.receive(wire);
+    let whole_result = (drain_events(&mut whole).into_iter().map(seen).collect(), drain_transmit(&mut whole));
+    let mut pieces = make();
+    let mut start = 0;
+    for end in split_points(wire.len(), cuts) {
+        pieces.receive(&wire[start..end]);
+        start = end;
+    }
+    let piece_result = (drain_events(&mut pieces).into_iter().map(seen).collect(), drain_transmit(&mut pieces));
+    [whole_result, piece_result]
+}
+
+fn small_limits() -> Config {
+    Config { max_frame_size: 2000, max_message_size: 3000, ..Config::default() }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Server role: a valid masked stream, after the request, in any chunking.
+    #[test]
+    fn server_chunking_invariance(
+        items in proptest::collection::vec(item(), 0..6),
+        masks in proptest::collection::vec(any::<[u8; 4]>(), 64),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let (request, _) = handshake_bytes();
+        let mut next = masks.into_iter().cycle();
+        let (frames, expect) = encode_items(&items, || next.next());
+        let mut wire = request;
+        wire.extend_from_slice(&frames);
+        let head_len = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let make_open = || {
+            let mut s = Connection::server(Config::default(), Instant::now());
+            s.receive(&wire[..head_len]);
+            drain_events(&mut s);
+            s.accept(Accept::new()).unwrap();
+            drain_events(&mut s);
+            drain_transmit(&mut s);
+            s
+        };
+        let [whole, pieces] = feed_both(&make_open, &wire[head_len..], &cuts);
+        prop_assert_eq!(&whole, &pieces);
+        prop_assert_eq!(&whole.0, &expect);
+    }
+
+    /// Client role: the 101 response and unmasked frames, in any chunking.
+    #[test]
+    fn client_chunking_invariance(
+        items in proptest::collection::vec(item(), 0..6),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let (_, response) = handshake_bytes();
+        let (frames, expect) = encode_items(&items, || None);
+        let mut wire = response;
+        wire.extend_from_slice(&frames);
+        let make = || {
+            let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
+            let mut c = Connection::client(&request, [3; 16], counter_masks(), Config::default(), Instant::now());
+            drain_transmit(&mut c);
+            c
+        };
+        let [whole, pieces] = feed_both(&make, &wire, &cuts);
+        prop_assert_eq!(&whole, &pieces);
+        let mut expect_all = vec![Seen::Open];
+        expect_all.extend(expect);
+        prop_assert_eq!(&whole.0, &expect_all);
+    }
+
+    /// Arbitrary bytes after the handshake (mostly invalid) never panic, give the
+    /// same events and output in any chunking, and only ever close with a code that
+    /// may be sent.
+    #[test]
+    fn arbitrary_frames_chunking_invariance(
+        junk in proptest::collection::vec(any::<u8>(), 0..600),
+        valid_prefix in proptest::collection::vec(item(), 0..2),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+        server in any::<bool>(),
+    ) {
+        let (request, response) = handshake_bytes();
+        let (mut frames, _) = encode_items(&valid_prefix, || server.then_some([1, 2, 3, 4]));
+        frames.extend_from_slice(&junk);
+        let make: Box<dyn Fn() -> Connection> = if server {
+            Box::new(|| {
+                let mut s = Connection::server(small_limits(), Instant::now());
+                s.receive(&request);
+                drain_events(&mut s);
+                s.accept(Accept::new()).unwrap();
+                drain_events(&mut s);
+                drain_transmit(&mut s);
+                s
+            })
+        } else {
+            Box::new(|| {
+                let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
+                let mut c = Connection::client(&request, [3; 16], counter_masks(), small_limits(), Instant::now());
+                drain_transmit(&mut c);
+                c.receive(&response);
+                drain_events(&mut c);
+                c
+            })
+        };
+        let [whole, pieces] = feed_both(&*make, &frames, &cuts);
+        prop_assert_eq!(&whole, &pieces);
+        for e in &whole.0 {
+            if let Seen::Closed(code, _, _) = e {
+                prop_assert!(chinwag_core::CloseCode(*code).is_sendable(), "closed with {}", code);
+            }
+        }
+    }
+
+    /// Arbitrary request heads never panic and give the same events and response in
+    /// any chunking.
+    #[test]
+    fn arbitrary_request_heads(
+        head in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            "[A-Z]{1,7} /[a-z/?=&%]{0,20} HTTP/1\\.[01]\r\n([A-Za-z-]{1,20}: [ -~]{0,30}\r\n){0,8}\r\n"
+                .prop_map(String::into_bytes),
+        ],
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let make = || Connection::server(Config::default(), Instant::now());
+        let [whole, pieces] = feed_both(&make, &head, &cuts);
+        prop_assert_eq!(whole, pieces);
+    }
+
+    /// Messages sent with the connection's own API arrive intact, both ways.
+    #[test]
+    fn send_receive_round_trip(
+        messages in proptest::collection::vec(prop_oneof![
+            any::<String>().prop_map(Message::text),
+            proptest::collection::vec(any::<u8>(), 0..5000).prop_map(|b| Message::binary(Bytes::from(b))),
+        ], 0..8),
+        from_client in any::<bool>(),
+    ) {
+        let mut p = common::Pair::default_open();
+        for m in &messages {
+            if from_client { p.client.send(m).unwrap() } else { p.server.send(m).unwrap() }
+        }
+        p.run();
+        let got: Vec<Message> = if from_client { &p.server_events } else { &p.client_events }
+            .iter()
+            .map(|e| match e {
+                Event::Text(t) => Message::Text(t.clone()),
+                Event::Binary(b) => Message::Binary(b.clone()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        prop_assert_eq!(got, messages);
+    }
+}

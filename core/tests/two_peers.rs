@@ -1,0 +1,217 @@
+//! Client and server cores against each other, with virtual time: close from either
+//! side, simultaneous close, keepalive, dead peers and timeouts.
+
+mod common;
+
+use chinwag_core::{CloseCode, Config, ConnectionError, Event, Initiator, State};
+use common::Pair;
+use std::time::Duration;
+
+fn closed(events: &[Event]) -> &chinwag_core::Closed {
+    match events.last() {
+        Some(Event::Closed(c)) => c,
+        other => panic!("expected Closed last, got {other:?} in {events:?}"),
+    }
+}
+
+#[test]
+fn messages_flow_both_ways() {
+    let mut p = Pair::default_open();
+    p.client.send_text("from client").unwrap();
+    p.client.send_binary(&[1, 2, 3]).unwrap();
+    p.server.send_text("from server").unwrap();
+    p.server.send(&chinwag_core::Message::binary(vec![9u8; 5000])).unwrap();
+    p.run();
+    assert!(
+        matches!(&p.server_events[..], [Event::Text(t), Event::Binary(b)] if t == "from client" && b[..] == [1, 2, 3])
+    );
+    assert!(
+        matches!(&p.client_events[..], [Event::Text(t), Event::Binary(b)] if t == "from server" && b.len() == 5000)
+    );
+}
+
+#[test]
+fn client_initiated_close() {
+    let mut p = Pair::default_open();
+    p.client.close(CloseCode::NORMAL, "done").unwrap();
+    assert_eq!(p.client.state(), State::Closing);
+    p.run();
+    let s = closed(&p.server_events);
+    assert_eq!(
+        (s.code, s.reason.as_str(), s.initiator, s.is_clean()),
+        (CloseCode::NORMAL, "done", Initiator::Peer, true)
+    );
+    let c = closed(&p.client_events);
+    assert_eq!((c.code, c.initiator, c.is_clean()), (CloseCode::NORMAL, Initiator::Local, true));
+    // The server closed the transport first; the client followed on EOF.
+    assert!(p.server_transport_closed && p.client_transport_closed);
+}
+
+#[test]
+fn server_initiated_close_client_waits_for_eof() {
+    let mut p = Pair::default_open();
+    p.server_to_client = true;
+    p.server.close(CloseCode::GOING_AWAY, "shutdown").unwrap();
+    p.run();
+    assert_eq!(closed(&p.client_events).code, CloseCode::GOING_AWAY);
+    let s = closed(&p.server_events);
+    assert_eq!((s.code, s.initiator, s.is_clean()), (CloseCode::GOING_AWAY, Initiator::Local, true));
+    assert!(p.client.is_finished(), "client got the server's EOF");
+}
+
+#[test]
+fn client_lingers_until_close_timeout_without_eof() {
+    let mut p = Pair::default_open();
+    p.client.close(CloseCode::NORMAL, "").unwrap();
+    // The server answers but its EOF is lost.
+    p.server_to_client = true;
+    let c2s = common::drain_transmit(&mut p.client);
+    p.server.receive(&c2s);
+    let s2c = common::drain_transmit(&mut p.server);
+    p.client.receive(&s2c);
+    assert!(p.server.is_finished());
+    assert!(!p.client.is_finished(), "the client waits for the server to close first");
+    let deadline = p.client.poll_timeout().expect("linger deadline");
+    assert_eq!(deadline - p.now, Config::default().close_timeout);
+    p.client.handle_timeout(deadline);
+    assert!(p.client.is_finished());
+}
+
+#[test]
+fn simultaneous_close() {
+    let mut p = Pair::default_open();
+    p.client.close(CloseCode::NORMAL, "c").unwrap();
+    p.server.close(CloseCode::GOING_AWAY, "s").unwrap();
+    p.run();
+    let (c, s) = (closed(&p.client_events), closed(&p.server_events));
+    assert!(c.is_clean() && s.is_clean());
+    assert_eq!((c.code, c.initiator), (CloseCode::NORMAL, Initiator::Local));
+    assert_eq!((s.code, s.initiator), (CloseCode::GOING_AWAY, Initiator::Local));
+}
+
+#[test]
+fn close_timeout_when_peer_never_answers() {
+    let mut p = Pair::default_open();
+    p.client_to_server = false; // the server never sees the client's close
+    p.server_to_client = true;
+    p.client.close(CloseCode::NORMAL, "bye").unwrap();
+    p.run();
+    assert!(p.client_events.is_empty());
+    assert!(p.advance(Duration::from_secs(10)));
+    let c = closed(&p.client_events);
+    assert_eq!(c.error, Some(ConnectionError::CloseTimeout));
+    assert_eq!(c.code, CloseCode::NORMAL, "reports the code we sent");
+    assert!(p.client.is_finished());
+}
+
+#[test]
+fn keepalive_pings_keep_an_idle_connection_open() {
+    let config = Config { keepalive_interval: Some(Duration::from_secs(30)), ..Config::default() };
+    let mut p = Pair::open(config.clone(), config);
+    let start = p.now;
+    // Ten minutes of silence from the applications: pings and pongs keep it alive.
+    while p.now < start + Duration::from_secs(600) {
+        assert!(p.advance(Duration::from_secs(60)));
+    }
+    assert_eq!(p.client.state(), State::Open);
+    assert_eq!(p.server.state(), State::Open);
+    let pings = p.client_events.iter().filter(|e| matches!(e, Event::Ping(_))).count();
+    assert!(pings >= 10, "server pinged the client {pings} times");
+    assert!(!p.client_events.iter().chain(&p.server_events).any(|e| matches!(e, Event::Closed(_))));
+}
+
+#[test]
+fn dead_peer_is_detected_by_keepalive() {
+    let config = Config {
+        keepalive_interval: Some(Duration::from_secs(20)),
+        keepalive_timeout: Duration::from_secs(10),
+        ..Config::default()
+    };
+    let mut p = Pair::open(Config { keepalive_interval: None, ..Config::default() }, config);
+    let start = p.now;
+    p.client_to_server = false; // pulled cable: nothing from the client arrives any more
+    p.settle(Duration::from_secs(60));
+    let s = closed(&p.server_events);
+    assert_eq!(s.error, Some(ConnectionError::KeepaliveTimeout));
+    assert_eq!(s.code, CloseCode::ABNORMAL);
+    assert!(p.server.is_finished());
+    // Idle 20 s, then 10 s waiting for the pong.
+    assert_eq!(p.now - start, Duration::from_secs(30));
+}
+
+#[test]
+fn any_traffic_counts_as_alive() {
+    let config = Config {
+        keepalive_interval: Some(Duration::from_secs(20)),
+        keepalive_timeout: Duration::from_secs(10),
+        ..Config::default()
+    };
+    let mut p = Pair::open(Config { keepalive_interval: None, ..Config::default() }, config);
+    let start = p.now;
+    for i in 0..10 {
+        p.now += Duration::from_secs(15);
+        p.server.handle_timeout(p.now);
+        p.client.handle_timeout(p.now);
+        p.client.send_text(&format!("tick {i}")).unwrap();
+        p.run();
+    }
+    assert_eq!(p.now - start, Duration::from_secs(150));
+    assert_eq!(p.server.state(), State::Open);
+    assert!(!p.client_events.iter().any(|e| matches!(e, Event::Ping(_))), "no ping needed while data flows");
+}
+
+#[test]
+fn handshake_timeout() {
+    let now = std::time::Instant::now();
+    let mut server = chinwag_core::Connection::server(Config::default(), now);
+    server.receive(b"GET / HTTP/1.1\r\nHost: a\r\n"); // never finished (slow loris)
+    let deadline = server.poll_timeout().unwrap();
+    assert_eq!(deadline - now, Duration::from_secs(10));
+    server.handle_timeout(deadline);
+    assert!(matches!(server.poll_event(), Some(Event::HandshakeFailed(chinwag_core::HandshakeError::Timeout))));
+    assert!(server.is_finished());
+}
+
+#[test]
+fn protocol_error_fails_fast_without_waiting_for_a_reply() {
+    let mut p = Pair::default_open();
+    // A client frame with RSV1 set: the server sends 1002 and closes the transport.
+    p.server.receive(&[0xC1, 0x80, 0, 0, 0, 0]);
+    let s = closed(&common::drain_events(&mut p.server)).clone();
+    assert_eq!(s.code, CloseCode::PROTOCOL_ERROR);
+    assert_eq!(s.error, Some(ConnectionError::Protocol(chinwag_core::ProtocolError::ReservedBits)));
+    let wire = common::drain_transmit(&mut p.server);
+    assert_eq!(&wire[..4], &[0x88, wire[1], 0x03, 0xEA], "close frame with 1002");
+    assert!(p.server.is_finished());
+}
+
+#[test]
+fn local_misuse_is_an_error_and_changes_nothing() {
+    let mut p = Pair::default_open();
+    assert_eq!(p.client.close(CloseCode::ABNORMAL, ""), Err(chinwag_core::LocalError::InvalidCloseCode(1006)));
+    assert_eq!(p.client.close(CloseCode::NORMAL, &"x".repeat(124)), Err(chinwag_core::LocalError::CloseReasonTooLong));
+    assert_eq!(p.client.ping(&[0; 126]), Err(chinwag_core::LocalError::ControlPayloadTooLong));
+    assert_eq!(
+        p.client.send_shared(&chinwag_core::SharedFrame::text("x")),
+        Err(chinwag_core::LocalError::SharedFrameFromClient)
+    );
+    assert_eq!(p.client.state(), State::Open);
+    p.client.close(CloseCode::NORMAL, "").unwrap();
+    assert_eq!(p.client.send_text("late"), Err(chinwag_core::LocalError::Closing));
+    assert_eq!(p.client.close(CloseCode::NORMAL, ""), Err(chinwag_core::LocalError::Closing));
+    p.run();
+    assert_eq!(p.client.send_text("later"), Err(chinwag_core::LocalError::Closed));
+}
+
+#[test]
+fn shared_frame_reaches_many_connections_without_copies() {
+    let frame = chinwag_core::SharedFrame::text("to everyone");
+    let mut pairs: Vec<Pair> = (0..5).map(|_| Pair::default_open()).collect();
+    for p in &mut pairs {
+        p.server.send_shared(&frame).unwrap();
+        let out = p.server.poll_transmit().unwrap();
+        assert_eq!(bytes::Buf::chunk(out).as_ptr(), frame.as_bytes().as_ptr(), "queued by reference");
+        p.run();
+        assert!(matches!(&p.client_events[..], [Event::Text(t)] if t == "to everyone"));
+    }
+}

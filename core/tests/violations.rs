@@ -1,0 +1,145 @@
+//! Every peer violation gets its close code, at the byte that reveals it.
+
+mod common;
+
+use chinwag_core::{CloseCode, Config, ConnectionError, Event, ProtocolError};
+use common::{Pair, drain_events, drain_transmit};
+
+/// A masked client frame with an all-zero mask (so the payload is readable).
+fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![b0];
+    match payload.len() {
+        n @ 0..=125 => f.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Feeds `wire` to an open server connection; returns the close it reported and the
+/// code of the close frame it sent.
+fn server_closes(config: Config, wire: &[u8]) -> (chinwag_core::Closed, Option<u16>) {
+    let mut p = Pair::open(Config::default(), config);
+    p.server.receive(wire);
+    let events = drain_events(&mut p.server);
+    let Some(Event::Closed(closed)) = events.last().cloned() else { panic!("no close for {wire:x?}: {events:?}") };
+    let out = drain_transmit(&mut p.server);
+    let sent = (out.len() >= 4 && out[0] == 0x88).then(|| u16::from_be_bytes([out[2], out[3]]));
+    assert!(p.server.is_finished(), "a failed connection is finished once flushed");
+    (closed, sent)
+}
+
+#[test]
+fn violations_and_their_codes() {
+    use ProtocolError::*;
+    let cases: Vec<(&str, Vec<u8>, ProtocolError)> = vec![
+        ("RSV1 without extension", frame(0xC1, b"x"), ReservedBits),
+        ("RSV3", frame(0x91, b"x"), ReservedBits),
+        ("reserved data opcode 3", frame(0x83, b""), ReservedOpcode(3)),
+        ("reserved control opcode 0xB", frame(0x8B, b""), ReservedOpcode(0xB)),
+        ("unmasked client frame", vec![0x81, 0x01, b'x'], UnmaskedFrame),
+        ("fragmented ping", frame(0x09, b""), FragmentedControl),
+        ("ping over 125 bytes", frame(0x89, &[0; 126]), ControlTooLong),
+        ("continuation first", frame(0x80, b"x"), UnexpectedContinuation),
+        ("text inside fragmented text", [frame(0x01, b"a"), frame(0x81, b"b")].concat(), ExpectedContinuation),
+        ("64-bit length with top bit", vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], InvalidLength),
+        ("one-byte close", frame(0x88, &[3]), TruncatedClose),
+        ("close code 1005", frame(0x88, &[0x03, 0xED]), InvalidCloseCode(1005)),
+        ("close code 999", frame(0x88, &[0x03, 0xE7]), InvalidCloseCode(999)),
+        ("close code 5000", frame(0x88, &[0x13, 0x88]), InvalidCloseCode(5000)),
+        ("close reason not UTF-8", frame(0x88, &[0x03, 0xE8, 0xC0]), InvalidUtf8),
+        ("text not UTF-8", frame(0x81, &[0xFF]), InvalidUtf8),
+        ("text ends mid code point", frame(0x81, &[0xE2, 0x82]), InvalidUtf8),
+        ("fragments end mid code point", [frame(0x01, &[0xE2]), frame(0x80, &[0x82])].concat(), InvalidUtf8),
+    ];
+    for (what, wire, error) in cases {
+        let (closed, sent) = server_closes(Config::default(), &wire);
+        assert_eq!(closed.error, Some(ConnectionError::Protocol(error)), "{what}");
+        assert_eq!(closed.code, error.close_code(), "{what}");
+        assert_eq!(sent, Some(error.close_code().0), "{what}: close frame on the wire");
+    }
+}
+
+#[test]
+fn size_limits_close_with_1009_at_the_header() {
+    let config = Config { max_frame_size: 1000, max_message_size: 1500, ..Config::default() };
+    // Only the header of an oversized frame: no payload needs to arrive.
+    let header_only = &frame(0x82, &[0; 1001])[..8];
+    let (closed, sent) = server_closes(config.clone(), header_only);
+    assert_eq!((closed.code, sent), (CloseCode::MESSAGE_TOO_BIG, Some(1009)));
+    assert_eq!(closed.error, Some(ConnectionError::Protocol(ProtocolError::FrameTooLarge)));
+    // Two fragments under the frame limit that exceed the message limit.
+    let wire = [frame(0x02, &[0; 1000]), frame(0x80, &[0; 501])[..8].to_vec()].concat();
+    let (closed, _) = server_closes(config, &wire);
+    assert_eq!(closed.error, Some(ConnectionError::Protocol(ProtocolError::MessageTooLarge)));
+}
+
+#[test]
+fn invalid_utf8_fails_mid_frame_before_the_rest_arrives() {
+    let mut p = Pair::default_open();
+    // A 1000-byte text frame announced; 10 valid bytes, then an invalid one arrive.
+    let full = frame(0x81, &[b'a'; 1000]);
+    let header_len = full.len() - 1000;
+    let mut wire = full[..header_len + 10].to_vec();
+    wire.push(0xFF);
+    p.server.receive(&wire[..header_len + 10]);
+    assert!(drain_events(&mut p.server).is_empty(), "valid so far");
+    p.server.receive(&wire[header_len + 10..]);
+    let events = drain_events(&mut p.server);
+    assert!(
+        matches!(events.last(), Some(Event::Closed(c)) if c.code == CloseCode::INVALID_PAYLOAD),
+        "closed with 1007 at the invalid byte, 989 bytes before the frame's end: {events:?}"
+    );
+}
+
+#[test]
+fn nothing_is_processed_after_a_failure_or_a_close() {
+    let mut p = Pair::default_open();
+    let wire = [frame(0x88, &[0x03, 0xE8]), frame(0x81, b"after close"), frame(0x89, b"ping")].concat();
+    p.server.receive(&wire);
+    let events = drain_events(&mut p.server);
+    assert!(matches!(&events[..], [Event::Closed(c)] if c.code == CloseCode::NORMAL), "{events:?}");
+    let out = drain_transmit(&mut p.server);
+    assert_eq!(out, [0x88, 0x02, 0x03, 0xE8], "only the close reply, no pong");
+}
+
+#[test]
+fn control_frames_interleave_with_fragments_and_pings_get_pongs() {
+    let mut p = Pair::default_open();
+    let wire =
+        [frame(0x01, b"hel"), frame(0x89, b"p1"), frame(0x00, b"lo "), frame(0x8A, b"p2"), frame(0x80, b"world")]
+            .concat();
+    p.server.receive(&wire);
+    let events = drain_events(&mut p.server);
+    assert!(
+        matches!(&events[..], [Event::Ping(a), Event::Pong(b), Event::Text(t)] if a[..] == *b"p1" && b[..] == *b"p2" && t == "hello world"),
+        "{events:?}"
+    );
+    assert_eq!(drain_transmit(&mut p.server), [0x8A, 0x02, b'p', b'1'], "pong echoes the ping payload");
+}
+
+#[test]
+fn close_without_code_is_answered_without_code() {
+    let mut p = Pair::default_open();
+    p.server.receive(&frame(0x88, b""));
+    let events = drain_events(&mut p.server);
+    assert!(matches!(&events[..], [Event::Closed(c)] if c.code == CloseCode::NO_STATUS && c.is_clean()));
+    assert_eq!(drain_transmit(&mut p.server), [0x88, 0x00]);
+}
+
+#[test]
+fn client_rejects_masked_server_frames() {
+    let mut p = Pair::default_open();
+    p.client.receive(&frame(0x81, b"x"));
+    let events = drain_events(&mut p.client);
+    assert!(matches!(events.last(), Some(Event::Closed(c))
+        if c.error == Some(ConnectionError::Protocol(ProtocolError::MaskedFrame))));
+}
