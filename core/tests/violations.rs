@@ -143,3 +143,17 @@ fn client_rejects_masked_server_frames() {
     assert!(matches!(events.last(), Some(Event::Closed(c))
         if c.error == Some(ConnectionError::Protocol(ProtocolError::MaskedFrame))));
 }
+
+#[test]
+fn a_reply_to_a_message_leaves_before_the_close_for_a_later_violation() {
+    let mut p = Pair::default_open();
+    // One read holds a valid message and then a frame with RSV1 set (Autobahn 3.3).
+    p.server.receive(&[frame(0x81, b"first"), frame(0xC1, b"bad")].concat());
+    let Some(Event::Text(text)) = p.server.poll_event() else { panic!("the message comes first") };
+    assert!(p.server.has_events(), "more input is waiting");
+    p.server.send_text(&text).unwrap();
+    assert!(matches!(p.server.poll_event(), Some(Event::Closed(c)) if c.code == CloseCode::PROTOCOL_ERROR));
+    let wire = drain_transmit(&mut p.server);
+    assert_eq!(&wire[..7], b"\x81\x05first", "the echo is written first");
+    assert_eq!(&wire[7..11], &[0x88, wire[8], 0x03, 0xEA], "then the 1002 close");
+}

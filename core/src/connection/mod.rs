@@ -108,6 +108,11 @@ pub struct Connection {
     subprotocol: Option<String>,
     /// The code and reason of the close frame we sent, reported when it is answered.
     pending_close: Option<(CloseCode, String)>,
+    /// Received bytes not parsed yet. Parsing stops after each event and resumes
+    /// when the events are drained, so the application answers message N before
+    /// the connection acts on anything after it (a protocol error in frame N+1 must
+    /// not swallow the reply to N).
+    input: BytesMut,
 }
 
 impl std::fmt::Debug for Connection {
@@ -135,6 +140,7 @@ impl Connection {
             timers,
             subprotocol: None,
             pending_close: None,
+            input: BytesMut::new(),
         }
     }
 
@@ -237,7 +243,7 @@ impl Connection {
                         Ok(valid) => {
                             self.subprotocol.clone_from(&valid.subprotocol);
                             self.set_open(Opened { subprotocol: valid.subprotocol, response_headers: valid.headers });
-                            self.read_frames(&after);
+                            self.feed_frames(&after);
                         }
                         Err(e) => self.handshake_failed(e),
                     }
@@ -246,10 +252,36 @@ impl Connection {
             },
             Phase::Open | Phase::CloseSent => {
                 self.timers.activity();
-                self.read_frames(data);
+                self.feed_frames(data);
             }
             Phase::Closed { .. } => {}
         }
+    }
+
+    /// Parses frames from `data` up to the next event, keeping the rest for later.
+    fn feed_frames(&mut self, data: &[u8]) {
+        if !self.input.is_empty() {
+            self.input.extend_from_slice(data);
+            return;
+        }
+        let used = self.read_frames(data);
+        if used < data.len() && matches!(self.phase, Phase::Open | Phase::CloseSent) {
+            self.input.extend_from_slice(&data[used..]);
+        }
+    }
+
+    /// Parses kept input up to the next event.
+    fn parse_kept_input(&mut self) {
+        let mut input = std::mem::take(&mut self.input);
+        let used = self.read_frames(&input);
+        input.advance(used);
+        if input.is_empty() || !matches!(self.phase, Phase::Open | Phase::CloseSent) {
+            input.clear();
+            if input.capacity() > 4096 {
+                input = BytesMut::new();
+            }
+        }
+        self.input = input;
     }
 
     /// Reports that the transport will deliver no more bytes (EOF, reset or any read
@@ -272,13 +304,20 @@ impl Connection {
     // ----- events and bytes out ---------------------------------------------------
 
     /// The next event, if any. Drain until `None` after every call that changes state.
+    ///
+    /// Received bytes are parsed as events are taken: one event's worth at a time, so
+    /// that whatever the application sends in answer to an event is queued before
+    /// the connection reacts to later input.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() && !self.input.is_empty() {
+            self.parse_kept_input();
+        }
         self.events.pop_front()
     }
 
-    /// Whether events are waiting.
+    /// Whether events are waiting, or received bytes that may hold more.
     pub fn has_events(&self) -> bool {
-        !self.events.is_empty()
+        !self.events.is_empty() || !self.input.is_empty()
     }
 
     /// The queued output, if any: write as much of it as the transport takes (one
@@ -371,7 +410,7 @@ impl Connection {
         self.out.tail().put_slice(&response);
         self.subprotocol.clone_from(&accept.subprotocol);
         self.set_open(Opened { subprotocol: accept.subprotocol, response_headers: Default::default() });
-        self.read_frames(&early);
+        self.feed_frames(&early);
         Ok(())
     }
 
@@ -618,6 +657,7 @@ impl Connection {
     fn end(&mut self, closed: Closed, await_eof: bool) {
         self.phase = Phase::Closed { await_eof };
         self.reader = Reader::default();
+        self.input = BytesMut::new();
         self.timers.closed(await_eof.then_some(self.config.close_timeout));
         self.events.push_back(Event::Closed(closed));
     }

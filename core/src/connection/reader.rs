@@ -90,17 +90,25 @@ impl Reader {
 }
 
 impl Connection {
-    /// Reads frames from `data` until it is used up or the connection fails.
-    pub(super) fn read_frames(&mut self, mut data: &[u8]) {
-        while !matches!(self.phase, Phase::Closed { .. }) {
+    /// Reads frames from `data` until it is used up, a frame produced an event, or
+    /// the connection ended. Returns how many bytes were used.
+    pub(super) fn read_frames(&mut self, data: &[u8]) -> usize {
+        let total = data.len();
+        let mut data = data;
+        let events_before = self.events.len();
+        while !matches!(self.phase, Phase::Closed { .. }) && self.events.len() == events_before {
             if self.reader.frame.is_none() {
                 let header = match self.reader.take_header(&mut data) {
                     Ok(Some(header)) => header,
-                    Ok(None) => return,
-                    Err(e) => return self.fail(e),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.fail(e);
+                        break;
+                    }
                 };
                 if let Err(e) = self.start_frame(header) {
-                    return self.fail(e);
+                    self.fail(e);
+                    break;
                 }
             }
             let frame = self.reader.frame.as_mut().expect("a frame is in progress");
@@ -125,15 +133,16 @@ impl Connection {
                 // Fail fast: the byte that breaks UTF-8 closes the connection now,
                 // not when the frame or message ends.
                 if message.text && message.utf8.feed(fresh).is_err() {
-                    return self.fail(ProtocolError::InvalidUtf8);
+                    self.fail(ProtocolError::InvalidUtf8);
+                    break;
                 }
             }
-            if done {
-                self.end_frame();
-            } else {
-                return; // `data` is used up
+            if !done {
+                break; // `data` is used up
             }
+            self.end_frame();
         }
+        total - data.len()
     }
 
     /// Checks a new frame header against the state of the connection.

@@ -1,0 +1,282 @@
+//! The async handles of an open connection: [`WebSocket`], and its halves
+//! [`Sender`] and [`Receiver`].
+
+use chinwag_core::{CloseCode, Closed, Event, Message, SharedFrame, State};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
+
+use crate::io::Io;
+use crate::wake::Wakers;
+use crate::{Error, Timer, Transport};
+
+pub(crate) struct Shared<T, R> {
+    io: Mutex<Io<T, R>>,
+    wakers: Arc<Wakers>,
+    /// Wakes every task registered in `wakers`; passed to the transport and timer.
+    io_waker: Waker,
+}
+
+impl<T: Transport, R: Timer> Shared<T, R> {
+    pub(crate) fn new(io: Io<T, R>) -> Arc<Self> {
+        let wakers = Arc::new(Wakers::default());
+        let io_waker = Waker::from(wakers.clone());
+        Arc::new(Self { io: Mutex::new(io), wakers, io_waker })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Io<T, R>> {
+        self.io.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers the calling task and runs `f` with the shared transport waker.
+    fn with_io<O>(&self, cx: &mut Context<'_>, f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>) -> O) -> O {
+        self.wakers.register(cx.waker());
+        let mut io_cx = Context::from_waker(&self.io_waker);
+        f(&mut self.lock(), &mut io_cx)
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.with_io(cx, |io, cx| {
+            loop {
+                match ready!(io.poll_event(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Event::Text(text)) => return Poll::Ready(Some(Message::Text(text))),
+                    Some(Event::Binary(data)) => return Poll::Ready(Some(Message::Binary(data))),
+                    // Pongs are queued by the core; close details are kept in `closed`.
+                    Some(_) => {}
+                }
+            }
+        })
+    }
+
+    /// Writes what is queued. With `cork`, returns at once while the receiving side
+    /// still has unread events, so that replies to a batch of messages leave in one
+    /// write (the receiver flushes before it waits for more input).
+    fn poll_flush(&self, cx: &mut Context<'_>, cork: bool) -> Poll<Result<(), Error>> {
+        self.with_io(cx, |io, cx| {
+            if cork && io.conn.has_events() && !io.conn.is_backlogged() {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(io.poll_write(cx)) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(e) => {
+                    io.conn.receive_eof();
+                    Poll::Ready(Err(Error::Io(e)))
+                }
+            }
+        })
+    }
+
+    /// Waits while the outgoing backlog is over its bound.
+    fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.with_io(cx, |io, cx| {
+            while io.conn.is_backlogged() {
+                if let Err(e) = ready!(io.poll_write(cx)) {
+                    io.conn.receive_eof();
+                    return Poll::Ready(Err(Error::Io(e)));
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    fn queue(
+        &self,
+        f: impl FnOnce(&mut chinwag_core::Connection) -> Result<(), chinwag_core::LocalError>,
+    ) -> Result<(), Error> {
+        let mut io = self.lock();
+        f(&mut io.conn)?;
+        Ok(())
+    }
+
+    /// Queues without waiting and wakes the task that drives the transport.
+    fn push(
+        &self,
+        f: impl FnOnce(&mut chinwag_core::Connection) -> Result<(), chinwag_core::LocalError>,
+    ) -> Result<(), Error> {
+        self.queue(f)?;
+        self.io_waker.wake_by_ref();
+        Ok(())
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_capacity(cx)).await?;
+        self.queue(|c| c.send(message))?;
+        poll_fn(|cx| self.poll_flush(cx, true)).await
+    }
+
+    async fn feed(&self, message: &Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_capacity(cx)).await?;
+        self.queue(|c| c.send(message))
+    }
+
+    async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.queue(|c| c.close(code, reason))?;
+        poll_fn(|cx| self.poll_flush(cx, false)).await
+    }
+}
+
+/// An open WebSocket connection: receive with [`recv`](Self::recv), send with
+/// [`send`](Self::send), or [`split`](Self::split) it for two tasks.
+pub struct WebSocket<T, R> {
+    shared: Arc<Shared<T, R>>,
+}
+
+impl<T: Transport, R: Timer> WebSocket<T, R> {
+    pub(crate) fn from_io(io: Io<T, R>) -> Self {
+        Self { shared: Shared::new(io) }
+    }
+
+    /// The next message, or `None` once the connection is closed and the transport
+    /// shut down ([`close_info`](Self::close_info) then says how it ended).
+    ///
+    /// Pings are answered and keepalive and close deadlines are kept while a task
+    /// waits here, so keep one task receiving. Cancel-safe: bytes already read stay
+    /// in the connection, and no message is lost if the future is dropped.
+    pub async fn recv(&mut self) -> Option<Message> {
+        poll_fn(|cx| self.shared.poll_recv(cx)).await
+    }
+
+    /// Sends a message. Waits while the outgoing backlog is over its bound, then
+    /// writes, unless more received messages are waiting to be read: replies to a
+    /// batch of messages are then written together when the batch is done.
+    pub async fn send(&self, message: &Message) -> Result<(), Error> {
+        self.shared.send(message).await
+    }
+
+    /// Queues a message without writing it (waits only while the backlog is over its
+    /// bound); [`flush`](Self::flush) writes everything queued.
+    pub async fn feed(&self, message: &Message) -> Result<(), Error> {
+        self.shared.feed(message).await
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&self) -> Result<(), Error> {
+        poll_fn(|cx| self.shared.poll_flush(cx, false)).await
+    }
+
+    /// Closes the connection: sends a close frame and waits until the peer answers
+    /// (or the close timeout passes) and the transport is shut down. Messages that
+    /// arrive meanwhile are discarded.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.shared.close(code, reason).await?;
+        poll_fn(|cx| self.shared.with_io(cx, |io, cx| io.poll_finish(cx))).await;
+        Ok(())
+    }
+
+    /// The coarse state of the connection.
+    pub fn state(&self) -> State {
+        self.shared.lock().conn.state()
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<Closed> {
+        self.shared.lock().closed.clone()
+    }
+
+    /// The agreed subprotocol.
+    pub fn subprotocol(&self) -> Option<String> {
+        self.shared.lock().conn.subprotocol().map(str::to_owned)
+    }
+
+    /// Splits into a receiving half and a sending half that can live in different
+    /// tasks. The [`Sender`] can be cloned.
+    pub fn split(self) -> (Sender<T, R>, Receiver<T, R>) {
+        (Sender { shared: self.shared.clone() }, Receiver { shared: self.shared })
+    }
+
+    /// A sending handle for other tasks, while this handle keeps receiving.
+    pub fn sender(&self) -> Sender<T, R> {
+        Sender { shared: self.shared.clone() }
+    }
+}
+
+impl<T: Transport, R: Timer> futures_core::Stream for WebSocket<T, R> {
+    type Item = Message;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.shared.poll_recv(cx)
+    }
+}
+
+/// The receiving half of a split [`WebSocket`]. It also drives keepalive, close
+/// deadlines and the writing of frames pushed with [`Sender::push`].
+pub struct Receiver<T, R> {
+    shared: Arc<Shared<T, R>>,
+}
+
+impl<T: Transport, R: Timer> Receiver<T, R> {
+    /// The next message; see [`WebSocket::recv`].
+    pub async fn recv(&mut self) -> Option<Message> {
+        poll_fn(|cx| self.shared.poll_recv(cx)).await
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<Closed> {
+        self.shared.lock().closed.clone()
+    }
+}
+
+impl<T: Transport, R: Timer> futures_core::Stream for Receiver<T, R> {
+    type Item = Message;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.shared.poll_recv(cx)
+    }
+}
+
+/// The sending half of a [`WebSocket`]; clone it to send from many tasks.
+pub struct Sender<T, R> {
+    shared: Arc<Shared<T, R>>,
+}
+
+impl<T, R> Clone for Sender<T, R> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<T: Transport, R: Timer> Sender<T, R> {
+    /// Sends a message; see [`WebSocket::send`].
+    pub async fn send(&self, message: &Message) -> Result<(), Error> {
+        self.shared.send(message).await
+    }
+
+    /// Queues a message without writing it; see [`WebSocket::feed`].
+    pub async fn feed(&self, message: &Message) -> Result<(), Error> {
+        self.shared.feed(message).await
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&self) -> Result<(), Error> {
+        poll_fn(|cx| self.shared.poll_flush(cx, false)).await
+    }
+
+    /// Queues a message and returns at once, without waiting for room or writing:
+    /// the receiving task writes it, together with whatever else is queued by then.
+    /// Meant for fan-out from other tasks; watch [`buffered_amount`](Self::buffered_amount)
+    /// to bound the backlog.
+    pub fn push(&self, message: &Message) -> Result<(), Error> {
+        self.shared.push(|c| c.send(message))
+    }
+
+    /// Queues a frame encoded once for many connections; see [`push`](Self::push).
+    pub fn push_shared(&self, frame: &SharedFrame) -> Result<(), Error> {
+        self.shared.push(|c| c.send_shared(frame))
+    }
+
+    /// Sends a close frame and writes it. The receiving half reports the end of the
+    /// connection once the peer answers.
+    pub async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.shared.close(code, reason).await
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.lock().conn.buffered_amount()
+    }
+
+    /// The coarse state of the connection.
+    pub fn state(&self) -> State {
+        self.shared.lock().conn.state()
+    }
+}

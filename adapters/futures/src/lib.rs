@@ -1,0 +1,136 @@
+//! # chinwag-futures: chinwag WebSockets on futures-io
+//!
+//! Plugs `futures-io` streams and `async-io` timers into [`chinwag_driver`], so the
+//! same WebSocket runs on smol and on async-std (both drive their I/O and timers
+//! with `async-io`). Everything else is shared with `chinwag-tokio`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let listener = async_net::TcpListener::bind("127.0.0.1:9001").await?;
+//!     loop {
+//!         let (stream, _) = listener.accept().await?;
+//!         smol::spawn(async move {
+//!             let Ok(mut ws) = chinwag_futures::accept(stream).await else { return };
+//!             while let Some(message) = ws.recv().await {
+//!                 if ws.send(&message).await.is_err() {
+//!                     break;
+//!                 }
+//!             }
+//!         })
+//!         .detach();
+//!     }
+//! })
+//! # }
+//! ```
+
+use chinwag_core::{ClientRequest, Config};
+use chinwag_driver::{Timer, Transport};
+use futures_io::{AsyncRead, AsyncWrite};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+pub use async_net::TcpStream;
+pub use chinwag_driver::{Error, core};
+
+/// A futures-io stream as a chinwag transport.
+#[derive(Debug)]
+pub struct FuturesIo<S>(pub S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for FuturesIo<S> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// async-io's timer (the timer of smol and async-std).
+#[derive(Debug)]
+pub struct AsyncIoTimer(async_io::Timer);
+
+impl Timer for AsyncIoTimer {
+    fn unarmed() -> Self {
+        Self(async_io::Timer::never())
+    }
+
+    fn reset(&mut self, deadline: Instant) {
+        self.0.set_at(deadline);
+    }
+
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+/// An open WebSocket over a futures-io stream.
+pub type WebSocket<S = TcpStream> = chinwag_driver::WebSocket<FuturesIo<S>, AsyncIoTimer>;
+/// The sending half of a [`WebSocket`].
+pub type Sender<S = TcpStream> = chinwag_driver::Sender<FuturesIo<S>, AsyncIoTimer>;
+/// The receiving half of a [`WebSocket`].
+pub type Receiver<S = TcpStream> = chinwag_driver::Receiver<FuturesIo<S>, AsyncIoTimer>;
+/// A client's request, waiting for the application's answer.
+pub type PendingRequest<S = TcpStream> = chinwag_driver::PendingRequest<FuturesIo<S>, AsyncIoTimer>;
+
+/// Accepts a WebSocket on any path with the default [`Config`]; see
+/// [`chinwag_driver::accept`].
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Result<WebSocket<S>, Error> {
+    chinwag_driver::accept(FuturesIo(stream), Config::default()).await
+}
+
+/// Accepts a WebSocket on any path with `config`.
+pub async fn accept_with_config<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    config: Config,
+) -> Result<WebSocket<S>, Error> {
+    chinwag_driver::accept(FuturesIo(stream), config).await
+}
+
+/// Reads a client's request so the application can accept, reject or answer it;
+/// see [`chinwag_driver::read_request`].
+pub async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    config: Config,
+) -> Result<PendingRequest<S>, Error> {
+    chinwag_driver::read_request(FuturesIo(stream), config).await
+}
+
+/// Connects to a `ws://` URL over TCP (`TCP_NODELAY` on) and performs the handshake.
+/// For `wss://`, connect a TLS stream yourself and use [`client_handshake`].
+pub async fn connect(url: &str) -> Result<WebSocket, Error> {
+    let request = ClientRequest::new(url).map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    connect_with(&request, Config::default()).await
+}
+
+/// Connects for a prepared request (subprotocols, headers) with `config`.
+pub async fn connect_with(request: &ClientRequest, config: Config) -> Result<WebSocket, Error> {
+    if request.is_tls() {
+        let msg = "wss:// needs TLS: connect a TLS stream and use client_handshake";
+        return Err(Error::Io(io::Error::new(io::ErrorKind::Unsupported, msg)));
+    }
+    let stream = TcpStream::connect((request.host(), request.port())).await?;
+    stream.set_nodelay(true)?;
+    client_handshake(stream, request, config).await
+}
+
+/// The client handshake over a stream the caller connected.
+pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    request: &ClientRequest,
+    config: Config,
+) -> Result<WebSocket<S>, Error> {
+    chinwag_driver::client_handshake(FuturesIo(stream), request, config).await
+}

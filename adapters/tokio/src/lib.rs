@@ -1,0 +1,147 @@
+//! # chinwag-tokio: chinwag WebSockets on tokio
+//!
+//! Plugs tokio's `AsyncRead`/`AsyncWrite` streams and timers into
+//! [`chinwag_driver`]; everything else (the protocol, the I/O strategy) is shared
+//! with `chinwag-futures`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use chinwag_tokio::core::Message;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//! loop {
+//!     let (stream, _) = listener.accept().await?;
+//!     tokio::spawn(async move {
+//!         let Ok(mut ws) = chinwag_tokio::accept(stream).await else { return };
+//!         while let Some(message) = ws.recv().await {
+//!             if ws.send(&message).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
+
+use chinwag_core::{ClientRequest, Config};
+use chinwag_driver::{Timer, Transport};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+pub use chinwag_driver::{Error, core};
+
+/// A tokio stream as a chinwag transport.
+#[derive(Debug)]
+pub struct TokioIo<S>(pub S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for TokioIo<S> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut self.0).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// tokio's timer, allocated when first armed.
+#[derive(Debug)]
+pub struct TokioTimer(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Timer for TokioTimer {
+    fn unarmed() -> Self {
+        Self(None)
+    }
+
+    fn reset(&mut self, deadline: Instant) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future as _;
+
+/// An open WebSocket over a tokio stream.
+pub type WebSocket<S = TcpStream> = chinwag_driver::WebSocket<TokioIo<S>, TokioTimer>;
+/// The sending half of a [`WebSocket`].
+pub type Sender<S = TcpStream> = chinwag_driver::Sender<TokioIo<S>, TokioTimer>;
+/// The receiving half of a [`WebSocket`].
+pub type Receiver<S = TcpStream> = chinwag_driver::Receiver<TokioIo<S>, TokioTimer>;
+/// A client's request, waiting for the application's answer.
+pub type PendingRequest<S = TcpStream> = chinwag_driver::PendingRequest<TokioIo<S>, TokioTimer>;
+
+/// Accepts a WebSocket on any path with the default [`Config`]; see
+/// [`chinwag_driver::accept`].
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Result<WebSocket<S>, Error> {
+    chinwag_driver::accept(TokioIo(stream), Config::default()).await
+}
+
+/// Accepts a WebSocket on any path with `config`.
+pub async fn accept_with_config<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    config: Config,
+) -> Result<WebSocket<S>, Error> {
+    chinwag_driver::accept(TokioIo(stream), config).await
+}
+
+/// Reads a client's request so the application can accept, reject or answer it;
+/// see [`chinwag_driver::read_request`].
+pub async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    config: Config,
+) -> Result<PendingRequest<S>, Error> {
+    chinwag_driver::read_request(TokioIo(stream), config).await
+}
+
+/// Connects to a `ws://` URL over TCP (`TCP_NODELAY` on) and performs the handshake.
+/// For `wss://`, connect a TLS stream yourself and use [`client_handshake`].
+pub async fn connect(url: &str) -> Result<WebSocket, Error> {
+    let request = ClientRequest::new(url).map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    connect_with(&request, Config::default()).await
+}
+
+/// Connects for a prepared request (subprotocols, headers) with `config`.
+pub async fn connect_with(request: &ClientRequest, config: Config) -> Result<WebSocket, Error> {
+    if request.is_tls() {
+        let msg = "wss:// needs TLS: connect a TLS stream and use client_handshake";
+        return Err(Error::Io(io::Error::new(io::ErrorKind::Unsupported, msg)));
+    }
+    let stream = TcpStream::connect((request.host(), request.port())).await?;
+    stream.set_nodelay(true)?;
+    client_handshake(stream, request, config).await
+}
+
+/// The client handshake over a stream the caller connected.
+pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    request: &ClientRequest,
+    config: Config,
+) -> Result<WebSocket<S>, Error> {
+    chinwag_driver::client_handshake(TokioIo(stream), request, config).await
+}

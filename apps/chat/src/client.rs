@@ -1,0 +1,100 @@
+//! `chinwag client`: a command-line WebSocket client built on the core, and the
+//! client side of the Autobahn conformance run.
+
+use chinwag_core::{ClientRequest, CloseCode, Config, Message};
+use chinwag_driver::{Error, WebSocket, client_handshake};
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::runtime::Runtime;
+
+/// Opens a WebSocket to `url` on runtime `R`.
+async fn connect<R: Runtime>(url: &str, config: Config) -> Result<WebSocket<R::Io, R::Timer>, Error> {
+    let request = ClientRequest::new(url).map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    if request.is_tls() {
+        return Err(Error::Io(io::Error::new(io::ErrorKind::Unsupported, "wss:// is not supported by this tool")));
+    }
+    let io = R::connect(request.host(), request.port()).await?;
+    client_handshake(io, &request, config).await
+}
+
+/// Sends each line of standard input as a text message and prints each message
+/// received, until either side closes.
+pub(crate) async fn interactive<R: Runtime>(url: String) -> io::Result<()> {
+    let ws = connect::<R>(&url, Config::default()).await.map_err(io::Error::other)?;
+    eprintln!("connected to {url}; type lines to send, end input (Ctrl-D) to close");
+    let (sender, mut receiver) = ws.split();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if sender.push(&Message::text(line)).is_err() {
+                return;
+            }
+        }
+        let _ = block_on(sender.close(CloseCode::NORMAL, "end of input"));
+    });
+    let mut stdout = io::stdout();
+    while let Some(message) = receiver.recv().await {
+        match message {
+            Message::Text(text) => writeln!(stdout, "{text}")?,
+            Message::Binary(data) => writeln!(stdout, "<{} binary bytes>", data.len())?,
+        }
+    }
+    if let Some(closed) = receiver.close_info() {
+        eprintln!("closed: {} {}", closed.code, closed.reason);
+    }
+    Ok(())
+}
+
+/// Runs every case of an Autobahn fuzzing server at `base` (for example
+/// `ws://127.0.0.1:9002`), echoing each message, then asks it to write its report.
+pub(crate) async fn autobahn<R: Runtime>(base: String) -> io::Result<()> {
+    let config = crate::echo::config();
+    let count = {
+        let mut ws = connect::<R>(&format!("{base}/getCaseCount"), config.clone()).await.map_err(io::Error::other)?;
+        let Some(Message::Text(text)) = ws.recv().await else {
+            return Err(io::Error::other("the fuzzing server sent no case count"));
+        };
+        while ws.recv().await.is_some() {}
+        text.trim().parse::<u32>().map_err(io::Error::other)?
+    };
+    eprintln!("running {count} cases against {base}");
+    for case in 1..=count {
+        let url = format!("{base}/runCase?case={case}&agent=chinwag");
+        match connect::<R>(&url, config.clone()).await {
+            Ok(mut ws) => {
+                while let Some(message) = ws.recv().await {
+                    if ws.send(&message).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => eprintln!("case {case}: {e}"),
+        }
+    }
+    let mut ws =
+        connect::<R>(&format!("{base}/updateReports?agent=chinwag"), config).await.map_err(io::Error::other)?;
+    while ws.recv().await.is_some() {}
+    Ok(())
+}
+
+/// Runs a future on the current thread, parking between wake-ups: enough for the
+/// input thread to await a close.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}

@@ -1,0 +1,52 @@
+//! `chinwag echo`: a WebSocket echo server, the target of conformance runs and
+//! benchmarks.
+
+use chinwag_core::{Config, RequestKind};
+use chinwag_driver::read_request;
+use std::io;
+use std::net::SocketAddr;
+
+use crate::runtime::Runtime;
+
+/// The settings of the echo server: large messages (Autobahn sends up to 16 MiB).
+pub(crate) fn config() -> Config {
+    Config { max_frame_size: 64 << 20, max_message_size: 64 << 20, ..Config::default() }
+}
+
+/// Echoes every text and binary message back on every connection.
+pub(crate) async fn serve<R: Runtime>(addr: SocketAddr) -> io::Result<()> {
+    let listener = R::bind(addr).await?;
+    tracing::info!(addr = %R::local_addr(&listener)?, "echo server listening");
+    loop {
+        let (io, peer) = match R::accept(&listener).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving the others.
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        R::spawn(async move {
+            if let Err(e) = echo_connection::<R>(io).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn echo_connection<R: Runtime>(io: R::Io) -> Result<(), chinwag_driver::Error> {
+    let pending = read_request::<_, R::Timer>(io, config()).await?;
+    if *pending.request().kind() != RequestKind::Upgrade {
+        let page = chinwag_core::HttpResponse::new(
+            chinwag_core::http::StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "chinwag echo server: connect with a WebSocket client\n",
+        );
+        return pending.respond(page).await;
+    }
+    let mut ws = pending.accept(chinwag_core::Accept::new()).await?;
+    while let Some(message) = ws.recv().await {
+        ws.send(&message).await?;
+    }
+    Ok(())
+}
