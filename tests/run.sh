@@ -14,9 +14,15 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 step "cargo test --workspace"
-cargo test --workspace --quiet
+cargo test --workspace --all-features --quiet
+
+step "build the release binary"
+cargo build --release --quiet -p chinwag
+
+step "Autobahn conformance (cases 1-10, both runtimes, both roles)"
+tests/conformance/run.sh target/release/chinwag
 
 step "all tests passed"

@@ -26,6 +26,8 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// Accepts an upgrade request and returns the open WebSocket.
     pub async fn accept(mut self, accept: Accept) -> Result<WebSocket<T, R>, Error> {
         self.io.conn.accept(accept)?;
+        let opened = self.io.conn.poll_event();
+        debug_assert!(matches!(opened, Some(Event::Open(_))), "accept reports the opening first");
         poll_fn(|cx| self.io.poll_write(cx)).await?;
         Ok(WebSocket::from_io(self.io))
     }

@@ -9,9 +9,10 @@
 //! own. What it adds is I/O strategy:
 //! - **Reads** go into one buffer per thread, borrowed only during a poll, so an
 //!   idle connection holds no read buffer.
-//! - **Writes** take every queued frame in one vectored write; replies to a batch
-//!   of received messages are held until the batch is read (automatic corking), so
-//!   pipelined traffic costs one system call per batch, not per message.
+//! - **Writes** take every queued frame in one vectored write. `send` writes at
+//!   once; `feed` only queues, and `recv` writes what is queued before it waits for
+//!   input, so a receive loop that feeds its replies answers a burst of pipelined
+//!   messages with one system call.
 //! - **Backpressure**: `send` waits while the outgoing backlog is over
 //!   [`Config::backlog_high_water`](chinwag_core::Config::backlog_high_water).
 //! - **Split halves**: the receiving and sending halves may live in different
@@ -22,12 +23,14 @@
 mod error;
 mod handshake;
 mod io;
+mod runtime;
 mod socket;
 mod transport;
 mod wake;
 
 pub use error::Error;
 pub use handshake::{PendingRequest, accept, client_handshake, read_request};
+pub use runtime::{Runtime, connect, parse_url};
 pub use socket::{Receiver, Sender, WebSocket};
 pub use transport::{Timer, Transport};
 

@@ -50,20 +50,13 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         })
     }
 
-    /// Writes what is queued. With `cork`, returns at once while the receiving side
-    /// still has unread events, so that replies to a batch of messages leave in one
-    /// write (the receiver flushes before it waits for more input).
-    fn poll_flush(&self, cx: &mut Context<'_>, cork: bool) -> Poll<Result<(), Error>> {
-        self.with_io(cx, |io, cx| {
-            if cork && io.conn.has_events() && !io.conn.is_backlogged() {
-                return Poll::Ready(Ok(()));
-            }
-            match ready!(io.poll_write(cx)) {
-                Ok(()) => Poll::Ready(Ok(())),
-                Err(e) => {
-                    io.conn.receive_eof();
-                    Poll::Ready(Err(Error::Io(e)))
-                }
+    /// Writes everything queued.
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.with_io(cx, |io, cx| match ready!(io.poll_write(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => {
+                io.conn.receive_eof();
+                Poll::Ready(Err(Error::Io(e)))
             }
         })
     }
@@ -103,7 +96,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     async fn send(&self, message: &Message) -> Result<(), Error> {
         poll_fn(|cx| self.poll_capacity(cx)).await?;
         self.queue(|c| c.send(message))?;
-        poll_fn(|cx| self.poll_flush(cx, true)).await
+        poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     async fn feed(&self, message: &Message) -> Result<(), Error> {
@@ -113,7 +106,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
 
     async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.queue(|c| c.close(code, reason))?;
-        poll_fn(|cx| self.poll_flush(cx, false)).await
+        poll_fn(|cx| self.poll_flush(cx)).await
     }
 }
 
@@ -138,22 +131,24 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
         poll_fn(|cx| self.shared.poll_recv(cx)).await
     }
 
-    /// Sends a message. Waits while the outgoing backlog is over its bound, then
-    /// writes, unless more received messages are waiting to be read: replies to a
-    /// batch of messages are then written together when the batch is done.
+    /// Sends a message: waits while the outgoing backlog is over its bound, queues
+    /// the message and writes everything queued.
     pub async fn send(&self, message: &Message) -> Result<(), Error> {
         self.shared.send(message).await
     }
 
-    /// Queues a message without writing it (waits only while the backlog is over its
-    /// bound); [`flush`](Self::flush) writes everything queued.
+    /// Queues a message without writing it (waiting only while the backlog is over
+    /// its bound). Queued messages are written by [`flush`](Self::flush), by the next
+    /// `send`, or by [`recv`](Self::recv) before it waits for input. So an echo loop
+    /// that feeds its replies (`while let Some(m) = ws.recv().await { ws.feed(&m).await? }`)
+    /// answers a burst of pipelined messages with one write.
     pub async fn feed(&self, message: &Message) -> Result<(), Error> {
         self.shared.feed(message).await
     }
 
     /// Writes everything queued.
     pub async fn flush(&self) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_flush(cx, false)).await
+        poll_fn(|cx| self.shared.poll_flush(cx)).await
     }
 
     /// Closes the connection: sends a close frame and waits until the peer answers
@@ -248,7 +243,7 @@ impl<T: Transport, R: Timer> Sender<T, R> {
 
     /// Writes everything queued.
     pub async fn flush(&self) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_flush(cx, false)).await
+        poll_fn(|cx| self.shared.poll_flush(cx)).await
     }
 
     /// Queues a message and returns at once, without waiting for room or writing:

@@ -111,8 +111,7 @@ pub async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
 /// Connects to a `ws://` URL over TCP (`TCP_NODELAY` on) and performs the handshake.
 /// For `wss://`, connect a TLS stream yourself and use [`client_handshake`].
 pub async fn connect(url: &str) -> Result<WebSocket, Error> {
-    let request = ClientRequest::new(url).map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    connect_with(&request, Config::default()).await
+    connect_with(&chinwag_driver::parse_url(url)?, Config::default()).await
 }
 
 /// Connects for a prepared request (subprotocols, headers) with `config`.
@@ -134,3 +133,73 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<WebSocket<S>, Error> {
     chinwag_driver::client_handshake(FuturesIo(stream), request, config).await
 }
+
+/// Implements [`Runtime`](chinwag_driver::Runtime) for a runtime whose TCP types are
+/// futures-io streams driven by async-io.
+#[cfg(any(feature = "async-std", feature = "smol"))]
+macro_rules! async_io_runtime {
+    ($(#[$doc:meta])* $name:ident, stream = $stream:ty, listener = $listener:ty, block_on = $block_on:path, spawn = $spawn:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name;
+
+        impl chinwag_driver::Runtime for $name {
+            type Io = FuturesIo<$stream>;
+            type Timer = AsyncIoTimer;
+            type Listener = $listener;
+
+            fn block_on<F: Future>(future: F) -> F::Output {
+                $block_on(future)
+            }
+
+            async fn bind(addr: std::net::SocketAddr) -> io::Result<Self::Listener> {
+                <Self::Listener>::bind(addr).await
+            }
+
+            fn local_addr(listener: &Self::Listener) -> io::Result<std::net::SocketAddr> {
+                listener.local_addr()
+            }
+
+            async fn accept(listener: &Self::Listener) -> io::Result<(Self::Io, std::net::SocketAddr)> {
+                let (stream, peer) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                Ok((FuturesIo(stream), peer))
+            }
+
+            async fn connect(host: &str, port: u16) -> io::Result<Self::Io> {
+                let stream = <$stream>::connect((host, port)).await?;
+                stream.set_nodelay(true)?;
+                Ok(FuturesIo(stream))
+            }
+
+            fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+                $spawn(task);
+            }
+
+            async fn sleep(duration: std::time::Duration) {
+                async_io::Timer::after(duration).await;
+            }
+        }
+    };
+}
+
+#[cfg(feature = "async-std")]
+async_io_runtime!(
+    /// async-std as a chinwag [`Runtime`](chinwag_driver::Runtime) (feature `async-std`).
+    AsyncStd,
+    stream = async_std::net::TcpStream,
+    listener = async_std::net::TcpListener,
+    block_on = async_std::task::block_on,
+    spawn = |task| drop(async_std::task::spawn(task))
+);
+
+#[cfg(feature = "smol")]
+async_io_runtime!(
+    /// smol as a chinwag [`Runtime`](chinwag_driver::Runtime) (feature `smol`): tasks
+    /// run on smol's global executor.
+    Smol,
+    stream = smol::net::TcpStream,
+    listener = smol::net::TcpListener,
+    block_on = smol::block_on,
+    spawn = |task| smol::spawn(task).detach()
+);

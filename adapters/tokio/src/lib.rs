@@ -23,10 +23,13 @@
 //! ```
 
 use chinwag_core::{ClientRequest, Config};
-use chinwag_driver::{Timer, Transport};
+use chinwag_driver::{Runtime, Timer, Transport};
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -85,8 +88,6 @@ impl Timer for TokioTimer {
     }
 }
 
-use std::future::Future as _;
-
 /// An open WebSocket over a tokio stream.
 pub type WebSocket<S = TcpStream> = chinwag_driver::WebSocket<TokioIo<S>, TokioTimer>;
 /// The sending half of a [`WebSocket`].
@@ -122,19 +123,12 @@ pub async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
 /// Connects to a `ws://` URL over TCP (`TCP_NODELAY` on) and performs the handshake.
 /// For `wss://`, connect a TLS stream yourself and use [`client_handshake`].
 pub async fn connect(url: &str) -> Result<WebSocket, Error> {
-    let request = ClientRequest::new(url).map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    connect_with(&request, Config::default()).await
+    chinwag_driver::connect::<Tokio>(&chinwag_driver::parse_url(url)?, Config::default()).await
 }
 
 /// Connects for a prepared request (subprotocols, headers) with `config`.
 pub async fn connect_with(request: &ClientRequest, config: Config) -> Result<WebSocket, Error> {
-    if request.is_tls() {
-        let msg = "wss:// needs TLS: connect a TLS stream and use client_handshake";
-        return Err(Error::Io(io::Error::new(io::ErrorKind::Unsupported, msg)));
-    }
-    let stream = TcpStream::connect((request.host(), request.port())).await?;
-    stream.set_nodelay(true)?;
-    client_handshake(stream, request, config).await
+    chinwag_driver::connect::<Tokio>(request, config).await
 }
 
 /// The client handshake over a stream the caller connected.
@@ -144,4 +138,46 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     config: Config,
 ) -> Result<WebSocket<S>, Error> {
     chinwag_driver::client_handshake(TokioIo(stream), request, config).await
+}
+
+/// The tokio runtime (multi-threaded) as a chinwag [`Runtime`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+impl Runtime for Tokio {
+    type Io = TokioIo<TcpStream>;
+    type Timer = TokioTimer;
+    type Listener = tokio::net::TcpListener;
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime").block_on(future)
+    }
+
+    async fn bind(addr: SocketAddr) -> io::Result<Self::Listener> {
+        tokio::net::TcpListener::bind(addr).await
+    }
+
+    fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((TokioIo(stream), peer))
+    }
+
+    async fn connect(host: &str, port: u16) -> io::Result<Self::Io> {
+        let stream = TcpStream::connect((host, port)).await?;
+        stream.set_nodelay(true)?;
+        Ok(TokioIo(stream))
+    }
+
+    fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(task);
+    }
+
+    async fn sleep(duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
 }

@@ -1,27 +1,42 @@
 //! `chinwag client`: a command-line WebSocket client built on the core, and the
 //! client side of the Autobahn conformance run.
 
-use chinwag_core::{ClientRequest, CloseCode, Config, Message};
-use chinwag_driver::{Error, WebSocket, client_handshake};
+use chinwag_core::{CloseCode, Config, Message};
+use chinwag_driver::{Error, Runtime, WebSocket, parse_url};
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use crate::runtime::Runtime;
+use crate::runtime::Program;
 
 /// Opens a WebSocket to `url` on runtime `R`.
 async fn connect<R: Runtime>(url: &str, config: Config) -> Result<WebSocket<R::Io, R::Timer>, Error> {
-    let request = ClientRequest::new(url).map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    if request.is_tls() {
-        return Err(Error::Io(io::Error::new(io::ErrorKind::Unsupported, "wss:// is not supported by this tool")));
+    chinwag_driver::connect::<R>(&parse_url(url)?, config).await
+}
+
+/// `chinwag client URL`.
+pub(crate) struct Interactive(pub(crate) String);
+
+impl Program for Interactive {
+    type Output = io::Result<()>;
+    async fn run<R: Runtime>(self) -> io::Result<()> {
+        interactive::<R>(self.0).await
     }
-    let io = R::connect(request.host(), request.port()).await?;
-    client_handshake(io, &request, config).await
+}
+
+/// `chinwag client --autobahn URL`.
+pub(crate) struct Autobahn(pub(crate) String);
+
+impl Program for Autobahn {
+    type Output = io::Result<()>;
+    async fn run<R: Runtime>(self) -> io::Result<()> {
+        autobahn::<R>(self.0).await
+    }
 }
 
 /// Sends each line of standard input as a text message and prints each message
 /// received, until either side closes.
-pub(crate) async fn interactive<R: Runtime>(url: String) -> io::Result<()> {
+async fn interactive<R: Runtime>(url: String) -> io::Result<()> {
     let ws = connect::<R>(&url, Config::default()).await.map_err(io::Error::other)?;
     eprintln!("connected to {url}; type lines to send, end input (Ctrl-D) to close");
     let (sender, mut receiver) = ws.split();
@@ -49,7 +64,7 @@ pub(crate) async fn interactive<R: Runtime>(url: String) -> io::Result<()> {
 
 /// Runs every case of an Autobahn fuzzing server at `base` (for example
 /// `ws://127.0.0.1:9002`), echoing each message, then asks it to write its report.
-pub(crate) async fn autobahn<R: Runtime>(base: String) -> io::Result<()> {
+async fn autobahn<R: Runtime>(base: String) -> io::Result<()> {
     let config = crate::echo::config();
     let count = {
         let mut ws = connect::<R>(&format!("{base}/getCaseCount"), config.clone()).await.map_err(io::Error::other)?;

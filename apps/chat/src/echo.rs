@@ -2,19 +2,29 @@
 //! benchmarks.
 
 use chinwag_core::{Config, RequestKind};
-use chinwag_driver::read_request;
+use chinwag_driver::{Runtime, read_request};
 use std::io;
 use std::net::SocketAddr;
 
-use crate::runtime::Runtime;
+use crate::runtime::Program;
 
 /// The settings of the echo server: large messages (Autobahn sends up to 16 MiB).
 pub(crate) fn config() -> Config {
     Config { max_frame_size: 64 << 20, max_message_size: 64 << 20, ..Config::default() }
 }
 
+/// The echo server, listening on an address.
+pub(crate) struct EchoServer(pub(crate) SocketAddr);
+
+impl Program for EchoServer {
+    type Output = io::Result<()>;
+    async fn run<R: Runtime>(self) -> io::Result<()> {
+        serve::<R>(self.0).await
+    }
+}
+
 /// Echoes every text and binary message back on every connection.
-pub(crate) async fn serve<R: Runtime>(addr: SocketAddr) -> io::Result<()> {
+async fn serve<R: Runtime>(addr: SocketAddr) -> io::Result<()> {
     let listener = R::bind(addr).await?;
     tracing::info!(addr = %R::local_addr(&listener)?, "echo server listening");
     loop {
@@ -45,8 +55,10 @@ async fn echo_connection<R: Runtime>(io: R::Io) -> Result<(), chinwag_driver::Er
         return pending.respond(page).await;
     }
     let mut ws = pending.accept(chinwag_core::Accept::new()).await?;
+    // Feeding (not sending) lets a burst of pipelined messages be answered with one
+    // write: `recv` writes what is queued before it waits for more input.
     while let Some(message) = ws.recv().await {
-        ws.send(&message).await?;
+        ws.feed(&message).await?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ mod echo;
 mod runtime;
 
 use clap::{Parser, Subcommand};
-use runtime::{AsyncStd, RuntimeKind, Tokio};
+use runtime::RuntimeKind;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -50,14 +50,10 @@ fn main() -> ExitCode {
     let rt = cli.runtime;
     let result = match cli.command {
         // Until the chat server lands, the default is the echo server.
-        None => runtime::run(rt, echo::serve::<Tokio>(cli.addr), echo::serve::<AsyncStd>(cli.addr)),
-        Some(Command::Echo { addr }) => runtime::run(rt, echo::serve::<Tokio>(addr), echo::serve::<AsyncStd>(addr)),
-        Some(Command::Client { url, autobahn: true }) => {
-            runtime::run(rt, client::autobahn::<Tokio>(url.clone()), client::autobahn::<AsyncStd>(url))
-        }
-        Some(Command::Client { url, autobahn: false }) => {
-            runtime::run(rt, client::interactive::<Tokio>(url.clone()), client::interactive::<AsyncStd>(url))
-        }
+        None => rt.run(echo::EchoServer(cli.addr)),
+        Some(Command::Echo { addr }) => rt.run(echo::EchoServer(addr)),
+        Some(Command::Client { url, autobahn: true }) => rt.run(client::Autobahn(url)),
+        Some(Command::Client { url, autobahn: false }) => rt.run(client::Interactive(url)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,56 @@
+"""Checks Autobahn (kosoku) results strictly against the expected outcomes.
+
+Every case must be OK, or INFORMATIONAL where expected.json says so; any
+NON-STRICT, FAILED, UNIMPLEMENTED, missing or extra case fails the run. Writes
+summary.md (counts per behaviour for each role and runtime) next to the reports.
+"""
+
+import collections
+import json
+import pathlib
+import sys
+
+RUNS = ["server-tokio", "server-async-std", "client-tokio", "client-async-std"]
+
+
+def main(expected_path: str, out_dir: str) -> int:
+    expected = json.loads(pathlib.Path(expected_path).read_text())
+    informational = set(expected["informational"])
+    total = expected["cases"]
+    out = pathlib.Path(out_dir)
+    problems = []
+    rows = []
+    for run in RUNS:
+        index = out / run / "index.json"
+        if not index.exists():
+            problems.append(f"{run}: no report at {index}")
+            continue
+        agents = json.loads(index.read_text())
+        cases = {case: result for agent in agents.values() for case, result in agent.items()}
+        if len(cases) != total:
+            problems.append(f"{run}: {len(cases)} cases reported, expected {total}")
+        counts = collections.Counter()
+        for case, result in sorted(cases.items(), key=lambda kv: [int(p) for p in kv[0].split(".")]):
+            behavior, close = result["behavior"], result["behaviorClose"]
+            counts[behavior] += 1
+            allowed = {"OK", "INFORMATIONAL"} if case in informational else {"OK"}
+            if behavior not in allowed or close not in allowed:
+                problems.append(f"{run}: case {case} is {behavior} (close: {close}), expected {'/'.join(sorted(allowed))}")
+        rows.append((run, counts))
+    lines = ["| run | cases | OK | INFORMATIONAL | NON-STRICT | FAILED |", "|---|---|---|---|---|---|"]
+    for run, c in rows:
+        lines.append(
+            f"| {run} | {sum(c.values())} | {c['OK']} | {c['INFORMATIONAL']} | {c['NON-STRICT']} | {c['FAILED']} |"
+        )
+    summary = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(summary)
+    print(summary)
+    if problems:
+        print("Autobahn conformance FAILED:", *problems, sep="\n  ")
+        return 1
+    print(f"Autobahn conformance: all {total} cases as expected in {len(rows)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
