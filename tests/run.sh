@@ -25,4 +25,25 @@ cargo build --release --quiet -p chinwag
 step "Autobahn conformance (cases 1-10, both runtimes, both roles)"
 tests/conformance/run.sh target/release/chinwag
 
+if command -v cargo-fuzz >/dev/null 2>&1; then
+  step "fuzz targets: replay kept regressions, then fuzz each for ${FUZZ_SECONDS:=10} s"
+  # The stable toolchain needs RUSTC_BOOTSTRAP for AddressSanitizer's -Z flags.
+  (
+    cd fuzz
+    for target in $(cargo fuzz list); do
+      if compgen -G "regressions/$target/*" >/dev/null; then
+        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" regressions/"$target"/* >/dev/null 2>&1 \
+          || { echo "fuzz regression of $target fails: cd fuzz && cargo fuzz run $target regressions/$target/*"; exit 1; }
+      fi
+      corpus="$(mktemp -d)"
+      RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$corpus" -- -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
+        >"$corpus.log" 2>&1 || { tail -40 "$corpus.log"; echo "fuzz target $target found a failure"; exit 1; }
+      grep -E "^#[0-9]+.*DONE" "$corpus.log" | sed "s/^/$target: /"
+      rm -rf "$corpus" "$corpus.log"
+    done
+  )
+else
+  step "cargo-fuzz is not installed: fuzz targets skipped (cargo install cargo-fuzz)"
+fi
+
 step "all tests passed"

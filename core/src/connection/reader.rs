@@ -54,6 +54,9 @@ impl Default for ControlPayload {
 
 impl Reader {
     /// Takes a frame header from `data`, keeping a partial one for the next call.
+    ///
+    /// A header split across calls is decoded after every piece, so that an invalid
+    /// length is caught at the same byte as when the header arrives whole.
     fn take_header(&mut self, data: &mut &[u8]) -> Result<Option<FrameHeader>, ProtocolError> {
         if self.header_len == 0 {
             match FrameHeader::decode(data) {
@@ -67,24 +70,22 @@ impl Reader {
         }
         loop {
             let have = usize::from(self.header_len);
-            let need = FrameHeader::needed_len(&self.header[..have]);
-            if have >= need {
-                break;
+            match FrameHeader::decode(&self.header[..have]) {
+                Ok(Some((header, _))) => {
+                    self.header_len = 0;
+                    return Ok(Some(header));
+                }
+                Ok(None) if data.is_empty() => return Ok(None),
+                Ok(None) => {}
+                Err(_) => {
+                    self.header_len = 0;
+                    return Err(ProtocolError::InvalidLength);
+                }
             }
-            if data.is_empty() {
-                return Ok(None);
-            }
-            let take = (need - have).min(data.len());
+            let take = (FrameHeader::needed_len(&self.header[..have]) - have).min(data.len());
             self.header[have..have + take].copy_from_slice(&data[..take]);
             self.header_len += take as u8;
             *data = &data[take..];
-        }
-        let have = usize::from(self.header_len);
-        self.header_len = 0;
-        match FrameHeader::decode(&self.header[..have]) {
-            Ok(Some((header, _))) => Ok(Some(header)),
-            Ok(None) => unreachable!("a header of its needed length is complete"),
-            Err(_) => Err(ProtocolError::InvalidLength),
         }
     }
 }

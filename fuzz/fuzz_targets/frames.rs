@@ -1,0 +1,41 @@
+//! The frame decoder in both roles: a valid handshake, then arbitrary frame bytes in
+//! arbitrary pieces. The first byte picks the role.
+#![no_main]
+
+use chinwag_core::Connection;
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+fn open_server() -> Connection {
+    let mut conn = chinwag_fuzz::server();
+    conn.receive(REQUEST);
+    while conn.poll_event().is_some() {}
+    conn.accept(chinwag_core::Accept::new()).expect("accept");
+    drain(&mut conn);
+    conn
+}
+
+fn open_client() -> Connection {
+    let mut conn = chinwag_fuzz::client();
+    conn.receive(chinwag_fuzz::CLIENT_RESPONSE);
+    assert!(matches!(conn.poll_event(), Some(chinwag_core::Event::Open(_))));
+    drain(&mut conn);
+    conn
+}
+
+fn drain(conn: &mut Connection) {
+    while conn.poll_event().is_some() {}
+    while let Some(t) = conn.poll_transmit() {
+        let n = bytes::Buf::remaining(t);
+        bytes::Buf::advance(t, n);
+    }
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Some((&role, rest)) = data.split_first() else { return };
+    if role & 1 == 0 {
+        chinwag_fuzz::check(&open_server, rest);
+    } else {
+        chinwag_fuzz::check(&open_client, rest);
+    }
+});
