@@ -215,3 +215,18 @@ fn shared_frame_reaches_many_connections_without_copies() {
         assert!(matches!(&p.client_events[..], [Event::Text(t)] if t == "to everyone"));
     }
 }
+
+#[test]
+fn an_idle_open_connection_is_small() {
+    // The struct itself, inline: no read buffer, no write buffer, no message.
+    let size = std::mem::size_of::<chinwag_core::Connection>();
+    assert!(size <= 700, "Connection is {size} bytes");
+    let mut p = Pair::default_open();
+    // After traffic, buffers are given back once drained.
+    p.server.send(&chinwag_core::Message::binary(vec![1u8; 100_000])).unwrap();
+    p.client.send(&chinwag_core::Message::binary(vec![2u8; 100_000])).unwrap();
+    p.run();
+    assert_eq!(p.server.buffered_amount(), 0);
+    assert_eq!(p.client.buffered_amount(), 0);
+    assert!(format!("{:?}", p.server).contains("buffered: 0"));
+}

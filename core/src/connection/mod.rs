@@ -67,23 +67,14 @@ pub enum State {
     Closed,
 }
 
+/// The life cycle. Handshake state is boxed: it is short-lived, and an open
+/// connection should not carry its size.
 #[derive(Debug)]
 enum Phase {
-    ServerReadingRequest(HeadReader),
+    ServerReadingRequest(Box<HeadReader>),
     /// A request was read; the application must answer it.
-    ServerDeciding {
-        kind: RequestKind,
-        /// `Sec-WebSocket-Accept` for an upgrade request.
-        accept: String,
-        offered: Vec<String>,
-        head_request: bool,
-        /// Bytes that followed the request head.
-        early: BytesMut,
-    },
-    ClientAwaitingResponse {
-        head: HeadReader,
-        check: ResponseCheck,
-    },
+    ServerDeciding(Box<Deciding>),
+    ClientAwaitingResponse(Box<(HeadReader, ResponseCheck)>),
     Open,
     CloseSent,
     /// The WebSocket connection is over; `await_eof`: a client waits for the server to
@@ -91,6 +82,18 @@ enum Phase {
     Closed {
         await_eof: bool,
     },
+}
+
+/// A request waiting for the application's answer.
+#[derive(Debug)]
+struct Deciding {
+    kind: RequestKind,
+    /// `Sec-WebSocket-Accept` for an upgrade request.
+    accept: String,
+    offered: Vec<String>,
+    head_request: bool,
+    /// Bytes that followed the request head.
+    early: BytesMut,
 }
 
 /// One WebSocket connection, client or server, as a pure state machine.
@@ -148,7 +151,7 @@ impl Connection {
     /// first bytes it receives.
     pub fn server(config: Config, now: Instant) -> Self {
         let head = HeadReader::new(config.max_head_size);
-        Self::new(Role::Server, config, Phase::ServerReadingRequest(head), None, now)
+        Self::new(Role::Server, config, Phase::ServerReadingRequest(Box::new(head)), None, now)
     }
 
     /// A client connection whose opening request is queued at once.
@@ -164,7 +167,8 @@ impl Connection {
     ) -> Self {
         let (bytes, check) = request.encode(key);
         let head = HeadReader::new(config.max_head_size);
-        let mut conn = Self::new(Role::Client, config, Phase::ClientAwaitingResponse { head, check }, Some(masks), now);
+        let phase = Phase::ClientAwaitingResponse(Box::new((head, check)));
+        let mut conn = Self::new(Role::Client, config, phase, Some(masks), now);
         conn.out.tail().put_slice(&bytes);
         conn
     }
@@ -192,7 +196,7 @@ impl Connection {
     /// The coarse state.
     pub fn state(&self) -> State {
         match self.phase {
-            Phase::ServerReadingRequest(_) | Phase::ServerDeciding { .. } | Phase::ClientAwaitingResponse { .. } => {
+            Phase::ServerReadingRequest(_) | Phase::ServerDeciding(_) | Phase::ClientAwaitingResponse(_) => {
                 State::Handshake
             }
             Phase::Open => State::Open,
@@ -225,7 +229,8 @@ impl Connection {
                 }
                 Err(_) => self.refuse_request(431, "request head too large"),
             },
-            Phase::ServerDeciding { early, .. } => {
+            Phase::ServerDeciding(deciding) => {
+                let early = &mut deciding.early;
                 // A client must wait for the 101 before sending frames (§4.1); keep
                 // what it sent anyway, within the head bound.
                 if early.len() + data.len() > self.config.max_head_size {
@@ -234,12 +239,12 @@ impl Connection {
                     early.extend_from_slice(data);
                 }
             }
-            Phase::ClientAwaitingResponse { head, check } => match head.push(data) {
+            Phase::ClientAwaitingResponse(awaiting) => match awaiting.0.push(data) {
                 Ok(None) => {}
                 Ok(Some(end)) => {
-                    let mut buf = head.take();
+                    let mut buf = awaiting.0.take();
                     let after = buf.split_off(end);
-                    match check.check(&buf, self.config.max_headers) {
+                    match awaiting.1.check(&buf, self.config.max_headers) {
                         Ok(valid) => {
                             self.subprotocol.clone_from(&valid.subprotocol);
                             self.set_open(Opened { subprotocol: valid.subprotocol, response_headers: valid.headers });
@@ -288,7 +293,7 @@ impl Connection {
     /// error).
     pub fn receive_eof(&mut self) {
         match self.phase {
-            Phase::ServerReadingRequest(_) | Phase::ServerDeciding { .. } | Phase::ClientAwaitingResponse { .. } => {
+            Phase::ServerReadingRequest(_) | Phase::ServerDeciding(_) | Phase::ClientAwaitingResponse(_) => {
                 self.handshake_failed(HandshakeError::TransportClosed);
             }
             Phase::Open | Phase::CloseSent => {
@@ -391,22 +396,26 @@ impl Connection {
     /// Accepts the pending upgrade request: queues the 101 response and opens the
     /// connection (an [`Event::Open`] follows).
     pub fn accept(&mut self, accept: Accept) -> Result<(), LocalError> {
-        let Phase::ServerDeciding { kind, accept: key, offered, .. } = &self.phase else {
+        let Phase::ServerDeciding(deciding) = &self.phase else {
             return Err(LocalError::NoPendingRequest);
         };
-        if *kind != RequestKind::Upgrade {
+        if deciding.kind != RequestKind::Upgrade {
             return Err(LocalError::NotAnUpgrade);
         }
         if let Some(p) = &accept.subprotocol {
-            if !offered.contains(p) {
+            if !deciding.offered.contains(p) {
                 return Err(LocalError::SubprotocolNotOffered(p.clone()));
             }
         }
-        let response =
-            crate::handshake::response::switching_protocols(key, accept.subprotocol.as_deref(), &accept.headers);
-        let Phase::ServerDeciding { early, .. } = std::mem::replace(&mut self.phase, Phase::Open) else {
+        let response = crate::handshake::response::switching_protocols(
+            &deciding.accept,
+            accept.subprotocol.as_deref(),
+            &accept.headers,
+        );
+        let Phase::ServerDeciding(deciding) = std::mem::replace(&mut self.phase, Phase::Open) else {
             unreachable!("checked above")
         };
+        let early = deciding.early;
         self.out.tail().put_slice(&response);
         self.subprotocol.clone_from(&accept.subprotocol);
         self.set_open(Opened { subprotocol: accept.subprotocol, response_headers: Default::default() });
@@ -417,7 +426,7 @@ impl Connection {
     /// Refuses the pending request with a 4xx or 5xx status and a plain-text
     /// reason. The connection is finished once the response is written.
     pub fn reject(&mut self, rejection: Rejection) -> Result<(), LocalError> {
-        if !matches!(self.phase, Phase::ServerDeciding { .. }) {
+        if !matches!(self.phase, Phase::ServerDeciding(_)) {
             return Err(LocalError::NoPendingRequest);
         }
         if !(rejection.status.is_client_error() || rejection.status.is_server_error()) {
@@ -432,9 +441,10 @@ impl Connection {
     /// Answers the pending request with a plain HTTP response. The connection is
     /// finished once the response is written.
     pub fn respond(&mut self, response: HttpResponse) -> Result<(), LocalError> {
-        let Phase::ServerDeciding { head_request, .. } = self.phase else {
+        let Phase::ServerDeciding(deciding) = &self.phase else {
             return Err(LocalError::NoPendingRequest);
         };
+        let head_request = deciding.head_request;
         let bytes = crate::handshake::response::closing_response(
             response.status,
             &response.headers,
@@ -567,13 +577,13 @@ impl Connection {
         match Request::parse(head, self.config.max_headers) {
             Ok(request) => {
                 let key = request.header("sec-websocket-key").map(|k| accept_key(k.as_bytes())).unwrap_or_default();
-                self.phase = Phase::ServerDeciding {
+                self.phase = Phase::ServerDeciding(Box::new(Deciding {
                     kind: request.kind().clone(),
                     accept: key,
                     offered: request.subprotocols().to_vec(),
                     head_request: request.method() == http::Method::HEAD,
                     early,
-                };
+                }));
                 self.events.push_back(match request.kind() {
                     RequestKind::Upgrade => Event::UpgradeRequest(request),
                     RequestKind::Http => Event::HttpRequest(request),
