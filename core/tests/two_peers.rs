@@ -230,3 +230,60 @@ fn an_idle_open_connection_is_small() {
     assert_eq!(p.client.buffered_amount(), 0);
     assert!(format!("{:?}", p.server).contains("buffered: 0"));
 }
+
+#[test]
+fn a_ping_flood_stops_input_once_the_backlog_is_full() {
+    let config = Config { backlog_high_water: 4096, ..Config::default() };
+    let mut p = Pair::open(Config::default(), config);
+    // The client pings without ever reading the pongs.
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend_from_slice(&[b'p'; 125]);
+    let mut fed = 0;
+    while p.server.wants_input() {
+        p.server.receive(&ping);
+        while p.server.poll_event().is_some() {}
+        fed += 1;
+        assert!(fed < 1000, "the server kept reading");
+    }
+    assert!(p.server.is_backlogged());
+    assert!(p.server.buffered_amount() <= 4096 + 127, "bounded by the high-water mark and one pong");
+    // Once the transport drains, input is wanted again.
+    common::drain_transmit(&mut p.server);
+    assert!(p.server.wants_input());
+}
+
+#[test]
+fn no_input_is_wanted_while_events_wait() {
+    let mut p = Pair::default_open();
+    p.client.send_text("a").unwrap();
+    p.client.send_text("b").unwrap();
+    p.server.receive(&common::drain_transmit(&mut p.client));
+    assert!(!p.server.wants_input(), "two messages are waiting");
+    assert!(p.server.poll_event().is_some());
+    assert!(!p.server.wants_input(), "one is still waiting");
+    assert!(p.server.poll_event().is_some());
+    assert!(p.server.wants_input());
+}
+
+#[test]
+fn a_lost_transport_discards_output_and_finishes() {
+    let mut p = Pair::default_open();
+    p.server.send_text("never written").unwrap();
+    p.server.transport_lost();
+    assert!(p.server.poll_transmit().is_none());
+    assert!(p.server.is_finished());
+    assert!(
+        matches!(p.server.poll_event(), Some(Event::Closed(c)) if c.error == Some(ConnectionError::TransportClosed))
+    );
+    assert!(!p.server.wants_input());
+}
+
+#[test]
+fn pings_are_answered_after_we_sent_our_close() {
+    let mut p = Pair::default_open();
+    p.server.close(CloseCode::NORMAL, "").unwrap();
+    common::drain_transmit(&mut p.server);
+    p.server.receive(&[0x89, 0x82, 0, 0, 0, 0, b'h', b'i']);
+    assert!(matches!(p.server.poll_event(), Some(Event::Ping(b)) if b[..] == *b"hi"));
+    assert_eq!(common::drain_transmit(&mut p.server), [0x8A, 0x02, b'h', b'i']);
+}

@@ -36,7 +36,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// the transport.
     pub async fn reject(mut self, rejection: Rejection) -> Result<(), Error> {
         self.io.conn.reject(rejection)?;
-        poll_fn(|cx| self.io.poll_finish(cx)).await;
+        poll_fn(|cx| self.io.start_poll().poll_finish(cx)).await;
         Ok(())
     }
 
@@ -44,7 +44,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// transport.
     pub async fn respond(mut self, response: HttpResponse) -> Result<(), Error> {
         self.io.conn.respond(response)?;
-        poll_fn(|cx| self.io.poll_finish(cx)).await;
+        poll_fn(|cx| self.io.start_poll().poll_finish(cx)).await;
         Ok(())
     }
 }
@@ -57,12 +57,12 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
 pub async fn read_request<T: Transport, R: Timer>(transport: T, config: Config) -> Result<PendingRequest<T, R>, Error> {
     let mut io = Io::<T, R>::new(transport, Connection::server(config, Instant::now()));
     loop {
-        match poll_fn(|cx| io.poll_event(cx)).await {
+        match poll_fn(|cx| io.start_poll().poll_event(cx)).await {
             Some(Event::UpgradeRequest(request) | Event::HttpRequest(request)) => {
                 return Ok(PendingRequest { io, request });
             }
             Some(Event::HandshakeFailed(e)) => {
-                poll_fn(|cx| io.poll_finish(cx)).await;
+                poll_fn(|cx| io.start_poll().poll_finish(cx)).await;
                 return Err(Error::Handshake(e));
             }
             Some(_) => {}
@@ -78,9 +78,10 @@ pub async fn accept<T: Transport, R: Timer>(transport: T, config: Config) -> Res
     if *pending.request().kind() == chinwag_core::RequestKind::Upgrade {
         pending.accept(Accept::new()).await
     } else {
-        let reason = "this endpoint only speaks WebSocket";
-        pending.reject(Rejection::new(chinwag_core::http::StatusCode::UPGRADE_REQUIRED, reason)).await?;
-        Err(Error::Handshake(HandshakeError::Refused { status: 426, reason: reason.into() }))
+        let rejection = Rejection::websocket_only();
+        let refused = HandshakeError::Refused { status: rejection.status.as_u16(), reason: rejection.reason.clone() };
+        pending.reject(rejection).await?;
+        Err(Error::Handshake(refused))
     }
 }
 
@@ -98,10 +99,10 @@ pub async fn client_handshake<T: Transport, R: Timer>(
     let conn = Connection::client(request, key, masks, config, Instant::now());
     let mut io = Io::<T, R>::new(transport, conn);
     loop {
-        match poll_fn(|cx| io.poll_event(cx)).await {
+        match poll_fn(|cx| io.start_poll().poll_event(cx)).await {
             Some(Event::Open(_)) => return Ok(WebSocket::from_io(io)),
             Some(Event::HandshakeFailed(e)) => {
-                poll_fn(|cx| io.poll_finish(cx)).await;
+                poll_fn(|cx| io.start_poll().poll_finish(cx)).await;
                 return Err(Error::Handshake(e));
             }
             Some(_) => {}

@@ -14,6 +14,9 @@ use crate::{Timer, Transport};
 const READ_BUF_SIZE: usize = 64 << 10;
 /// At most this many buffers go into one vectored write.
 const MAX_IOVECS: usize = 64;
+/// At most this many reads in one poll of a task, so that a peer streaming data
+/// cannot keep a worker thread (and this connection's lock) to itself.
+const READS_PER_POLL: u32 = 32;
 
 thread_local! {
     /// One read buffer per thread, borrowed only inside a poll: an idle connection
@@ -29,12 +32,32 @@ pub(crate) struct Io<T, R> {
     timer_at: Option<Instant>,
     read_done: bool,
     shut_down: bool,
+    /// Bytes were written and not yet flushed (a TLS or buffered transport).
+    needs_flush: bool,
+    /// Reads left in the current poll of the task.
+    read_budget: u32,
     pub(crate) closed: Option<Closed>,
 }
 
 impl<T: Transport, R: Timer> Io<T, R> {
     pub(crate) fn new(transport: T, conn: Connection) -> Self {
-        Self { transport, conn, timer: R::unarmed(), timer_at: None, read_done: false, shut_down: false, closed: None }
+        Self {
+            transport,
+            conn,
+            timer: R::unarmed(),
+            timer_at: None,
+            read_done: false,
+            shut_down: false,
+            needs_flush: false,
+            read_budget: READS_PER_POLL,
+            closed: None,
+        }
+    }
+
+    /// Starts a poll of the task: resets the read budget.
+    pub(crate) fn start_poll(&mut self) -> &mut Self {
+        self.read_budget = READS_PER_POLL;
+        self
     }
 
     /// Runs the contract's loop until the core has an event (returned), the
@@ -50,10 +73,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
                 return Poll::Ready(Some(event));
             }
             if let Poll::Ready(Err(_)) = self.poll_write(cx) {
-                // The peer can no longer receive: the connection is lost.
-                self.conn.receive_eof();
-                self.read_done = true;
-                continue;
+                continue; // the core now knows the transport is lost
             }
             if self.conn.is_finished() {
                 if !self.shut_down {
@@ -63,14 +83,15 @@ impl<T: Transport, R: Timer> Io<T, R> {
                 }
                 return Poll::Ready(None);
             }
-            if !self.read_done {
+            if !self.read_done && self.conn.wants_input() {
+                if self.read_budget == 0 {
+                    // Let other tasks run; carry on in the next poll.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                self.read_budget -= 1;
                 match self.poll_read(cx) {
-                    Poll::Ready(true) => continue,
-                    Poll::Ready(false) => {
-                        self.read_done = true;
-                        self.conn.receive_eof();
-                        continue;
-                    }
+                    Poll::Ready(()) => continue,
                     Poll::Pending => {}
                 }
             }
@@ -81,22 +102,40 @@ impl<T: Transport, R: Timer> Io<T, R> {
         }
     }
 
-    /// Reads once into the thread's buffer and feeds the core. `Ready(false)` at the
-    /// end of the stream or on a read error.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    /// Reads once into the thread's buffer and tells the core what happened: bytes,
+    /// the end of the stream, or a failed transport.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         READ_BUF.with_borrow_mut(|buf| match self.transport.poll_read(cx, buf) {
-            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(false),
+            Poll::Ready(Ok(0)) => {
+                self.read_done = true;
+                self.conn.receive_eof();
+                Poll::Ready(())
+            }
             Poll::Ready(Ok(n)) => {
                 self.conn.receive(&buf[..n]);
-                Poll::Ready(true)
+                Poll::Ready(())
+            }
+            Poll::Ready(Err(_)) => {
+                self.read_done = true;
+                self.conn.transport_lost();
+                Poll::Ready(())
             }
             Poll::Pending => Poll::Pending,
         })
     }
 
-    /// Writes everything queued, many frames per system call.
+    /// Writes and flushes everything queued, many frames per system call. On an
+    /// error the core is told the transport is lost (it drops what was queued).
     pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut wrote = false;
+        let result = ready!(self.poll_write_inner(cx));
+        if result.is_err() {
+            self.read_done = true;
+            self.conn.transport_lost();
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(out) = self.conn.poll_transmit() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = out.chunks_vectored(&mut slices);
@@ -104,13 +143,14 @@ impl<T: Transport, R: Timer> Io<T, R> {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(written) => {
                     out.advance(written);
-                    wrote = true;
+                    self.needs_flush = true;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        if wrote {
+        if self.needs_flush {
             ready!(self.transport.poll_flush(cx))?;
+            self.needs_flush = false;
         }
         Poll::Ready(Ok(()))
     }

@@ -33,7 +33,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     fn with_io<O>(&self, cx: &mut Context<'_>, f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>) -> O) -> O {
         self.wakers.register(cx.waker());
         let mut io_cx = Context::from_waker(&self.io_waker);
-        f(&mut self.lock(), &mut io_cx)
+        f(self.lock().start_poll(), &mut io_cx)
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
@@ -65,10 +65,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.with_io(cx, |io, cx| {
             while io.conn.is_backlogged() {
-                if let Err(e) = ready!(io.poll_write(cx)) {
-                    io.conn.receive_eof();
-                    return Poll::Ready(Err(Error::Io(e)));
-                }
+                ready!(io.poll_write(cx)).map_err(Error::Io)?;
             }
             Poll::Ready(Ok(()))
         })

@@ -36,7 +36,7 @@ pub enum Event {
     Text(Utf8Bytes),
     /// A complete binary message.
     Binary(Bytes),
-    /// A ping arrived; the pong was already queued.
+    /// A ping arrived; the pong answering it was already queued.
     Ping(Bytes),
     /// A pong arrived.
     Pong(Bytes),
@@ -198,6 +198,8 @@ pub enum LocalError {
     SubprotocolNotOffered(String),
     /// A refusal must use a 4xx or 5xx status.
     InvalidRejectStatus(u16),
+    /// A plain HTTP response cannot have a 1xx status (it ends the connection).
+    InvalidResponseStatus(u16),
     /// This close code may not be sent.
     InvalidCloseCode(u16),
     /// A close reason must fit in 123 bytes.
@@ -218,6 +220,7 @@ impl fmt::Display for LocalError {
             Self::NotAnUpgrade => f.write_str("the request is not a WebSocket upgrade"),
             Self::SubprotocolNotOffered(p) => write!(f, "subprotocol {p:?} was not offered"),
             Self::InvalidRejectStatus(s) => write!(f, "status {s} is not a 4xx or 5xx"),
+            Self::InvalidResponseStatus(s) => write!(f, "status {s} cannot answer a plain HTTP request"),
             Self::InvalidCloseCode(c) => write!(f, "close code {c} may not be sent"),
             Self::CloseReasonTooLong => f.write_str("close reason longer than 123 bytes"),
             Self::ControlPayloadTooLong => f.write_str("control payload longer than 125 bytes"),

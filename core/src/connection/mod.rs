@@ -289,8 +289,8 @@ impl Connection {
         self.input = input;
     }
 
-    /// Reports that the transport will deliver no more bytes (EOF, reset or any read
-    /// error).
+    /// Reports that the peer will send no more bytes (a clean end of stream). What
+    /// is queued may still be written.
     pub fn receive_eof(&mut self) {
         match self.phase {
             Phase::ServerReadingRequest(_) | Phase::ServerDeciding(_) | Phase::ClientAwaitingResponse(_) => {
@@ -303,6 +303,32 @@ impl Connection {
                 self.phase = Phase::Closed { await_eof: false };
                 self.timers.clear_close();
             }
+        }
+    }
+
+    /// Reports that the transport failed (a read or write error, a reset): nothing
+    /// more can be received or sent. Queued output is discarded and the connection
+    /// is finished at once.
+    pub fn transport_lost(&mut self) {
+        if !matches!(self.phase, Phase::Closed { .. }) {
+            self.receive_eof();
+        }
+        self.phase = Phase::Closed { await_eof: false };
+        self.timers.clear_close();
+        self.out = Outgoing::default();
+        self.input = BytesMut::new();
+    }
+
+    /// Whether the driver should read from the transport now. It should not while
+    /// events are waiting to be taken, nor while the outgoing backlog is over
+    /// [`Config::backlog_high_water`]: a peer that sends without reading what it is
+    /// sent (a ping flood, say) is then slowed by TCP flow control instead of
+    /// growing this connection's memory. A finished connection wants nothing more.
+    pub fn wants_input(&self) -> bool {
+        match self.phase {
+            Phase::ServerDeciding(_) => false,
+            Phase::Closed { await_eof } => await_eof,
+            _ => self.events.is_empty() && self.input.is_empty() && !self.is_backlogged(),
         }
     }
 
@@ -445,11 +471,14 @@ impl Connection {
             return Err(LocalError::NoPendingRequest);
         };
         let head_request = deciding.head_request;
+        if response.status.is_informational() {
+            return Err(LocalError::InvalidResponseStatus(response.status.as_u16()));
+        }
         let bytes = crate::handshake::response::closing_response(
             response.status,
             &response.headers,
             &response.body,
-            !head_request,
+            head_request,
         );
         self.out.tail().put_slice(&bytes);
         self.finish_handshake_phase();

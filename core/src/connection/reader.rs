@@ -9,6 +9,10 @@ use crate::close::{BadClosePayload, parse_close_payload};
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, apply_mask};
 use crate::utf8::Utf8Validator;
 
+/// The most memory a frame header can make the reader reserve before its payload
+/// arrives.
+const RESERVE_AHEAD: u64 = 1 << 20;
+
 /// Read state between calls to `receive`. It holds no heap memory between messages.
 #[derive(Debug, Default)]
 pub(super) struct Reader {
@@ -180,14 +184,17 @@ impl Connection {
                 return Err(ProtocolError::MessageTooLarge);
             }
             if opcode != OpCode::Continuation {
-                // Memory grows as payload arrives, never ahead of it: a header that
-                // announces a large frame reserves nothing.
                 self.reader.message = Some(MessageInProgress {
                     text: opcode == OpCode::Text,
                     data: BytesMut::new(),
                     utf8: Utf8Validator::new(),
                 });
             }
+            // Room for the whole frame, so it is copied once as it arrives; but never
+            // more than RESERVE_AHEAD ahead of the data: a header alone must not be
+            // able to claim much memory. Larger frames grow as their payload comes.
+            let message = self.reader.message.as_mut().expect("a message is in progress");
+            message.data.reserve(len.min(RESERVE_AHEAD) as usize);
         }
         self.reader.frame = Some(FrameInProgress {
             opcode,
@@ -220,9 +227,10 @@ impl Connection {
             OpCode::Ping => {
                 let c = &self.reader.control;
                 let payload = Bytes::copy_from_slice(&c.buf[..c.len]);
-                if matches!(self.phase, Phase::Open) {
-                    self.queue_control(OpCode::Pong, &payload);
-                }
+                // Answered in every state that reads frames: a ping that arrives after
+                // we sent our close still gets its pong (§5.5.2; only a received
+                // close ends the duty, and then nothing more is read).
+                self.queue_control(OpCode::Pong, &payload);
                 self.events.push_back(Event::Ping(payload));
             }
             OpCode::Pong => {

@@ -168,6 +168,7 @@ impl FrameHeader {
 /// Appends one complete frame (header and payload, masked when `mask` is given) to
 /// `dst`.
 pub fn encode_frame(dst: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
+    dst.reserve(MAX_HEADER_LEN + payload.len());
     encode_header_into(dst, fin, opcode, payload.len(), mask);
     let start = dst.len();
     dst.put_slice(payload);
@@ -181,7 +182,6 @@ pub fn encode_header_into(dst: &mut BytesMut, fin: bool, opcode: OpCode, payload
     let header = FrameHeader { fin, rsv: 0, opcode: opcode as u8, mask, payload_len: payload_len as u64 };
     let mut buf = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut buf);
-    dst.reserve(n + payload_len);
     dst.put_slice(&buf[..n]);
 }
 

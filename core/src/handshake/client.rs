@@ -14,36 +14,48 @@ pub struct ClientRequest {
     headers: HeaderMap,
 }
 
-/// Why a URL cannot be used to open a WebSocket.
+/// Why a client request cannot be built: a URL that is not `ws://` or `wss://` with
+/// a host, or a subprotocol name that is not an HTTP token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidUrl(pub String);
+pub struct InvalidRequest(pub String);
 
-impl std::fmt::Display for InvalidUrl {
+impl std::fmt::Display for InvalidRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid WebSocket URL: {}", self.0)
+        write!(f, "invalid WebSocket request: {}", self.0)
     }
 }
 
-impl std::error::Error for InvalidUrl {}
+impl std::error::Error for InvalidRequest {}
+
+/// Whether `s` is an HTTP token (RFC 9110 §5.6.2), as subprotocol names must be
+/// (RFC 6455 §4.1).
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
 
 impl ClientRequest {
     /// A request for a `ws://` or `wss://` URL.
-    pub fn new(url: &str) -> Result<Self, InvalidUrl> {
-        let uri: Uri = url.parse().map_err(|e| InvalidUrl(format!("{url}: {e}")))?;
+    pub fn new(url: &str) -> Result<Self, InvalidRequest> {
+        let uri: Uri = url.parse().map_err(|e| InvalidRequest(format!("{url}: {e}")))?;
         match uri.scheme_str() {
             Some("ws" | "wss") => {}
-            _ => return Err(InvalidUrl(format!("{url}: the scheme must be ws or wss"))),
+            _ => return Err(InvalidRequest(format!("{url}: the scheme must be ws or wss"))),
         }
         if uri.host().is_none_or(str::is_empty) {
-            return Err(InvalidUrl(format!("{url}: no host")));
+            return Err(InvalidRequest(format!("{url}: no host")));
         }
         Ok(Self { uri, subprotocols: Vec::new(), headers: HeaderMap::new() })
     }
 
-    /// Offers a subprotocol (call again to offer several, most preferred first).
-    pub fn with_subprotocol(mut self, name: impl Into<String>) -> Self {
-        self.subprotocols.push(name.into());
-        self
+    /// Offers a subprotocol (call again to offer several, most preferred first). The
+    /// name must be an HTTP token.
+    pub fn with_subprotocol(mut self, name: impl Into<String>) -> Result<Self, InvalidRequest> {
+        let name = name.into();
+        if !is_token(&name) {
+            return Err(InvalidRequest(format!("subprotocol {name:?} is not a token")));
+        }
+        self.subprotocols.push(name);
+        Ok(self)
     }
 
     /// Adds a header (for example `Origin`, `Cookie` or `Authorization`).
@@ -75,14 +87,20 @@ impl ClientRequest {
     /// The request bytes, and the check of the response to it.
     pub(crate) fn encode(&self, key_bytes: [u8; 16]) -> (BytesMut, ResponseCheck) {
         let key = client_key(key_bytes);
-        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        // `ws://host?x` has an empty path, which is "/" on the wire (RFC 6455 §3).
+        let path = match self.uri.path() {
+            "" => "/",
+            path => path,
+        };
+        let query = self.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let target = format!("{path}{query}");
         let authority = self.uri.authority().map_or("", |a| a.as_str());
         // The Host header never carries credentials.
         let host = authority.rsplit('@').next().unwrap_or(authority);
         let mut out = BytesMut::with_capacity(256);
         for part in [
             "GET ",
-            target,
+            &target,
             " HTTP/1.1\r\nHost: ",
             host,
             "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ",
@@ -136,20 +154,28 @@ impl ResponseCheck {
         if status != 101 {
             return Err(HandshakeError::UnexpectedStatus(status));
         }
+        if parsed.version != Some(1) {
+            return Err(invalid("a 101 response must be HTTP/1.1"));
+        }
         let mut headers = HeaderMap::with_capacity(parsed.headers.len());
         for h in parsed.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| invalid("invalid header name"))?;
             let value = HeaderValue::from_bytes(h.value).map_err(|_| invalid("invalid header value"))?;
             headers.append(name, value);
         }
-        if !has_token(&headers, header::UPGRADE, "websocket") {
-            return Err(invalid("missing Upgrade: websocket"));
+        // §4.1: the value must be "websocket" itself, not a list that contains it.
+        let mut upgrades = headers.get_all(header::UPGRADE).iter();
+        match (upgrades.next(), upgrades.next()) {
+            (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket") => {}
+            _ => return Err(invalid("missing Upgrade: websocket")),
         }
         if !has_token(&headers, header::CONNECTION, "upgrade") {
             return Err(invalid("missing Connection: Upgrade"));
         }
-        if headers.get(header::SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes) != Some(self.accept.as_bytes()) {
-            return Err(invalid("wrong or missing Sec-WebSocket-Accept"));
+        let mut accepts = headers.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
+        match (accepts.next(), accepts.next()) {
+            (Some(v), None) if v.as_bytes() == self.accept.as_bytes() => {}
+            _ => return Err(invalid("wrong or missing Sec-WebSocket-Accept")),
         }
         if !list_items(&headers, header::SEC_WEBSOCKET_EXTENSIONS).is_empty() {
             return Err(invalid("the server chose an extension that was not offered"));
@@ -177,7 +203,8 @@ mod tests {
 
     #[test]
     fn request_bytes() {
-        let req = ClientRequest::new("ws://user:pw@example.com:8080/chat?x=1").unwrap().with_subprotocol("chat");
+        let req =
+            ClientRequest::new("ws://user:pw@example.com:8080/chat?x=1").unwrap().with_subprotocol("chat").unwrap();
         let (bytes, _) = req.encode(*b"the sample nonce");
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.starts_with("GET /chat?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n"), "{text}");
@@ -186,12 +213,16 @@ mod tests {
         assert!(text.ends_with("\r\n\r\n"));
         assert_eq!(req.port(), 8080);
         assert!(ClientRequest::new("http://example.com/").is_err());
+        let (bytes, _) = ClientRequest::new("ws://example.com?x=1").unwrap().encode([0; 16]);
+        assert!(bytes.starts_with(b"GET /?x=1 HTTP/1.1\r\n"), "{bytes:?}");
+        let injected = ClientRequest::new("ws://example.com/").unwrap().with_subprotocol("chat\r\nX-Evil: 1");
+        assert!(injected.is_err());
         assert!(ClientRequest::new("ws:///nohost").is_err());
     }
 
     #[test]
     fn response_checks() {
-        let req = ClientRequest::new("ws://example.com/").unwrap().with_subprotocol("chat");
+        let req = ClientRequest::new("ws://example.com/").unwrap().with_subprotocol("chat").unwrap();
         let (_, check) = req.encode(*b"the sample nonce");
         let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
         let ok = check.check(response("Sec-WebSocket-Protocol: chat\r\n", good).as_bytes(), 32).unwrap();

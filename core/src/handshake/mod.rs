@@ -12,8 +12,8 @@ mod head;
 mod request;
 pub(crate) mod response;
 
-pub use client::ClientRequest;
 pub(crate) use client::ResponseCheck;
+pub use client::{ClientRequest, InvalidRequest};
 pub(crate) use head::HeadReader;
 pub use request::{Request, RequestKind, validate_upgrade};
 pub use response::{Accept, HttpResponse, Rejection};

@@ -164,8 +164,16 @@ fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> Resu
     if version < Version::HTTP_11 {
         return Err(refuse(400, "a WebSocket upgrade needs HTTP/1.1 or later"));
     }
-    if headers.get_all(header::HOST).iter().count() != 1 {
-        return Err(refuse(400, "exactly one Host header is required"));
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) if !host.is_empty() => {}
+        _ => return Err(refuse(400, "exactly one non-empty Host header is required")),
+    }
+    // An upgrade request has no body; bytes after its head are frames (RFC 9112 §6).
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes() != b"0");
+    if has_body {
+        return Err(refuse(400, "a WebSocket upgrade request must not have a body"));
     }
     if !has_token(headers, header::UPGRADE, "websocket") {
         return Err(refuse(400, "the Upgrade header must name websocket"));
@@ -174,8 +182,11 @@ fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> Resu
         return Err(refuse(400, "the Connection header must include Upgrade"));
     }
     let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
-    if versions.next().map(HeaderValue::as_bytes) != Some(b"13") || versions.next().is_some() {
-        return Err(refuse(426, "only WebSocket version 13 is supported"));
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if v.as_bytes() == b"13" => {}
+        (None, _) => return Err(refuse(400, "Sec-WebSocket-Version is missing")),
+        // §4.2.2: an unsupported version gets 426 and the version we speak.
+        _ => return Err(refuse(426, "only WebSocket version 13 is supported")),
     }
     let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
     let key_ok = match (keys.next(), keys.next()) {
@@ -205,10 +216,8 @@ mod tests {
 
     fn status_of(head: &str) -> u16 {
         match Request::parse(head.as_bytes(), 64) {
-            Ok(r) => {
-                assert_eq!(r.kind(), &RequestKind::Http);
-                200
-            }
+            Ok(r) if r.kind() == &RequestKind::Upgrade => 101,
+            Ok(_) => 200,
             Err(HandshakeError::Refused { status, .. }) => status,
             Err(e) => panic!("{e}"),
         }
@@ -233,7 +242,11 @@ mod tests {
         assert_eq!(status_of(&GOOD.replace("Upgrade: WebSocket\r\n", "")), 400);
         assert_eq!(status_of(&GOOD.replace("keep-alive, upgrade", "keep-alive")), 400);
         assert_eq!(status_of(&GOOD.replace("Version: 13", "Version: 8")), 426);
-        assert_eq!(status_of(&GOOD.replace("Sec-WebSocket-Version: 13\r\n", "")), 426);
+        assert_eq!(status_of(&GOOD.replace("Sec-WebSocket-Version: 13\r\n", "")), 400);
+        assert_eq!(status_of(&GOOD.replace("Host: example.com", "Host:")), 400);
+        assert_eq!(status_of(&GOOD.replace("Origin:", "Content-Length: 5\r\nOrigin:")), 400);
+        assert_eq!(status_of(&GOOD.replace("Origin:", "Content-Length: 0\r\nOrigin:")), 101);
+        assert_eq!(status_of(&GOOD.replace("Origin:", "Transfer-Encoding: chunked\r\nOrigin:")), 400);
         assert_eq!(status_of(&GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=")), 400);
         assert_eq!(status_of(&GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "")), 400);
         assert_eq!(status_of("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 200);

@@ -2,6 +2,7 @@
 //! HTTP response.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// How the application accepts an upgrade request.
@@ -49,6 +50,12 @@ impl Rejection {
         Self { status, reason: reason.into(), headers: HeaderMap::new() }
     }
 
+    /// The answer to a plain HTTP request at an endpoint that only speaks WebSocket:
+    /// 426 Upgrade Required, naming the protocol and version to use.
+    pub fn websocket_only() -> Self {
+        Self::new(StatusCode::UPGRADE_REQUIRED, "this endpoint only speaks WebSocket")
+    }
+
     /// Adds a header to the response.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.append(name, value);
@@ -94,17 +101,29 @@ pub(crate) fn switching_protocols(accept_key: &str, subprotocol: Option<&str>, e
 }
 
 /// A response that ends the connection: status line, headers, length, body.
-pub(crate) fn closing_response(status: StatusCode, headers: &HeaderMap, body: &[u8], send_body: bool) -> BytesMut {
+///
+/// The message framing is ours to write: any `Content-Length`, `Transfer-Encoding`
+/// or `Connection` the application put in `headers` is left out. 204 and 304 carry
+/// neither a body nor a length (RFC 9110 §8.6); the caller refuses 1xx.
+pub(crate) fn closing_response(status: StatusCode, headers: &HeaderMap, body: &[u8], head_request: bool) -> BytesMut {
+    debug_assert!(!status.is_informational(), "1xx cannot end a connection");
     let mut out = BytesMut::with_capacity(128 + body.len());
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.put_slice(b"\r\n");
-    put_headers(&mut out, headers);
-    put_header(&mut out, b"Content-Length", body.len().to_string().as_bytes());
+    for (name, value) in headers {
+        if ![CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION].contains(name) {
+            put_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        put_header(&mut out, b"Content-Length", body.len().to_string().as_bytes());
+    }
     out.put_slice(b"Connection: close\r\n\r\n");
-    if send_body {
+    if !bodiless && !head_request {
         out.put_slice(body);
     }
     out
@@ -118,9 +137,10 @@ pub(crate) fn refusal(status: StatusCode, reason: &str, extra: &HeaderMap) -> By
         headers.insert(http::header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    closing_response(status, &headers, reason.as_bytes(), true)
+    closing_response(status, &headers, reason.as_bytes(), false)
 }
 
+/// Writes the application's headers as they are (101 response).
 fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
@@ -137,6 +157,20 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn framing_headers_are_ours() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        let r = closing_response(StatusCode::OK, &headers, b"1", false);
+        assert_eq!(&r[..], b"HTTP/1.1 200 OK\r\nx-kept: yes\r\nContent-Length: 1\r\nConnection: close\r\n\r\n1");
+        let r = closing_response(StatusCode::NO_CONTENT, &HeaderMap::new(), b"ignored", false);
+        assert_eq!(&r[..], b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        let r = closing_response(StatusCode::OK, &HeaderMap::new(), b"body", true);
+        assert_eq!(&r[..], b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n", "HEAD");
+    }
 
     #[test]
     fn refusal_426_names_the_version() {

@@ -1,0 +1,182 @@
+//! The driver's I/O strategy, observed on an in-memory transport that counts system
+//! calls and can fail on demand: one vectored write per pipelined burst, no spinning
+//! on a broken transport, no lost flush, bounded memory under a ping flood.
+
+use chinwag_core::Config;
+use chinwag_driver::{Timer, Transport};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+#[derive(Default)]
+struct Wire {
+    to_server: Vec<u8>,
+    from_server: Vec<u8>,
+    writes: usize,
+    reads: usize,
+    /// Writes fail with a broken pipe.
+    broken: bool,
+    /// Writes wait (the peer does not read).
+    stalled: bool,
+    /// The next flush waits once.
+    flush_waits: bool,
+    flushed: usize,
+    /// Input that never runs out: this frame, again and again.
+    endless: Option<Vec<u8>>,
+}
+
+/// A transport whose input is fixed up front and whose writes are counted.
+struct Memory(Arc<Mutex<Wire>>);
+
+impl Transport for Memory {
+    fn poll_read(&mut self, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut wire = self.0.lock().unwrap();
+        wire.reads += 1;
+        if wire.to_server.is_empty() {
+            if let Some(frame) = wire.endless.clone() {
+                let n = buf.len() / frame.len() * frame.len();
+                for chunk in buf[..n].chunks_mut(frame.len()) {
+                    chunk.copy_from_slice(&frame);
+                }
+                return Poll::Ready(Ok(n));
+            }
+            return Poll::Pending;
+        }
+        let n = buf.len().min(wire.to_server.len());
+        buf[..n].copy_from_slice(&wire.to_server[..n]);
+        wire.to_server.drain(..n);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_write_vectored(&mut self, _: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let mut wire = self.0.lock().unwrap();
+        wire.writes += 1;
+        if wire.broken {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if wire.stalled {
+            return Poll::Pending;
+        }
+        let mut n = 0;
+        for b in bufs {
+            wire.from_server.extend_from_slice(b);
+            n += b.len();
+        }
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut wire = self.0.lock().unwrap();
+        if std::mem::take(&mut wire.flush_waits) {
+            return Poll::Pending;
+        }
+        wire.flushed += 1;
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+struct NeverTimer;
+impl Timer for NeverTimer {
+    fn unarmed() -> Self {
+        NeverTimer
+    }
+    fn reset(&mut self, _: Instant) {}
+    fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
+    pin!(future).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn masked_text(text: &str) -> Vec<u8> {
+    let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+type Ws = chinwag_driver::WebSocket<Memory, NeverTimer>;
+
+/// An open server-side WebSocket over the in-memory wire.
+fn open(config: Config) -> (Ws, Arc<Mutex<Wire>>) {
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    wire.lock().unwrap().to_server.extend_from_slice(request.as_bytes());
+    let Poll::Ready(Ok(ws)) = poll_once(chinwag_driver::accept::<_, NeverTimer>(Memory(wire.clone()), config)) else {
+        panic!("handshake")
+    };
+    (ws, wire)
+}
+
+#[test]
+fn a_pipelined_burst_is_answered_with_one_write() {
+    let (mut ws, wire) = open(Config::default());
+    assert_eq!(wire.lock().unwrap().writes, 1, "the 101 response");
+
+    // Sixteen messages arrive in one read.
+    let burst: Vec<u8> = (0..16).flat_map(|i| masked_text(&format!("m{i:02}"))).collect();
+    wire.lock().unwrap().to_server.extend_from_slice(&burst);
+    for i in 0..16 {
+        let Poll::Ready(Some(message)) = poll_once(ws.recv()) else { panic!("message {i}") };
+        assert!(poll_once(ws.feed(&message)).is_ready());
+    }
+    assert_eq!(wire.lock().unwrap().writes, 1, "nothing written while the burst is being read");
+    // The next receive finds no input: it writes all sixteen replies, then waits.
+    assert!(poll_once(ws.recv()).is_pending());
+    let wire = wire.lock().unwrap();
+    assert_eq!(wire.writes, 2, "one write for the whole burst");
+    let replies: Vec<u8> = (0..16).flat_map(|i| [&[0x81, 3][..], format!("m{i:02}").as_bytes()].concat()).collect();
+    assert!(wire.from_server.ends_with(&replies));
+}
+
+#[test]
+fn a_broken_transport_ends_the_connection_without_spinning() {
+    let (mut ws, wire) = open(Config::default());
+    wire.lock().unwrap().broken = true;
+    let sent = poll_once(ws.send(&chinwag_core::Message::text("lost")));
+    assert!(matches!(sent, Poll::Ready(Err(chinwag_driver::Error::Io(_)))), "the write error is reported");
+    assert!(matches!(poll_once(ws.recv()), Poll::Ready(None)), "the connection is over");
+    let closed = ws.close_info().expect("close info");
+    assert_eq!(closed.error, Some(chinwag_core::ConnectionError::TransportClosed));
+    assert!(wire.lock().unwrap().writes < 5, "no retry loop: {} writes", wire.lock().unwrap().writes);
+}
+
+#[test]
+fn a_flush_that_waits_is_finished_before_send_returns() {
+    let (ws, wire) = open(Config::default());
+    wire.lock().unwrap().flush_waits = true;
+    let flushed_before = wire.lock().unwrap().flushed;
+    let message = chinwag_core::Message::text("x");
+    let mut send = Box::pin(ws.send(&message));
+    assert!(send.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending(), "waits for the flush");
+    assert!(matches!(send.as_mut().poll(&mut Context::from_waker(Waker::noop())), Poll::Ready(Ok(()))));
+    assert_eq!(wire.lock().unwrap().flushed, flushed_before + 1);
+}
+
+#[test]
+fn a_ping_flood_from_a_peer_that_does_not_read_is_bounded() {
+    let config = Config { backlog_high_water: 64 << 10, ..Config::default() };
+    let (mut ws, wire) = open(config);
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend_from_slice(&[b'p'; 125]);
+    {
+        let mut wire = wire.lock().unwrap();
+        wire.endless = Some(ping);
+        wire.stalled = true;
+    }
+    // Each poll returns (no endless loop), and the backlog stays bounded.
+    for _ in 0..50 {
+        assert!(poll_once(ws.recv()).is_pending());
+    }
+    let sender = ws.sender();
+    assert!(sender.buffered_amount() <= (64 << 10) + (64 << 10), "backlog {}", sender.buffered_amount());
+    let reads = wire.lock().unwrap().reads;
+    assert!(poll_once(ws.recv()).is_pending());
+    assert_eq!(wire.lock().unwrap().reads, reads, "no more reading while the backlog is full");
+}
