@@ -104,6 +104,7 @@
 //! - [`Connection`] (in `connection/`): the state machine that ties them together.
 #![deny(unsafe_code)]
 
+pub mod chat;
 pub mod close;
 mod connection;
 pub mod frame;

@@ -1,0 +1,13 @@
+//! Chat state, as deterministic state machines with no I/O.
+//!
+//! - [`Hub`]: the connector. Connections with ids and attributes, named
+//!   connections, groups, push to one, to a name, to a group, or to everyone.
+//!   Operations go in; [`Delivery`] values come out, each naming its recipients and
+//!   one frame encoded once for all of them.
+//! - [`room`]: the rules of the chat room built on the hub: who may join under which
+//!   name, the lines everyone sees, and the text commands.
+
+mod hub;
+pub mod room;
+
+pub use hub::{Attributes, ConnId, Delivery, Hub, HubError};

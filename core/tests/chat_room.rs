@@ -1,0 +1,146 @@
+//! The chat room's rules, seen as what each member's screen shows.
+
+use chinwag_core::chat::{ConnId, Delivery, Hub, room};
+use chinwag_core::frame::FrameHeader;
+use std::collections::BTreeMap;
+
+/// Every member's transcript, built from the hub's deliveries.
+#[derive(Default)]
+struct Screens(BTreeMap<ConnId, Vec<String>>);
+
+impl Screens {
+    fn collect(&mut self, hub: &mut Hub) {
+        while let Some(delivery) = hub.poll_delivery() {
+            let Delivery::Frame { to, frame } = delivery else { continue };
+            let bytes = frame.as_bytes();
+            let (header, at) = FrameHeader::decode(bytes).unwrap().unwrap();
+            assert_eq!(header.opcode, 1, "the chat sends text");
+            let text = std::str::from_utf8(&bytes[at..]).unwrap().to_owned();
+            for conn in to {
+                self.0.entry(conn).or_default().push(text.clone());
+            }
+        }
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<String> {
+        self.0.remove(&conn).unwrap_or_default()
+    }
+}
+
+fn enter(hub: &mut Hub, screens: &mut Screens, name: &str, age: Option<&str>) -> ConnId {
+    let conn = hub.open();
+    room::admit(hub, conn, name, age).unwrap();
+    room::join(hub, conn);
+    screens.collect(hub);
+    conn
+}
+
+#[test]
+fn the_guide_scenario() {
+    let (mut hub, mut screens) = (Hub::new(), Screens::default());
+    let alice = enter(&mut hub, &mut screens, "Alice", Some("20"));
+    assert_eq!(
+        screens.take(alice),
+        ["Hi Alice! You have successfully connected to the chat", "Alice with age 20 connected to chat"]
+    );
+    let bob = enter(&mut hub, &mut screens, "Bob", None);
+    assert_eq!(screens.take(alice), ["Bob connected to chat"]);
+    assert_eq!(screens.take(bob), ["Hi Bob! You have successfully connected to the chat", "Bob connected to chat"]);
+
+    assert_eq!(room::say(&mut hub, bob, "hello <b>all</b>"), ["Bob: hello <b>all</b>"]);
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(alice), ["Bob: hello <b>all</b>"]);
+    assert_eq!(screens.take(bob), ["Bob: hello <b>all</b>"]);
+
+    assert_eq!(room::leave(&mut hub, bob), ["Bob left the chat"]);
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(alice), ["Bob left the chat"]);
+    assert!(screens.take(bob).is_empty(), "nothing reaches a closed connection");
+}
+
+#[test]
+fn admission() {
+    let mut hub = Hub::new();
+    let refused = |hub: &mut Hub, name: &str, age: Option<&str>| {
+        let conn = hub.open();
+        let r = room::admit(hub, conn, name, age).err().map(|r| r.status);
+        hub.close(conn);
+        r
+    };
+    assert_eq!(refused(&mut hub, "", None), Some(400));
+    assert_eq!(refused(&mut hub, &"x".repeat(33), None), Some(400));
+    assert_eq!(refused(&mut hub, &"é".repeat(32), None), None, "32 characters, 64 bytes");
+    assert_eq!(refused(&mut hub, "a\u{7}b", None), Some(400));
+    assert_eq!(refused(&mut hub, " ann", None), Some(400));
+    for age in ["-1", "151", "abc", "", "+3", "2.5", "99999999999"] {
+        assert_eq!(refused(&mut hub, "ann", Some(age)), Some(400), "age {age:?}");
+    }
+    assert_eq!(refused(&mut hub, "ann", Some("0")), None);
+    assert_eq!(refused(&mut hub, "ann", Some("150")), None);
+
+    let taken = hub.open();
+    room::admit(&mut hub, taken, "Zoë", None).unwrap();
+    assert_eq!(refused(&mut hub, "Zoë", None), Some(409));
+    assert_eq!(refused(&mut hub, "Zoe\u{308}", None), Some(409), "the same name with a combining diaeresis");
+    assert_eq!(refused(&mut hub, "zoë", None), None, "case differs: a different name");
+    hub.close(taken);
+    assert_eq!(refused(&mut hub, "Zoë", None), None, "the name is free once its holder left");
+}
+
+#[test]
+fn direct_messages_and_rooms() {
+    let (mut hub, mut screens) = (Hub::new(), Screens::default());
+    let ann = enter(&mut hub, &mut screens, "Ann Lee", None);
+    let bob = enter(&mut hub, &mut screens, "bob", None);
+    let cy = enter(&mut hub, &mut screens, "cy", None);
+    screens.0.clear();
+
+    room::say(&mut hub, bob, "/msg \"Ann Lee\" psst");
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(ann), ["bob -> Ann Lee: psst"]);
+    assert_eq!(screens.take(bob), ["bob -> Ann Lee: psst"]);
+    assert!(screens.take(cy).is_empty());
+
+    room::say(&mut hub, bob, "/join #ops");
+    room::say(&mut hub, cy, "/join ops");
+    room::say(&mut hub, cy, "/say ops deploy at 5");
+    room::say(&mut hub, ann, "/say ops let me in");
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(bob), ["bob joined #ops", "cy joined #ops", "#ops cy: deploy at 5"]);
+    assert_eq!(screens.take(cy), ["cy joined #ops", "#ops cy: deploy at 5"]);
+    assert_eq!(screens.take(ann), ["error: you are not in #ops (try /join ops)"]);
+
+    room::say(&mut hub, bob, "/leave ops");
+    room::say(&mut hub, bob, "/rooms");
+    room::leave(&mut hub, cy);
+    room::say(&mut hub, ann, "/join ops");
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(bob), ["bob left #ops", "you are in no rooms", "cy left the chat"]);
+    assert_eq!(screens.take(ann), ["cy left the chat", "Ann Lee joined #ops"], "the room was empty, and is new again");
+}
+
+#[test]
+fn mistakes_reach_only_the_sender() {
+    let (mut hub, mut screens) = (Hub::new(), Screens::default());
+    let ann = enter(&mut hub, &mut screens, "ann", None);
+    let bob = enter(&mut hub, &mut screens, "bob", None);
+    screens.0.clear();
+    for command in
+        ["/msg", "/msg bob", "/msg nobody hi", "/join", "/say ops", "/say ops hi", "/leave ops", "/dance", "/"]
+    {
+        assert!(room::say(&mut hub, ann, command).is_empty(), "{command} is not a public line");
+    }
+    screens.collect(&mut hub);
+    assert!(screens.take(bob).is_empty());
+    let answers = screens.take(ann);
+    assert_eq!(answers.len(), 9);
+    assert_eq!(answers[0], "usage: /msg NAME TEXT");
+    assert_eq!(answers[2], "error: no one named nobody is online");
+    assert_eq!(answers[7], "error: unknown command /dance (try /help)");
+
+    room::say(&mut hub, ann, "//shrug");
+    room::say(&mut hub, ann, "/users");
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(bob), ["ann: /shrug"]);
+    assert_eq!(screens.take(ann), ["ann: /shrug", "online (2): ann, bob"]);
+}
