@@ -256,6 +256,13 @@ impl<T: Transport, R: Timer> Sender<T, R> {
         self.shared.push(|c| c.send_shared(frame))
     }
 
+    /// Queues a close frame and returns at once, like [`push`](Self::push): the
+    /// receiving task writes it and completes the close handshake. For closing
+    /// connections from other tasks (a server shutting down, say).
+    pub fn push_close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.shared.push(|c| c.close(code, reason))
+    }
+
     /// Sends a close frame and writes it. The receiving half reports the end of the
     /// connection once the peer answers.
     pub async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {

@@ -15,7 +15,7 @@ async fn connect<R: Runtime>(url: &str, config: Config) -> Result<WebSocket<R::I
 }
 
 /// `chinwag client URL`.
-pub(crate) struct Interactive(pub(crate) String);
+pub struct Interactive(pub String);
 
 impl Program for Interactive {
     type Output = io::Result<()>;
@@ -25,7 +25,7 @@ impl Program for Interactive {
 }
 
 /// `chinwag client --autobahn URL`.
-pub(crate) struct Autobahn(pub(crate) String);
+pub struct Autobahn(pub String);
 
 impl Program for Autobahn {
     type Output = io::Result<()>;

@@ -9,12 +9,12 @@ use std::net::SocketAddr;
 use crate::runtime::Program;
 
 /// The settings of the echo server: large messages (Autobahn sends up to 16 MiB).
-pub(crate) fn config() -> Config {
+pub fn config() -> Config {
     Config { max_frame_size: 64 << 20, max_message_size: 64 << 20, ..Config::default() }
 }
 
 /// The echo server, listening on an address.
-pub(crate) struct EchoServer(pub(crate) SocketAddr);
+pub struct EchoServer(pub SocketAddr);
 
 impl Program for EchoServer {
     type Output = io::Result<()>;

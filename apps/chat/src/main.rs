@@ -1,11 +1,9 @@
 //! `chinwag`: the chinwag WebSocket server and its tools.
 
-mod client;
-mod echo;
-mod runtime;
-
+use chinwag::{client, echo, runtime};
+use chinwag_driver::Runtime;
 use clap::{Parser, Subcommand};
-use runtime::RuntimeKind;
+use runtime::{Program, RuntimeKind};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -14,7 +12,7 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Address to listen on (when no subcommand is given).
+    /// Address the chat server listens on (when no subcommand is given).
     #[arg(long, default_value = "127.0.0.1:9090")]
     addr: SocketAddr,
     /// Runtime to run on.
@@ -41,16 +39,43 @@ enum Command {
     },
 }
 
+/// `chinwag`: the chat server, until Ctrl-C or SIGTERM.
+struct ChatServer(SocketAddr);
+
+impl Program for ChatServer {
+    type Output = std::io::Result<()>;
+    async fn run<R: Runtime>(self) -> std::io::Result<()> {
+        let server = chinwag::chat::server();
+        let handle = server.handle();
+        // Ctrl-C or SIGTERM: every client gets close 1001 (going away), then we exit.
+        ctrlc::set_handler(move || {
+            tracing::info!("shutting down: closing every connection with 1001");
+            handle.shutdown();
+        })
+        .map_err(std::io::Error::other)?;
+        let listener = R::bind(self.0).await?;
+        tracing::info!(
+            "chat server on http://{} (WebSocket at ws://{}{})",
+            R::local_addr(&listener)?,
+            R::local_addr(&listener)?,
+            chinwag::chat::ROUTE
+        );
+        server.serve::<R>(listener).await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = cli.runtime;
     let result = match cli.command {
-        // Until the chat server lands, the default is the echo server.
-        None => rt.run(echo::EchoServer(cli.addr)),
+        None => rt.run(ChatServer(cli.addr)),
         Some(Command::Echo { addr }) => rt.run(echo::EchoServer(addr)),
         Some(Command::Client { url, autobahn: true }) => rt.run(client::Autobahn(url)),
         Some(Command::Client { url, autobahn: false }) => rt.run(client::Interactive(url)),

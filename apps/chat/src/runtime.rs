@@ -5,7 +5,7 @@ use std::future::Future;
 
 /// Which runtime to run on (`--runtime`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum RuntimeKind {
+pub enum RuntimeKind {
     /// tokio, through chinwag-tokio.
     Tokio,
     /// async-std, through chinwag-futures.
@@ -13,7 +13,7 @@ pub(crate) enum RuntimeKind {
 }
 
 /// Something to run on whichever runtime was chosen.
-pub(crate) trait Program {
+pub trait Program {
     /// What it returns.
     type Output;
     /// The program on runtime `R`.
@@ -22,7 +22,7 @@ pub(crate) trait Program {
 
 impl RuntimeKind {
     /// Runs `program` to completion on this runtime.
-    pub(crate) fn run<P: Program>(self, program: P) -> P::Output {
+    pub fn run<P: Program>(self, program: P) -> P::Output {
         match self {
             Self::Tokio => chinwag_tokio::Tokio::block_on(program.run::<chinwag_tokio::Tokio>()),
             Self::AsyncStd => chinwag_futures::AsyncStd::block_on(program.run::<chinwag_futures::AsyncStd>()),

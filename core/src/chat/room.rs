@@ -69,8 +69,20 @@ fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
 /// typed with combining accents is the same name. An age is a whole number from 0
 /// to 150. Returns the name as stored.
 pub fn admit(hub: &mut Hub, conn: ConnId, name: &str, age: Option<&str>) -> Result<String, Refusal> {
+    let (name, age) = check(hub, name, age)?;
+    hub.store_name(conn, &name).map_err(|_| refuse(500, "the connection closed"))?;
+    hub.set_attribute(conn, NAME, name.as_str()).map_err(|_| refuse(500, "the connection closed"))?;
+    if let Some(age) = age {
+        hub.set_attribute(conn, AGE, age.to_string()).map_err(|_| refuse(500, "the connection closed"))?;
+    }
+    Ok(name)
+}
+
+/// What [`admit`] would decide, without reserving anything: the name as it would be
+/// stored and the age. (A page can ask this to explain a refused connection, since
+/// browsers do not show a handshake's status to scripts.)
+pub fn check(hub: &Hub, name: &str, age: Option<&str>) -> Result<(String, Option<u8>), Refusal> {
     let name: String = name.nfc().collect();
-    let name = name.as_str();
     if name.is_empty() {
         return Err(refuse(400, "a name is required"));
     }
@@ -90,15 +102,10 @@ pub fn admit(hub: &mut Hub, conn: ConnId, name: &str, age: Option<&str>) -> Resu
             _ => return Err(refuse(400, format!("the age must be a whole number from 0 to {MAX_AGE}"))),
         },
     };
-    if hub.named(name).is_some() {
+    if hub.named(&name).is_some() {
         return Err(refuse(409, format!("{name} is already in the chat; choose another name")));
     }
-    hub.store_name(conn, name).map_err(|_| refuse(500, "the connection closed"))?;
-    hub.set_attribute(conn, NAME, name).map_err(|_| refuse(500, "the connection closed"))?;
-    if let Some(age) = age {
-        hub.set_attribute(conn, AGE, age.to_string()).map_err(|_| refuse(500, "the connection closed"))?;
-    }
-    Ok(name.to_owned())
+    Ok((name, age))
 }
 
 /// A newcomer's connection is open: greets them, then tells everyone. Returns the

@@ -1,0 +1,108 @@
+//! The chat server: the chat room of `chinwag_core::chat::room`, served with its
+//! page on one port.
+
+use bytes::Bytes;
+use chinwag_core::chat::{Hub, room};
+use chinwag_core::http::{HeaderValue, Method, StatusCode, header};
+use chinwag_core::{Closed, Config, HttpResponse, Request, Utf8Bytes};
+use chinwag_service::{Context, Decision, PathPattern, Server, Service, query_param};
+use std::sync::LazyLock;
+
+/// The WebSocket endpoint.
+pub const ROUTE: &str = "/chat/{name}";
+
+/// The page, embedded in the binary: it works offline, with no CDN.
+const PAGE: &str = include_str!("page/index.html");
+
+static ROUTE_PATTERN: LazyLock<PathPattern> = LazyLock::new(|| PathPattern::new(ROUTE).expect("valid route"));
+
+/// The limits of chat connections: chat lines are short, so messages are capped at
+/// 64 KiB (as Centrifugo does by default); larger ones close with 1009.
+pub fn config() -> Config {
+    Config { max_frame_size: 64 << 10, max_message_size: 64 << 10, ..Config::default() }
+}
+
+/// The chat server, ready to serve.
+pub fn server() -> Server<ChatService> {
+    Server::new(ChatService).route(ROUTE).expect("valid route").config(config())
+}
+
+/// The chat as a [`Service`]: each hook hands over to the room's rules and logs the
+/// lines everyone sees.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChatService;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+    HttpResponse::new(status, "text/plain; charset=utf-8", body)
+}
+
+fn log(lines: Vec<String>) {
+    for line in lines {
+        tracing::info!(target: "chat", "{line}");
+    }
+}
+
+impl Service for ChatService {
+    fn on_http(&self, request: &Request, hub: &Hub) -> HttpResponse {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        }
+        match request.path() {
+            "/" | "/index.html" => {
+                let mut page = HttpResponse::new(StatusCode::OK, "text/html; charset=utf-8", PAGE);
+                page.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                page.headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                page
+            }
+            path => match ROUTE_PATTERN.matches(path) {
+                // The endpoint over plain HTTP says whether a connection would be
+                // admitted, and why not: the page shows it after a refused handshake.
+                Some(Ok(params)) => {
+                    let age = query_param(request.query(), "age");
+                    match room::check(hub, params.get("name").unwrap_or_default(), age.as_deref()) {
+                        Ok(_) => text(StatusCode::OK, "welcome: connect with a WebSocket\n"),
+                        Err(refusal) => text(status(refusal.status), refusal.reason),
+                    }
+                }
+                Some(Err(bad)) => text(StatusCode::BAD_REQUEST, bad.0),
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
+        }
+    }
+
+    fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
+        let name = cx.param("name").unwrap_or_default().to_owned();
+        let age = cx.query("age").map(|age| age.into_owned());
+        let conn = cx.id();
+        match room::admit(cx.hub(), conn, &name, age.as_deref()) {
+            Ok(_) => Decision::accept(),
+            Err(refusal) => {
+                tracing::info!(name, status = refusal.status, reason = refusal.reason, "refused");
+                Decision::reject(status(refusal.status), refusal.reason)
+            }
+        }
+    }
+
+    fn on_open(&self, cx: &mut Context<'_>) {
+        let conn = cx.id();
+        log(room::join(cx.hub(), conn));
+    }
+
+    fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
+        let conn = cx.id();
+        log(room::say(cx.hub(), conn, text));
+    }
+
+    fn on_binary(&self, cx: &mut Context<'_>, _data: &Bytes) {
+        cx.push_text("error: the chat only takes text messages");
+    }
+
+    fn on_close(&self, cx: &mut Context<'_>, _closed: &Closed) {
+        let conn = cx.id();
+        log(room::leave(cx.hub(), conn));
+    }
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
+}

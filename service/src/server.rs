@@ -1,0 +1,226 @@
+//! Running a service: accept connections, route them, call the hooks, deliver.
+
+use chinwag_core::http::StatusCode;
+use chinwag_core::{CloseCode, Closed, Config, Message, Rejection, RequestKind};
+use chinwag_driver::{Runtime, read_request};
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use crate::route::{InvalidPattern, PathPattern};
+use crate::state::Shared;
+use crate::{Context, Decision, Handle, Service};
+
+/// A WebSocket server for a [`Service`], on any [`Runtime`].
+pub struct Server<S> {
+    service: Arc<S>,
+    pattern: Option<PathPattern>,
+    config: Config,
+    shared: Arc<Shared>,
+}
+
+impl<S: Service> Server<S> {
+    /// A server for `service` that accepts upgrades on any path, with the default
+    /// [`Config`].
+    pub fn new(service: S) -> Self {
+        Self { service: Arc::new(service), pattern: None, config: Config::default(), shared: Arc::new(Shared::new()) }
+    }
+
+    /// Accepts upgrades only on paths that match `pattern` (for example
+    /// `/chat/{name}`); other upgrade requests get 404. Hooks read the parameters
+    /// with [`Context::param`].
+    pub fn route(mut self, pattern: &str) -> Result<Self, InvalidPattern> {
+        self.pattern = Some(PathPattern::new(pattern)?);
+        Ok(self)
+    }
+
+    /// The limits and timers of every connection.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// A handle for other tasks: pushes, broadcasts, shutdown.
+    pub fn handle(&self) -> Handle {
+        Handle { shared: self.shared.clone() }
+    }
+
+    /// Serves connections from `listener` until [`Handle::shutdown`], then waits for
+    /// the open connections to finish their close handshakes (at most the close
+    /// timeout, plus a second) and returns.
+    pub async fn serve<R: Runtime>(self, listener: R::Listener) -> io::Result<()> {
+        let shared = self.shared.clone();
+        loop {
+            let accepted = race(R::accept(&listener), wait_for_shutdown(&shared)).await;
+            let Some(accepted) = accepted else { break };
+            let (io, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: pause, keep serving the others.
+                    tracing::warn!(error = %e, "accept failed");
+                    R::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (service, pattern, config, shared) =
+                (self.service.clone(), self.pattern.clone(), self.config.clone(), shared.clone());
+            shared.task_started();
+            R::spawn(async move {
+                connection::<R, S>(&shared, &*service, pattern.as_ref(), config, io).await;
+                tracing::trace!(%peer, "connection task ended");
+                shared.task_ended();
+            });
+        }
+        // Let the open connections finish their close handshakes.
+        let grace = self.config.close_timeout + Duration::from_secs(1);
+        let drained = async {
+            loop {
+                let listener = shared.all_done.listen();
+                if shared.live.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                listener.await;
+            }
+        };
+        if race(drained, R::sleep(grace)).await.is_none() {
+            tracing::warn!(open = shared.live.load(Ordering::Acquire), "connections still open after the grace period");
+        }
+        Ok(())
+    }
+}
+
+/// Resolves when shutdown is requested.
+async fn wait_for_shutdown(shared: &Shared) {
+    loop {
+        let listener = shared.shutdown.listen();
+        if shared.is_shutting_down() {
+            return;
+        }
+        listener.await;
+    }
+}
+
+/// `Some` with the output of `first`, or `None` if `second` finished first.
+async fn race<A: Future, B: Future>(first: A, second: B) -> Option<A::Output> {
+    let (mut first, mut second) = (pin!(first), pin!(second));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = first.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if second.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// One connection, from its first byte to its last hook.
+async fn connection<R: Runtime, S: Service>(
+    shared: &Shared,
+    service: &S,
+    pattern: Option<&PathPattern>,
+    config: Config,
+    io: R::Io,
+) {
+    let pending = match read_request::<_, R::Timer>(io, config).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+    };
+    let request = pending.request().clone();
+    if *request.kind() == RequestKind::Http {
+        let response = service.on_http(&request, &shared.lock().hub);
+        let _ = pending.respond(response).await;
+        return;
+    }
+    let params = match pattern.map(|p| p.matches(request.path())) {
+        None => Default::default(),
+        Some(Some(Ok(params))) => params,
+        Some(Some(Err(bad))) => {
+            let _ = pending.reject(Rejection::new(StatusCode::BAD_REQUEST, bad.0)).await;
+            return;
+        }
+        Some(None) => {
+            let _ = pending.reject(Rejection::new(StatusCode::NOT_FOUND, "no WebSocket endpoint at this path")).await;
+            return;
+        }
+    };
+    if shared.is_shutting_down() {
+        let _ = pending.reject(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")).await;
+        return;
+    }
+
+    // Decide under the lock, so that what on_upgrade checks (a free name, say) still
+    // holds when it is recorded.
+    let (conn, decision) = {
+        let mut state = shared.lock();
+        let conn = state.hub.open();
+        let mut cx = Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
+        let decision = service.on_upgrade(&mut cx);
+        if matches!(decision, Decision::Reject(_)) {
+            state.hub.close(conn);
+        }
+        state.dispatch();
+        (conn, decision)
+    };
+    let accept = match decision {
+        Decision::Accept(accept) => accept,
+        Decision::Reject(rejection) => {
+            let _ = pending.reject(rejection).await;
+            return;
+        }
+    };
+    let ws = match pending.accept(accept).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(%conn, error = %e, "the 101 response could not be written");
+            let mut state = shared.lock();
+            state.hub.close(conn);
+            state.dispatch();
+            return;
+        }
+    };
+    let (sender, mut receiver) = ws.split();
+    {
+        let mut state = shared.lock();
+        if shared.is_shutting_down() {
+            // Shutdown began during the handshake: close_all did not see us.
+            let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
+        }
+        state.attach(conn, Box::new(sender));
+        let mut cx = Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
+        service.on_open(&mut cx);
+        state.dispatch();
+    }
+    drop((request, params));
+
+    while let Some(message) = receiver.recv().await {
+        let mut state = shared.lock();
+        let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
+        match &message {
+            Message::Text(text) => service.on_text(&mut cx, text),
+            Message::Binary(data) => service.on_binary(&mut cx, data),
+        }
+        state.dispatch();
+    }
+
+    let closed = receiver.close_info().unwrap_or_else(|| Closed {
+        code: CloseCode::ABNORMAL,
+        reason: String::new(),
+        initiator: chinwag_core::Initiator::Peer,
+        error: Some(chinwag_core::ConnectionError::TransportClosed),
+    });
+    let mut state = shared.lock();
+    state.detach(conn);
+    let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
+    service.on_close(&mut cx, &closed);
+    state.hub.close(conn);
+    state.dispatch();
+}

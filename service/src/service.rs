@@ -1,0 +1,181 @@
+//! What an application implements: the hooks of a WebSocket service, and the
+//! context they get.
+
+use bytes::Bytes;
+use chinwag_core::chat::{ConnId, Hub, HubError};
+use chinwag_core::http::StatusCode;
+use chinwag_core::{Accept, CloseCode, Closed, HttpResponse, Message, Rejection, Request, Utf8Bytes};
+use std::borrow::Cow;
+
+use crate::route::{Params, query_param};
+
+/// A WebSocket service: hooks called for each connection's life cycle.
+///
+/// Hooks run while the service's hub is locked, so they see a consistent state and
+/// their operations are atomic; keep them short (no blocking I/O). For slow work,
+/// spawn a task and talk back through a [`Handle`](crate::Handle).
+pub trait Service: Send + Sync + 'static {
+    /// A plain HTTP request (not an upgrade) arrived, for example a browser asking
+    /// for a page. `hub` is the service's state, to read. The default answers 404.
+    fn on_http(&self, request: &Request, hub: &Hub) -> HttpResponse {
+        let _ = (request, hub);
+        HttpResponse::new(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n")
+    }
+
+    /// An upgrade request matched the service's path. Accept it (choosing a
+    /// subprotocol, adding headers) or refuse it with a status and a reason. The
+    /// connection already has its id and may store names and attributes here: if
+    /// the request is refused, or the handshake fails, it leaves the hub again
+    /// without [`on_close`](Self::on_close).
+    fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
+        let _ = cx;
+        Decision::Accept(Accept::new())
+    }
+
+    /// The connection is open.
+    fn on_open(&self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// A text message arrived.
+    fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
+        let _ = (cx, text);
+    }
+
+    /// A binary message arrived.
+    fn on_binary(&self, cx: &mut Context<'_>, data: &Bytes) {
+        let _ = (cx, data);
+    }
+
+    /// The connection closed (`closed` says how). It is still in the hub, with its
+    /// names, groups and attributes, and leaves it right after this hook.
+    fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
+        let _ = (cx, closed);
+    }
+}
+
+/// The answer to an upgrade request.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Open the WebSocket.
+    Accept(Accept),
+    /// Refuse with an HTTP error status and a plain-text reason.
+    Reject(Rejection),
+}
+
+impl Decision {
+    /// Accept with no subprotocol and no extra headers.
+    pub fn accept() -> Self {
+        Self::Accept(Accept::new())
+    }
+
+    /// Refuse with `status` and a plain-text `reason`.
+    pub fn reject(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self::Reject(Rejection::new(status, reason))
+    }
+}
+
+/// What a hook knows and can do: the connection it is about, the request that
+/// opened it (in `on_upgrade` and `on_open`), and the connector operations of the
+/// hub (push to this connection, broadcast, named connections, groups).
+pub struct Context<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) hub: &'a mut Hub,
+    pub(crate) request: Option<&'a Request>,
+    pub(crate) params: Option<&'a Params>,
+}
+
+impl<'a> Context<'a> {
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.conn
+    }
+
+    /// The upgrade request (in `on_upgrade` and `on_open`).
+    pub fn request(&self) -> Option<&Request> {
+        self.request
+    }
+
+    /// A path parameter of the request (in `on_upgrade` and `on_open`),
+    /// percent-decoded.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params?.get(name)
+    }
+
+    /// A query parameter of the request (in `on_upgrade` and `on_open`), decoded.
+    pub fn query(&self, name: &str) -> Option<Cow<'_, str>> {
+        query_param(self.request?.query(), name)
+    }
+
+    /// An attribute of this connection.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.hub.attribute(self.conn, key)
+    }
+
+    /// Sets an attribute of this connection.
+    pub fn set_attribute(&mut self, key: &str, value: impl Into<String>) {
+        let _ = self.hub.set_attribute(self.conn, key, value);
+    }
+
+    /// Sends a message to this connection.
+    pub fn push(&mut self, message: &Message) {
+        let _ = self.hub.push(self.conn, message);
+    }
+
+    /// Sends a text message to this connection.
+    pub fn push_text(&mut self, text: impl Into<Utf8Bytes>) {
+        self.push(&Message::Text(text.into()));
+    }
+
+    /// Sends a message to every connection of the service; returns how many.
+    pub fn broadcast(&mut self, message: &Message) -> usize {
+        self.hub.broadcast(message)
+    }
+
+    /// Stores this connection under a name, replacing the connection stored under it
+    /// before (returned; it stays open).
+    pub fn store_name(&mut self, name: &str) -> Option<ConnId> {
+        self.hub.store_name(self.conn, name).ok().flatten()
+    }
+
+    /// Sends a message to the connection stored under `name`.
+    pub fn push_to_name(&mut self, name: &str, message: &Message) -> Result<ConnId, HubError> {
+        self.hub.push_to_name(name, message)
+    }
+
+    /// Forgets a stored name.
+    pub fn remove_name(&mut self, name: &str) -> Option<ConnId> {
+        self.hub.remove_name(name)
+    }
+
+    /// Adds this connection to a group; false if it already was a member.
+    pub fn add_to_group(&mut self, group: &str) -> bool {
+        self.hub.add_to_group(self.conn, group).unwrap_or(false)
+    }
+
+    /// Sends a message to every member of a group; returns how many.
+    pub fn push_to_group(&mut self, group: &str, message: &Message) -> Result<usize, HubError> {
+        self.hub.push_to_group(group, message)
+    }
+
+    /// Removes this connection from a group; false if it was not a member.
+    pub fn remove_from_group(&mut self, group: &str) -> bool {
+        self.hub.remove_from_group(self.conn, group).unwrap_or(false)
+    }
+
+    /// Removes a whole group (its members stay open).
+    pub fn remove_group(&mut self, group: &str) -> Result<Vec<ConnId>, HubError> {
+        self.hub.remove_group(group)
+    }
+
+    /// Closes this connection with a code and reason. It leaves the hub now;
+    /// `on_close` still runs when the close handshake ends.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        let _ = self.hub.disconnect(self.conn, code, reason);
+    }
+
+    /// The whole hub, for anything the shortcuts above do not cover.
+    pub fn hub(&mut self) -> &mut Hub {
+        self.hub
+    }
+}

@@ -1,0 +1,111 @@
+//! The state every connection task of a server shares: the hub, and how to reach
+//! each open connection.
+
+use chinwag_core::chat::{ConnId, Delivery, Hub};
+use chinwag_core::{CloseCode, SharedFrame};
+use chinwag_driver::{Sender, Timer, Transport};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// A connection as the hub's deliveries reach it, whatever its runtime.
+pub(crate) trait Outlet: Send {
+    fn push(&self, frame: &SharedFrame);
+    fn close(&self, code: CloseCode, reason: &str);
+}
+
+impl<T: Transport + Send, R: Timer + Send> Outlet for Sender<T, R> {
+    fn push(&self, frame: &SharedFrame) {
+        // A connection that is closing takes no more frames; that is not an error.
+        let _ = self.push_shared(frame);
+    }
+
+    fn close(&self, code: CloseCode, reason: &str) {
+        let _ = self.push_close(code, reason);
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) hub: Hub,
+    outlets: HashMap<ConnId, Box<dyn Outlet>>,
+}
+
+impl State {
+    pub(crate) fn attach(&mut self, conn: ConnId, outlet: Box<dyn Outlet>) {
+        self.outlets.insert(conn, outlet);
+    }
+
+    pub(crate) fn detach(&mut self, conn: ConnId) {
+        self.outlets.remove(&conn);
+    }
+
+    /// Carries out what the hub queued: each frame goes to every recipient's queue
+    /// by reference, and their tasks write it.
+    pub(crate) fn dispatch(&mut self) {
+        while let Some(delivery) = self.hub.poll_delivery() {
+            match delivery {
+                Delivery::Frame { to, frame } => {
+                    for conn in to {
+                        if let Some(outlet) = self.outlets.get(&conn) {
+                            outlet.push(&frame);
+                        }
+                    }
+                }
+                Delivery::Close { conn, code, reason } => {
+                    if let Some(outlet) = self.outlets.get(&conn) {
+                        outlet.close(code, &reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every open connection.
+    pub(crate) fn close_all(&mut self, code: CloseCode, reason: &str) {
+        for outlet in self.outlets.values() {
+            outlet.close(code, reason);
+        }
+    }
+}
+
+/// What a server's tasks and handles share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) shutdown: event_listener::Event,
+    /// Connection tasks still running.
+    pub(crate) live: AtomicUsize,
+    pub(crate) all_done: event_listener::Event,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(State { hub: Hub::new(), outlets: HashMap::new() }),
+            shutting_down: AtomicBool::new(false),
+            shutdown: event_listener::Event::new(),
+            live: AtomicUsize::new(0),
+            all_done: event_listener::Event::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// A connection task starts.
+    pub(crate) fn task_started(&self) {
+        self.live.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A connection task ends.
+    pub(crate) fn task_ended(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_done.notify(usize::MAX);
+        }
+    }
+}
