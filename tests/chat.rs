@@ -70,7 +70,7 @@ async fn guide_scenario<S: Runtime, C: Runtime>() {
     assert_eq!(next::<C>(&mut alice).await, "Bob connected to chat");
 
     // An independent client (tokio-tungstenite), with a percent-encoded name.
-    let (carol_tx, mut carol_rx) = std::sync::mpsc::channel::<String>();
+    let (carol_tx, carol_rx) = std::sync::mpsc::channel::<String>();
     let (say_tx, say_rx) = std::sync::mpsc::channel::<&'static str>();
     let carol = std::thread::spawn(move || {
         ::tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
@@ -91,7 +91,7 @@ async fn guide_scenario<S: Runtime, C: Runtime>() {
             while ws.next().await.is_some() {}
         })
     });
-    let mut carol_lines = |n| -> Vec<String> { (0..n).map(|_| carol_rx.recv_timeout(LIMIT).unwrap()).collect() };
+    let carol_lines = |n| -> Vec<String> { (0..n).map(|_| carol_rx.recv_timeout(LIMIT).unwrap()).collect() };
     assert_eq!(
         carol_lines(2),
         ["Hi Carol C! You have successfully connected to the chat", "Carol C with age 31 connected to chat"]
