@@ -10,6 +10,16 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Installs Debian packages that are missing (as root, or through sudo).
+need_debian() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing Debian packages: ${missing[*]}"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -24,6 +34,12 @@ cargo build --release --quiet -p chinwag
 
 step "Autobahn conformance (cases 1-10, both runtimes, both roles)"
 tests/conformance/run.sh target/release/chinwag
+
+step "browser test of the chat page (headless Chromium), both runtimes"
+need_debian chromium chromium-driver
+PY="$(tests/setup-python.sh)"
+"$PY" tests/browser/chat_page.py target/release/chinwag --runtime tokio --screenshot tests/out/browser/chat-tokio.png
+"$PY" tests/browser/chat_page.py target/release/chinwag --runtime async-std --screenshot tests/out/browser/chat-async-std.png
 
 if command -v cargo-fuzz >/dev/null 2>&1; then
   step "fuzz targets: replay kept regressions, then fuzz each for ${FUZZ_SECONDS:=10} s"

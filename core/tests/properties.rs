@@ -263,9 +263,26 @@ proptest! {
         prop_assert_eq!(&whole, &pieces);
         for e in &whole.0 {
             if let Seen::Closed(code, _, _) = e {
-                prop_assert!(chinwag_core::CloseCode(*code).is_sendable(), "closed with {}", code);
+                // Reported codes: the peer's (checked by the core), or 1005/1006.
+                let code = chinwag_core::CloseCode(*code);
+                prop_assert!(code.is_sendable() || code == chinwag_core::CloseCode::NO_STATUS
+                    || code == chinwag_core::CloseCode::ABNORMAL, "closed with {}", code);
             }
         }
+        // Every close frame we wrote carries no code or one that may be sent.
+        let mut out = &whole.1[..];
+        while let Ok(Some((header, at))) = FrameHeader::decode(out) {
+            let mut payload = out[at..at + header.payload_len as usize].to_vec();
+            if let Some(mask) = header.mask {
+                apply_mask(&mut payload, mask, 0);
+            }
+            if header.opcode == OpCode::Close as u8 && payload.len() >= 2 {
+                let code = chinwag_core::CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
+                prop_assert!(code.is_sendable(), "sent close code {}", code);
+            }
+            out = &out[at + header.payload_len as usize..];
+        }
+        prop_assert!(out.is_empty(), "our output is whole frames");
     }
 
     /// Arbitrary request heads never panic and give the same events and response in

@@ -1,0 +1,169 @@
+"""Drives the chat page in headless Chromium, through its inputs and buttons.
+
+Two users connect, exchange messages (Enter and the Send button), see each other's
+join and leave lines, send a direct message from the page's To field; a message
+with <b> markup shows as literal text; a taken name is refused with its reason; and
+when the server stops, the page says "Server closed the connection".
+
+Usage: python chat_page.py path/to/chinwag [--runtime tokio|async-std] [--screenshot PNG]
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+WAIT = 10
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def browser(profile: str) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--window-size=1200,900",
+    ]:
+        options.add_argument(flag)
+    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    return webdriver.Chrome(service=service, options=options)
+
+
+def lines(driver) -> list[str]:
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#messages li")]
+
+
+def wait_line(driver, expected: str) -> None:
+    try:
+        WebDriverWait(driver, WAIT).until(lambda d: expected in lines(d))
+    except Exception:
+        raise AssertionError(f"never saw {expected!r}; saw {lines(driver)}") from None
+
+
+def status(driver) -> str:
+    return driver.find_element(By.ID, "status").text
+
+
+def connect(driver, url: str, name: str, age: str = "") -> None:
+    driver.get(url)
+    driver.find_element(By.ID, "name").send_keys(name)
+    if age:
+        driver.find_element(By.ID, "age").send_keys(age)
+    driver.find_element(By.ID, "connect").click()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("--runtime", default="tokio")
+    parser.add_argument("--screenshot")
+    args = parser.parse_args()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    server = subprocess.Popen(
+        [args.binary, "--addr", f"127.0.0.1:{port}", "--runtime", args.runtime],
+        stderr=subprocess.PIPE, text=True,
+    )
+    profiles = [tempfile.mkdtemp(prefix="chinwag-chrome-") for _ in range(2)]
+    drivers = []
+    try:
+        wait_for_port(port)
+        alice, bob = browser(profiles[0]), browser(profiles[1])
+        drivers = [alice, bob]
+
+        connect(alice, url, "Alice", "30")
+        WebDriverWait(alice, WAIT).until(lambda d: status(d) == "connected as Alice")
+        wait_line(alice, "Hi Alice! You have successfully connected to the chat")
+        wait_line(alice, "Alice with age 30 connected to chat")
+
+        connect(bob, url, "Bob")
+        wait_line(bob, "Hi Bob! You have successfully connected to the chat")
+        wait_line(alice, "Bob connected to chat")
+
+        # Enter sends.
+        alice.find_element(By.ID, "message").send_keys("hello Bob" + Keys.ENTER)
+        wait_line(bob, "Alice: hello Bob")
+        wait_line(alice, "Alice: hello Bob")
+
+        # Markup is shown as text, never rendered.
+        bob.find_element(By.ID, "message").send_keys("<b>bold?</b> <img src=x onerror=alert(1)>")
+        bob.find_element(By.ID, "send").click()
+        wait_line(alice, "Bob: <b>bold?</b> <img src=x onerror=alert(1)>")
+        for d in drivers:
+            assert not d.find_elements(By.CSS_SELECTOR, "#messages b, #messages img"), "markup was rendered"
+
+        # A direct message from the To field reaches only Bob (and Alice's own copy).
+        alice.find_element(By.ID, "to").send_keys("Bob")
+        alice.find_element(By.ID, "message").send_keys("psst" + Keys.ENTER)
+        wait_line(bob, "Alice -> Bob: psst")
+        wait_line(alice, "Alice -> Bob: psst")
+        alice.find_element(By.ID, "to").clear()
+
+        # Rooms from the side panel.
+        bob.find_element(By.ID, "room").send_keys("ops")
+        bob.find_element(By.ID, "join").click()
+        wait_line(bob, "Bob joined #ops")
+        assert "Bob joined #ops" not in lines(alice), "room lines stay in the room"
+
+        # Bob leaves with the Disconnect button.
+        bob.find_element(By.ID, "disconnect").click()
+        wait_line(bob, "You left the chat")
+        wait_line(alice, "Bob left the chat")
+
+        # A taken name is refused, and the page says why.
+        connect(bob, url, "Alice")
+        wait_line(bob, "Could not connect: Alice is already in the chat; choose another name")
+
+        if args.screenshot:
+            pathlib.Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
+            alice.save_screenshot(args.screenshot)
+
+        # The server goes away: the page says so.
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=WAIT)
+        wait_line(alice, "Server closed the connection")
+        WebDriverWait(alice, WAIT).until(lambda d: status(d) == "connection closed")
+        print(f"browser test passed ({args.runtime})")
+        return 0
+    finally:
+        for d in drivers:
+            d.quit()
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+        for p in profiles:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
