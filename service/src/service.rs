@@ -158,6 +158,11 @@ impl<'a> Context<'a> {
         self.hub.push_to_group(group, message)
     }
 
+    /// The groups this connection is in, in name order.
+    pub fn groups(&self) -> impl Iterator<Item = &str> + '_ {
+        self.hub.groups_of(self.conn)
+    }
+
     /// Removes this connection from a group; false if it was not a member.
     pub fn remove_from_group(&mut self, group: &str) -> bool {
         self.hub.remove_from_group(self.conn, group).unwrap_or(false)

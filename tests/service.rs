@@ -1,0 +1,171 @@
+//! The service API as an embedding application uses it: a service of its own with
+//! named connections and groups, and a handle pushing from outside the hooks. The
+//! same service runs unchanged on every runtime.
+
+use chinwag_core::chat::HubError;
+use chinwag_core::{CloseCode, Closed, Config, Message, Utf8Bytes};
+use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
+use chinwag_service::{Context, Decision, Handle, Server, Service};
+use chinwag_tests::timeout;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// The closes a service saw: user, code, reason.
+type Closes = Arc<Mutex<Vec<(String, u16, String)>>>;
+
+/// Stores each connection under its path's name and puts it in the group its query
+/// names; echoes text to the sender and relays it to the group; records closes.
+struct Desk {
+    closes: Closes,
+}
+
+impl Service for Desk {
+    fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
+        let user = cx.param("user").unwrap().to_owned();
+        if user == "banned" {
+            return Decision::reject(chinwag_core::http::StatusCode::FORBIDDEN, "banned");
+        }
+        cx.store_name(&user);
+        cx.set_attribute("user", user);
+        if let Some(group) = cx.query("group").map(|g| g.into_owned()) {
+            cx.add_to_group(&group);
+        }
+        Decision::accept()
+    }
+
+    fn on_open(&self, cx: &mut Context<'_>) {
+        let greeting = format!("welcome {}", cx.attribute("user").unwrap());
+        cx.push_text(greeting);
+    }
+
+    fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
+        cx.push_text(format!("you said {text}"));
+        let groups: Vec<String> = cx.groups().map(str::to_owned).collect();
+        for group in groups {
+            let _ = cx.push_to_group(&group, &Message::text(format!("[{group}] {text}")));
+        }
+    }
+
+    fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
+        let user = cx.attribute("user").unwrap_or("?").to_owned();
+        self.closes.lock().unwrap().push((user, closed.code.0, closed.reason.clone()));
+    }
+}
+
+type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
+
+fn start<S: Runtime>() -> (SocketAddr, Handle, Closes) {
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let service = Desk { closes: closes.clone() };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        S::block_on(async move {
+            let server = Server::new(service).route("/desk/{user}").unwrap();
+            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
+            server.serve::<S>(listener).await.unwrap();
+        })
+    });
+    let (addr, handle) = rx.recv().unwrap();
+    (addr, handle, closes)
+}
+
+async fn open<C: Runtime>(addr: SocketAddr, path: &str) -> Client<C> {
+    let mut ws = connect::<C>(&parse_url(&format!("ws://{addr}{path}")).unwrap(), Config::default()).await.unwrap();
+    assert!(matches!(ws.recv().await, Some(Message::Text(t)) if t.starts_with("welcome ")));
+    ws
+}
+
+async fn next<C: Runtime>(ws: &mut Client<C>) -> String {
+    match timeout::<C, _>(LIMIT, ws.recv()).await {
+        Some(Some(Message::Text(t))) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+async fn quiet<C: Runtime>(ws: &mut Client<C>) {
+    if let Some(m) = timeout::<C, _>(Duration::from_millis(150), ws.recv()).await {
+        panic!("unexpected {m:?}");
+    }
+}
+
+async fn names_groups_and_the_handle<S: Runtime, C: Runtime>() {
+    let (addr, handle, closes) = start::<S>();
+    let mut ann = open::<C>(addr, "/desk/ann?group=red").await;
+    let mut bob = open::<C>(addr, "/desk/bob?group=red").await;
+    let mut cy = open::<C>(addr, "/desk/cy?group=blue").await;
+
+    // Hooks: push to the sender, push to a group.
+    ann.send(&Message::text("hi")).await.unwrap();
+    assert_eq!(next::<C>(&mut ann).await, "you said hi");
+    assert_eq!(next::<C>(&mut ann).await, "[red] hi");
+    assert_eq!(next::<C>(&mut bob).await, "[red] hi");
+    quiet::<C>(&mut cy).await;
+
+    // The handle, from outside any hook: names, groups, everyone.
+    assert!(handle.push_to_name("cy", &Message::text("to cy")).is_ok());
+    assert_eq!(handle.push_to_group("red", &Message::text("to red")), Ok(2));
+    assert_eq!(handle.broadcast(&Message::text("to all")), 3);
+    assert_eq!(handle.push_to_name("nobody", &Message::text("x")), Err(HubError::NoSuchName("nobody".into())));
+    assert_eq!(next::<C>(&mut cy).await, "to cy");
+    assert_eq!(next::<C>(&mut cy).await, "to all");
+    assert_eq!(next::<C>(&mut ann).await, "to red");
+    assert_eq!(next::<C>(&mut ann).await, "to all");
+    assert_eq!(next::<C>(&mut bob).await, "to red");
+    assert_eq!(next::<C>(&mut bob).await, "to all");
+
+    // A later connection stored under the same name replaces the earlier one; the
+    // earlier one stays open.
+    let mut ann2 = open::<C>(addr, "/desk/ann").await;
+    handle.push_to_name("ann", &Message::text("to the new ann")).unwrap();
+    assert_eq!(next::<C>(&mut ann2).await, "to the new ann");
+    quiet::<C>(&mut ann).await;
+    ann.send(&Message::text("still here")).await.unwrap();
+    assert_eq!(next::<C>(&mut ann).await, "you said still here");
+
+    // Removing a group leaves its members connected, and the group gone.
+    next::<C>(&mut ann).await; // [red] still here
+    next::<C>(&mut bob).await;
+    handle.with_hub(|hub| hub.remove_group("red")).unwrap();
+    assert!(handle.push_to_group("red", &Message::text("x")).is_err());
+    assert_eq!(handle.connection_count(), 4);
+
+    // A refused upgrade never opens, never closes.
+    assert!(connect::<C>(&parse_url(&format!("ws://{addr}/desk/banned")).unwrap(), Config::default()).await.is_err());
+
+    // on_close gets the code and reason, with the attributes still there.
+    bob.close(CloseCode(4001), "gone fishing").await.unwrap();
+    for _ in 0..100 {
+        if !closes.lock().unwrap().is_empty() {
+            break;
+        }
+        C::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*closes.lock().unwrap(), [("bob".to_owned(), 4001, "gone fishing".to_owned())]);
+    assert_eq!(handle.connection_count(), 3);
+}
+
+macro_rules! on_runtimes {
+    ($($module:ident: $server:ty => $client:ty;)*) => {$(
+        mod $module {
+            use super::*;
+            #[test]
+            fn names_groups_and_the_handle() {
+                <$client>::block_on(async {
+                    timeout::<$client, _>(LIMIT * 3, super::names_groups_and_the_handle::<$server, $client>())
+                        .await
+                        .expect("timed out")
+                })
+            }
+        }
+    )*};
+}
+
+on_runtimes! {
+    tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
+    async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
+    smol: chinwag_futures::Smol => chinwag_futures::Smol;
+}
