@@ -1,0 +1,406 @@
+//! `chinwag-bench`: chinwag against its peers, side by side in the same run.
+//!
+//! Every server runs in a process of its own (this binary, `server --kind K`); one
+//! load generator drives them all, alternating servers (A B C A B C ...) and
+//! repeating, then reports medians and the ratio of chinwag to each peer. See
+//! `docs/benchmarks.md` for the method and the results.
+
+mod load;
+mod servers;
+
+use clap::{Parser, Subcommand};
+use servers::Kind;
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "chinwag-bench", about = "chinwag against tokio-tungstenite, fastwebsockets and raw TCP")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Echo, lock-step (--in-flight 1) or pipelined (--in-flight 16).
+    Echo {
+        /// Connection counts to try.
+        #[arg(long, value_delimiter = ',', default_values_t = [10, 100])]
+        connections: Vec<usize>,
+        /// Message sizes to try, in bytes.
+        #[arg(long, value_delimiter = ',', default_values_t = [20, 1024, 16384])]
+        sizes: Vec<usize>,
+        /// Messages each connection keeps in flight.
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+        /// Servers, in the order they alternate.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokio, Kind::ChinwagTokioPerCore, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::Tungstenite, Kind::RawTcp])]
+        servers: Vec<Kind>,
+        #[command(flatten)]
+        timing: Timing,
+    },
+    /// Fan-out: subscribers in one room, one publisher.
+    Fanout {
+        /// Subscribers.
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        /// Messages published per run.
+        #[arg(long, default_value_t = 100)]
+        messages: u64,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Messages per second (0: as fast as the publisher can send).
+        #[arg(long, value_delimiter = ',', default_values_t = [20.0, 0.0])]
+        rates: Vec<f64>,
+        /// Servers.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagFanout, Kind::TungsteniteFanout])]
+        servers: Vec<Kind>,
+        /// Runs of each server.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Server memory per idle connection (RSS growth, from /proc).
+    Idle {
+        /// Idle connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Servers.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokio, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::Tungstenite, Kind::RawTcp])]
+        servers: Vec<Kind>,
+    },
+    /// Every mode for about a second, small: checks that the harness works (CI).
+    Smoke,
+    /// Runs one server (used by the other modes).
+    Server {
+        /// Which server.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Address to listen on.
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct Timing {
+    /// Runs of each server for each setting.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 2.0)]
+    measure: f64,
+}
+
+/// Raises this process's open-file limit to its hard limit (idle and fan-out runs
+/// open thousands of sockets).
+pub(crate) fn raise_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// A server process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(kind: Kind) -> std::io::Result<Self> {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(std::env::current_exe()?)
+            .args(["server", "--kind", &format!("{kind:?}").to_lowercase_kebab(), "--addr", &addr.to_string()])
+            .stdin(Stdio::null())
+            .spawn()?;
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Ok(Self { child, addr });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(std::io::Error::other(format!("{} did not start", kind.label())))
+    }
+
+    /// The server's resident memory, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+trait Kebab {
+    fn to_lowercase_kebab(&self) -> String;
+}
+
+impl Kebab for String {
+    /// `ChinwagTokio` -> `chinwag-tokio`, as clap names enum values.
+    fn to_lowercase_kebab(&self) -> String {
+        let mut out = String::new();
+        for (i, c) in self.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                out.push('-');
+            }
+            out.extend(c.to_lowercase());
+        }
+        out
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] }
+}
+
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime")
+}
+
+fn progress(text: &str) {
+    eprint!("\r\x1b[2K{text}");
+    let _ = std::io::stderr().flush();
+}
+
+fn echo_mode(
+    connections: &[usize],
+    sizes: &[usize],
+    in_flight: usize,
+    servers: &[Kind],
+    timing: Timing,
+) -> std::io::Result<()> {
+    let rt = client_runtime();
+    let total = connections.len() * sizes.len() * timing.repeat * servers.len();
+    let mut done = 0;
+    println!(
+        "\n### Echo, {} (messages per second, median of {} runs)\n",
+        if in_flight == 1 { "lock-step".to_owned() } else { format!("pipelined, {in_flight} in flight") },
+        timing.repeat
+    );
+    let mut header = "| connections | size |".to_owned();
+    let mut rule = "|---|---|".to_owned();
+    for s in servers {
+        header += &format!(" {} |", s.label());
+        rule += "---|";
+    }
+    let ours: Vec<Kind> = servers.iter().copied().filter(|k| k.label().starts_with("chinwag")).collect();
+    let peers: Vec<Kind> = servers.iter().copied().filter(|k| !k.label().starts_with("chinwag")).collect();
+    let main_ours = ours.first().copied();
+    if let Some(ours) = main_ours {
+        for p in &peers {
+            header += &format!(" {} / {} |", ours.label(), p.label());
+            rule += "---|";
+        }
+    }
+    let mut rows = Vec::new();
+    for &c in connections {
+        for &size in sizes {
+            let mut results: HashMap<Kind, Vec<f64>> = HashMap::new();
+            for _ in 0..timing.repeat {
+                for &kind in servers {
+                    done += 1;
+                    let server = ServerProcess::start(kind)?;
+                    let rate = rt.block_on(load::echo(
+                        server.addr,
+                        kind.is_websocket(),
+                        c,
+                        size,
+                        in_flight,
+                        Duration::from_secs_f64(timing.warmup),
+                        Duration::from_secs_f64(timing.measure),
+                    ))?;
+                    drop(server);
+                    progress(&format!(
+                        "[{done}/{total}] echo C={c} S={size} K={in_flight} {}: {rate:.0} msg/s",
+                        kind.label()
+                    ));
+                    results.entry(kind).or_default().push(rate);
+                }
+            }
+            let medians: HashMap<Kind, f64> = results.iter().map(|(k, v)| (*k, median(v))).collect();
+            let mut row = format!("| {c} | {size} |");
+            for s in servers {
+                row += &format!(" {:.0} |", medians[s]);
+            }
+            if let Some(ours) = main_ours {
+                for p in &peers {
+                    row += &format!(" {:.2}x |", medians[&ours] / medians[p]);
+                }
+            }
+            rows.push(row);
+        }
+    }
+    progress("");
+    eprintln!();
+    println!("{header}\n{rule}");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+fn fanout_mode(
+    subscribers: usize,
+    messages: u64,
+    size: usize,
+    rates: &[f64],
+    servers: &[Kind],
+    repeat: usize,
+) -> std::io::Result<()> {
+    let rt = client_runtime();
+    println!(
+        "\n### Fan-out: {subscribers} subscribers, {messages} messages of {size} bytes (median of {repeat} runs)\n"
+    );
+    println!("| rate | server | deliveries/s | p50 | p99 | max | lost or reordered |\n|---|---|---|---|---|---|---|");
+    let mut first: Option<(f64, f64)> = None;
+    for &rate in rates {
+        for &kind in servers {
+            let mut runs = Vec::new();
+            for i in 0..repeat {
+                let server = ServerProcess::start(kind)?;
+                let limit = Duration::from_secs(60);
+                let result = rt.block_on(load::fanout(
+                    server.addr,
+                    subscribers,
+                    messages,
+                    size,
+                    (rate > 0.0).then_some(rate),
+                    limit,
+                ))?;
+                drop(server);
+                progress(&format!(
+                    "fanout rate={rate} {} run {}: {:.0} deliveries/s",
+                    kind.label(),
+                    i + 1,
+                    result.deliveries_per_sec
+                ));
+                runs.push(result);
+            }
+            let m = |f: fn(&load::Fanout) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+            let (dps, p50, p99, max) = (m(|r| r.deliveries_per_sec), m(|r| r.p50_us), m(|r| r.p99_us), m(|r| r.max_us));
+            let lost: u64 = runs.iter().map(|r| r.lost_or_reordered).sum();
+            let rate_label = if rate > 0.0 { format!("{rate}/s") } else { "full speed".to_owned() };
+            let ratio = match first {
+                None => {
+                    first = Some((dps, p99));
+                    String::new()
+                }
+                Some((d, p)) => format!(" (chinwag: {:.2}x deliveries/s, {:.2}x p99)", d / dps, p / p99),
+            };
+            println!(
+                "| {rate_label} | {}{ratio} | {dps:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {lost} |",
+                kind.label(),
+                p50 / 1e3,
+                p99 / 1e3,
+                max / 1e3
+            );
+        }
+        first = None;
+    }
+    progress("");
+    eprintln!();
+    Ok(())
+}
+
+fn idle_mode(connections: usize, servers: &[Kind]) -> std::io::Result<()> {
+    let rt = client_runtime();
+    println!("\n### Idle connections: server memory per connection ({connections} connections)\n");
+    println!("| server | RSS before | RSS with connections | per connection |\n|---|---|---|---|");
+    for &kind in servers {
+        let server = ServerProcess::start(kind)?;
+        // Warm the runtime up with one connection first.
+        rt.block_on(load::idle(server.addr, kind.is_websocket(), 1, async {}))?;
+        std::thread::sleep(Duration::from_millis(200));
+        let before = server.rss();
+        let after = rt.block_on(load::idle(server.addr, kind.is_websocket(), connections, async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            server.rss()
+        }))?;
+        progress(&format!(
+            "idle {}: {:.0} bytes per connection",
+            kind.label(),
+            (after - before) as f64 / connections as f64
+        ));
+        println!(
+            "| {} | {:.1} MiB | {:.1} MiB | {:.0} bytes |",
+            kind.label(),
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            after.saturating_sub(before) as f64 / connections as f64
+        );
+    }
+    progress("");
+    eprintln!();
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    raise_file_limit();
+    let result = match cli.mode {
+        Mode::Server { kind, addr } => servers::run(kind, addr),
+        Mode::Echo { connections, sizes, in_flight, servers, timing } => {
+            echo_mode(&connections, &sizes, in_flight, &servers, timing)
+        }
+        Mode::Fanout { subscribers, messages, size, rates, servers, repeat } => {
+            fanout_mode(subscribers, messages, size, &rates, &servers, repeat)
+        }
+        Mode::Idle { connections, servers } => idle_mode(connections, &servers),
+        Mode::Smoke => {
+            let quick = Timing { repeat: 1, warmup: 0.1, measure: 0.2 };
+            let all = [
+                Kind::ChinwagTokio,
+                Kind::ChinwagTokioPerCore,
+                Kind::ChinwagAsyncStd,
+                Kind::ChinwagSmol,
+                Kind::Fastwebsockets,
+                Kind::Tungstenite,
+                Kind::RawTcp,
+            ];
+            echo_mode(&[4], &[20, 16384], 1, &all, quick)
+                .and_then(|()| echo_mode(&[4], &[1024], 16, &all, quick))
+                .and_then(|()| {
+                    fanout_mode(50, 20, 1024, &[200.0, 0.0], &[Kind::ChinwagFanout, Kind::TungsteniteFanout], 1)
+                })
+                .and_then(|()| idle_mode(100, &[Kind::ChinwagTokio, Kind::Tungstenite]))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chinwag-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
