@@ -177,14 +177,12 @@ async fn fastwebsockets_echo(addr: SocketAddr) -> std::io::Result<()> {
         let mut ws = fastwebsockets::FragmentCollector::new(ws);
         loop {
             let Ok(frame) = ws.read_frame().await else { break };
-            match frame.opcode {
-                fastwebsockets::OpCode::Close => break,
-                fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary
-                    if ws.write_frame(frame).await.is_err() =>
-                {
-                    break;
-                }
-                _ => {}
+            if matches!(frame.opcode, fastwebsockets::OpCode::Close) {
+                break;
+            }
+            let data = matches!(frame.opcode, fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary);
+            if data && ws.write_frame(frame).await.is_err() {
+                break;
             }
         }
     })
