@@ -262,6 +262,8 @@ async fn chinwag_fanout(addr: SocketAddr) -> std::io::Result<()> {
     Server::new(Fanout).config(config).serve::<chinwag_tokio::Tokio>(listener).await
 }
 
+// The handshake callback's signature, large error type included, is tokio-tungstenite's.
+#[allow(clippy::result_large_err)]
 async fn tungstenite_fanout(addr: SocketAddr) -> std::io::Result<()> {
     type Subscribers =
         Arc<Mutex<HashMap<u64, tokio::sync::mpsc::UnboundedSender<tokio_tungstenite::tungstenite::Message>>>>;
