@@ -59,7 +59,7 @@ pub async fn read_request<T: Transport, R: Timer>(transport: T, config: Config) 
     loop {
         match poll_fn(|cx| io.start_poll().poll_event(cx)).await {
             Some(Event::UpgradeRequest(request) | Event::HttpRequest(request)) => {
-                return Ok(PendingRequest { io, request });
+                return Ok(PendingRequest { io, request: *request });
             }
             Some(Event::HandshakeFailed(e)) => {
                 poll_fn(|cx| io.start_poll().poll_finish(cx)).await;

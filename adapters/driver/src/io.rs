@@ -12,8 +12,9 @@ use crate::{Timer, Transport};
 
 /// Size of the per-thread read buffer.
 const READ_BUF_SIZE: usize = 64 << 10;
-/// At most this many buffers go into one vectored write.
-const MAX_IOVECS: usize = 64;
+/// At most this many buffers go into one vectored write (the rest follow in the
+/// next one).
+const MAX_IOVECS: usize = 16;
 /// At most this many reads in one poll of a task, so that a peer streaming data
 /// cannot keep a worker thread (and this connection's lock) to itself.
 const READS_PER_POLL: u32 = 32;
@@ -36,6 +37,8 @@ pub(crate) struct Io<T, R> {
     needs_flush: bool,
     /// Reads left in the current poll of the task.
     read_budget: u32,
+    /// The time when the current poll of the task began.
+    now: Instant,
     pub(crate) closed: Option<Closed>,
 }
 
@@ -50,13 +53,17 @@ impl<T: Transport, R: Timer> Io<T, R> {
             shut_down: false,
             needs_flush: false,
             read_budget: READS_PER_POLL,
+            now: Instant::now(),
             closed: None,
         }
     }
 
-    /// Starts a poll of the task: resets the read budget.
+    /// Starts a poll of the task: reads the clock once (a poll lasts microseconds)
+    /// and resets the read budget.
     pub(crate) fn start_poll(&mut self) -> &mut Self {
         self.read_budget = READS_PER_POLL;
+        self.now = Instant::now();
+        self.conn.handle_timeout(self.now);
         self
     }
 
@@ -65,7 +72,6 @@ impl<T: Transport, R: Timer> Io<T, R> {
     /// waits on the transport or the timer (`Pending`, woken through `cx`).
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            self.conn.handle_timeout(Instant::now());
             if let Some(event) = self.conn.poll_event() {
                 if let Event::Closed(closed) = &event {
                     self.closed = Some(closed.clone());
@@ -167,7 +173,8 @@ impl<T: Transport, R: Timer> Io<T, R> {
         ready!(self.timer.poll_elapsed(cx));
         // The runtime's clock may read a hair before the deadline it woke us for;
         // give the core at least the deadline so the loop makes progress.
-        self.conn.handle_timeout(Instant::now().max(at));
+        self.now = Instant::now().max(at);
+        self.conn.handle_timeout(self.now);
         self.timer_at = None;
         Poll::Ready(())
     }

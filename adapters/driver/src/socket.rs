@@ -61,10 +61,25 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         })
     }
 
-    /// Waits while the outgoing backlog is over its bound.
-    fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    /// Waits while the outgoing backlog is over its bound, then queues `message`
+    /// and, with `write`, writes everything queued: one lock and one waker
+    /// registration when there is room, as there almost always is.
+    fn poll_queue(
+        &self,
+        cx: &mut Context<'_>,
+        message: &Message,
+        queued: &mut bool,
+        write: bool,
+    ) -> Poll<Result<(), Error>> {
         self.with_io(cx, |io, cx| {
-            while io.conn.is_backlogged() {
+            if !*queued {
+                while io.conn.is_backlogged() {
+                    ready!(io.poll_write(cx)).map_err(Error::Io)?;
+                }
+                io.conn.send(message)?;
+                *queued = true;
+            }
+            if write {
                 ready!(io.poll_write(cx)).map_err(Error::Io)?;
             }
             Poll::Ready(Ok(()))
@@ -91,14 +106,13 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     async fn send(&self, message: &Message) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_capacity(cx)).await?;
-        self.queue(|c| c.send(message))?;
-        poll_fn(|cx| self.poll_flush(cx)).await
+        let mut queued = false;
+        poll_fn(|cx| self.poll_queue(cx, message, &mut queued, true)).await
     }
 
     async fn feed(&self, message: &Message) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_capacity(cx)).await?;
-        self.queue(|c| c.send(message))
+        let mut queued = false;
+        poll_fn(|cx| self.poll_queue(cx, message, &mut queued, false)).await
     }
 
     async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {

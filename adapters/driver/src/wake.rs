@@ -31,8 +31,10 @@ impl Wake for Wakers {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner));
-        for waker in waiting {
+        // Drained in place: the list keeps its capacity, so registering costs no
+        // allocation. Waking only schedules tasks, so holding the lock is brief.
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        for waker in waiting.drain(..) {
             waker.wake();
         }
     }

@@ -86,9 +86,19 @@ pub(crate) async fn open(
     Ok(stream)
 }
 
+/// The result of one echo run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Echo {
+    /// Messages echoed per second.
+    pub(crate) rate: f64,
+    /// Server CPU time (user + system) per message, in microseconds.
+    pub(crate) cpu_us: f64,
+}
+
 /// One echo run: `connections` clients, each with `in_flight` messages of `size`
-/// bytes outstanding (1 = lock-step). Returns messages per second over `measure`,
-/// after `warmup`.
+/// bytes outstanding (1 = lock-step), measured over `measure` after `warmup`.
+/// `server_cpu` reads the server's CPU time so far.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn echo(
     addr: SocketAddr,
     websocket: bool,
@@ -97,7 +107,8 @@ pub(crate) async fn echo(
     in_flight: usize,
     warmup: Duration,
     measure: Duration,
-) -> std::io::Result<f64> {
+    server_cpu: &dyn Fn() -> Duration,
+) -> std::io::Result<Echo> {
     let payload: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
     let (request, response) =
         if websocket { (client_frame(&payload), server_frame(&payload)) } else { (payload.clone(), payload.clone()) };
@@ -118,14 +129,18 @@ pub(crate) async fn echo(
                 }));
             }
             tokio::time::sleep(warmup).await;
-            let (start, before) = (Instant::now(), completed.get());
+            let (start, before, cpu_before) = (Instant::now(), completed.get(), server_cpu());
             tokio::time::sleep(measure).await;
-            let (elapsed, after) = (start.elapsed(), completed.get());
+            let (elapsed, after, cpu_after) = (start.elapsed(), completed.get(), server_cpu());
             stop.set(true);
             for task in tasks {
                 task.await.expect("client task")?;
             }
-            Ok((after - before) as f64 / elapsed.as_secs_f64())
+            let messages = (after - before) as f64;
+            Ok(Echo {
+                rate: messages / elapsed.as_secs_f64(),
+                cpu_us: (cpu_after - cpu_before).as_secs_f64() * 1e6 / messages.max(1.0),
+            })
         })
         .await
 }

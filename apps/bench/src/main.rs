@@ -37,7 +37,7 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         in_flight: usize,
         /// Servers, in the order they alternate.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokio, Kind::ChinwagTokioPerCore, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::Tungstenite, Kind::RawTcp])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokio, Kind::ChinwagTokioOneThread, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::Tungstenite, Kind::RawTcp])]
         servers: Vec<Kind>,
         #[command(flatten)]
         timing: Timing,
@@ -57,7 +57,7 @@ enum Mode {
         #[arg(long, value_delimiter = ',', default_values_t = [20.0, 0.0])]
         rates: Vec<f64>,
         /// Servers.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagFanout, Kind::TungsteniteFanout])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagFanout, Kind::ChinwagFanoutOneThread, Kind::TungsteniteFanout])]
         servers: Vec<Kind>,
         /// Runs of each server.
         #[arg(long, default_value_t = 3)]
@@ -138,6 +138,18 @@ impl ServerProcess {
         Err(std::io::Error::other(format!("{} did not start", kind.label())))
     }
 
+    /// The CPU time (user + system) the server has used so far.
+    fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start after ") ".
+        let fields: Vec<&str> = stat.rsplit_once(") ").map_or("", |(_, rest)| rest).split(' ').collect();
+        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+        // SAFETY: sysconf only reads a configuration value.
+        #[allow(unsafe_code)]
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_secs_f64(ticks as f64 / hz as f64)
+    }
+
     /// The server's resident memory, in bytes.
     fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
@@ -203,35 +215,18 @@ fn echo_mode(
     let rt = client_runtime();
     let total = connections.len() * sizes.len() * timing.repeat * servers.len();
     let mut done = 0;
-    println!(
-        "\n### Echo, {} (messages per second, median of {} runs)\n",
-        if in_flight == 1 { "lock-step".to_owned() } else { format!("pipelined, {in_flight} in flight") },
-        timing.repeat
-    );
-    let mut header = "| connections | size |".to_owned();
-    let mut rule = "|---|---|".to_owned();
-    for s in servers {
-        header += &format!(" {} |", s.label());
-        rule += "---|";
-    }
-    let ours: Vec<Kind> = servers.iter().copied().filter(|k| k.label().starts_with("chinwag")).collect();
+    let ours = servers.iter().copied().find(|k| k.label().starts_with("chinwag"));
     let peers: Vec<Kind> = servers.iter().copied().filter(|k| !k.label().starts_with("chinwag")).collect();
-    let main_ours = ours.first().copied();
-    if let Some(ours) = main_ours {
-        for p in &peers {
-            header += &format!(" {} / {} |", ours.label(), p.label());
-            rule += "---|";
-        }
-    }
-    let mut rows = Vec::new();
+    let mut rates = Vec::new();
+    let mut cpus = Vec::new();
     for &c in connections {
         for &size in sizes {
-            let mut results: HashMap<Kind, Vec<f64>> = HashMap::new();
+            let mut results: HashMap<Kind, Vec<load::Echo>> = HashMap::new();
             for _ in 0..timing.repeat {
                 for &kind in servers {
                     done += 1;
                     let server = ServerProcess::start(kind)?;
-                    let rate = rt.block_on(load::echo(
+                    let result = rt.block_on(load::echo(
                         server.addr,
                         kind.is_websocket(),
                         c,
@@ -239,35 +234,76 @@ fn echo_mode(
                         in_flight,
                         Duration::from_secs_f64(timing.warmup),
                         Duration::from_secs_f64(timing.measure),
+                        &|| server.cpu_time(),
                     ))?;
                     drop(server);
                     progress(&format!(
-                        "[{done}/{total}] echo C={c} S={size} K={in_flight} {}: {rate:.0} msg/s",
-                        kind.label()
+                        "[{done}/{total}] echo C={c} S={size} K={in_flight} {}: {:.0} msg/s, {:.2} us CPU/msg",
+                        kind.label(),
+                        result.rate,
+                        result.cpu_us
                     ));
-                    results.entry(kind).or_default().push(rate);
+                    results.entry(kind).or_default().push(result);
                 }
             }
-            let medians: HashMap<Kind, f64> = results.iter().map(|(k, v)| (*k, median(v))).collect();
-            let mut row = format!("| {c} | {size} |");
-            for s in servers {
-                row += &format!(" {:.0} |", medians[s]);
-            }
-            if let Some(ours) = main_ours {
-                for p in &peers {
-                    row += &format!(" {:.2}x |", medians[&ours] / medians[p]);
-                }
-            }
-            rows.push(row);
+            let rate: HashMap<Kind, f64> =
+                results.iter().map(|(k, v)| (*k, median(&v.iter().map(|r| r.rate).collect::<Vec<_>>()))).collect();
+            let cpu: HashMap<Kind, f64> =
+                results.iter().map(|(k, v)| (*k, median(&v.iter().map(|r| r.cpu_us).collect::<Vec<_>>()))).collect();
+            rates.push((c, size, rate));
+            cpus.push((c, size, cpu));
         }
     }
     progress("");
     eprintln!();
+    let title = if in_flight == 1 { "lock-step".to_owned() } else { format!("pipelined, {in_flight} in flight") };
+    println!("\n### Echo, {title}: messages per second (median of {} runs)\n", timing.repeat);
+    print_table(servers, ours, &peers, &rates, |v| format!("{v:.0}"), |ours, peer| ours / peer);
+    println!("\n### Echo, {title}: server CPU time per message, microseconds (median; lower is better)\n");
+    print_table(servers, ours, &peers, &cpus, |v| format!("{v:.2}"), |ours, peer| peer / ours);
+    println!(
+        "\nRatios compare {}: throughput as ours / peer, CPU as peer / ours (above 1: chinwag does better).",
+        ours.map_or("-", |k| k.label())
+    );
+    Ok(())
+}
+
+type Row = (usize, usize, HashMap<Kind, f64>);
+
+fn print_table(
+    servers: &[Kind],
+    ours: Option<Kind>,
+    peers: &[Kind],
+    rows: &[Row],
+    cell: impl Fn(f64) -> String,
+    ratio: impl Fn(f64, f64) -> f64,
+) {
+    let mut header = "| connections | size |".to_owned();
+    let mut rule = "|---|---|".to_owned();
+    for s in servers {
+        header += &format!(" {} |", s.label());
+        rule += "---|";
+    }
+    if let Some(ours) = ours {
+        for p in peers {
+            header += &format!(" vs {} |", p.label());
+            rule += "---|";
+            let _ = ours;
+        }
+    }
     println!("{header}\n{rule}");
-    for row in rows {
+    for (c, size, values) in rows {
+        let mut row = format!("| {c} | {size} |");
+        for s in servers {
+            row += &format!(" {} |", cell(values[s]));
+        }
+        if let Some(ours) = ours {
+            for p in peers {
+                row += &format!(" {:.2}x |", ratio(values[&ours], values[p]));
+            }
+        }
         println!("{row}");
     }
-    Ok(())
 }
 
 fn fanout_mode(
@@ -316,7 +352,7 @@ fn fanout_mode(
                     first = Some((dps, p99));
                     String::new()
                 }
-                Some((d, p)) => format!(" (chinwag: {:.2}x deliveries/s, {:.2}x p99)", d / dps, p / p99),
+                Some((d, p)) => format!(" (first row / this: {:.2}x deliveries/s, {:.2}x p99)", d / dps, p / p99),
             };
             println!(
                 "| {rate_label} | {}{ratio} | {dps:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {lost} |",

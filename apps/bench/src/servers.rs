@@ -23,6 +23,8 @@ pub(crate) enum Kind {
     /// chinwag echo on chinwag-tokio, one current-thread runtime per core sharing the
     /// port through SO_REUSEPORT.
     ChinwagTokioPerCore,
+    /// chinwag echo on chinwag-tokio, a single current-thread runtime.
+    ChinwagTokioOneThread,
     /// chinwag echo on chinwag-futures, async-std.
     ChinwagAsyncStd,
     /// chinwag echo on chinwag-futures, smol.
@@ -34,8 +36,10 @@ pub(crate) enum Kind {
     /// Raw TCP echo on tokio: no WebSocket at all, the machine's limit for this load.
     RawTcp,
     /// chinwag fan-out: chinwag-service, subscribers in one group, the publisher's
-    /// messages pushed to the group (encoded once, shared).
+    /// messages pushed to the group (encoded once, shared); tokio multi-thread.
     ChinwagFanout,
+    /// The same chinwag fan-out on a single current-thread tokio runtime.
+    ChinwagFanoutOneThread,
     /// tokio-tungstenite fan-out written the common way: one unbounded channel per
     /// client, the publisher's task sends a copy of each message to every channel.
     TungsteniteFanout,
@@ -52,12 +56,14 @@ impl Kind {
         match self {
             Kind::ChinwagTokio => "chinwag-tokio",
             Kind::ChinwagTokioPerCore => "chinwag-tokio-per-core",
+            Kind::ChinwagTokioOneThread => "chinwag-tokio-1-thread",
             Kind::ChinwagAsyncStd => "chinwag-async-std",
             Kind::ChinwagSmol => "chinwag-smol",
             Kind::Tungstenite => "tokio-tungstenite",
             Kind::Fastwebsockets => "fastwebsockets",
             Kind::RawTcp => "raw-tcp",
             Kind::ChinwagFanout => "chinwag",
+            Kind::ChinwagFanoutOneThread => "chinwag-1-thread",
             Kind::TungsteniteFanout => "tokio-tungstenite",
         }
     }
@@ -73,13 +79,17 @@ pub(crate) fn run(kind: Kind, addr: SocketAddr) -> std::io::Result<()> {
     crate::raise_file_limit();
     match kind {
         Kind::ChinwagTokio => chinwag_tokio::Tokio::block_on(chinwag_echo::<chinwag_tokio::Tokio>(addr)),
-        Kind::ChinwagTokioPerCore => per_core(addr),
+        Kind::ChinwagTokioPerCore => per_core(addr, std::thread::available_parallelism().map_or(1, |n| n.get())),
+        Kind::ChinwagTokioOneThread => per_core(addr, 1),
         Kind::ChinwagAsyncStd => chinwag_futures::AsyncStd::block_on(chinwag_echo::<chinwag_futures::AsyncStd>(addr)),
         Kind::ChinwagSmol => chinwag_futures::Smol::block_on(chinwag_echo::<chinwag_futures::Smol>(addr)),
         Kind::Tungstenite => multi_thread().block_on(tungstenite_echo(addr)),
         Kind::Fastwebsockets => multi_thread().block_on(fastwebsockets_echo(addr)),
         Kind::RawTcp => multi_thread().block_on(raw_echo(addr)),
         Kind::ChinwagFanout => chinwag_tokio::Tokio::block_on(chinwag_fanout(addr)),
+        Kind::ChinwagFanoutOneThread => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(chinwag_fanout(addr))
+        }
         Kind::TungsteniteFanout => multi_thread().block_on(tungstenite_fanout(addr)),
     }
 }
@@ -106,12 +116,11 @@ async fn chinwag_echo_connection<R: Runtime>(io: R::Io) {
     }
 }
 
-/// One current-thread tokio runtime per core, each with its own listener on the
-/// same port (SO_REUSEPORT): the kernel spreads connections over them, and no
-/// task ever moves between threads.
-fn per_core(addr: SocketAddr) -> std::io::Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads: Vec<_> = (0..cores)
+/// `threads` current-thread tokio runtimes, each with its own listener on the same
+/// port (SO_REUSEPORT): the kernel spreads connections over them, and no task ever
+/// moves between threads.
+fn per_core(addr: SocketAddr, threads: usize) -> std::io::Result<()> {
+    let threads: Vec<_> = (0..threads)
         .map(|_| {
             std::thread::spawn(move || -> std::io::Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -21,14 +21,15 @@ pub enum Role {
 pub enum Event {
     /// (Server) A valid upgrade request arrived. Answer with
     /// [`accept`](crate::Connection::accept), [`reject`](crate::Connection::reject)
-    /// or [`respond`](crate::Connection::respond).
-    UpgradeRequest(Request),
+    /// or [`respond`](crate::Connection::respond). (Boxed, like the other rare
+    /// variants, so that the events of every message stay small.)
+    UpgradeRequest(Box<Request>),
     /// (Server) A request arrived that does not try to upgrade. Answer with
     /// [`respond`](crate::Connection::respond) (or
     /// [`reject`](crate::Connection::reject)).
-    HttpRequest(Request),
+    HttpRequest(Box<Request>),
     /// The opening handshake completed; messages may flow.
-    Open(Opened),
+    Open(Box<Opened>),
     /// The opening handshake failed. After the pending bytes are written (a server's
     /// error response), the transport is to be closed.
     HandshakeFailed(HandshakeError),

@@ -614,8 +614,8 @@ impl Connection {
                     early,
                 }));
                 self.events.push_back(match request.kind() {
-                    RequestKind::Upgrade => Event::UpgradeRequest(request),
-                    RequestKind::Http => Event::HttpRequest(request),
+                    RequestKind::Upgrade => Event::UpgradeRequest(Box::new(request)),
+                    RequestKind::Http => Event::HttpRequest(Box::new(request)),
                 });
             }
             Err(HandshakeError::Refused { status, reason }) => self.refuse_request(status, &reason),
@@ -644,7 +644,7 @@ impl Connection {
     fn set_open(&mut self, opened: Opened) {
         self.phase = Phase::Open;
         self.timers.opened(self.timers.now(), self.config.keepalive_interval);
-        self.events.push_back(Event::Open(opened));
+        self.events.push_back(Event::Open(Box::new(opened)));
     }
 
     /// Ends the connection because of a protocol error: the close frame saying why
