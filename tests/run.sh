@@ -29,8 +29,8 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace --all-features --quiet
 
-step "build the release binary"
-cargo build --release --quiet -p chinwag
+step "build the release binaries (chinwag, chinwag-bench)"
+cargo build --release --quiet -p chinwag -p chinwag-bench
 
 step "Autobahn conformance (cases 1-10, both runtimes, both roles)"
 tests/conformance/run.sh target/release/chinwag
@@ -40,6 +40,10 @@ need_debian chromium chromium-driver
 PY="$(tests/setup-python.sh)"
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime tokio --screenshot tests/out/browser/chat-tokio.png
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime async-std --screenshot tests/out/browser/chat-async-std.png
+
+step "benchmarks: smoke run of every mode (no timing assertions), microbenchmarks once each"
+target/release/chinwag-bench smoke >/dev/null
+cargo bench --quiet -p chinwag-bench --bench core -- --test >/dev/null
 
 if command -v cargo-fuzz >/dev/null 2>&1; then
   step "fuzz targets: replay kept regressions, then fuzz each for ${FUZZ_SECONDS:=10} s"

@@ -4,16 +4,21 @@ use chinwag_core::{
     Accept, ClientRequest, Config, Connection, Event, HandshakeError, HttpResponse, MaskSource, Rejection, Request,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::time::Instant;
 
 use crate::io::Io;
 use crate::{Error, Timer, Transport, WebSocket};
 
 /// A request read from a client, waiting for the application's answer.
+///
+/// Boxed parts: a task that awaits the handshake keeps the size of its future for
+/// the connection's whole life, and the connection's state moves into the open
+/// WebSocket's shared allocation anyway. So the handshake holds pointers only, and
+/// an idle connection's task stays small.
 pub struct PendingRequest<T, R> {
-    io: Io<T, R>,
-    request: Request,
+    io: Box<Io<T, R>>,
+    request: Box<Request>,
 }
 
 impl<T: Transport, R: Timer> PendingRequest<T, R> {
@@ -24,12 +29,17 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     }
 
     /// Accepts an upgrade request and returns the open WebSocket.
-    pub async fn accept(mut self, accept: Accept) -> Result<WebSocket<T, R>, Error> {
-        self.io.conn.accept(accept)?;
-        let opened = self.io.conn.poll_event();
-        debug_assert!(matches!(opened, Some(Event::Open(_))), "accept reports the opening first");
-        poll_fn(|cx| self.io.poll_write(cx)).await?;
-        Ok(WebSocket::from_io(self.io))
+    // Not an `async fn`: the decision is taken before the future is built, so the
+    // future does not carry `accept` (see the note on `PendingRequest`).
+    pub fn accept(mut self, accept: Accept) -> impl Future<Output = Result<WebSocket<T, R>, Error>> {
+        let accepted = self.io.conn.accept(accept);
+        async move {
+            accepted?;
+            let opened = self.io.conn.poll_event();
+            debug_assert!(matches!(opened, Some(Event::Open(_))), "accept reports the opening first");
+            poll_fn(|cx| self.io.poll_write(cx)).await?;
+            Ok(WebSocket::from_io(*self.io))
+        }
     }
 
     /// Refuses the request with an error status and a plain-text reason, then closes
@@ -54,12 +64,20 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
 /// An invalid upgrade request is answered by the core (400, 426, 431) and the
 /// transport closed before this returns the error; so is a client that does not
 /// finish its request within [`Config::handshake_timeout`].
-pub async fn read_request<T: Transport, R: Timer>(transport: T, config: Config) -> Result<PendingRequest<T, R>, Error> {
-    let mut io = Io::<T, R>::new(transport, Connection::server(config, Instant::now()));
+pub fn read_request<T: Transport, R: Timer>(
+    transport: T,
+    config: Config,
+) -> impl Future<Output = Result<PendingRequest<T, R>, Error>> {
+    // Built before the future, which then holds a single pointer.
+    let io = Box::new(Io::<T, R>::new(transport, Connection::server(config, Instant::now())));
+    read_request_into(io)
+}
+
+async fn read_request_into<T: Transport, R: Timer>(mut io: Box<Io<T, R>>) -> Result<PendingRequest<T, R>, Error> {
     loop {
         match poll_fn(|cx| io.start_poll().poll_event(cx)).await {
             Some(Event::UpgradeRequest(request) | Event::HttpRequest(request)) => {
-                return Ok(PendingRequest { io, request: *request });
+                return Ok(PendingRequest { io, request });
             }
             Some(Event::HandshakeFailed(e)) => {
                 poll_fn(|cx| io.start_poll().poll_finish(cx)).await;
@@ -73,34 +91,46 @@ pub async fn read_request<T: Transport, R: Timer>(transport: T, config: Config) 
 
 /// Accepts a WebSocket on `transport`, whatever its path. A request that is not an
 /// upgrade gets 426 Upgrade Required.
-pub async fn accept<T: Transport, R: Timer>(transport: T, config: Config) -> Result<WebSocket<T, R>, Error> {
-    let pending = read_request(transport, config).await?;
-    if *pending.request().kind() == chinwag_core::RequestKind::Upgrade {
-        pending.accept(Accept::new()).await
-    } else {
-        let rejection = Rejection::websocket_only();
-        let refused = HandshakeError::Refused { status: rejection.status.as_u16(), reason: rejection.reason.clone() };
-        pending.reject(rejection).await?;
-        Err(Error::Handshake(refused))
-    }
+// The handshake runs in a boxed future that is freed once the connection is open,
+// so a task awaiting this keeps no handshake state (see `PendingRequest`).
+pub fn accept<T: Transport, R: Timer>(
+    transport: T,
+    config: Config,
+) -> impl Future<Output = Result<WebSocket<T, R>, Error>> {
+    Box::pin(async move {
+        let pending = read_request(transport, config).await?;
+        if *pending.request().kind() == chinwag_core::RequestKind::Upgrade {
+            pending.accept(Accept::new()).await
+        } else {
+            let rejection = Rejection::websocket_only();
+            let refused =
+                HandshakeError::Refused { status: rejection.status.as_u16(), reason: rejection.reason.clone() };
+            pending.reject(rejection).await?;
+            Err(Error::Handshake(refused))
+        }
+    })
 }
 
 /// Performs the client's opening handshake over a connected `transport` (TCP, or TLS
 /// for `wss`). The key and every frame's mask come from the operating system's
 /// random source through a ChaCha-based generator.
-pub async fn client_handshake<T: Transport, R: Timer>(
+pub fn client_handshake<T: Transport, R: Timer>(
     transport: T,
     request: &ClientRequest,
     config: Config,
-) -> Result<WebSocket<T, R>, Error> {
+) -> impl Future<Output = Result<WebSocket<T, R>, Error>> + use<T, R> {
     let mut rng = StdRng::from_os_rng();
     let key: [u8; 16] = rng.random();
     let masks: Box<dyn MaskSource> = Box::new(move || rng.random::<[u8; 4]>());
     let conn = Connection::client(request, key, masks, config, Instant::now());
-    let mut io = Io::<T, R>::new(transport, conn);
+    // Boxed, and built before the future, for the same reason as `PendingRequest`.
+    client_handshake_into(Box::new(Io::<T, R>::new(transport, conn)))
+}
+
+async fn client_handshake_into<T: Transport, R: Timer>(mut io: Box<Io<T, R>>) -> Result<WebSocket<T, R>, Error> {
     loop {
         match poll_fn(|cx| io.start_poll().poll_event(cx)).await {
-            Some(Event::Open(_)) => return Ok(WebSocket::from_io(io)),
+            Some(Event::Open(_)) => return Ok(WebSocket::from_io(*io)),
             Some(Event::HandshakeFailed(e)) => {
                 poll_fn(|cx| io.start_poll().poll_finish(cx)).await;
                 return Err(Error::Handshake(e));

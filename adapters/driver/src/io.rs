@@ -39,7 +39,8 @@ pub(crate) struct Io<T, R> {
     read_budget: u32,
     /// The time when the current poll of the task began.
     now: Instant,
-    pub(crate) closed: Option<Closed>,
+    /// How the connection ended (boxed: most of a connection's life it is `None`).
+    pub(crate) closed: Option<Box<Closed>>,
 }
 
 impl<T: Transport, R: Timer> Io<T, R> {
@@ -74,7 +75,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
         loop {
             if let Some(event) = self.conn.poll_event() {
                 if let Event::Closed(closed) = &event {
-                    self.closed = Some(closed.clone());
+                    self.closed = Some(Box::new(closed.clone()));
                 }
                 return Poll::Ready(Some(event));
             }

@@ -178,7 +178,7 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
 
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<Closed> {
-        self.shared.lock().closed.clone()
+        self.shared.lock().closed.as_deref().cloned()
     }
 
     /// The agreed subprotocol.
@@ -219,7 +219,7 @@ impl<T: Transport, R: Timer> Receiver<T, R> {
 
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<Closed> {
-        self.shared.lock().closed.clone()
+        self.shared.lock().closed.as_deref().cloned()
     }
 }
 

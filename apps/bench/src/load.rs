@@ -59,7 +59,23 @@ pub(crate) async fn open(
     source: Option<IpAddr>,
 ) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
-    if let Some(ip) = source {
+    if let Some(ip) = source.filter(|ip| !ip.is_loopback() || *ip != IpAddr::V4(Ipv4Addr::LOCALHOST)) {
+        // Choose the port at connect time, per destination (IP_BIND_ADDRESS_NO_PORT):
+        // bind() alone would need a port free for every destination, and a few runs'
+        // worth of TIME_WAIT sockets use those up.
+        use std::os::fd::AsRawFd as _;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` for the duration of the call.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     let mut stream = socket.connect(addr).await?;

@@ -44,16 +44,11 @@ struct MessageInProgress {
     utf8: Utf8Validator,
 }
 
-#[derive(Debug)]
+/// The payload of a control frame, at most 125 bytes, on the heap only while a
+/// control frame is read (an idle connection should not carry it).
+#[derive(Debug, Default)]
 struct ControlPayload {
-    buf: [u8; MAX_CONTROL_PAYLOAD],
-    len: usize,
-}
-
-impl Default for ControlPayload {
-    fn default() -> Self {
-        Self { buf: [0; MAX_CONTROL_PAYLOAD], len: 0 }
-    }
+    buf: Vec<u8>,
 }
 
 impl Reader {
@@ -125,10 +120,10 @@ impl Connection {
             frame.remaining -= n as u64;
             let done = frame.remaining == 0;
             if frame.opcode.is_control() {
-                let c = &mut self.reader.control;
-                c.buf[c.len..c.len + n].copy_from_slice(piece);
-                apply_mask(&mut c.buf[c.len..c.len + n], mask, phase);
-                c.len += n;
+                let buf = &mut self.reader.control.buf;
+                let start = buf.len();
+                buf.extend_from_slice(piece);
+                apply_mask(&mut buf[start..], mask, phase);
             } else {
                 let message = self.reader.message.as_mut().expect("a message is in progress");
                 let start = message.data.len();
@@ -169,7 +164,7 @@ impl Connection {
             if len > MAX_CONTROL_PAYLOAD as u64 {
                 return Err(ProtocolError::ControlTooLong);
             }
-            self.reader.control.len = 0;
+            self.reader.control.buf = Vec::with_capacity(len as usize);
         } else {
             match (opcode, &self.reader.message) {
                 (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
@@ -225,8 +220,7 @@ impl Connection {
                 }
             }
             OpCode::Ping => {
-                let c = &self.reader.control;
-                let payload = Bytes::copy_from_slice(&c.buf[..c.len]);
+                let payload = Bytes::from(std::mem::take(&mut self.reader.control.buf));
                 // Answered in every state that reads frames: a ping that arrives after
                 // we sent our close still gets its pong (§5.5.2; only a received
                 // close ends the duty, and then nothing more is read).
@@ -234,12 +228,12 @@ impl Connection {
                 self.events.push_back(Event::Ping(payload));
             }
             OpCode::Pong => {
-                let c = &self.reader.control;
-                self.events.push_back(Event::Pong(Bytes::copy_from_slice(&c.buf[..c.len])));
+                let payload = Bytes::from(std::mem::take(&mut self.reader.control.buf));
+                self.events.push_back(Event::Pong(payload));
             }
             OpCode::Close => {
-                let c = &self.reader.control;
-                match parse_close_payload(&c.buf[..c.len]) {
+                let payload = std::mem::take(&mut self.reader.control.buf);
+                match parse_close_payload(&payload) {
                     Ok((code, reason)) => {
                         let reason = reason.to_owned();
                         self.close_received(code, &reason);
