@@ -37,7 +37,7 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         in_flight: usize,
         /// Servers, in the order they alternate.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokio, Kind::ChinwagTokioOneThread, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::Tungstenite, Kind::RawTcp])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokioOneThread, Kind::ChinwagTokio, Kind::ChinwagSmol, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::FastwebsocketsOneThread, Kind::Tungstenite, Kind::TungsteniteOneThread, Kind::RawTcp, Kind::RawTcpOneThread])]
         servers: Vec<Kind>,
         #[command(flatten)]
         timing: Timing,
@@ -57,7 +57,7 @@ enum Mode {
         #[arg(long, value_delimiter = ',', default_values_t = [20.0, 0.0])]
         rates: Vec<f64>,
         /// Servers.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagFanout, Kind::ChinwagFanoutOneThread, Kind::TungsteniteFanout])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagFanoutOneThread, Kind::ChinwagFanout, Kind::TungsteniteFanout])]
         servers: Vec<Kind>,
         /// Runs of each server.
         #[arg(long, default_value_t = 3)]
@@ -69,7 +69,7 @@ enum Mode {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
         /// Servers.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokio, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::Tungstenite, Kind::RawTcp])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokioOneThread, Kind::ChinwagTokio, Kind::ChinwagSmol, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::Tungstenite, Kind::RawTcp])]
         servers: Vec<Kind>,
     },
     /// Every mode for about a second, small: checks that the harness works (CI).

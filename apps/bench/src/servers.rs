@@ -29,12 +29,21 @@ pub(crate) enum Kind {
     ChinwagAsyncStd,
     /// chinwag echo on chinwag-futures, smol.
     ChinwagSmol,
-    /// tokio-tungstenite echo (the crate's example: read a message, send it back).
+    /// tokio-tungstenite echo (the crate's example: read a message, send it back),
+    /// tokio multi-thread as `#[tokio::main]` builds it.
     Tungstenite,
-    /// fastwebsockets echo (the crate's example, with FragmentCollector).
+    /// The same, on a single current-thread runtime.
+    TungsteniteOneThread,
+    /// fastwebsockets echo (the crate's example, with FragmentCollector), tokio
+    /// multi-thread.
     Fastwebsockets,
-    /// Raw TCP echo on tokio: no WebSocket at all, the machine's limit for this load.
+    /// The same, on a single current-thread runtime.
+    FastwebsocketsOneThread,
+    /// Raw TCP echo on tokio multi-thread: no WebSocket at all.
     RawTcp,
+    /// Raw TCP echo on a single current-thread runtime: the machine's limit for
+    /// this load.
+    RawTcpOneThread,
     /// chinwag fan-out: chinwag-service, subscribers in one group, the publisher's
     /// messages pushed to the group (encoded once, shared); tokio multi-thread.
     ChinwagFanout,
@@ -48,7 +57,7 @@ pub(crate) enum Kind {
 impl Kind {
     /// Whether clients talk WebSocket to it (all but raw TCP).
     pub(crate) fn is_websocket(self) -> bool {
-        self != Kind::RawTcp
+        !matches!(self, Kind::RawTcp | Kind::RawTcpOneThread)
     }
 
     /// The short name used in tables.
@@ -60,8 +69,11 @@ impl Kind {
             Kind::ChinwagAsyncStd => "chinwag-async-std",
             Kind::ChinwagSmol => "chinwag-smol",
             Kind::Tungstenite => "tokio-tungstenite",
+            Kind::TungsteniteOneThread => "tokio-tungstenite-1-thread",
             Kind::Fastwebsockets => "fastwebsockets",
+            Kind::FastwebsocketsOneThread => "fastwebsockets-1-thread",
             Kind::RawTcp => "raw-tcp",
+            Kind::RawTcpOneThread => "raw-tcp-1-thread",
             Kind::ChinwagFanout => "chinwag",
             Kind::ChinwagFanoutOneThread => "chinwag-1-thread",
             Kind::TungsteniteFanout => "tokio-tungstenite",
@@ -84,12 +96,13 @@ pub(crate) fn run(kind: Kind, addr: SocketAddr) -> std::io::Result<()> {
         Kind::ChinwagAsyncStd => chinwag_futures::AsyncStd::block_on(chinwag_echo::<chinwag_futures::AsyncStd>(addr)),
         Kind::ChinwagSmol => chinwag_futures::Smol::block_on(chinwag_echo::<chinwag_futures::Smol>(addr)),
         Kind::Tungstenite => multi_thread().block_on(tungstenite_echo(addr)),
+        Kind::TungsteniteOneThread => one_thread().block_on(tungstenite_echo(addr)),
         Kind::Fastwebsockets => multi_thread().block_on(fastwebsockets_echo(addr)),
+        Kind::FastwebsocketsOneThread => one_thread().block_on(fastwebsockets_echo(addr)),
         Kind::RawTcp => multi_thread().block_on(raw_echo(addr)),
+        Kind::RawTcpOneThread => one_thread().block_on(raw_echo(addr)),
         Kind::ChinwagFanout => chinwag_tokio::Tokio::block_on(chinwag_fanout(addr)),
-        Kind::ChinwagFanoutOneThread => {
-            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(chinwag_fanout(addr))
-        }
+        Kind::ChinwagFanoutOneThread => one_thread().block_on(chinwag_fanout(addr)),
         Kind::TungsteniteFanout => multi_thread().block_on(tungstenite_fanout(addr)),
     }
 }
@@ -97,6 +110,11 @@ pub(crate) fn run(kind: Kind, addr: SocketAddr) -> std::io::Result<()> {
 /// What `#[tokio::main]` builds: one worker per core.
 fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// A single current-thread runtime.
+fn one_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 async fn chinwag_echo<R: Runtime>(addr: SocketAddr) -> std::io::Result<()> {
