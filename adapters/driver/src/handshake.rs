@@ -46,7 +46,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// the transport.
     pub async fn reject(mut self, rejection: Rejection) -> Result<(), Error> {
         self.io.conn.reject(rejection)?;
-        poll_fn(|cx| self.io.start_poll().poll_finish(cx)).await;
+        poll_fn(|cx| self.io.start_poll().poll_finish_alone(cx)).await;
         Ok(())
     }
 
@@ -54,7 +54,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// transport.
     pub async fn respond(mut self, response: HttpResponse) -> Result<(), Error> {
         self.io.conn.respond(response)?;
-        poll_fn(|cx| self.io.start_poll().poll_finish(cx)).await;
+        poll_fn(|cx| self.io.start_poll().poll_finish_alone(cx)).await;
         Ok(())
     }
 }
@@ -75,12 +75,12 @@ pub fn read_request<T: Transport, R: Timer>(
 
 async fn read_request_into<T: Transport, R: Timer>(mut io: Box<Io<T, R>>) -> Result<PendingRequest<T, R>, Error> {
     loop {
-        match poll_fn(|cx| io.start_poll().poll_event(cx)).await {
+        match poll_fn(|cx| io.start_poll().poll_event_alone(cx)).await {
             Some(Event::UpgradeRequest(request) | Event::HttpRequest(request)) => {
                 return Ok(PendingRequest { io, request });
             }
             Some(Event::HandshakeFailed(e)) => {
-                poll_fn(|cx| io.start_poll().poll_finish(cx)).await;
+                poll_fn(|cx| io.start_poll().poll_finish_alone(cx)).await;
                 return Err(Error::Handshake(e));
             }
             Some(_) => {}
@@ -129,10 +129,10 @@ pub fn client_handshake<T: Transport, R: Timer>(
 
 async fn client_handshake_into<T: Transport, R: Timer>(mut io: Box<Io<T, R>>) -> Result<WebSocket<T, R>, Error> {
     loop {
-        match poll_fn(|cx| io.start_poll().poll_event(cx)).await {
+        match poll_fn(|cx| io.start_poll().poll_event_alone(cx)).await {
             Some(Event::Open(_)) => return Ok(WebSocket::from_io(*io)),
             Some(Event::HandshakeFailed(e)) => {
-                poll_fn(|cx| io.start_poll().poll_finish(cx)).await;
+                poll_fn(|cx| io.start_poll().poll_finish_alone(cx)).await;
                 return Err(Error::Handshake(e));
             }
             Some(_) => {}

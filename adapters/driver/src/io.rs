@@ -14,7 +14,7 @@ use crate::{Timer, Transport};
 const READ_BUF_SIZE: usize = 64 << 10;
 /// At most this many buffers go into one vectored write (the rest follow in the
 /// next one).
-const MAX_IOVECS: usize = 16;
+const MAX_IOVECS: usize = 64;
 /// At most this many reads in one poll of a task, so that a peer streaming data
 /// cannot keep a worker thread (and this connection's lock) to itself.
 const READS_PER_POLL: u32 = 32;
@@ -59,8 +59,8 @@ impl<T: Transport, R: Timer> Io<T, R> {
         }
     }
 
-    /// Starts a poll of the task: reads the clock once (a poll lasts microseconds)
-    /// and resets the read budget.
+    /// Starts a poll of the receiving task: reads the clock once (a poll lasts
+    /// microseconds) and resets the read budget.
     pub(crate) fn start_poll(&mut self) -> &mut Self {
         self.read_budget = READS_PER_POLL;
         self.now = Instant::now();
@@ -70,8 +70,9 @@ impl<T: Transport, R: Timer> Io<T, R> {
 
     /// Runs the contract's loop until the core has an event (returned), the
     /// connection is finished and the transport shut down (`None`), or everything
-    /// waits on the transport or the timer (`Pending`, woken through `cx`).
-    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+    /// waits on the transport or the timer (`Pending`). Reads and the timer wake
+    /// `cx`; writes wake `write_cx` (see `wake.rs`).
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>, write_cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
             if let Some(event) = self.conn.poll_event() {
                 if let Event::Closed(closed) = &event {
@@ -79,13 +80,13 @@ impl<T: Transport, R: Timer> Io<T, R> {
                 }
                 return Poll::Ready(Some(event));
             }
-            if let Poll::Ready(Err(_)) = self.poll_write(cx) {
+            if let Poll::Ready(Err(_)) = self.poll_write(write_cx) {
                 continue; // the core now knows the transport is lost
             }
             if self.conn.is_finished() {
                 if !self.shut_down {
                     // Errors here change nothing: the transport is being dropped.
-                    let _ = ready!(self.transport.poll_close(cx));
+                    let _ = ready!(self.transport.poll_close(write_cx));
                     self.shut_down = true;
                 }
                 return Poll::Ready(None);
@@ -144,9 +145,16 @@ impl<T: Transport, R: Timer> Io<T, R> {
 
     fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(out) = self.conn.poll_transmit() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = out.chunks_vectored(&mut slices);
-            match ready!(self.transport.poll_write_vectored(cx, &slices[..n])) {
+            // Most writes are one buffer (frames encoded in place): skip filling a
+            // large array of slices for them.
+            let written = if out.buffer_count() == 1 {
+                self.transport.poll_write_vectored(cx, &[IoSlice::new(bytes::Buf::chunk(out))])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = out.chunks_vectored(&mut slices);
+                self.transport.poll_write_vectored(cx, &slices[..n])
+            };
+            match ready!(written) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(written) => {
                     out.advance(written);
@@ -182,8 +190,21 @@ impl<T: Transport, R: Timer> Io<T, R> {
 
     /// Drives the connection until it is finished, discarding events: used once
     /// nothing more can be delivered (a refused handshake, a closing connection).
-    pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while ready!(self.poll_event(cx)).is_some() {}
+    pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>, write_cx: &mut Context<'_>) -> Poll<()> {
+        while ready!(self.poll_event(cx, write_cx)).is_some() {}
         Poll::Ready(())
+    }
+
+    /// [`poll_event`](Self::poll_event) for a single task that owns the transport
+    /// (the handshake): everything wakes `cx`.
+    pub(crate) fn poll_event_alone(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let mut write_cx = Context::from_waker(cx.waker());
+        self.poll_event(cx, &mut write_cx)
+    }
+
+    /// [`poll_finish`](Self::poll_finish) for a single task that owns the transport.
+    pub(crate) fn poll_finish_alone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut write_cx = Context::from_waker(cx.waker());
+        self.poll_finish(cx, &mut write_cx)
     }
 }

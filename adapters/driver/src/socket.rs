@@ -29,17 +29,30 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         self.io.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers the calling task and runs `f` with the shared transport waker.
-    fn with_io<O>(&self, cx: &mut Context<'_>, f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>) -> O) -> O {
-        self.wakers.register(cx.waker());
-        let mut io_cx = Context::from_waker(&self.io_waker);
-        f(self.lock().start_poll(), &mut io_cx)
+    /// Runs `f` for the receiving task: it is recorded as the receiver, its
+    /// waker serves reads and the timer, the shared waker serves writes.
+    fn with_receiver<O>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>, &mut Context<'_>) -> O,
+    ) -> O {
+        self.wakers.set_receiver(cx.waker());
+        let mut write_cx = Context::from_waker(&self.io_waker);
+        f(self.lock().start_poll(), cx, &mut write_cx)
+    }
+
+    /// Runs `f` for a sending task: it is registered to be woken when the transport
+    /// can take more, and writes with the shared waker.
+    fn with_sender<O>(&self, cx: &mut Context<'_>, f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>) -> O) -> O {
+        self.wakers.register_sender(cx.waker());
+        let mut write_cx = Context::from_waker(&self.io_waker);
+        f(&mut self.lock(), &mut write_cx)
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.with_io(cx, |io, cx| {
+        self.with_receiver(cx, |io, cx, write_cx| {
             loop {
-                match ready!(io.poll_event(cx)) {
+                match ready!(io.poll_event(cx, write_cx)) {
                     None => return Poll::Ready(None),
                     Some(Event::Text(text)) => return Poll::Ready(Some(Message::Text(text))),
                     Some(Event::Binary(data)) => return Poll::Ready(Some(Message::Binary(data))),
@@ -52,7 +65,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
 
     /// Writes everything queued.
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.with_io(cx, |io, cx| match ready!(io.poll_write(cx)) {
+        self.with_sender(cx, |io, cx| match ready!(io.poll_write(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) => {
                 io.conn.receive_eof();
@@ -71,7 +84,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         queued: &mut bool,
         write: bool,
     ) -> Poll<Result<(), Error>> {
-        self.with_io(cx, |io, cx| {
+        self.with_sender(cx, |io, cx| {
             if !*queued {
                 while io.conn.is_backlogged() {
                     ready!(io.poll_write(cx)).map_err(Error::Io)?;
@@ -95,13 +108,13 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         Ok(())
     }
 
-    /// Queues without waiting and wakes the task that drives the transport.
+    /// Queues without waiting and wakes the receiving task, which writes it.
     fn push(
         &self,
         f: impl FnOnce(&mut chinwag_core::Connection) -> Result<(), chinwag_core::LocalError>,
     ) -> Result<(), Error> {
         self.queue(f)?;
-        self.io_waker.wake_by_ref();
+        self.wakers.wake_receiver();
         Ok(())
     }
 
@@ -167,7 +180,7 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
     /// arrive meanwhile are discarded.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.shared.close(code, reason).await?;
-        poll_fn(|cx| self.shared.with_io(cx, |io, cx| io.poll_finish(cx))).await;
+        poll_fn(|cx| self.shared.with_receiver(cx, |io, cx, write_cx| io.poll_finish(cx, write_cx))).await;
         Ok(())
     }
 

@@ -1,26 +1,55 @@
-//! One waker for the transport and timer, shared by every task that uses a
-//! connection.
+//! How the tasks that share a connection are woken.
 //!
-//! A split connection has a reader task and writer tasks polling the same transport.
-//! Most transports remember one waker per direction, so a reader that flushes a pong
-//! would silently replace a blocked writer's registration. Instead, every poll of the
-//! transport or the timer passes this one waker, and each task registers its own
-//! waker here; readiness wakes them all, and each re-checks its own condition.
+//! The task that receives polls reads and the timer with its own waker: the hot
+//! path costs what it costs on a plain socket. Writes are different: the receiver
+//! (flushing pongs and pushed frames) and sending tasks (waiting for room) may poll
+//! the same transport, and most transports remember one waker per direction, so a
+//! later poll would silently replace an earlier task's registration. Writes are
+//! therefore polled with one shared waker, [`Wakers`], which wakes the receiver and
+//! every task registered as waiting to send; each re-checks its own condition.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Wake, Waker};
 
 #[derive(Default)]
 pub(crate) struct Wakers {
-    waiting: Mutex<Vec<Waker>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The receiving task. Kept across wake-ups: it is the same task poll after poll,
+    /// so storing it costs a comparison, not a clone.
+    receiver: Option<Waker>,
+    /// Tasks waiting to send; drained (keeping capacity) when woken.
+    senders: Vec<Waker>,
 }
 
 impl Wakers {
-    /// Adds the waker of a task about to wait on the connection.
-    pub(crate) fn register(&self, waker: &Waker) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        if !waiting.iter().any(|w| w.will_wake(waker)) {
-            waiting.push(waker.clone());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the receiving task.
+    pub(crate) fn set_receiver(&self, waker: &Waker) {
+        let mut inner = self.lock();
+        if !inner.receiver.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            inner.receiver = Some(waker.clone());
+        }
+    }
+
+    /// Adds a task about to wait to send.
+    pub(crate) fn register_sender(&self, waker: &Waker) {
+        let mut inner = self.lock();
+        if !inner.senders.iter().any(|w| w.will_wake(waker)) {
+            inner.senders.push(waker.clone());
+        }
+    }
+
+    /// Wakes the receiving task only (frames were queued for it to write).
+    pub(crate) fn wake_receiver(&self) {
+        if let Some(waker) = &self.lock().receiver {
+            waker.wake_by_ref();
         }
     }
 }
@@ -31,10 +60,12 @@ impl Wake for Wakers {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // Drained in place: the list keeps its capacity, so registering costs no
-        // allocation. Waking only schedules tasks, so holding the lock is brief.
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        for waker in waiting.drain(..) {
+        // Waking only schedules tasks, so holding the lock is brief.
+        let mut inner = self.lock();
+        if let Some(receiver) = &inner.receiver {
+            receiver.wake_by_ref();
+        }
+        for waker in inner.senders.drain(..) {
             waker.wake();
         }
     }

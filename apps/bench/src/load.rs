@@ -233,6 +233,8 @@ pub(crate) struct Fanout {
     pub(crate) max_us: f64,
     /// Deliveries missing or out of order (must be 0).
     pub(crate) lost_or_reordered: u64,
+    /// Server CPU time per delivery, in microseconds.
+    pub(crate) cpu_us: f64,
 }
 
 /// One fan-out run: `subscribers` clients in one room, one publisher sending
@@ -244,6 +246,7 @@ pub(crate) async fn fanout(
     size: usize,
     rate: Option<f64>,
     limit: Duration,
+    server_cpu: &dyn Fn() -> Duration,
 ) -> std::io::Result<Fanout> {
     let base = Instant::now();
     let local = tokio::task::LocalSet::new();
@@ -267,6 +270,7 @@ pub(crate) async fn fanout(
             // Let the server settle every subscription before publishing.
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut publisher = open(addr, true, "/pub", None).await?;
+            let cpu_before = server_cpu();
             let start = Instant::now();
             let mut payload = vec![0u8; size.max(16)];
             for seq in 0..messages {
@@ -283,6 +287,7 @@ pub(crate) async fn fanout(
             while done.get() < subscribers && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            let cpu = server_cpu().saturating_sub(cpu_before);
             let elapsed = last_delivery.get().saturating_duration_since(start).max(Duration::from_micros(1));
             let mut latencies = Vec::new();
             let mut lost_or_reordered = 0;
@@ -310,13 +315,15 @@ pub(crate) async fn fanout(
                 p99_us: pct(0.99),
                 max_us: latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e3),
                 lost_or_reordered,
+                cpu_us: cpu.as_secs_f64() * 1e6 / delivered.max(1.0),
             })
         })
         .await
 }
 
 /// Reads `messages` server frames, checking their sequence numbers; returns the
-/// latencies (ns) and how many were out of order.
+/// latencies (ns) and how many were out of order. Frames are parsed where they
+/// were read; only a frame split across reads is carried over.
 async fn subscriber(
     mut stream: TcpStream,
     messages: u64,
@@ -325,7 +332,7 @@ async fn subscriber(
     last: &Cell<Instant>,
 ) -> std::io::Result<(Vec<u64>, u64)> {
     let mut buf = vec![0u8; 64 << 10];
-    let mut data: Vec<u8> = Vec::new();
+    let mut carry: Vec<u8> = Vec::new();
     let mut latencies = Vec::with_capacity(messages as usize);
     let (mut next, mut bad) = (0u64, 0u64);
     while next < messages {
@@ -333,7 +340,13 @@ async fn subscriber(
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        data.extend_from_slice(&buf[..n]);
+        let now = base.elapsed().as_nanos() as u64;
+        let data: &[u8] = if carry.is_empty() {
+            &buf[..n]
+        } else {
+            carry.extend_from_slice(&buf[..n]);
+            &carry
+        };
         let mut at = 0;
         while let Some((header_len, len)) = server_frame_len(&data[at..]) {
             if data.len() - at < header_len + len {
@@ -342,7 +355,6 @@ async fn subscriber(
             let payload = &data[at + header_len..at + header_len + len];
             let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
             let sent = u64::from_le_bytes(payload[8..16].try_into().unwrap());
-            let now = base.elapsed().as_nanos() as u64;
             latencies.push(now.saturating_sub(sent));
             if seq != next {
                 bad += 1;
@@ -350,7 +362,8 @@ async fn subscriber(
             next += 1;
             at += header_len + len;
         }
-        data.drain(..at);
+        let rest = data[at..].to_vec();
+        carry = rest;
     }
     done.set(done.get() + 1);
     last.set(last.get().max(Instant::now()));

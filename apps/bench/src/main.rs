@@ -54,7 +54,7 @@ enum Mode {
         #[arg(long, default_value_t = 1024)]
         size: usize,
         /// Messages per second (0: as fast as the publisher can send).
-        #[arg(long, value_delimiter = ',', default_values_t = [20.0, 0.0])]
+        #[arg(long, value_delimiter = ',', default_values_t = [5.0, 20.0, 0.0])]
         rates: Vec<f64>,
         /// Servers.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagFanoutOneThread, Kind::ChinwagFanout, Kind::TungsteniteFanout])]
@@ -318,7 +318,9 @@ fn fanout_mode(
     println!(
         "\n### Fan-out: {subscribers} subscribers, {messages} messages of {size} bytes (median of {repeat} runs)\n"
     );
-    println!("| rate | server | deliveries/s | p50 | p99 | max | lost or reordered |\n|---|---|---|---|---|---|---|");
+    println!(
+        "| rate | server | deliveries/s | p50 | p99 | max | server CPU per delivery | lost or reordered |\n|---|---|---|---|---|---|---|---|"
+    );
     let mut first: Option<(f64, f64)> = None;
     for &rate in rates {
         for &kind in servers {
@@ -333,6 +335,7 @@ fn fanout_mode(
                     size,
                     (rate > 0.0).then_some(rate),
                     limit,
+                    &|| server.cpu_time(),
                 ))?;
                 drop(server);
                 progress(&format!(
@@ -345,6 +348,7 @@ fn fanout_mode(
             }
             let m = |f: fn(&load::Fanout) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
             let (dps, p50, p99, max) = (m(|r| r.deliveries_per_sec), m(|r| r.p50_us), m(|r| r.p99_us), m(|r| r.max_us));
+            let cpu = m(|r| r.cpu_us);
             let lost: u64 = runs.iter().map(|r| r.lost_or_reordered).sum();
             let rate_label = if rate > 0.0 { format!("{rate}/s") } else { "full speed".to_owned() };
             let ratio = match first {
@@ -355,7 +359,7 @@ fn fanout_mode(
                 Some((d, p)) => format!(" (first row / this: {:.2}x deliveries/s, {:.2}x p99)", d / dps, p / p99),
             };
             println!(
-                "| {rate_label} | {}{ratio} | {dps:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {lost} |",
+                "| {rate_label} | {}{ratio} | {dps:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {cpu:.2} us | {lost} |",
                 kind.label(),
                 p50 / 1e3,
                 p99 / 1e3,

@@ -148,18 +148,11 @@ fn per_core(addr: SocketAddr, threads: usize) -> std::io::Result<()> {
                     socket.set_reuseaddr(true)?;
                     socket.bind(addr)?;
                     let listener = socket.listen(1024)?;
-                    let local = tokio::task::LocalSet::new();
-                    local
-                        .run_until(async move {
-                            loop {
-                                let (stream, _) = listener.accept().await?;
-                                stream.set_nodelay(true)?;
-                                tokio::task::spawn_local(chinwag_echo_connection::<chinwag_tokio::Tokio>(
-                                    chinwag_tokio::TokioIo(stream),
-                                ));
-                            }
-                        })
-                        .await
+                    loop {
+                        let (stream, _) = listener.accept().await?;
+                        stream.set_nodelay(true)?;
+                        tokio::spawn(chinwag_echo_connection::<chinwag_tokio::Tokio>(chinwag_tokio::TokioIo(stream)));
+                    }
                 })
             })
         })

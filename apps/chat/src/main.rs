@@ -18,6 +18,11 @@ struct Cli {
     /// Runtime to run on.
     #[arg(long, value_enum, default_value = "tokio", global = true)]
     runtime: RuntimeKind,
+    /// Threads for tokio: 1 is a single current-thread runtime (fastest on small
+    /// machines where clients share the cores, see docs/benchmarks.md); more is a
+    /// multi-thread runtime.
+    #[arg(long, default_value_t = 1, global = true)]
+    threads: usize,
 }
 
 #[derive(Subcommand)]
@@ -73,12 +78,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let rt = cli.runtime;
+    let (rt, threads) = (cli.runtime, cli.threads);
     let result = match cli.command {
-        None => rt.run(ChatServer(cli.addr)),
-        Some(Command::Echo { addr }) => rt.run(echo::EchoServer(addr)),
-        Some(Command::Client { url, autobahn: true }) => rt.run(client::Autobahn(url)),
-        Some(Command::Client { url, autobahn: false }) => rt.run(client::Interactive(url)),
+        None => rt.run(threads, ChatServer(cli.addr)),
+        Some(Command::Echo { addr }) => rt.run(threads, echo::EchoServer(addr)),
+        Some(Command::Client { url, autobahn: true }) => rt.run(threads, client::Autobahn(url)),
+        Some(Command::Client { url, autobahn: false }) => rt.run(threads, client::Interactive(url)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

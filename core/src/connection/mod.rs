@@ -51,8 +51,9 @@ impl<F: FnMut() -> [u8; 4] + Send> MaskSource for F {
 }
 
 /// Payloads at least this large are queued by reference rather than copied, when
-/// they need no masking.
-const ZERO_COPY_MIN: usize = 1024;
+/// they need no masking. Below it a copy is cheaper than an extra buffer in the
+/// vectored write (measured: 1 KiB pipelined echoes needed two writes per burst).
+const ZERO_COPY_MIN: usize = 4096;
 
 /// The coarse state of a connection, for display and decisions in a driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

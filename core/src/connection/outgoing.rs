@@ -47,6 +47,11 @@ impl Outgoing {
         self.chunks.push_back(chunk);
     }
 
+    /// How many buffers a vectored write of everything queued takes.
+    pub fn buffer_count(&self) -> usize {
+        self.chunks.len() + usize::from(!self.tail.is_empty())
+    }
+
     fn release_if_drained(&mut self) {
         if self.chunks_len == 0 && self.tail.is_empty() {
             if self.tail.capacity() > KEEP_CAPACITY {
