@@ -60,10 +60,10 @@ impl PathPattern {
                 None if part.contains(['{', '}']) => return Err(invalid()),
                 None => Segment::Literal(part.to_owned()),
             };
-            if let Segment::Param(name) = &segment {
-                if segments.iter().any(|s| matches!(s, Segment::Param(n) if n == name)) {
-                    return Err(invalid());
-                }
+            if let Segment::Param(name) = &segment
+                && segments.iter().any(|s| matches!(s, Segment::Param(n) if n == name))
+            {
+                return Err(invalid());
             }
             segments.push(segment);
         }

@@ -26,11 +26,9 @@ fn open_server() -> Connection {
     server
 }
 
-/// A masked text frame of `size` bytes of mixed ASCII and multi-byte UTF-8.
-fn text_frame(size: usize) -> Vec<u8> {
-    let text: String = "chinwag ✓ WebSocket ünïcödé — ".chars().cycle().take(size).collect();
-    let payload = &text.as_bytes()[..text.len().min(size)];
-    let mut frame = vec![0x81, 0x80 | 127];
+/// A masked frame with `opcode` carrying `payload`.
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode, 0x80 | 127];
     frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
     let mask = [0x37, 0xfa, 0x21, 0x3d];
     frame.extend_from_slice(&mask);
@@ -38,25 +36,77 @@ fn text_frame(size: usize) -> Vec<u8> {
     frame
 }
 
+/// `size` bytes of JSON-like ASCII text, as most WebSocket applications send.
+fn ascii_text(size: usize) -> Vec<u8> {
+    br#"{"type":"chat","payload":{"from":"ann","text":"hello, world"}} "#.iter().copied().cycle().take(size).collect()
+}
+
+/// `size` bytes of text, a third of its characters outside ASCII.
+fn mixed_text(size: usize) -> String {
+    let mut text = String::with_capacity(size);
+    for c in "chinwag ✓ WebSocket ünïcödé — ".chars().cycle() {
+        if text.len() + c.len_utf8() > size {
+            break;
+        }
+        text.push(c);
+    }
+    while text.len() < size {
+        text.push('.');
+    }
+    text
+}
+
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode+unmask+validate vs memcpy");
     for size in [1 << 10, 64 << 10, 1 << 20] {
-        let frame = text_frame(size);
+        let payloads = [
+            ("binary", 2u8, (0..size).map(|i| i as u8).collect::<Vec<u8>>()),
+            ("text, ASCII JSON", 1, ascii_text(size)),
+            ("text, 1/3 non-ASCII", 1, mixed_text(size).into_bytes()),
+        ];
+        for (kind, opcode, payload) in payloads {
+            let frame = masked_frame(opcode, &payload);
+            group.throughput(Throughput::Bytes(frame.len() as u64));
+            let mut server = open_server();
+            group.bench_with_input(BenchmarkId::new(format!("chinwag, {kind}"), size), &frame, |b, frame| {
+                b.iter(|| {
+                    server.receive(black_box(frame));
+                    match server.poll_event() {
+                        Some(Event::Text(t)) => drop(black_box(t)),
+                        Some(Event::Binary(d)) => drop(black_box(d)),
+                        other => panic!("{other:?}"),
+                    };
+                })
+            });
+        }
+        let frame = masked_frame(2, &vec![7u8; size]);
         group.throughput(Throughput::Bytes(frame.len() as u64));
-        let mut server = open_server();
-        group.bench_with_input(BenchmarkId::new("chinwag", size), &frame, |b, frame| {
-            b.iter(|| {
-                server.receive(black_box(frame));
-                match server.poll_event() {
-                    Some(Event::Text(t)) => black_box(t),
-                    other => panic!("{other:?}"),
-                };
-            })
-        });
         group.bench_with_input(BenchmarkId::new("memcpy", size), &frame, |b, frame| {
             b.iter(|| black_box(black_box(&frame[..]).to_vec()))
         });
     }
+    group.finish();
+}
+
+/// The passes of decoding, one at a time, on 1 MiB.
+fn passes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("passes over 1 MiB");
+    let size = 1 << 20;
+    group.throughput(Throughput::Bytes(size as u64));
+    let mixed = mixed_text(size).into_bytes();
+    let ascii = ascii_text(size);
+    let mut buf = mixed.clone();
+    group.bench_function("unmask in place", |b| {
+        b.iter(|| chinwag_core::frame::apply_mask(black_box(&mut buf), [1, 2, 3, 4], 0))
+    });
+    group.bench_function("validate mixed UTF-8", |b| {
+        b.iter(|| chinwag_core::utf8::Utf8Validator::new().feed(black_box(&mixed)).is_ok())
+    });
+    let ascii_valid = String::from_utf8(ascii.clone()).is_ok();
+    assert!(ascii_valid);
+    group.bench_function("validate ASCII (JSON)", |b| {
+        b.iter(|| chinwag_core::utf8::Utf8Validator::new().feed(black_box(&ascii)).is_ok())
+    });
     group.finish();
 }
 
@@ -86,5 +136,5 @@ fn broadcast_frame(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode, handshake, broadcast_frame);
+criterion_group!(benches, decode, passes, handshake, broadcast_frame);
 criterion_main!(benches);

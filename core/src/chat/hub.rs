@@ -206,10 +206,10 @@ impl Hub {
         let member = self.members.get_mut(&conn).ok_or(HubError::NoSuchConnection(conn))?;
         member.names.insert(name.to_owned());
         let previous = self.names.insert(name.to_owned(), conn).filter(|&p| p != conn);
-        if let Some(previous) = previous {
-            if let Some(m) = self.members.get_mut(&previous) {
-                m.names.remove(name);
-            }
+        if let Some(previous) = previous
+            && let Some(m) = self.members.get_mut(&previous)
+        {
+            m.names.remove(name);
         }
         Ok(previous)
     }

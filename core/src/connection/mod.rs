@@ -429,10 +429,10 @@ impl Connection {
         if deciding.kind != RequestKind::Upgrade {
             return Err(LocalError::NotAnUpgrade);
         }
-        if let Some(p) = &accept.subprotocol {
-            if !deciding.offered.contains(p) {
-                return Err(LocalError::SubprotocolNotOffered(p.clone()));
-            }
+        if let Some(p) = &accept.subprotocol
+            && !deciding.offered.contains(p)
+        {
+            return Err(LocalError::SubprotocolNotOffered(p.clone()));
         }
         let response = crate::handshake::response::switching_protocols(
             &deciding.accept,

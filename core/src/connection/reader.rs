@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use super::{Connection, Event, Phase, ProtocolError, Role};
 use crate::Utf8Bytes;
 use crate::close::{BadClosePayload, parse_close_payload};
-use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, apply_mask};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, apply_mask, copy_masked};
 use crate::utf8::Utf8Validator;
 
 /// The most memory a frame header can make the reader reserve before its payload
@@ -127,9 +127,8 @@ impl Connection {
             } else {
                 let message = self.reader.message.as_mut().expect("a message is in progress");
                 let start = message.data.len();
-                message.data.extend_from_slice(piece);
-                let fresh = &mut message.data[start..];
-                apply_mask(fresh, mask, phase);
+                copy_masked(&mut message.data, piece, mask, phase);
+                let fresh = &message.data[start..];
                 // Fail fast: the byte that breaks UTF-8 closes the connection now,
                 // not when the frame or message ends.
                 if message.text && message.utf8.feed(fresh).is_err() {

@@ -29,6 +29,34 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], phase: usize) {
     }
 }
 
+/// Appends `src` to `dst`, unmasked with `mask` from `phase` bytes into the
+/// payload: the copy and the unmasking in one pass over the bytes, instead of a
+/// copy followed by [`apply_mask`] over the copy.
+pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: usize) {
+    let key = rotated(mask, phase);
+    let key64 = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let key128 = (u128::from(key64) << 64) | u128::from(key64);
+    dst.reserve(src.len());
+    let spare = &mut dst.spare_capacity_mut()[..src.len()];
+    let mut blocks = spare.chunks_exact_mut(16);
+    let mut sources = src.chunks_exact(16);
+    for (out, block) in (&mut blocks).zip(&mut sources) {
+        let word = u128::from_ne_bytes(block.try_into().expect("16-byte block")) ^ key128;
+        out.write_copy_of_slice(&word.to_ne_bytes());
+    }
+    // Blocks are multiples of four bytes, so the key phase is unchanged here.
+    for (i, (o, b)) in blocks.into_remainder().iter_mut().zip(sources.remainder()).enumerate() {
+        o.write(b ^ key[i & 3]);
+    }
+    let len = dst.len() + src.len();
+    // SAFETY: the `src.len()` bytes of spare capacity after the current length were
+    // all written above (the blocks and the remainder cover them exactly).
+    #[allow(unsafe_code)]
+    unsafe {
+        dst.set_len(len);
+    }
+}
+
 /// The mask as seen from a piece that starts `phase` bytes into the payload.
 fn rotated(mask: [u8; 4], phase: usize) -> [u8; 4] {
     let mut key = mask;
@@ -59,6 +87,22 @@ mod tests {
             apply_mask(&mut fast, mask, phase);
             naive(&mut slow, mask, phase);
             prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn fused_copy_equals_copy_then_unmask(
+            before in proptest::collection::vec(any::<u8>(), 0..40),
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            mask in any::<[u8; 4]>(),
+            phase in 0usize..16,
+        ) {
+            let mut fused = bytes::BytesMut::from(&before[..]);
+            copy_masked(&mut fused, &data, mask, phase);
+            let mut expected = before.clone();
+            let mut tail = data.clone();
+            apply_mask(&mut tail, mask, phase);
+            expected.extend_from_slice(&tail);
+            prop_assert_eq!(&fused[..], &expected[..]);
         }
 
         #[test]

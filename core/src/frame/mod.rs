@@ -8,7 +8,7 @@
 
 mod mask;
 
-pub use mask::apply_mask;
+pub use mask::{apply_mask, copy_masked};
 
 use bytes::{BufMut, BytesMut};
 
