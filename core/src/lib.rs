@@ -101,6 +101,7 @@
 //! - [`frame`]: the frame header codec and masking.
 //! - [`utf8`]: the incremental, fail-fast UTF-8 validator.
 //! - [`close`]: close codes.
+//! - [`limit`]: per-peer limits fed with time (the incoming message rate).
 //! - [`Connection`] (in `connection/`): the state machine that ties them together.
 #![deny(unsafe_code)]
 
@@ -109,13 +110,14 @@ pub mod close;
 mod connection;
 pub mod frame;
 pub mod handshake;
+pub mod limit;
 mod message;
 pub mod utf8;
 
 pub use close::CloseCode;
 pub use connection::{
     Closed, Config, Connection, ConnectionError, Event, Initiator, LocalError, MaskSource, Opened, Outgoing,
-    ProtocolError, Role, State,
+    ProtocolError, Role, SLOW_CONSUMER_REASON, State,
 };
 pub use handshake::{Accept, ClientRequest, HandshakeError, HttpResponse, Rejection, Request, RequestKind};
 pub use message::{Message, SharedFrame, Utf8Bytes};

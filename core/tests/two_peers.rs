@@ -287,3 +287,77 @@ fn pings_are_answered_after_we_sent_our_close() {
     assert!(matches!(p.server.poll_event(), Some(Event::Ping(b)) if b[..] == *b"hi"));
     assert_eq!(common::drain_transmit(&mut p.server), [0x8A, 0x02, b'h', b'i']);
 }
+
+#[test]
+fn a_peer_that_stops_reading_is_closed_once_its_backlog_is_over_the_bound() {
+    let server_config = Config { max_backlog: 10_000, ..Config::default() };
+    let mut p = Pair::open(Config::default(), server_config);
+    let frame = chinwag_core::SharedFrame::text(&"x".repeat(1000));
+    // The client reads nothing: frames pile up until the bound, and no further.
+    let mut queued = 0;
+    let refused = loop {
+        match p.server.send_shared(&frame) {
+            Ok(()) => queued += 1,
+            Err(e) => break e,
+        }
+        assert!(queued < 100, "the backlog grew without bound");
+    };
+    assert_eq!(refused, chinwag_core::LocalError::Backlogged);
+    assert_eq!(queued, 10, "frames are queued while the backlog is within the bound");
+    assert!(p.server.buffered_amount() <= 10_000 + 1004 + 64, "bounded: the limit, one frame, the close frame");
+    assert_eq!(p.server.state(), State::Closing);
+    assert_eq!(p.server.send_shared(&frame), Err(chinwag_core::LocalError::Closing), "nothing follows the close");
+
+    // When the client reads again it gets every frame queued before, then the 1008.
+    p.run();
+    let texts = p.client_events.iter().filter(|e| matches!(e, Event::Text(_))).count();
+    assert_eq!(texts, queued);
+    let c = closed(&p.client_events);
+    assert_eq!((c.code, c.reason.as_str()), (CloseCode::POLICY_VIOLATION, chinwag_core::SLOW_CONSUMER_REASON));
+    let s = closed(&p.server_events);
+    assert_eq!(s.error, Some(ConnectionError::SlowConsumer), "reported as slow even though the close was answered");
+    assert_eq!(s.initiator, Initiator::Local);
+}
+
+#[test]
+fn a_slow_peer_that_never_reads_again_is_dropped_after_the_close_timeout() {
+    let server_config = Config { max_backlog: 2_000, ..Config::default() };
+    let mut p = Pair::open(Config::default(), server_config);
+    p.server_to_client = false;
+    let frame = chinwag_core::SharedFrame::text(&"y".repeat(1000));
+    while p.server.send_shared(&frame).is_ok() {}
+    assert!(p.advance(Duration::from_secs(10)));
+    let s = closed(&p.server_events);
+    assert_eq!(s.error, Some(ConnectionError::SlowConsumer));
+    assert_eq!(s.code, CloseCode::POLICY_VIOLATION);
+    assert!(p.server.is_finished());
+}
+
+#[test]
+fn one_message_larger_than_the_bound_still_goes_to_a_reading_peer() {
+    // The bound applies to what is already queued: a driver's `send` waits until
+    // the backlog drains, and its next message may be large.
+    let server_config = Config { max_backlog: 1000, ..Config::default() };
+    let mut p = Pair::open(Config::default(), server_config);
+    p.server.send(&chinwag_core::Message::binary(vec![7u8; 50_000])).unwrap();
+    p.run();
+    assert!(matches!(&p.client_events[..], [Event::Binary(b)] if b.len() == 50_000));
+    assert_eq!(p.server.state(), State::Open);
+}
+
+#[test]
+fn output_a_peer_never_takes_is_abandoned_one_close_timeout_after_the_end() {
+    let mut p = Pair::default_open();
+    p.server_to_client = false; // the client stopped reading
+    p.server.send(&chinwag_core::Message::binary(vec![0u8; 100_000])).unwrap();
+    // ... and then breaks the protocol (a frame with reserved bits).
+    p.server.receive(&[0xF1, 0x80, 0, 0, 0, 0]);
+    let events = common::drain_events(&mut p.server);
+    assert!(matches!(events.last(), Some(Event::Closed(c)) if c.code == CloseCode::PROTOCOL_ERROR));
+    assert!(!p.server.is_finished(), "the close frame is still to be written");
+    let deadline = p.server.poll_timeout().expect("a linger deadline");
+    assert_eq!(deadline - p.now, Config::default().close_timeout);
+    p.server.handle_timeout(deadline);
+    assert!(p.server.is_finished(), "a peer that does not read cannot hold the connection open");
+    assert_eq!(p.server.buffered_amount(), 0);
+}

@@ -5,6 +5,7 @@ use chinwag_core::{CloseCode, Message};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::Stats;
 use crate::state::Shared;
 
 /// A cloneable handle on a running service, for other tasks and threads of the
@@ -47,6 +48,11 @@ impl Handle {
     /// How many connections are open.
     pub fn connection_count(&self) -> usize {
         self.shared.lock().hub.len()
+    }
+
+    /// How often the server's limits acted so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
     }
 
     /// Stops accepting connections and closes every open one with 1001 (going

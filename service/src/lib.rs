@@ -35,12 +35,14 @@
 //! all it has queued with one vectored write.
 
 mod handle;
+mod limits;
 mod route;
 mod server;
 mod service;
 mod state;
 
 pub use handle::Handle;
+pub use limits::{Limits, Stats};
 pub use route::{BadParam, InvalidPattern, Params, PathPattern, query_param};
 pub use server::Server;
 pub use service::{Context, Decision, Service};

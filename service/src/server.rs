@@ -1,33 +1,48 @@
 //! Running a service: accept connections, route them, call the hooks, deliver.
 
 use chinwag_core::http::StatusCode;
-use chinwag_core::{CloseCode, Closed, Config, Message, Rejection, RequestKind};
+use chinwag_core::limit::{FLOOD_REASON, MessageRate, Verdict};
+use chinwag_core::{CloseCode, Closed, Config, ConnectionError, Message, Rejection, RequestKind};
 use chinwag_driver::{Runtime, read_request};
 use std::future::{Future, poll_fn};
 use std::io;
+use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::limits::{Counters, Over};
 use crate::route::{InvalidPattern, PathPattern};
 use crate::state::Shared;
-use crate::{Context, Decision, Handle, Service};
+use crate::{Context, Decision, Handle, Limits, Service};
 
 /// A WebSocket server for a [`Service`], on any [`Runtime`].
 pub struct Server<S> {
     service: Arc<S>,
     pattern: Option<PathPattern>,
     config: Config,
+    limits: Arc<Limits>,
     shared: Arc<Shared>,
 }
+
+/// At most this many connections over a limit are kept open at once to be told so
+/// (503 or 429); beyond it they are dropped at once, so that a flood of connections
+/// costs no more than the limit.
+const MAX_REFUSING: usize = 64;
 
 impl<S: Service> Server<S> {
     /// A server for `service` that accepts upgrades on any path, with the default
     /// [`Config`].
     pub fn new(service: S) -> Self {
-        Self { service: Arc::new(service), pattern: None, config: Config::default(), shared: Arc::new(Shared::new()) }
+        Self {
+            service: Arc::new(service),
+            pattern: None,
+            config: Config::default(),
+            limits: Arc::new(Limits::default()),
+            shared: Arc::new(Shared::new()),
+        }
     }
 
     /// Accepts upgrades only on paths that match `pattern` (for example
@@ -41,6 +56,12 @@ impl<S: Service> Server<S> {
     /// The limits and timers of every connection.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// The server-wide limits: connection counts, message rate, origins.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
         self
     }
 
@@ -66,12 +87,19 @@ impl<S: Service> Server<S> {
                     continue;
                 }
             };
-            let (service, pattern, config, shared) =
-                (self.service.clone(), self.pattern.clone(), self.config.clone(), shared.clone());
+            let ip = peer.ip();
+            let open = shared.live.load(Ordering::Acquire);
+            if let Err(over) = shared.admission.admit(&self.limits, open, ip) {
+                self.refuse::<R>(io, over, ip);
+                continue;
+            }
+            let (service, pattern, config, limits, shared) =
+                (self.service.clone(), self.pattern.clone(), self.config.clone(), self.limits.clone(), shared.clone());
             shared.task_started();
             R::spawn(async move {
-                connection::<R, S>(&shared, &*service, pattern.as_ref(), config, io).await;
+                connection::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io).await;
                 tracing::trace!(%peer, "connection task ended");
+                shared.admission.release(ip);
                 shared.task_ended();
             });
         }
@@ -90,6 +118,39 @@ impl<S: Service> Server<S> {
             tracing::warn!(open = shared.live.load(Ordering::Acquire), "connections still open after the grace period");
         }
         Ok(())
+    }
+}
+
+impl<S: Service> Server<S> {
+    /// Answers a connection over a limit with 503 or 429 and the reason, from a task
+    /// of its own (bounded by the handshake timeout); or drops it at once when
+    /// [`MAX_REFUSING`] are already being answered.
+    fn refuse<R: Runtime>(&self, io: R::Io, over: Over, ip: IpAddr) {
+        let (counter, status, reason) = match over {
+            Over::ServerFull => (
+                &self.shared.counters.refused_server_full,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is at its connection limit; try again later",
+            ),
+            Over::PerIp => (
+                &self.shared.counters.refused_per_ip,
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from your address",
+            ),
+        };
+        Counters::bump(counter);
+        tracing::warn!(%ip, ?over, "connection refused: over a limit");
+        if self.shared.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+            self.shared.refusing.fetch_sub(1, Ordering::AcqRel);
+            return; // dropping `io` closes it
+        }
+        let (config, shared) = (self.config.clone(), self.shared.clone());
+        R::spawn(async move {
+            if let Ok(pending) = read_request::<_, R::Timer>(io, config).await {
+                let _ = pending.reject(Rejection::new(status, reason)).await;
+            }
+            shared.refusing.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }
 
@@ -125,6 +186,7 @@ async fn connection<R: Runtime, S: Service>(
     service: &S,
     pattern: Option<&PathPattern>,
     config: Config,
+    limits: &Limits,
     io: R::Io,
 ) {
     let pending = match read_request::<_, R::Timer>(io, config).await {
@@ -154,6 +216,12 @@ async fn connection<R: Runtime, S: Service>(
     };
     if shared.is_shutting_down() {
         let _ = pending.reject(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")).await;
+        return;
+    }
+    if let Err(refused) = limits.origins.check(&request) {
+        Counters::bump(&shared.counters.refused_origin);
+        tracing::info!(origin = %refused.origin, "upgrade refused by the Origin check");
+        let _ = pending.reject(Rejection::new(StatusCode::FORBIDDEN, refused.to_string())).await;
         return;
     }
 
@@ -201,12 +269,32 @@ async fn connection<R: Runtime, S: Service>(
     }
     drop((request, params));
 
+    let mut flooded = false;
+    let mut rate = limits.message_rate.map(|limit| MessageRate::new(limit, Instant::now()));
     while let Some(message) = receiver.recv().await {
+        let verdict = rate.as_mut().map_or(Verdict::Allow, |rate| rate.check(Instant::now()));
         let mut state = shared.lock();
         let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
-        match &message {
-            Message::Text(text) => service.on_text(&mut cx, text),
-            Message::Binary(data) => service.on_binary(&mut cx, data),
+        match verdict {
+            Verdict::Allow => match &message {
+                Message::Text(text) => service.on_text(&mut cx, text),
+                Message::Binary(data) => service.on_binary(&mut cx, data),
+            },
+            Verdict::Drop { warn } => {
+                Counters::bump(&shared.counters.messages_dropped);
+                if warn {
+                    tracing::info!(%conn, "incoming messages over the rate limit: dropping them");
+                    service.on_rate_limited(&mut cx);
+                }
+            }
+            Verdict::Close => {
+                Counters::bump(&shared.counters.messages_dropped);
+                if !std::mem::replace(&mut flooded, true) {
+                    Counters::bump(&shared.counters.closed_flooding);
+                    tracing::warn!(%conn, "closing a connection that kept flooding after its warning");
+                    state.close(conn, MessageRate::CLOSE_CODE, FLOOD_REASON);
+                }
+            }
         }
         state.dispatch();
     }
@@ -217,6 +305,9 @@ async fn connection<R: Runtime, S: Service>(
         initiator: chinwag_core::Initiator::Peer,
         error: Some(chinwag_core::ConnectionError::TransportClosed),
     });
+    if closed.error == Some(ConnectionError::SlowConsumer) {
+        tracing::debug!(%conn, "the connection closed for reading too slowly ended");
+    }
     let mut state = shared.lock();
     state.detach(conn);
     let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };

@@ -47,6 +47,15 @@ pub trait Service: Send + Sync + 'static {
         let _ = (cx, data);
     }
 
+    /// This connection sends messages faster than
+    /// [`Limits::message_rate`](crate::Limits::message_rate) allows: the message that
+    /// just arrived, and those that follow too fast, are dropped. Called once per
+    /// flood: tell the peer (a peer that keeps flooding is closed with 1008 and
+    /// "too many messages"). The default tells it nothing.
+    fn on_rate_limited(&self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
     /// The connection closed (`closed` says how). It is still in the hub, with its
     /// names, groups and attributes, and leaves it right after this hook.
     fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {

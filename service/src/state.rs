@@ -2,22 +2,26 @@
 //! each open connection.
 
 use chinwag_core::chat::{ConnId, Delivery, Hub};
-use chinwag_core::{CloseCode, SharedFrame};
+use chinwag_core::{CloseCode, LocalError, SharedFrame};
 use chinwag_driver::{Sender, Timer, Transport};
+
+use crate::limits::{Admission, Counters};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A connection as the hub's deliveries reach it, whatever its runtime.
 pub(crate) trait Outlet: Send {
-    fn push(&self, frame: &SharedFrame);
+    /// Queues `frame`; false when the connection's backlog was over its bound and it
+    /// is now closing with 1008 (reported once per connection).
+    fn push(&self, frame: &SharedFrame) -> bool;
     fn close(&self, code: CloseCode, reason: &str);
 }
 
 impl<T: Transport + Send, R: Timer + Send> Outlet for Sender<T, R> {
-    fn push(&self, frame: &SharedFrame) {
+    fn push(&self, frame: &SharedFrame) -> bool {
         // A connection that is closing takes no more frames; that is not an error.
-        let _ = self.push_shared(frame);
+        !matches!(self.push_shared(frame), Err(chinwag_driver::Error::Local(LocalError::Backlogged)))
     }
 
     fn close(&self, code: CloseCode, reason: &str) {
@@ -28,6 +32,7 @@ impl<T: Transport + Send, R: Timer + Send> Outlet for Sender<T, R> {
 pub(crate) struct State {
     pub(crate) hub: Hub,
     outlets: HashMap<ConnId, Box<dyn Outlet>>,
+    counters: Arc<Counters>,
 }
 
 impl State {
@@ -46,8 +51,11 @@ impl State {
             match delivery {
                 Delivery::Frame { to, frame } => {
                     for conn in to {
-                        if let Some(outlet) = self.outlets.get(&conn) {
-                            outlet.push(&frame);
+                        if let Some(outlet) = self.outlets.get(&conn)
+                            && !outlet.push(&frame)
+                        {
+                            Counters::bump(&self.counters.closed_slow);
+                            tracing::warn!(%conn, "closing a connection that reads too slowly (outgoing backlog over the limit)");
                         }
                     }
                 }
@@ -57,6 +65,14 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    /// Starts closing one connection: it stays in the hub (names, groups) until its
+    /// close handshake ends and `on_close` runs.
+    pub(crate) fn close(&self, conn: ConnId, code: CloseCode, reason: &str) {
+        if let Some(outlet) = self.outlets.get(&conn) {
+            outlet.close(code, reason);
         }
     }
 
@@ -76,16 +92,26 @@ pub(crate) struct Shared {
     /// Connection tasks still running.
     pub(crate) live: AtomicUsize,
     pub(crate) all_done: event_listener::Event,
+    /// Open connections per IP address.
+    pub(crate) admission: Admission,
+    /// Connections over a limit being told so.
+    pub(crate) refusing: AtomicUsize,
+    /// How often each limit acted.
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Shared {
     pub(crate) fn new() -> Self {
+        let counters = Arc::new(Counters::default());
         Self {
-            state: Mutex::new(State { hub: Hub::new(), outlets: HashMap::new() }),
+            state: Mutex::new(State { hub: Hub::new(), outlets: HashMap::new(), counters: counters.clone() }),
             shutting_down: AtomicBool::new(false),
             shutdown: event_listener::Event::new(),
             live: AtomicUsize::new(0),
             all_done: event_listener::Event::new(),
+            admission: Admission::default(),
+            refusing: AtomicUsize::new(0),
+            counters,
         }
     }
 

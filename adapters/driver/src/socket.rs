@@ -113,9 +113,11 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         &self,
         f: impl FnOnce(&mut chinwag_core::Connection) -> Result<(), chinwag_core::LocalError>,
     ) -> Result<(), Error> {
-        self.queue(f)?;
+        let queued = self.queue(f);
+        // Also on an error: a refusal for a backlog over the bound queued a close
+        // frame and armed the close timer, which only the receiving task watches.
         self.wakers.wake_receiver();
-        Ok(())
+        queued
     }
 
     async fn send(&self, message: &Message) -> Result<(), Error> {

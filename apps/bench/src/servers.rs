@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use chinwag_core::{Config, Message, Utf8Bytes};
 use chinwag_driver::Runtime;
-use chinwag_service::{Context, Decision, Server, Service};
+use chinwag_service::{Context, Decision, Limits, Server, Service};
 use futures_util::{SinkExt, StreamExt};
 use sha1::Digest as _;
 use std::collections::HashMap;
@@ -279,7 +279,9 @@ impl Service for Fanout {
 async fn chinwag_fanout(addr: SocketAddr) -> std::io::Result<()> {
     let listener = chinwag_tokio::Tokio::bind(addr).await?;
     let config = Config { keepalive_interval: None, ..Config::default() };
-    Server::new(Fanout).config(config).serve::<chinwag_tokio::Tokio>(listener).await
+    // The peer has no limits either: 10,000 subscribers from one address, and a
+    // publisher at full speed.
+    Server::new(Fanout).config(config).limits(Limits::unlimited()).serve::<chinwag_tokio::Tokio>(listener).await
 }
 
 // The handshake callback's signature, large error type included, is tokio-tungstenite's.

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use chinwag_core::chat::{Hub, room};
 use chinwag_core::http::{HeaderValue, Method, StatusCode, header};
 use chinwag_core::{Closed, Config, HttpResponse, Request, Utf8Bytes};
-use chinwag_service::{Context, Decision, PathPattern, Server, Service, query_param};
+use chinwag_service::{Context, Decision, Limits, PathPattern, Server, Service, query_param};
 use std::sync::LazyLock;
 
 /// The WebSocket endpoint.
@@ -16,15 +16,24 @@ const PAGE: &str = include_str!("page/index.html");
 
 static ROUTE_PATTERN: LazyLock<PathPattern> = LazyLock::new(|| PathPattern::new(ROUTE).expect("valid route"));
 
+/// The line a client sending too fast gets (once per flood).
+pub const RATE_WARNING: &str =
+    "error: you are sending too fast, so your messages are being dropped; slow down or you will be disconnected";
+
 /// The limits of chat connections: chat lines are short, so messages are capped at
 /// 64 KiB (as Centrifugo does by default); larger ones close with 1009.
 pub fn config() -> Config {
     Config { max_frame_size: 64 << 10, max_message_size: 64 << 10, ..Config::default() }
 }
 
-/// The chat server, ready to serve.
+/// The chat server with the default limits, ready to serve.
 pub fn server() -> Server<ChatService> {
-    Server::new(ChatService).route(ROUTE).expect("valid route").config(config())
+    server_with(config(), Limits::default())
+}
+
+/// The chat server with the given connection settings and server limits.
+pub fn server_with(config: Config, limits: Limits) -> Server<ChatService> {
+    Server::new(ChatService).route(ROUTE).expect("valid route").config(config).limits(limits)
 }
 
 /// The chat as a [`Service`]: each hook hands over to the room's rules and logs the
@@ -95,6 +104,10 @@ impl Service for ChatService {
 
     fn on_binary(&self, cx: &mut Context<'_>, _data: &Bytes) {
         cx.push_text("error: the chat only takes text messages");
+    }
+
+    fn on_rate_limited(&self, cx: &mut Context<'_>) {
+        cx.push_text(RATE_WARNING);
     }
 
     fn on_close(&self, cx: &mut Context<'_>, _closed: &Closed) {

@@ -1,7 +1,11 @@
 //! `chinwag`: the chinwag WebSocket server and its tools.
 
 use chinwag::{client, echo, runtime};
+use chinwag_core::Config;
+use chinwag_core::handshake::OriginPolicy;
+use chinwag_core::limit::RateLimit;
 use chinwag_driver::Runtime;
+use chinwag_service::Limits;
 use clap::{Parser, Subcommand};
 use runtime::{Program, RuntimeKind};
 use std::net::SocketAddr;
@@ -23,6 +27,51 @@ struct Cli {
     /// multi-thread runtime.
     #[arg(long, default_value_t = 1, global = true)]
     threads: usize,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// The chat server's limits (docs/limits.md lists them all, with what a client sees).
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Open connections at most; over it, requests get 503.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Open connections per client IP address at most; over it, requests get 429.
+    #[arg(long, default_value_t = Limits::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+    /// Messages per second each connection may send on average (0: no limit); over
+    /// it messages are dropped with a warning, and a client that keeps flooding is
+    /// closed with 1008.
+    #[arg(long, default_value_t = 50.0)]
+    message_rate: f64,
+    /// Messages a connection may send at once after a quiet spell.
+    #[arg(long, default_value_t = 100)]
+    message_burst: u32,
+    /// Bytes queued for a client that does not read, at most; over it the client is
+    /// closed with 1008.
+    #[arg(long, default_value_t = chinwag::chat::config().max_backlog)]
+    max_backlog: usize,
+    /// Web pages from other origins allowed to connect (repeat for several; `*` for
+    /// any). Pages from the server's own host are always allowed.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        let origins = self.allow_origins.iter().fold(OriginPolicy::same_host(), |policy, o| policy.allow(o));
+        Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            message_rate: (self.message_rate > 0.0).then(|| RateLimit::new(self.message_rate, self.message_burst)),
+            origins,
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config { max_backlog: self.max_backlog, ..chinwag::chat::config() }
+    }
 }
 
 #[derive(Subcommand)]
@@ -45,12 +94,12 @@ enum Command {
 }
 
 /// `chinwag`: the chat server, until Ctrl-C or SIGTERM.
-struct ChatServer(SocketAddr);
+struct ChatServer(SocketAddr, Config, Limits);
 
 impl Program for ChatServer {
     type Output = std::io::Result<()>;
     async fn run<R: Runtime>(self) -> std::io::Result<()> {
-        let server = chinwag::chat::server();
+        let server = chinwag::chat::server_with(self.1, self.2);
         let handle = server.handle();
         // Ctrl-C or SIGTERM: every client gets close 1001 (going away), then we exit.
         ctrlc::set_handler(move || {
@@ -80,7 +129,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (rt, threads) = (cli.runtime, cli.threads);
     let result = match cli.command {
-        None => rt.run(threads, ChatServer(cli.addr)),
+        None => rt.run(threads, ChatServer(cli.addr, cli.limits.config(), cli.limits.limits())),
         Some(Command::Echo { addr }) => rt.run(threads, echo::EchoServer(addr)),
         Some(Command::Client { url, autobahn: true }) => rt.run(threads, client::Autobahn(url)),
         Some(Command::Client { url, autobahn: false }) => rt.run(threads, client::Interactive(url)),

@@ -35,6 +35,19 @@ pub struct Config {
     /// [`Connection::is_backlogged`](crate::Connection::is_backlogged) reports true,
     /// so a driver stops queueing until the transport catches up.
     pub backlog_high_water: usize,
+    /// The hard bound on the outgoing backlog, in bytes. A message queued while
+    /// the backlog is already over it is refused with [`LocalError::Backlogged`], and
+    /// the connection is closed with 1008 (policy violation, reason "too slow:
+    /// outgoing backlog over the limit"): a peer that stops reading must not make the
+    /// server hold unbounded memory for it, nor slow down anyone else. What was
+    /// queued before stays queued, ahead of the close frame; the close timeout then
+    /// bounds how long it may take. The closing reports
+    /// [`ConnectionError::SlowConsumer`]. Keep it at or above `backlog_high_water`,
+    /// or a driver's waiting `send` can trip it.
+    ///
+    /// [`LocalError::Backlogged`]: crate::LocalError::Backlogged
+    /// [`ConnectionError::SlowConsumer`]: crate::ConnectionError::SlowConsumer
+    pub max_backlog: usize,
 }
 
 impl Default for Config {
@@ -49,6 +62,7 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
             backlog_high_water: 1 << 20,
+            max_backlog: 1 << 20,
         }
     }
 }

@@ -99,6 +99,10 @@ pub enum ConnectionError {
     CloseTimeout,
     /// The transport ended (EOF, reset) without a close handshake.
     TransportClosed,
+    /// The peer read too slowly: its outgoing backlog went over
+    /// [`Config::max_backlog`](crate::Config::max_backlog) and we closed with 1008.
+    /// Reported whether or not the peer answered the close frame.
+    SlowConsumer,
 }
 
 impl fmt::Display for ConnectionError {
@@ -108,6 +112,7 @@ impl fmt::Display for ConnectionError {
             Self::KeepaliveTimeout => f.write_str("the peer stopped answering keepalive pings"),
             Self::CloseTimeout => f.write_str("the peer did not complete the close handshake in time"),
             Self::TransportClosed => f.write_str("the connection was lost without a close handshake"),
+            Self::SlowConsumer => f.write_str("the peer read too slowly (outgoing backlog over the limit)"),
         }
     }
 }
@@ -209,6 +214,9 @@ pub enum LocalError {
     ControlPayloadTooLong,
     /// Shared frames are unmasked; only server connections may send them.
     SharedFrameFromClient,
+    /// The outgoing backlog was over [`Config::max_backlog`](crate::Config::max_backlog):
+    /// the message was not queued, and the connection is now closing with 1008.
+    Backlogged,
 }
 
 impl fmt::Display for LocalError {
@@ -226,6 +234,7 @@ impl fmt::Display for LocalError {
             Self::CloseReasonTooLong => f.write_str("close reason longer than 123 bytes"),
             Self::ControlPayloadTooLong => f.write_str("control payload longer than 125 bytes"),
             Self::SharedFrameFromClient => f.write_str("a client cannot send shared (unmasked) frames"),
+            Self::Backlogged => f.write_str("the peer reads too slowly: outgoing backlog over the limit, closing"),
         }
     }
 }

@@ -117,7 +117,12 @@ pub struct Connection {
     /// the connection acts on anything after it (a protocol error in frame N+1 must
     /// not swallow the reply to N).
     input: BytesMut,
+    /// We closed because the peer read too slowly; reported in [`Closed::error`].
+    evicted: bool,
 }
+
+/// The reason sent with the 1008 that closes a peer reading too slowly.
+pub const SLOW_CONSUMER_REASON: &str = "too slow: outgoing backlog over the limit";
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,6 +150,7 @@ impl Connection {
             subprotocol: None,
             pending_close: None,
             input: BytesMut::new(),
+            evicted: false,
         }
     }
 
@@ -371,7 +377,8 @@ impl Connection {
 
     /// Whether the transport should now be closed: the connection is over and all
     /// its output has been taken. (A client first waits for the server to close, up
-    /// to the close timeout.)
+    /// to the close timeout.) Output still queued one close timeout after the end,
+    /// or when the end was a timeout (the peer stopped answering), is abandoned.
     pub fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Closed { await_eof: false }) && !self.out.has_remaining()
     }
@@ -400,7 +407,13 @@ impl Connection {
             self.timers.clear_close();
             match self.phase {
                 Phase::CloseSent => self.close_abnormally(ConnectionError::CloseTimeout, ""),
-                Phase::Closed { .. } => self.phase = Phase::Closed { await_eof: false },
+                Phase::Closed { .. } => {
+                    // The linger is over: output the peer has not taken by now is
+                    // abandoned, so a peer that stopped reading cannot keep the
+                    // connection (and its backlog) alive.
+                    self.phase = Phase::Closed { await_eof: false };
+                    self.out = Outgoing::default();
+                }
                 _ => {}
             }
         }
@@ -513,7 +526,7 @@ impl Connection {
         if self.role == Role::Client {
             return Err(LocalError::SharedFrameFromClient);
         }
-        self.check_can_send()?;
+        self.check_can_queue()?;
         self.out.push_chunk(frame.as_bytes().clone());
         Ok(())
     }
@@ -555,8 +568,24 @@ impl Connection {
         }
     }
 
-    fn send_data(&mut self, opcode: OpCode, payload: &[u8], shared: Option<&Bytes>) -> Result<(), LocalError> {
+    /// Like `check_can_send`, for data: enforces the hard backlog bound, closing a
+    /// peer that reads too slowly.
+    fn check_can_queue(&mut self) -> Result<(), LocalError> {
         self.check_can_send()?;
+        if self.out.remaining() > self.config.max_backlog {
+            self.evicted = true;
+            let code = CloseCode::POLICY_VIOLATION;
+            self.queue_close(code, SLOW_CONSUMER_REASON);
+            self.phase = Phase::CloseSent;
+            self.timers.arm_close(self.config.close_timeout);
+            self.pending_close = Some((code, SLOW_CONSUMER_REASON.to_owned()));
+            return Err(LocalError::Backlogged);
+        }
+        Ok(())
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: &[u8], shared: Option<&Bytes>) -> Result<(), LocalError> {
+        self.check_can_queue()?;
         match (self.role, shared) {
             (Role::Server, Some(bytes)) if bytes.len() >= ZERO_COPY_MIN => {
                 encode_header_into(self.out.tail(), true, opcode, bytes.len(), None);
@@ -640,6 +669,9 @@ impl Connection {
     fn finish_handshake_phase(&mut self) {
         self.phase = Phase::Closed { await_eof: false };
         self.timers.clear_handshake();
+        if self.out.has_remaining() {
+            self.timers.closed(Some(self.config.close_timeout));
+        }
     }
 
     fn set_open(&mut self, opened: Opened) {
@@ -694,11 +726,21 @@ impl Connection {
         }
     }
 
-    fn end(&mut self, closed: Closed, await_eof: bool) {
+    fn end(&mut self, mut closed: Closed, await_eof: bool) {
+        if matches!(closed.error, Some(ConnectionError::CloseTimeout | ConnectionError::KeepaliveTimeout)) {
+            // The peer stopped answering: what it has not read, it will not read.
+            self.out = Outgoing::default();
+        }
+        if self.evicted {
+            closed.error = Some(ConnectionError::SlowConsumer);
+        }
         self.phase = Phase::Closed { await_eof };
         self.reader = Reader::default();
         self.input = BytesMut::new();
-        self.timers.closed(await_eof.then_some(self.config.close_timeout));
+        // Lingers for the output (a close frame, say) or, on a client, the server's
+        // EOF; at most the close timeout.
+        let linger = await_eof || self.out.has_remaining();
+        self.timers.closed(linger.then_some(self.config.close_timeout));
         self.events.push_back(Event::Closed(closed));
     }
 }

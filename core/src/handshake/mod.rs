@@ -9,12 +9,14 @@
 
 mod client;
 mod head;
+mod origin;
 mod request;
 pub(crate) mod response;
 
 pub(crate) use client::ResponseCheck;
 pub use client::{ClientRequest, InvalidRequest};
 pub(crate) use head::HeadReader;
+pub use origin::{OriginPolicy, OriginRefused};
 pub use request::{Request, RequestKind, validate_upgrade};
 pub use response::{Accept, HttpResponse, Rejection};
 

@@ -1,0 +1,220 @@
+//! The chat server's limits end to end, on every runtime: connection counts (503,
+//! 429), the Origin check (403), the message rate (warning, then 1008), and a client
+//! that stops reading (1008 once its backlog is over the bound) while the others
+//! keep chatting. docs/limits.md documents each answer asserted here.
+
+use chinwag_core::handshake::OriginPolicy;
+use chinwag_core::http::{HeaderValue, header};
+use chinwag_core::limit::{FLOOD_REASON, RateLimit};
+use chinwag_core::{CloseCode, Config, HandshakeError, Message, SLOW_CONSUMER_REASON};
+use chinwag_driver::{Error, Runtime, WebSocket, connect, parse_url};
+use chinwag_service::{Handle, Limits};
+use chinwag_tests::{read_to_end, timeout, upgrade_request, write_all};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Starts the chat server on runtime `S` with `config` and `limits`.
+fn start_chat<S: Runtime>(config: Config, limits: Limits) -> (SocketAddr, Handle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        S::block_on(async move {
+            let server = chinwag::chat::server_with(config, limits);
+            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
+            server.serve::<S>(listener).await.unwrap();
+        })
+    });
+    rx.recv().unwrap()
+}
+
+type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
+
+async fn try_join<C: Runtime>(addr: SocketAddr, path: &str) -> Result<Client<C>, Error> {
+    connect::<C>(&parse_url(&format!("ws://{addr}{path}")).unwrap(), Config::default()).await
+}
+
+async fn join<C: Runtime>(addr: SocketAddr, path: &str) -> Client<C> {
+    let mut ws = try_join::<C>(addr, path).await.unwrap();
+    // The greeting and the join line.
+    next::<C>(&mut ws).await;
+    next::<C>(&mut ws).await;
+    ws
+}
+
+fn status(result: Result<impl Sized, Error>) -> u16 {
+    match result {
+        Ok(_) => 101,
+        Err(Error::Handshake(HandshakeError::UnexpectedStatus(s))) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn next<C: Runtime>(ws: &mut Client<C>) -> String {
+    match timeout::<C, _>(LIMIT, ws.recv()).await {
+        Some(Some(Message::Text(t))) => t.to_string(),
+        other => panic!("expected a line, got {other:?}"),
+    }
+}
+
+/// The raw response to an upgrade request with extra header lines.
+async fn raw_response<C: Runtime>(addr: SocketAddr, path: &str, extra: &str) -> String {
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    let request = upgrade_request(addr, path).replacen("\r\n\r\n", &format!("\r\n{extra}\r\n\r\n"), 1);
+    write_all(&mut raw, request.as_bytes()).await.unwrap();
+    let mut response = String::from_utf8_lossy(&read_to_end(&mut raw).await).into_owned();
+    if let Some(end) = response.find("\r\n\r\n").filter(|_| response.starts_with("HTTP/1.1 101")) {
+        response.truncate(end);
+    }
+    response
+}
+
+async fn connection_limits<S: Runtime, C: Runtime>() {
+    let limits = Limits { max_connections: 3, max_connections_per_ip: 2, ..Limits::default() };
+    let (addr, handle) = start_chat::<S>(chinwag::chat::config(), limits);
+    let ann = join::<C>(addr, "/chat/ann").await;
+    let _bob = join::<C>(addr, "/chat/bob").await;
+    let response = raw_response::<C>(addr, "/chat/cy", "").await;
+    assert!(response.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{response}");
+    assert!(response.ends_with("too many connections from your address"), "{response}");
+    // Another loopback address is another client.
+    let mut raw = C::connect("127.0.0.2", addr.port()).await;
+    if let Ok(raw) = raw.as_mut() {
+        write_all(raw, upgrade_request(addr, "/chat/dee").as_bytes()).await.unwrap();
+        let head = String::from_utf8_lossy(&chinwag_tests::read_some(raw).await.unwrap()).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let response = raw_response::<C>(addr, "/chat/eve", "").await;
+        assert!(response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{response}");
+        assert!(response.ends_with("the server is at its connection limit; try again later"), "{response}");
+        assert_eq!(handle.stats().refused_server_full, 1);
+    }
+    assert_eq!(handle.stats().refused_per_ip, 1);
+    // A place freed is a place taken.
+    drop(ann);
+    let mut freed = false;
+    for _ in 0..100 {
+        if status(try_join::<C>(addr, "/chat/fay").await) == 101 {
+            freed = true;
+            break;
+        }
+        C::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "the closed connection's place was never given back");
+}
+
+async fn origin_check<S: Runtime, C: Runtime>() {
+    let limits = Limits { origins: OriginPolicy::same_host().allow("https://friend.example"), ..Limits::default() };
+    let (addr, handle) = start_chat::<S>(chinwag::chat::config(), limits);
+    let response = raw_response::<C>(addr, "/chat/ann", "Origin: http://evil.example").await;
+    assert!(response.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{response}");
+    assert!(response.ends_with("origin http://evil.example is not allowed to connect"), "{response}");
+    assert_eq!(handle.stats().refused_origin, 1);
+    for (name, origin) in [("own", format!("http://{addr}")), ("friend", "https://friend.example".to_owned())] {
+        let request = parse_url(&format!("ws://{addr}/chat/{name}"))
+            .unwrap()
+            .with_header(header::ORIGIN, HeaderValue::from_str(&origin).unwrap());
+        assert_eq!(status(connect::<C>(&request, Config::default()).await), 101, "{origin}");
+    }
+    // Programs that are not browsers send no Origin.
+    assert_eq!(status(try_join::<C>(addr, "/chat/bot").await), 101);
+}
+
+async fn a_flooding_client_is_warned_then_closed<S: Runtime, C: Runtime>() {
+    let limits = Limits { message_rate: Some(RateLimit::new(5.0, 5)), ..Limits::default() };
+    let (addr, handle) = start_chat::<S>(chinwag::chat::config(), limits);
+    let mut ann = join::<C>(addr, "/chat/ann").await;
+    let mut flood = join::<C>(addr, "/chat/flood").await;
+    assert_eq!(next::<C>(&mut ann).await, "flood connected to chat");
+    // Five messages fit the burst; the sixth is dropped with a warning.
+    for i in 0..6 {
+        flood.feed(&Message::text(format!("line {i}"))).await.unwrap();
+    }
+    flood.flush().await.unwrap();
+    for i in 0..5 {
+        assert_eq!(next::<C>(&mut flood).await, format!("flood: line {i}"));
+        assert_eq!(next::<C>(&mut ann).await, format!("flood: line {i}"));
+    }
+    assert_eq!(next::<C>(&mut flood).await, chinwag::chat::RATE_WARNING);
+    // Going on regardless: closed with 1008, and the room hears that flood left.
+    for i in 6..20 {
+        flood.feed(&Message::text(format!("line {i}"))).await.unwrap();
+    }
+    flood.flush().await.unwrap();
+    // Nothing more arrives: the stream ends with the close.
+    match timeout::<C, _>(LIMIT, flood.recv()).await {
+        Some(None) => {}
+        Some(Some(other)) => panic!("unexpected {other:?}"),
+        None => panic!("the flooding client was never closed"),
+    }
+    let closed = flood.close_info().expect("closed");
+    assert_eq!((closed.code, closed.reason.as_str()), (CloseCode::POLICY_VIOLATION, FLOOD_REASON));
+    assert_eq!(next::<C>(&mut ann).await, "flood left the chat");
+    let stats = handle.stats();
+    assert_eq!(stats.closed_flooding, 1);
+    // The sixth line, then at least `burst` more (those that arrived before the close).
+    assert!(stats.messages_dropped >= 6, "{stats:?}");
+    // Everyone else chats on.
+    ann.send(&Message::text("still here")).await.unwrap();
+    assert_eq!(next::<C>(&mut ann).await, "ann: still here");
+}
+
+async fn a_client_that_stops_reading_is_closed<S: Runtime, C: Runtime>() {
+    let config = Config { max_backlog: 64 << 10, ..chinwag::chat::config() };
+    let (addr, handle) = start_chat::<S>(config, Limits { message_rate: None, ..Limits::default() });
+    let mut ann = join::<C>(addr, "/chat/ann").await;
+    let mut bob = join::<C>(addr, "/chat/bob").await;
+    next::<C>(&mut ann).await; // bob connected
+    // A client that completes the handshake, then never reads.
+    let mut slow = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut slow, upgrade_request(addr, "/chat/slow").as_bytes()).await.unwrap();
+    assert_eq!(next::<C>(&mut ann).await, "slow connected to chat");
+    assert_eq!(next::<C>(&mut bob).await, "slow connected to chat");
+
+    // Ann talks; Bob reads every line, in order; slow reads nothing. Lines of 4 KiB:
+    // the kernel's buffers and the 64 KiB backlog fill within a few hundred.
+    let line = "z".repeat(4000);
+    let mut sent = 0;
+    while handle.stats().closed_slow == 0 {
+        assert!(sent < 5_000, "the slow client was never closed");
+        ann.send(&Message::text(format!("{sent} {line}"))).await.unwrap();
+        assert_eq!(next::<C>(&mut bob).await, format!("ann: {sent} {line}"));
+        assert_eq!(next::<C>(&mut ann).await, format!("ann: {sent} {line}"));
+        sent += 1;
+    }
+    // When the slow client reads at last (within the close timeout): what was
+    // queued, then close 1008; and the server closes the TCP connection.
+    let tail = read_to_end(&mut slow).await;
+    let reason = SLOW_CONSUMER_REASON.as_bytes();
+    let close_frame: Vec<u8> = [&[0x88, 2 + reason.len() as u8][..], &1008u16.to_be_bytes(), reason].concat();
+    assert!(tail.ends_with(&close_frame), "the stream does not end with the 1008 close frame");
+    assert_eq!(next::<C>(&mut bob).await, "slow left the chat");
+    ann.send(&Message::text("after")).await.unwrap();
+    assert_eq!(next::<C>(&mut bob).await, "ann: after");
+}
+
+macro_rules! suite {
+    ($($name:ident: $server:ty => $client:ty;)*) => {$(
+        mod $name {
+            use super::*;
+            type S = $server;
+            type C = $client;
+            suite!(@tests connection_limits, origin_check, a_flooding_client_is_warned_then_closed,
+                a_client_that_stops_reading_is_closed);
+        }
+    )*};
+    (@tests $($scenario:ident),*) => {$(
+        #[test]
+        fn $scenario() {
+            C::block_on(async {
+                timeout::<C, _>(LIMIT * 6, super::$scenario::<S, C>()).await.expect("scenario timed out")
+            })
+        }
+    )*};
+}
+
+suite! {
+    tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
+    async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
+    smol_client_on_async_std_server: chinwag_futures::AsyncStd => chinwag_futures::Smol;
+}
