@@ -134,7 +134,8 @@ fn mistakes_reach_only_the_sender() {
     assert!(screens.take(bob).is_empty());
     let answers = screens.take(ann);
     assert_eq!(answers.len(), 9);
-    assert_eq!(answers[0], "usage: /msg NAME TEXT");
+    assert!(answers.iter().all(|a| a.starts_with("error: ")), "{answers:?}");
+    assert_eq!(answers[0], "error: usage: /msg NAME TEXT");
     assert_eq!(answers[2], "error: no one named nobody is online");
     assert_eq!(answers[7], "error: unknown command /dance (try /help)");
 

@@ -173,7 +173,7 @@ fn run_command(hub: &mut Hub, conn: ConnId, name: &str, command: &str) -> Vec<St
         }
         "msg" => {
             let Some((to, text)) = split_name(args).filter(|(_, text)| !text.is_empty()) else {
-                return reply(hub, "usage: /msg NAME TEXT".to_owned());
+                return reply(hub, "error: usage: /msg NAME TEXT".to_owned());
             };
             let line = format!("{name} -> {to}: {text}");
             let message = Message::text(line.clone());
@@ -191,7 +191,8 @@ fn run_command(hub: &mut Hub, conn: ConnId, name: &str, command: &str) -> Vec<St
             let room = room.strip_prefix('#').unwrap_or(room);
             let text = text.trim_start();
             if room.is_empty() || (verb == "say" && text.is_empty()) {
-                let usage = if verb == "say" { "usage: /say ROOM TEXT" } else { &format!("usage: /{verb} ROOM") };
+                let usage =
+                    if verb == "say" { "error: usage: /say ROOM TEXT" } else { &format!("error: usage: /{verb} ROOM") };
                 return reply(hub, usage.to_owned());
             }
             if room.chars().count() > MAX_ROOM_CHARS || room.chars().any(char::is_control) {

@@ -1,0 +1,350 @@
+//! Hostile input against the chat server, end to end on every runtime: malformed
+//! handshakes, malformed and abusive frames, abusive chat use. Each gets the answer
+//! docs/limits.md documents (an HTTP status, a close code, an `error:` line), and
+//! two other clients keep chatting throughout: after every case they exchange a
+//! line.
+
+use chinwag_core::{Config, Message};
+use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
+use chinwag_service::Limits;
+use chinwag_tests::{read_some, read_to_end, timeout, upgrade_request, write_all};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(10);
+/// The handshake timeout of the server under test (short, for the slow-loris case).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn start_chat<S: Runtime>() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        S::block_on(async move {
+            let config = Config { handshake_timeout: Some(HANDSHAKE_TIMEOUT), ..chinwag::chat::config() };
+            let server = chinwag::chat::server_with(config, Limits::default());
+            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            tx.send(S::local_addr(&listener).unwrap()).unwrap();
+            server.serve::<S>(listener).await.unwrap();
+        })
+    });
+    rx.recv().unwrap()
+}
+
+type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
+
+async fn next<C: Runtime>(ws: &mut Client<C>) -> String {
+    match timeout::<C, _>(LIMIT, ws.recv()).await {
+        Some(Some(Message::Text(t))) => t.to_string(),
+        other => panic!("expected a line, got {other:?}"),
+    }
+}
+
+/// Two clients who keep chatting while the others misbehave.
+struct Bystanders<C: Runtime> {
+    ann: Client<C>,
+    bob: Client<C>,
+    said: usize,
+}
+
+impl<C: Runtime> Bystanders<C> {
+    async fn join(addr: SocketAddr) -> Self {
+        let url = |name: &str| parse_url(&format!("ws://{addr}/chat/{name}")).unwrap();
+        let mut ann = connect::<C>(&url("ann"), Config::default()).await.unwrap();
+        let mut bob = connect::<C>(&url("bob"), Config::default()).await.unwrap();
+        for _ in 0..3 {
+            next::<C>(&mut ann).await;
+        }
+        for _ in 0..2 {
+            next::<C>(&mut bob).await;
+        }
+        Self { ann, bob, said: 0 }
+    }
+
+    /// Ann says a line; both get exactly it (skipping join and leave lines of the
+    /// misbehaving clients, which are part of the chat).
+    async fn still_chatting(&mut self, case: &str) -> String {
+        self.said += 1;
+        let line = format!("ann: still here after {case} ({})", self.said);
+        self.ann.send(&Message::text(&line[5..])).await.unwrap();
+        for ws in [&mut self.ann, &mut self.bob] {
+            loop {
+                let got = next::<C>(ws).await;
+                if got == line {
+                    break;
+                }
+                assert!(
+                    got.ends_with(" connected to chat") || got.ends_with(" left the chat"),
+                    "after {case}: unexpected {got:?}"
+                );
+            }
+        }
+        line
+    }
+}
+
+/// The status line and body of the server's answer to `request`, sent in one piece.
+async fn answer<C: Runtime>(addr: SocketAddr, request: &[u8]) -> (String, String) {
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut raw, request).await.unwrap();
+    let response = String::from_utf8_lossy(&read_to_end(&mut raw).await).into_owned();
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// One frame from a client, masked (or not, to break the rules).
+fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut out = vec![first];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(mask_bit | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// The frames a server sent (unmasked), as (opcode, payload).
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let opcode = bytes[0] & 0x0F;
+        let (len, header) = match bytes[1] & 0x7F {
+            126 if bytes.len() >= 4 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            127 if bytes.len() >= 10 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+            n if n < 126 => (usize::from(n), 2),
+            _ => break,
+        };
+        if bytes.len() < header + len {
+            break;
+        }
+        frames.push((opcode, bytes[header..header + len].to_vec()));
+        bytes = &bytes[header + len..];
+    }
+    frames
+}
+
+/// Joins the chat as `name` over a raw transport; returns it after the 101 head.
+async fn raw_join<C: Runtime>(addr: SocketAddr, name: &str) -> (C::Io, Vec<u8>) {
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut raw, upgrade_request(addr, &format!("/chat/{name}")).as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        got.extend(read_some(&mut raw).await.unwrap());
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+            return (raw, got.split_off(end + 4));
+        }
+        assert!(!got.is_empty(), "closed during the handshake");
+    }
+}
+
+/// Sends `bytes` after joining, then reads to the end: the close code the server
+/// sent (`None`: no close frame), and the text lines before it.
+async fn close_code_for<C: Runtime>(addr: SocketAddr, name: &str, bytes: &[u8]) -> (Option<u16>, Vec<String>) {
+    let (mut raw, mut got) = raw_join::<C>(addr, name).await;
+    // The server may close before it has read everything: a failed write is fine.
+    let _ = write_all(&mut raw, bytes).await;
+    got.extend(read_to_end(&mut raw).await);
+    let frames = server_frames(&got);
+    let lines = frames.iter().filter(|f| f.0 == 1).map(|f| String::from_utf8_lossy(&f.1).into_owned()).collect();
+    let code = frames.iter().find(|f| f.0 == 8).map(|f| u16::from_be_bytes([f.1[0], f.1[1]]));
+    (code, lines)
+}
+
+async fn malformed_handshakes<S: Runtime, C: Runtime>() {
+    let addr = start_chat::<S>();
+    let mut chat = Bystanders::<C>::join(addr).await;
+    let good = upgrade_request(addr, "/chat/eve");
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "missing key",
+            good.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+            "400",
+            "Sec-WebSocket-Key",
+        ),
+        ("bad key", good.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), "400", "Sec-WebSocket-Key"),
+        ("wrong version", good.replace("Version: 13", "Version: 8"), "426", "version 13"),
+        ("not GET", good.replace("GET ", "POST "), "400", "GET"),
+        ("HTTP/1.0", good.replace("HTTP/1.1", "HTTP/1.0"), "400", "HTTP/1.1"),
+        ("no Host", good.replace(&format!("Host: {addr}\r\n"), ""), "400", "Host"),
+        ("no Upgrade", good.replace("Upgrade: websocket\r\n", ""), "400", "Upgrade"),
+        (
+            "oversized header",
+            good.replace("\r\n\r\n", &format!("\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000))),
+            "431",
+            "too large",
+        ),
+        (
+            "too many headers",
+            good.replace("\r\n\r\n", &format!("\r\n{}\r\n", "X-A: b\r\n".repeat(100))),
+            "431",
+            "header lines",
+        ),
+        ("garbage", "\u{16}\u{3}\u{1}\u{2}\u{0}\u{1}\u{0}\u{1}\u{fc}\u{3}\u{3}\r\n\r\n".to_owned(), "400", ""),
+        ("binary garbage line", "\u{0}\u{0}\u{0}\u{0}\r\n\r\n".to_owned(), "400", ""),
+        ("a bad name", upgrade_request(addr, &format!("/chat/{}", "n".repeat(1000))), "400", "name"),
+        ("a taken name", upgrade_request(addr, "/chat/ann"), "409", "already in the chat"),
+        ("no such path", upgrade_request(addr, "/nowhere"), "404", ""),
+    ];
+    for (case, request, status, reason) in cases {
+        let (line, body) = answer::<C>(addr, request.as_bytes()).await;
+        assert!(line.starts_with(&format!("HTTP/1.1 {status} ")), "{case}: {line}");
+        assert!(body.contains(reason), "{case}: {body:?} lacks {reason:?}");
+        chat.still_chatting(case).await;
+    }
+
+    // A request sent one byte at a time is still a request.
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    for byte in good.as_bytes() {
+        write_all(&mut raw, std::slice::from_ref(byte)).await.unwrap();
+    }
+    let head = String::from_utf8_lossy(&read_some(&mut raw).await.unwrap()).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    drop(raw);
+    chat.still_chatting("a byte-by-byte request").await;
+
+    // Slow loris: a request that never ends is dropped at the handshake timeout.
+    let started = Instant::now();
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut raw, b"GET /chat/loris HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let rest = timeout::<C, _>(LIMIT, read_to_end(&mut raw)).await.expect("never dropped");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let waited = started.elapsed();
+    assert!(waited >= HANDSHAKE_TIMEOUT && waited < HANDSHAKE_TIMEOUT * 4, "dropped after {waited:?}");
+    chat.still_chatting("slow loris").await;
+}
+
+async fn malformed_frames<S: Runtime, C: Runtime>() {
+    let addr = start_chat::<S>();
+    let mut chat = Bystanders::<C>::join(addr).await;
+    let mut invalid_close = vec![0x03, 0xE7]; // 999
+    invalid_close.extend_from_slice(b"x");
+    let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+    bad_reason.extend_from_slice(&[0xC3, 0x28]);
+    let mut tiny_fragments = frame(0x01, b"a", true);
+    for _ in 0..70_000 {
+        tiny_fragments.extend(frame(0x00, b"a", true));
+    }
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("reserved bits", frame(0x81 | 0x40, b"hi", true), 1002),
+        ("reserved opcode", frame(0x83, b"hi", true), 1002),
+        ("reserved control opcode", frame(0x8B, b"", true), 1002),
+        ("unmasked client frame", frame(0x81, b"hi", false), 1002),
+        ("control frame over 125 bytes", frame(0x89, &[b'p'; 126], true), 1002),
+        ("fragmented control frame", frame(0x09, b"p", true), 1002),
+        ("continuation without a message", frame(0x80, b"x", true), 1002),
+        ("new message inside a fragmented one", [frame(0x01, b"a", true), frame(0x81, b"b", true)].concat(), 1002),
+        ("64-bit length with the top bit", vec![0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4], 1002),
+        ("length far over the limit", vec![0x82, 0x80 | 127, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4], 1009),
+        ("message over 64 KiB", frame(0x81, &[b'a'; 70_000], true), 1009),
+        ("endless tiny fragments", tiny_fragments, 1009),
+        ("invalid UTF-8 text", frame(0x81, &[0xC3, 0x28], true), 1007),
+        ("invalid UTF-8 in a close reason", frame(0x88, &bad_reason, true), 1007),
+        ("invalid close code", frame(0x88, &invalid_close, true), 1002),
+        ("one-byte close payload", frame(0x88, &[3], true), 1002),
+    ];
+    for (i, (case, bytes, expected)) in cases.into_iter().enumerate() {
+        let (code, _) = close_code_for::<C>(addr, &format!("mallory{i}"), &bytes).await;
+        assert_eq!(code, Some(expected), "{case}");
+        chat.still_chatting(case).await;
+    }
+
+    // Data after a close frame is ignored; the close is answered (1000 echoed).
+    let bytes = [frame(0x88, &1000u16.to_be_bytes(), true), frame(0x81, b"after close", true)].concat();
+    let (code, lines) = close_code_for::<C>(addr, "late", &bytes).await;
+    assert_eq!(code, Some(1000));
+    assert!(!lines.iter().any(|l| l.contains("after close")), "{lines:?}");
+    chat.still_chatting("data after close").await;
+
+    // A ping flood from a client that never reads its pongs: the server stops
+    // reading it (TCP pushes back) instead of growing memory, and nobody else
+    // notices.
+    let (mut raw, _) = raw_join::<C>(addr, "pinger").await;
+    let pings: Vec<u8> = (0..2_000).flat_map(|_| frame(0x89, &[b'p'; 125], true)).collect();
+    let flood = async {
+        for _ in 0..20 {
+            if write_all(&mut raw, &pings).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Writing blocks once the server stops reading: that is the point.
+    let _ = timeout::<C, _>(Duration::from_secs(2), flood).await;
+    chat.still_chatting("a ping flood").await;
+    drop(raw);
+    chat.still_chatting("the ping flood's end").await;
+}
+
+async fn abusive_chat_use<S: Runtime, C: Runtime>() {
+    let addr = start_chat::<S>();
+    let mut chat = Bystanders::<C>::join(addr).await;
+    let url = parse_url(&format!("ws://{addr}/chat/%3Cscript%3Ealert(1)%3C%2Fscript%3E")).unwrap();
+    let mut markup = connect::<C>(&url, Config::default()).await.unwrap();
+    assert_eq!(
+        next::<C>(&mut markup).await,
+        "Hi <script>alert(1)</script>! You have successfully connected to the chat"
+    );
+    assert_eq!(next::<C>(&mut markup).await, "<script>alert(1)</script> connected to chat");
+    let line = chat.still_chatting("a name with markup").await; // its join line is skipped there
+    assert_eq!(next::<C>(&mut markup).await, line);
+    for (command, answer) in [
+        ("/msg", "error: usage: /msg NAME TEXT"),
+        ("/msg ann", "error: usage: /msg NAME TEXT"),
+        ("/msg nobody hi", "error: no one named nobody is online"),
+        ("/join", "error: usage: /join ROOM"),
+        ("/say", "error: usage: /say ROOM TEXT"),
+        ("/say nowhere hi", "error: you are not in #nowhere (try /join nowhere)"),
+        ("/leave nowhere", "error: you are not in #nowhere (try /join nowhere)"),
+        ("/nosuchcommand", "error: unknown command /nosuchcommand (try /help)"),
+        (&*format!("/join {}", "r".repeat(1000)), "error: a room name is 1 to 32 characters without spaces"),
+    ] {
+        markup.send(&Message::text(command)).await.unwrap();
+        assert_eq!(next::<C>(&mut markup).await, answer, "{command}");
+        let line = chat.still_chatting(command).await;
+        assert_eq!(next::<C>(&mut markup).await, line, "only the sender sees the error");
+    }
+    markup.send(&Message::text("<b>bold</b> & 'quotes'")).await.unwrap();
+    assert_eq!(next::<C>(&mut markup).await, "<script>alert(1)</script>: <b>bold</b> & 'quotes'");
+    assert_eq!(next::<C>(&mut chat.ann).await, "<script>alert(1)</script>: <b>bold</b> & 'quotes'");
+    assert_eq!(next::<C>(&mut chat.bob).await, "<script>alert(1)</script>: <b>bold</b> & 'quotes'");
+    markup.send(&Message::binary(vec![0xFF; 10])).await.unwrap();
+    assert_eq!(next::<C>(&mut markup).await, "error: the chat only takes text messages");
+    chat.still_chatting("binary").await;
+}
+
+macro_rules! suite {
+    ($($name:ident: $server:ty => $client:ty;)*) => {$(
+        mod $name {
+            use super::*;
+            type S = $server;
+            type C = $client;
+            suite!(@tests malformed_handshakes, malformed_frames, abusive_chat_use);
+        }
+    )*};
+    (@tests $($scenario:ident),*) => {$(
+        #[test]
+        fn $scenario() {
+            C::block_on(async {
+                timeout::<C, _>(LIMIT * 6, super::$scenario::<S, C>()).await.expect("scenario timed out")
+            })
+        }
+    )*};
+}
+
+suite! {
+    tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
+    async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
+}
