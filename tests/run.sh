@@ -45,6 +45,12 @@ step "benchmarks: smoke run of every mode (no timing assertions), microbenchmark
 target/release/chinwag-bench smoke >/dev/null
 cargo bench --quiet -p chinwag-bench --bench core -- --test >/dev/null
 
+step "reliability: short soak (300 clients, 10 s) and slow-client test of the chat, both runtimes"
+for runtime in tokio async-std; do
+  target/release/chinwag-bench soak --clients 300 --seconds 10 --runtime "$runtime"
+  target/release/chinwag-bench slow-client --runtime "$runtime"
+done
+
 if command -v cargo-fuzz >/dev/null 2>&1; then
   step "fuzz targets: replay kept regressions, then fuzz each for ${FUZZ_SECONDS:=10} s"
   # The stable toolchain needs RUSTC_BOOTSTRAP for AddressSanitizer's -Z flags.

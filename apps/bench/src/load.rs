@@ -58,6 +58,16 @@ pub(crate) async fn open(
     path: &str,
     source: Option<IpAddr>,
 ) -> std::io::Result<TcpStream> {
+    let mut stream = tcp_connect(addr, source).await?;
+    if websocket {
+        handshake(&mut stream, addr, path).await?;
+    }
+    Ok(stream)
+}
+
+/// Opens a TCP connection from `source` (any loopback address; 127.0.0.1 by
+/// default) with `TCP_NODELAY`.
+pub(crate) async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     if let Some(ip) = source.filter(|ip| !ip.is_loopback() || *ip != IpAddr::V4(Ipv4Addr::LOCALHOST)) {
         // Choose the port at connect time, per destination (IP_BIND_ADDRESS_NO_PORT):
@@ -78,28 +88,31 @@ pub(crate) async fn open(
         }
         socket.bind(SocketAddr::new(ip, 0))?;
     }
-    let mut stream = socket.connect(addr).await?;
+    let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
-    if websocket {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        // Byte by byte: nothing after the head may be consumed here.
-        while !head.ends_with(b"\r\n\r\n") {
-            if stream.read(&mut byte).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            head.push(byte[0]);
-        }
-        if !head.starts_with(b"HTTP/1.1 101") {
-            return Err(std::io::Error::other(format!("handshake refused: {}", String::from_utf8_lossy(&head))));
-        }
-    }
     Ok(stream)
+}
+
+/// The client's opening handshake for `path`, read byte by byte so that nothing
+/// after the response head is consumed.
+async fn handshake(stream: &mut TcpStream, addr: SocketAddr, path: &str) -> std::io::Result<()> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(std::io::Error::other(format!("handshake refused: {}", String::from_utf8_lossy(&head))));
+    }
+    Ok(())
 }
 
 /// The result of one echo run.

@@ -5,6 +5,7 @@
 //! repeating, then reports medians and the ratio of chinwag to each peer. See
 //! `docs/benchmarks.md` for the method and the results.
 
+mod chat_load;
 mod load;
 mod servers;
 
@@ -72,6 +73,49 @@ enum Mode {
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagTokioOneThread, Kind::ChinwagTokio, Kind::ChinwagSmol, Kind::ChinwagAsyncStd, Kind::Fastwebsockets, Kind::Tungstenite, Kind::RawTcp])]
         servers: Vec<Kind>,
     },
+    /// Soak test of the chat server (the `chinwag` binary next to this one, default
+    /// limits): clients chat in rooms with sequence numbers; reports lines lost and
+    /// reordered (both must be 0) and the server's memory (must stay flat once
+    /// warm). Exits with an error if any of that fails.
+    Soak {
+        /// Clients (spread over 127.0.0.1, 127.0.0.2, ...: 200 per address).
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Clients per room.
+        #[arg(long, default_value_t = 20)]
+        room_size: usize,
+        /// Lines per second each client says in its room.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Seconds of chatting.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// The chat server's runtime (its --runtime).
+        #[arg(long, default_value = "tokio")]
+        runtime: String,
+    },
+    /// One client stops reading while the others chat (every line to everyone):
+    /// the others' delivery latency p99 must stay within 2x of a run without it,
+    /// nothing may be lost, and the slow client must be disconnected. Exits with an
+    /// error if any of that fails.
+    SlowClient {
+        /// Clients chatting.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Lines per second each client sends.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Bytes per line (enough that the slow client's share outgrows the kernel's
+        /// socket buffers, several MiB on loopback, and then the 1 MiB backlog bound).
+        #[arg(long, default_value_t = 2000)]
+        size: usize,
+        /// Seconds of chatting in each run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The chat server's runtime (its --runtime).
+        #[arg(long, default_value = "tokio")]
+        runtime: String,
+    },
     /// Every mode for about a second, small: checks that the harness works (CI).
     Smoke,
     /// Runs one server (used by the other modes).
@@ -120,22 +164,44 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(kind: Kind) -> std::io::Result<Self> {
+        Self::spawn(kind.label(), |addr| {
+            let mut command = Command::new(std::env::current_exe()?);
+            command.args(["server", "--kind", &format!("{kind:?}").to_lowercase_kebab(), "--addr", &addr.to_string()]);
+            Ok(command)
+        })
+    }
+
+    /// The chat server: the `chinwag` binary built next to this one, with its
+    /// default limits, logging warnings only.
+    fn start_chat(runtime: &str) -> std::io::Result<Self> {
+        let binary = std::env::current_exe()?.with_file_name("chinwag");
+        if !binary.exists() {
+            return Err(std::io::Error::other(format!(
+                "{} is missing: build it first (cargo build --release -p chinwag)",
+                binary.display()
+            )));
+        }
+        Self::spawn("chinwag", |addr| {
+            let mut command = Command::new(&binary);
+            command.args(["--addr", &addr.to_string(), "--runtime", runtime]).env("RUST_LOG", "warn");
+            Ok(command)
+        })
+    }
+
+    fn spawn(label: &str, command: impl FnOnce(SocketAddr) -> std::io::Result<Command>) -> std::io::Result<Self> {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?.port()
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new(std::env::current_exe()?)
-            .args(["server", "--kind", &format!("{kind:?}").to_lowercase_kebab(), "--addr", &addr.to_string()])
-            .stdin(Stdio::null())
-            .spawn()?;
+        let child = command(addr)?.stdin(Stdio::null()).spawn()?;
         for _ in 0..200 {
             if std::net::TcpStream::connect(addr).is_ok() {
                 return Ok(Self { child, addr });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Err(std::io::Error::other(format!("{} did not start", kind.label())))
+        Err(std::io::Error::other(format!("{label} did not start")))
     }
 
     /// The CPU time (user + system) the server has used so far.
@@ -405,6 +471,112 @@ fn idle_mode(connections: usize, servers: &[Kind]) -> std::io::Result<()> {
     Ok(())
 }
 
+fn soak_mode(clients: usize, room_size: usize, rate: f64, seconds: u64, runtime: &str) -> std::io::Result<()> {
+    let rt = client_runtime();
+    let server = ServerProcess::start_chat(runtime)?;
+    let rss_start = server.rss();
+    eprintln!("soak: {clients} clients in rooms of {room_size}, {rate} lines/s each, {seconds} s, server on {runtime}");
+    let (tally, [joined, warm, end]) = rt.block_on(chat_load::soak(
+        server.addr,
+        clients,
+        room_size.max(1),
+        rate,
+        Duration::from_secs(seconds),
+        &|| server.rss(),
+    ))?;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "\n### Soak: {clients} clients, rooms of {room_size}, {rate} lines/s each, {seconds} s, server on {runtime}\n"
+    );
+    println!("| sent | delivered | lost | reordered | connections dropped | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+        tally.sent,
+        tally.delivered,
+        tally.lost,
+        tally.reordered,
+        tally.dropped_connections,
+        tally.p50.as_secs_f64() * 1e3,
+        tally.p99.as_secs_f64() * 1e3,
+        tally.max.as_secs_f64() * 1e3
+    );
+    println!(
+        "\nServer RSS: {:.1} MiB at start, {:.1} MiB with everyone joined, {:.1} MiB warm (a fifth of the way in), {:.1} MiB at the end.",
+        mib(rss_start),
+        mib(joined),
+        mib(warm),
+        mib(end)
+    );
+    let mut failures = Vec::new();
+    if tally.lost > 0 || tally.reordered > 0 || tally.dropped_connections > 0 {
+        failures.push(format!(
+            "{} lost, {} reordered, {} connections dropped",
+            tally.lost, tally.reordered, tally.dropped_connections
+        ));
+    }
+    // Flat once warm: allow allocator noise (a quarter, and 4 MiB), not growth with time.
+    if end > warm + warm / 4 + (4 << 20) {
+        failures.push(format!("server memory grew from {:.1} MiB to {:.1} MiB", mib(warm), mib(end)));
+    }
+    if failures.is_empty() { Ok(()) } else { Err(std::io::Error::other(failures.join("; "))) }
+}
+
+fn slow_client_mode(clients: usize, rate: f64, size: usize, seconds: u64, runtime: &str) -> std::io::Result<()> {
+    let rt = client_runtime();
+    let duration = Duration::from_secs(seconds);
+    eprintln!("slow client: {clients} clients, {rate} lines/s of {size} bytes each, {seconds} s per run");
+    let run = |slow: bool| -> std::io::Result<_> {
+        let server = ServerProcess::start_chat(runtime)?;
+        rt.block_on(chat_load::slow_client(server.addr, clients, rate, size, duration, slow))
+    };
+    let (without, _) = run(false)?;
+    let (with, outcome) = run(true)?;
+    let outcome = outcome.expect("the run with a slow client reports on it");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "\n### Slow client: {clients} clients, {rate} lines/s of {size} bytes each, {seconds} s, server on {runtime}\n"
+    );
+    println!("| run | delivered | lost | reordered | p50 | p99 | max |\n|---|---|---|---|---|---|---|");
+    for (name, t) in [("without a slow client", &without), ("with one client not reading", &with)] {
+        println!(
+            "| {name} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            t.delivered,
+            t.lost,
+            t.reordered,
+            ms(t.p50),
+            ms(t.p99),
+            ms(t.max)
+        );
+    }
+    let ratio = with.p99.as_secs_f64() / without.p99.as_secs_f64().max(1e-6);
+    println!(
+        "\np99 with / without: {ratio:.2}x. The slow client: disconnected: {}; it read {} bytes afterwards; close code at the end of its stream: {}.",
+        outcome.left,
+        outcome.bytes_read,
+        outcome.close_code.map_or("none (the close frame was behind its unread backlog)".to_owned(), |c| c.to_string())
+    );
+    let mut failures = Vec::new();
+    for (name, t) in [("without", &without), ("with", &with)] {
+        if t.lost > 0 || t.reordered > 0 || t.dropped_connections > 0 {
+            failures.push(format!(
+                "{name} the slow client: {} lost, {} reordered, {} dropped",
+                t.lost, t.reordered, t.dropped_connections
+            ));
+        }
+    }
+    if ratio > 2.0 {
+        failures.push(format!("p99 {:.2} ms with the slow client vs {:.2} ms without", ms(with.p99), ms(without.p99)));
+    }
+    if !outcome.left {
+        failures.push("the slow client was not disconnected".to_owned());
+    }
+    if outcome.close_code.is_some_and(|c| c != 1008) {
+        failures.push(format!("the slow client got close code {:?}, not 1008", outcome.close_code));
+    }
+    if failures.is_empty() { Ok(()) } else { Err(std::io::Error::other(failures.join("; "))) }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     raise_file_limit();
@@ -417,6 +589,12 @@ fn main() -> std::process::ExitCode {
             fanout_mode(subscribers, messages, size, &rates, &servers, repeat)
         }
         Mode::Idle { connections, servers } => idle_mode(connections, &servers),
+        Mode::Soak { clients, room_size, rate, seconds, runtime } => {
+            soak_mode(clients, room_size, rate, seconds, &runtime)
+        }
+        Mode::SlowClient { clients, rate, size, seconds, runtime } => {
+            slow_client_mode(clients, rate, size, seconds, &runtime)
+        }
         Mode::Smoke => {
             let quick = Timing { repeat: 1, warmup: 0.1, measure: 0.2 };
             let all = [

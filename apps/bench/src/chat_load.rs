@@ -1,0 +1,341 @@
+//! Load on the real chat server (the `chinwag` binary, default limits): the soak
+//! test (many clients in rooms, sequence numbers, loss, order and memory) and the
+//! slow-client test (one client stops reading while the others chat).
+//!
+//! Every client is a chinwag WebSocket client on one current-thread runtime; lines
+//! carry the sender's sequence number and the time they were sent, so each receiver
+//! can count what it lost, what came out of order, and how long delivery took.
+
+use chinwag_core::{Config, Message};
+use chinwag_driver::parse_url;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+
+use crate::load::tcp_connect;
+
+/// Clients per source address: under the chat's default limit of 256 per IP.
+const CLIENTS_PER_ADDRESS: usize = 200;
+/// How long receivers keep reading after the last line was sent.
+const DRAIN: Duration = Duration::from_secs(3);
+
+type Ws = chinwag_tokio::WebSocket<TcpStream>;
+
+/// The source address of client `i` (127.0.0.1, 127.0.0.2, ...).
+fn source(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / CLIENTS_PER_ADDRESS) as u8))
+}
+
+/// Joins the chat as `name` from `source`; returns after the greeting and the
+/// join line.
+async fn join(addr: SocketAddr, name: &str, source: IpAddr) -> std::io::Result<Ws> {
+    let stream = tcp_connect(addr, Some(source)).await?;
+    let request = parse_url(&format!("ws://{addr}/chat/{name}")).map_err(std::io::Error::other)?;
+    let mut ws = chinwag_tokio::client_handshake(stream, &request, Config::default())
+        .await
+        .map_err(|e| std::io::Error::other(format!("{name}: {e}")))?;
+    for _ in 0..2 {
+        next_line(&mut ws).await?;
+    }
+    Ok(ws)
+}
+
+async fn next_line(ws: &mut Ws) -> std::io::Result<String> {
+    match tokio::time::timeout(Duration::from_secs(30), ws.recv()).await {
+        Ok(Some(Message::Text(t))) => Ok(t.to_string()),
+        Ok(other) => Err(std::io::Error::other(format!("expected a line, got {other:?}"))),
+        Err(_) => Err(std::io::Error::other("no line within 30 s")),
+    }
+}
+
+/// What one client saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Lines this client sent.
+    sent: u64,
+    /// Lines received, per sender.
+    received: HashMap<u32, u64>,
+    /// The last sequence number received, per sender.
+    last: HashMap<u32, u64>,
+    /// Lines that arrived after a later one from the same sender (or twice).
+    reordered: u64,
+    /// Delivery times, in microseconds.
+    latencies: Vec<u32>,
+    /// The connection ended before the run did.
+    dropped: bool,
+    /// The line saying the slow client left arrived.
+    slow_left: bool,
+}
+
+impl Seen {
+    /// Records `c{sender}: {seq} {micros} ...` (the chat's line for a message).
+    fn record(&mut self, body: &str, base: Instant) {
+        let Some((name, text)) = body.split_once(": ") else { return };
+        let Some(sender) = name.strip_prefix('c').and_then(|n| n.parse::<u32>().ok()) else { return };
+        let mut fields = text.split(' ');
+        let (Some(seq), Some(micros)) = (fields.next(), fields.next()) else { return };
+        let (Ok(seq), Ok(micros)) = (seq.parse::<u64>(), micros.parse::<u64>()) else { return };
+        *self.received.entry(sender).or_default() += 1;
+        let last = self.last.entry(sender).or_insert(0);
+        if seq <= *last {
+            self.reordered += 1;
+        } else {
+            *last = seq;
+        }
+        let sent_at = base + Duration::from_micros(micros);
+        self.latencies.push(Instant::now().saturating_duration_since(sent_at).as_micros().min(u32::MAX as u128) as u32);
+    }
+}
+
+/// Runs one client: waits for everyone, then sends `command(seq, micros)` at
+/// `rate` per second until `end`, reading all the while, and DRAIN after.
+/// `stagger` in [0, 1) spreads the clients' ticks over the period.
+async fn chat_client(
+    mut ws: Ws,
+    barrier: Arc<Barrier>,
+    base: Instant,
+    (rate, stagger): (f64, f64),
+    end: Instant,
+    command: impl Fn(u64, u64) -> String,
+) -> Seen {
+    let mut seen = Seen::default();
+    barrier.wait().await;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let offset = period.mul_f64(stagger);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let drain = tokio::time::sleep_until((end + DRAIN).into());
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            _ = tick.tick(), if Instant::now() < end => {
+                let micros = base.elapsed().as_micros() as u64;
+                seen.sent += 1;
+                if ws.send(&Message::text(command(seen.sent, micros))).await.is_err() {
+                    seen.dropped = true;
+                    break;
+                }
+            }
+            message = ws.recv() => match message {
+                Some(Message::Text(line)) => {
+                    if &*line == "slow left the chat" {
+                        seen.slow_left = true;
+                    }
+                    let body = line.strip_prefix('#').and_then(|l| l.split_once(' ')).map_or(&*line, |(_, rest)| rest);
+                    seen.record(body, base);
+                }
+                Some(_) => {}
+                None => {
+                    seen.dropped = true;
+                    break;
+                }
+            },
+            _ = &mut drain => break,
+        }
+    }
+    seen
+}
+
+/// Loss, order and latency over all clients.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    pub(crate) sent: u64,
+    pub(crate) delivered: u64,
+    pub(crate) lost: u64,
+    pub(crate) reordered: u64,
+    pub(crate) dropped_connections: usize,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) max: Duration,
+}
+
+/// Tallies what `clients` saw; `audience(i)` lists who should get client i's lines.
+fn tally(seen: &[Seen], audience: impl Fn(usize) -> Vec<usize>) -> Tally {
+    let (mut lost, mut delivered) = (0, 0);
+    for (sender, s) in seen.iter().enumerate() {
+        for receiver in audience(sender) {
+            let got = seen[receiver].received.get(&(sender as u32)).copied().unwrap_or(0);
+            delivered += got;
+            lost += s.sent.saturating_sub(got);
+        }
+    }
+    let mut latencies: Vec<u32> = seen.iter().flat_map(|s| s.latencies.iter().copied()).collect();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let micros = |m: u32| Duration::from_micros(u64::from(m));
+    Tally {
+        sent: seen.iter().map(|s| s.sent).sum(),
+        delivered,
+        lost,
+        reordered: seen.iter().map(|s| s.reordered).sum(),
+        dropped_connections: seen.iter().filter(|s| s.dropped).count(),
+        p50: micros(at(0.5)),
+        p99: micros(at(0.99)),
+        max: micros(latencies.last().copied().unwrap_or(0)),
+    }
+}
+
+/// The soak test: `clients` in rooms of `room_size`, each saying a line in its room
+/// `rate` times a second for `duration`. `rss` reads the server's memory; it is
+/// read once everyone has joined, a fifth of the way in (warm), and at the end.
+pub(crate) async fn soak(
+    addr: SocketAddr,
+    clients: usize,
+    room_size: usize,
+    rate: f64,
+    duration: Duration,
+    rss: &dyn Fn() -> u64,
+) -> std::io::Result<(Tally, [u64; 3])> {
+    let mut sockets = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let mut ws = join(addr, &format!("c{i}"), source(i)).await?;
+        let room = i / room_size;
+        ws.send(&Message::text(format!("/join r{room}"))).await.map_err(std::io::Error::other)?;
+        // Our own join line says we are in: the hub added us before sending it.
+        let own = format!("c{i} joined #r{room}");
+        while next_line(&mut ws).await? != own {}
+        sockets.push(ws);
+    }
+    let rss_joined = rss();
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let base = Instant::now();
+    let end = base + duration;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            let room = i / room_size;
+            let pace = (rate, i as f64 / clients as f64);
+            tokio::spawn(chat_client(ws, barrier.clone(), base, pace, end, move |seq, micros| {
+                format!("/say r{room} {seq} {micros}")
+            }))
+        })
+        .collect();
+    barrier.wait().await;
+    tokio::time::sleep(duration / 5).await;
+    let rss_warm = rss();
+    let mut seen = Vec::with_capacity(clients);
+    for task in tasks {
+        seen.push(task.await.map_err(std::io::Error::other)?);
+    }
+    let rss_end = rss();
+    let room_of = |i: usize| i / room_size;
+    let tally = tally(&seen, |sender| (0..clients).filter(|&r| room_of(r) == room_of(sender)).collect());
+    Ok((tally, [rss_joined, rss_warm, rss_end]))
+}
+
+/// What the slow client saw.
+#[derive(Debug)]
+pub(crate) struct SlowOutcome {
+    /// Every other client heard that it left the chat, and the server closed its
+    /// TCP connection.
+    pub(crate) left: bool,
+    /// Bytes it read once it started reading again.
+    pub(crate) bytes_read: usize,
+    /// The close code at the end of its stream, if the close frame reached it.
+    pub(crate) close_code: Option<u16>,
+}
+
+/// The slow-client test: `clients` chat in the main room (every line to everyone),
+/// each `rate` lines a second of about `size` bytes, for `duration`. With `slow`,
+/// one more client joins and never reads (its receive buffer made small) until the
+/// others hear it left.
+pub(crate) async fn slow_client(
+    addr: SocketAddr,
+    clients: usize,
+    rate: f64,
+    size: usize,
+    duration: Duration,
+    slow: bool,
+) -> std::io::Result<(Tally, Option<SlowOutcome>)> {
+    let mut sockets = Vec::with_capacity(clients);
+    for i in 0..clients {
+        sockets.push(join(addr, &format!("c{i}"), source(i)).await?);
+    }
+    let mut slow_stream = None;
+    if slow {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let mut stream = socket.connect(addr).await?;
+        let request = format!(
+            "GET /chat/slow HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await?;
+        slow_stream = Some(stream);
+    }
+    // Everyone has seen every join (the slow client's too) before the run starts.
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        // Client i sees the joins of those after it.
+        let expected = clients - 1 - i + usize::from(slow);
+        let mut joins = 0;
+        while joins < expected {
+            if next_line(ws).await?.ends_with(" connected to chat") {
+                joins += 1;
+            }
+        }
+    }
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let base = Instant::now();
+    let end = base + duration;
+    let padding = "p".repeat(size.saturating_sub(24));
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            let padding = padding.clone();
+            let pace = (rate, i as f64 / clients as f64);
+            tokio::spawn(chat_client(ws, barrier.clone(), base, pace, end, move |seq, micros| {
+                format!("{seq} {micros} {padding}")
+            }))
+        })
+        .collect();
+    barrier.wait().await;
+    let mut seen = Vec::with_capacity(clients);
+    for task in tasks {
+        seen.push(task.await.map_err(std::io::Error::other)?);
+    }
+    let tally = tally(&seen, |_| (0..clients).collect());
+    let left = seen.iter().all(|s| s.slow_left);
+    let outcome = match slow_stream {
+        None => None,
+        Some(mut stream) => {
+            // Reads what the kernel kept for it; the server closed the connection.
+            let mut all = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut all)).await;
+            let closed = matches!(read, Ok(Ok(_)) | Ok(Err(_)));
+            Some(SlowOutcome { left: left && closed, bytes_read: all.len(), close_code: last_close_code(&all) })
+        }
+    };
+    Ok((tally, outcome))
+}
+
+/// The code of the close frame that ends `stream` (a 101 head, then server frames).
+fn last_close_code(stream: &[u8]) -> Option<u16> {
+    let start = stream.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let mut rest = &stream[start..];
+    let mut code = None;
+    while rest.len() >= 2 {
+        let (len, header) = match rest[1] & 0x7F {
+            126 if rest.len() >= 4 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+            127 if rest.len() >= 10 => (u64::from_be_bytes(rest[2..10].try_into().ok()?) as usize, 10),
+            n if n < 126 => (usize::from(n), 2),
+            _ => break,
+        };
+        if rest.len() < header + len {
+            break;
+        }
+        code = (rest[0] & 0x0F == 8 && len >= 2).then(|| u16::from_be_bytes([rest[header], rest[header + 1]]));
+        rest = &rest[header + len..];
+    }
+    code
+}
