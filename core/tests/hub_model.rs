@@ -182,6 +182,9 @@ proptest! {
                     expected = Some(others);
                 }
             }
+            // Nothing left behind: names and groups match the model's.
+            prop_assert_eq!(hub.name_count(), model.names.len());
+            prop_assert_eq!(hub.group_count(), model.groups.len());
             // What the hub delivered for this step.
             let mut delivered = Vec::new();
             while let Some(d) = hub.poll_delivery() {

@@ -143,6 +143,16 @@ impl Hub {
         self.members.is_empty()
     }
 
+    /// How many names are stored (for monitoring: names leave with their connection).
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// How many groups exist (for monitoring: a group left empty is removed).
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
     /// The open connections, oldest first.
     pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.members.keys().copied()
