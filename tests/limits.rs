@@ -1,7 +1,9 @@
-//! The chat server's limits end to end, on every runtime: connection counts (503,
-//! 429), the Origin check (403), the message rate (warning, then 1008), and a client
-//! that stops reading (1008 once its backlog is over the bound) while the others
-//! keep chatting. docs/limits.md documents each answer asserted here.
+//! The chat server's limits and faults end to end, on every runtime: connection
+//! counts (503, 429), the Origin check (403), the message rate (warning, then 1008),
+//! a client that stops reading (1008 once its backlog is over the bound), a peer
+//! that vanishes (keepalive), a reset connection, and shutdown under load; the
+//! others keep chatting throughout. docs/limits.md documents each answer asserted
+//! here.
 
 use chinwag_core::handshake::OriginPolicy;
 use chinwag_core::http::{HeaderValue, header};
@@ -193,6 +195,106 @@ async fn a_client_that_stops_reading_is_closed<S: Runtime, C: Runtime>() {
     assert_eq!(next::<C>(&mut bob).await, "ann: after");
 }
 
+async fn a_vanished_peer_is_cleaned_up_by_keepalive<S: Runtime, C: Runtime>() {
+    let config = Config {
+        keepalive_interval: Some(Duration::from_millis(300)),
+        keepalive_timeout: Duration::from_millis(300),
+        ..chinwag::chat::config()
+    };
+    let (addr, handle) = start_chat::<S>(config, Limits::default());
+    let mut ann = join::<C>(addr, "/chat/ann").await;
+    // A peer that joins a room, then goes silent: its kernel still acknowledges
+    // bytes, but it never answers a ping (a hung process, a half-open connection).
+    let mut ghost = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut ghost, upgrade_request(addr, "/chat/ghost").as_bytes()).await.unwrap();
+    let join_room = chinwag_tests::masked_text_frame("/join attic");
+    write_all(&mut ghost, &join_room).await.unwrap();
+    assert_eq!(next::<C>(&mut ann).await, "ghost connected to chat");
+    for _ in 0..100 {
+        if handle.with_hub(|hub| hub.group_count()) == 1 {
+            break;
+        }
+        C::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handle.with_hub(|hub| hub.group_count()), 1, "the ghost's room exists");
+    // Ann keeps talking (so she stays alive); within interval + timeout the ghost is
+    // gone: its line, its name and its room.
+    let started = std::time::Instant::now();
+    loop {
+        ann.send(&Message::text("anyone?")).await.unwrap();
+        let line = next::<C>(&mut ann).await;
+        if line == "ghost left the chat" {
+            break;
+        }
+        assert_eq!(line, "ann: anyone?");
+        assert!(started.elapsed() < Duration::from_secs(5), "the ghost was never detected");
+        C::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300), "detected after {:?}", started.elapsed());
+    assert_eq!(handle.with_hub(|hub| (hub.len(), hub.name_count(), hub.group_count())), (1, 1, 0));
+    // The name is free again.
+    let _ghost_again = join::<C>(addr, "/chat/ghost").await;
+    drop(ghost);
+}
+
+async fn a_reset_connection_harms_no_one<S: Runtime, C: Runtime>() {
+    let (addr, handle) = start_chat::<S>(chinwag::chat::config(), Limits::default());
+    let mut ann = join::<C>(addr, "/chat/ann").await;
+    for round in 0..20 {
+        // Joins, says something, and resets the connection (RST, not FIN).
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut stream = std::io::BufWriter::new(stream);
+        std::io::Write::write_all(&mut stream, upgrade_request(addr, &format!("/chat/r{round}")).as_bytes()).unwrap();
+        std::io::Write::write_all(&mut stream, &chinwag_tests::masked_text_frame("bye")).unwrap();
+        let stream = stream.into_inner().unwrap();
+        assert_eq!(next::<C>(&mut ann).await, format!("r{round} connected to chat"));
+        assert_eq!(next::<C>(&mut ann).await, format!("r{round}: bye"));
+        socket_reset(stream);
+        assert_eq!(next::<C>(&mut ann).await, format!("r{round} left the chat"));
+        ann.send(&Message::text(format!("still here {round}"))).await.unwrap();
+        assert_eq!(next::<C>(&mut ann).await, format!("ann: still here {round}"));
+    }
+    assert_eq!(handle.connection_count(), 1);
+}
+
+/// Closes `stream` with a reset: Linux answers a close with unread data in the
+/// receive buffer (here the 101 response and the chat lines) with RST, not FIN.
+fn socket_reset(stream: std::net::TcpStream) {
+    drop(stream);
+}
+
+async fn shutdown_under_load_writes_what_was_accepted<S: Runtime, C: Runtime>() {
+    let (addr, handle) = start_chat::<S>(chinwag::chat::config(), Limits { message_rate: None, ..Limits::default() });
+    let mut ann = join::<C>(addr, "/chat/ann").await;
+    let mut bob = join::<C>(addr, "/chat/bob").await;
+    assert_eq!(next::<C>(&mut ann).await, "bob connected to chat");
+    for i in 0..2_000 {
+        ann.feed(&Message::text(format!("{i}"))).await.unwrap();
+    }
+    ann.flush().await.unwrap();
+    assert_eq!(next::<C>(&mut bob).await, "ann: 0");
+    handle.shutdown();
+    // Bob gets an unbroken run of lines, then 1001: whatever the hub accepted
+    // before the shutdown was written ahead of the close frame.
+    let mut expected = 1;
+    loop {
+        match timeout::<C, _>(LIMIT, bob.recv()).await {
+            Some(Some(Message::Text(t))) => {
+                if t.as_str() == "ann left the chat" {
+                    continue;
+                }
+                assert_eq!(t.as_str(), format!("ann: {expected}"));
+                expected += 1;
+            }
+            Some(None) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let closed = bob.close_info().expect("closed");
+    assert_eq!(closed.code, CloseCode::GOING_AWAY);
+    assert!(closed.is_clean(), "{closed:?}");
+}
+
 macro_rules! suite {
     ($($name:ident: $server:ty => $client:ty;)*) => {$(
         mod $name {
@@ -200,7 +302,8 @@ macro_rules! suite {
             type S = $server;
             type C = $client;
             suite!(@tests connection_limits, origin_check, a_flooding_client_is_warned_then_closed,
-                a_client_that_stops_reading_is_closed);
+                a_client_that_stops_reading_is_closed, a_vanished_peer_is_cleaned_up_by_keepalive,
+                a_reset_connection_harms_no_one, shutdown_under_load_writes_what_was_accepted);
         }
     )*};
     (@tests $($scenario:ident),*) => {$(
