@@ -61,7 +61,9 @@ if command -v cargo-fuzz >/dev/null 2>&1; then
         RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" regressions/"$target"/* >/dev/null 2>&1 \
           || { echo "fuzz regression of $target fails: cd fuzz && cargo fuzz run $target regressions/$target/*"; exit 1; }
       fi
+      # Start from the kept corpus, in a copy: the run must not change the checkout.
       corpus="$(mktemp -d)"
+      if [ -d "corpus/$target" ]; then cp -R "corpus/$target/." "$corpus/"; fi
       RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$corpus" -- -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
         >"$corpus.log" 2>&1 || { tail -40 "$corpus.log"; echo "fuzz target $target found a failure"; exit 1; }
       grep -E "^#[0-9]+.*DONE" "$corpus.log" | sed "s/^/$target: /"

@@ -185,8 +185,8 @@ fn tally(seen: &[Seen], audience: impl Fn(usize) -> Vec<usize>) -> Tally {
 }
 
 /// The soak test: `clients` in rooms of `room_size`, each saying a line in its room
-/// `rate` times a second for `duration`. `rss` reads the server's memory; it is
-/// read once everyone has joined, a fifth of the way in (warm), and at the end.
+/// `rate` times a second for `duration`. `rss` reads the server's memory: once
+/// everyone has joined, every tenth of the run, and after the last line arrived.
 pub(crate) async fn soak(
     addr: SocketAddr,
     clients: usize,
@@ -194,7 +194,7 @@ pub(crate) async fn soak(
     rate: f64,
     duration: Duration,
     rss: &dyn Fn() -> u64,
-) -> std::io::Result<(Tally, [u64; 3])> {
+) -> std::io::Result<(Tally, Vec<(Duration, u64)>)> {
     let mut sockets = Vec::with_capacity(clients);
     for i in 0..clients {
         let mut ws = join(addr, &format!("c{i}"), source(i)).await?;
@@ -221,16 +221,20 @@ pub(crate) async fn soak(
         })
         .collect();
     barrier.wait().await;
-    tokio::time::sleep(duration / 5).await;
-    let rss_warm = rss();
+    // The server's memory every tenth of the run: flat once warm, or growing.
+    let mut samples = vec![(Duration::ZERO, rss_joined)];
+    for tenth in 1..=10 {
+        tokio::time::sleep_until((base + duration * tenth / 10).into()).await;
+        samples.push((base.elapsed(), rss()));
+    }
     let mut seen = Vec::with_capacity(clients);
     for task in tasks {
         seen.push(task.await.map_err(std::io::Error::other)?);
     }
-    let rss_end = rss();
+    samples.push((base.elapsed(), rss()));
     let room_of = |i: usize| i / room_size;
     let tally = tally(&seen, |sender| (0..clients).filter(|&r| room_of(r) == room_of(sender)).collect());
-    Ok((tally, [rss_joined, rss_warm, rss_end]))
+    Ok((tally, samples))
 }
 
 /// What the slow client saw.

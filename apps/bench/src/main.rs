@@ -476,7 +476,7 @@ fn soak_mode(clients: usize, room_size: usize, rate: f64, seconds: u64, runtime:
     let server = ServerProcess::start_chat(runtime)?;
     let rss_start = server.rss();
     eprintln!("soak: {clients} clients in rooms of {room_size}, {rate} lines/s each, {seconds} s, server on {runtime}");
-    let (tally, [joined, warm, end]) = rt.block_on(chat_load::soak(
+    let (tally, samples) = rt.block_on(chat_load::soak(
         server.addr,
         clients,
         room_size.max(1),
@@ -501,13 +501,12 @@ fn soak_mode(clients: usize, room_size: usize, rate: f64, seconds: u64, runtime:
         tally.p99.as_secs_f64() * 1e3,
         tally.max.as_secs_f64() * 1e3
     );
-    println!(
-        "\nServer RSS: {:.1} MiB at start, {:.1} MiB with everyone joined, {:.1} MiB warm (a fifth of the way in), {:.1} MiB at the end.",
-        mib(rss_start),
-        mib(joined),
-        mib(warm),
-        mib(end)
-    );
+    let series: Vec<String> =
+        samples.iter().map(|(at, rss)| format!("{:.1} s: {:.1}", at.as_secs_f64(), mib(*rss))).collect();
+    println!("\nServer RSS (MiB): {:.1} before anyone joined; {}.", mib(rss_start), series.join(", "));
+    // Warm: a fifth of the way in; the end: after the last line arrived.
+    let warm = samples.get(2).map_or(0, |s| s.1);
+    let end = samples.last().map_or(0, |s| s.1);
     let mut failures = Vec::new();
     if tally.lost > 0 || tally.reordered > 0 || tally.dropped_connections > 0 {
         failures.push(format!(
