@@ -503,10 +503,15 @@ fn soak_mode(clients: usize, room_size: usize, rate: f64, seconds: u64, runtime:
     );
     let series: Vec<String> =
         samples.iter().map(|(at, rss)| format!("{:.1} s: {:.1}", at.as_secs_f64(), mib(*rss))).collect();
-    println!("\nServer RSS (MiB): {:.1} before anyone joined; {}.", mib(rss_start), series.join(", "));
-    // Warm: a fifth of the way in; the end: after the last line arrived.
+    println!(
+        "\nServer RSS (MiB): {:.1} before anyone joined; then, from the start of the chatting: {} (the last after everyone left).",
+        mib(rss_start),
+        series.join(", ")
+    );
+    // Warm: a fifth of the way in; the end: the last sample while everyone chats
+    // (the one after it follows a thousand departures at once).
     let warm = samples.get(2).map_or(0, |s| s.1);
-    let end = samples.last().map_or(0, |s| s.1);
+    let end = samples.len().checked_sub(2).and_then(|i| samples.get(i)).map_or(0, |s| s.1);
     let mut failures = Vec::new();
     if tally.lost > 0 || tally.reordered > 0 || tally.dropped_connections > 0 {
         failures.push(format!(
