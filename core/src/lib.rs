@@ -102,6 +102,8 @@
 //! - [`utf8`]: the incremental, fail-fast UTF-8 validator.
 //! - [`close`]: close codes.
 //! - [`limit`]: per-peer limits fed with time (the incoming message rate).
+//! - `gateway` (feature `gateway`): the socket gateway's rules: typed JSON messages,
+//!   bus events, and routing that never crosses namespaces.
 //! - [`Connection`] (in `connection/`): the state machine that ties them together.
 #![deny(unsafe_code)]
 
@@ -109,6 +111,8 @@ pub mod chat;
 pub mod close;
 mod connection;
 pub mod frame;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod handshake;
 pub mod limit;
 mod message;
