@@ -1,0 +1,530 @@
+//! The gateway's configuration file (`conf/socket.yaml`): the structure of the
+//! socket gateway document (`gateway.socket.path`, `onconnect.publish`,
+//! `onmessage.publish`, `onmessage.types[].{type, publish}`, `onclose.publish`,
+//! `send.subscribe`, `broadcast.subscribe`), plus what chinwag needs beyond it:
+//! `listen`, `auth`, `bus`, `limits` and `heartbeat`.
+//!
+//! A bad file is refused as a whole, with the key and the problem
+//! ("gateway.socket.path: must start with /"); unknown keys are errors, so that a
+//! typo is never silently ignored.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chinwag_core::gateway::{Topics, TypeRoute};
+
+/// A configuration that was read and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the gateway listens.
+    pub listen: SocketAddr,
+    /// The WebSocket endpoint's path; clients add `?namespace=`.
+    pub path: String,
+    /// The topics events are published to.
+    pub topics: Topics,
+    /// The topic whose messages are sent to one user (`send.subscribe`).
+    pub send_topic: Option<String>,
+    /// The topic whose messages are broadcast (`broadcast.subscribe`).
+    pub broadcast_topic: Option<String>,
+    /// How clients prove who they are.
+    pub auth: Auth,
+    /// Where events go.
+    pub bus: Bus,
+    /// The largest message a client may send, in bytes (larger: close 1009).
+    pub max_message_size: usize,
+    /// Ping after this many seconds of silence.
+    pub heartbeat_interval_secs: u64,
+    /// Close a client that has not answered within this many seconds after a ping.
+    pub heartbeat_timeout_secs: u64,
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// A JWT in the `ID_TOKEN` cookie (or `Authorization: Bearer`), whose
+    /// `preferred_username` is the user.
+    Jwt(JwtConfig),
+    /// Development only: the username comes from `?username=`, unchecked. Logged as a
+    /// warning at start.
+    DevelopmentUsernames,
+}
+
+/// The JWT check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// The one algorithm accepted.
+    pub algorithm: Algorithm,
+    /// Where the key comes from.
+    pub key: KeySource,
+    /// The cookie that holds the token.
+    pub cookie: String,
+}
+
+/// The accepted JWT signature algorithm (one, so that a token cannot choose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Algorithm {
+    /// HMAC with SHA-256 and a shared secret.
+    HS256,
+    /// RSA PKCS#1 v1.5 with SHA-256 and a public key.
+    RS256,
+    /// ECDSA P-256 with SHA-256 and a public key.
+    ES256,
+}
+
+/// Where the JWT key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// An HS256 secret in an environment variable (never in the file).
+    SecretEnv(String),
+    /// A PEM public key file (RS256, ES256), relative to the config file.
+    PublicKeyFile(PathBuf),
+}
+
+/// The event bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    /// In this process: handlers registered through the library API.
+    InProcess,
+    /// Redis pub/sub at this URL (`redis://host:port[/db]`).
+    Redis(String),
+}
+
+/// A configuration refused: the key (a dotted path) and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key, like `gateway.socket.onmessage.types[1].publish` (empty: the file).
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() { f.write_str(&self.problem) } else { write!(f, "{}: {}", self.key, self.problem) }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.to_owned(), problem: problem.into() }
+}
+
+// ----- the file's structure ------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    gateway: GatewaySection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewaySection {
+    #[serde(default = "default_listen")]
+    listen: String,
+    socket: SocketSection,
+    auth: Option<AuthSection>,
+    #[serde(default = "default_bus")]
+    bus: String,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    heartbeat: HeartbeatSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SocketSection {
+    path: String,
+    onconnect: Option<Publish>,
+    onmessage: Option<OnMessage>,
+    onclose: Option<Publish>,
+    send: Option<Subscribe>,
+    broadcast: Option<Subscribe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    publish: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscribe {
+    subscribe: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnMessage {
+    publish: Option<String>,
+    #[serde(default)]
+    types: Vec<TypeEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypeEntry {
+    #[serde(rename = "type")]
+    message_type: String,
+    publish: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    jwt: Option<JwtSection>,
+    #[serde(default)]
+    development_usernames: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtSection {
+    algorithm: Algorithm,
+    secret_env: Option<String>,
+    public_key_file: Option<String>,
+    #[serde(default = "default_cookie")]
+    cookie: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    #[serde(default = "default_max_message_size")]
+    max_message_size: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self { max_message_size: default_max_message_size() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatSection {
+    #[serde(default = "default_heartbeat")]
+    interval_secs: u64,
+    #[serde(default = "default_heartbeat")]
+    timeout_secs: u64,
+}
+
+impl Default for HeartbeatSection {
+    fn default() -> Self {
+        Self { interval_secs: default_heartbeat(), timeout_secs: default_heartbeat() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:4000".to_owned()
+}
+fn default_bus() -> String {
+    "in-process".to_owned()
+}
+fn default_cookie() -> String {
+    "ID_TOKEN".to_owned()
+}
+/// 64 KiB, as Centrifugo's default and the chat's.
+fn default_max_message_size() -> usize {
+    64 << 10
+}
+fn default_heartbeat() -> u64 {
+    30
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad("", format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Parses and checks YAML text; relative key files are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let deserializer = yaml_serde::Deserializer::from_str(text);
+        let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            // A syntax error ends the path in `?` segments: the key is what was known.
+            let path = e.path().to_string();
+            let key = path.trim_end_matches(".?").trim_end_matches('?').trim_end_matches('.').to_owned();
+            // The YAML error names the enclosing key itself; the key is said once.
+            let problem = e.into_inner().to_string();
+            let problem = match problem.split_once(": ") {
+                Some((prefix, rest)) if key.starts_with(prefix) => rest.to_owned(),
+                _ => problem,
+            };
+            bad(&key, problem)
+        })?;
+        let g = file.gateway;
+        let listen = g.listen.parse().map_err(|_| {
+            bad("gateway.listen", format!("{:?} is not an address and port like 127.0.0.1:4000", g.listen))
+        })?;
+        let socket = g.socket;
+        if !socket.path.starts_with('/') || socket.path.contains(['?', '#', ' ']) {
+            return Err(bad(
+                "gateway.socket.path",
+                format!("{:?} must be a path starting with / (no query)", socket.path),
+            ));
+        }
+        let topic = |key: &str, value: String| -> Result<String, ConfigError> {
+            if value.trim().is_empty() { Err(bad(key, "a topic name cannot be empty")) } else { Ok(value) }
+        };
+        let on_connect = socket.onconnect.map(|p| topic("gateway.socket.onconnect.publish", p.publish)).transpose()?;
+        let on_close = socket.onclose.map(|p| topic("gateway.socket.onclose.publish", p.publish)).transpose()?;
+        let (on_message, entries) = match socket.onmessage {
+            Some(m) => (m.publish.map(|p| topic("gateway.socket.onmessage.publish", p)).transpose()?, m.types),
+            None => (None, Vec::new()),
+        };
+        let mut message_types: Vec<TypeRoute> = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let key = format!("gateway.socket.onmessage.types[{i}]");
+            if entry.message_type.is_empty() {
+                return Err(bad(&format!("{key}.type"), "a message type cannot be empty"));
+            }
+            if message_types.iter().any(|t| t.message_type == entry.message_type) {
+                return Err(bad(&format!("{key}.type"), format!("type {:?} is listed twice", entry.message_type)));
+            }
+            let publish = topic(&format!("{key}.publish"), entry.publish)?;
+            message_types.push(TypeRoute { message_type: entry.message_type, topic: publish });
+        }
+        let send_topic = socket.send.map(|s| topic("gateway.socket.send.subscribe", s.subscribe)).transpose()?;
+        let broadcast_topic =
+            socket.broadcast.map(|s| topic("gateway.socket.broadcast.subscribe", s.subscribe)).transpose()?;
+
+        let auth = match g.auth {
+            None => {
+                return Err(bad(
+                    "gateway.auth",
+                    "missing: configure auth.jwt (or, for development only, auth.development_usernames: true)",
+                ));
+            }
+            Some(AuthSection { jwt: Some(_), development_usernames: true }) => {
+                return Err(bad("gateway.auth", "choose one of jwt and development_usernames"));
+            }
+            Some(AuthSection { jwt: None, development_usernames: true }) => Auth::DevelopmentUsernames,
+            Some(AuthSection { jwt: None, development_usernames: false }) => {
+                return Err(bad("gateway.auth.jwt", "missing: the gateway needs a way to know its users"));
+            }
+            Some(AuthSection { jwt: Some(jwt), .. }) => Auth::Jwt(jwt_config(jwt, base)?),
+        };
+        let bus = match g.bus.as_str() {
+            "in-process" => Bus::InProcess,
+            url if url.starts_with("redis://") && url.len() > "redis://".len() => Bus::Redis(url.to_owned()),
+            other => return Err(bad("gateway.bus", format!("{other:?}: use in-process or a redis:// URL"))),
+        };
+        if g.limits.max_message_size < 1 {
+            return Err(bad("gateway.limits.max_message_size", "must be at least 1 byte"));
+        }
+        for (key, value) in [("interval_secs", g.heartbeat.interval_secs), ("timeout_secs", g.heartbeat.timeout_secs)] {
+            if value == 0 {
+                return Err(bad(&format!("gateway.heartbeat.{key}"), "must be at least 1 second"));
+            }
+        }
+        Ok(Config {
+            listen,
+            path: socket.path,
+            topics: Topics { on_connect, on_message, message_types, on_close },
+            send_topic,
+            broadcast_topic,
+            auth,
+            bus,
+            max_message_size: g.limits.max_message_size,
+            heartbeat_interval_secs: g.heartbeat.interval_secs,
+            heartbeat_timeout_secs: g.heartbeat.timeout_secs,
+        })
+    }
+}
+
+fn jwt_config(jwt: JwtSection, base: &Path) -> Result<JwtConfig, ConfigError> {
+    let key = match (jwt.algorithm, jwt.secret_env, jwt.public_key_file) {
+        (Algorithm::HS256, Some(env), None) if !env.is_empty() => KeySource::SecretEnv(env),
+        (Algorithm::HS256, _, _) => {
+            return Err(bad(
+                "gateway.auth.jwt",
+                "HS256 takes secret_env (the name of the variable holding the secret), and no public_key_file",
+            ));
+        }
+        (_, None, Some(file)) if !file.is_empty() => KeySource::PublicKeyFile(base.join(file)),
+        (algorithm, _, _) => {
+            return Err(bad(
+                "gateway.auth.jwt",
+                format!("{algorithm:?} takes public_key_file (a PEM file), and no secret_env"),
+            ));
+        }
+    };
+    if jwt.cookie.is_empty() {
+        return Err(bad("gateway.auth.jwt.cookie", "a cookie name cannot be empty"));
+    }
+    Ok(JwtConfig { algorithm: jwt.algorithm, key, cookie: jwt.cookie })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The socket gateway document's example, with the auth chinwag requires.
+    const DOCUMENT: &str = r#"
+gateway:
+  socket:
+    path: "/connect"
+    onconnect:
+      publish: "socket:connection"
+    onmessage:
+      publish: "socket:generalMessage"
+      types:
+          - type: "message_type_one"
+            publish: "socket:type_one"
+          - type: "message_type_two"
+            publish: "socket:type_two"
+    onclose:
+      publish: "socket:close"
+    send:
+      subscribe: "socket:send"
+    broadcast:
+      subscribe: "socket:broadcast"
+  auth:
+    jwt:
+      algorithm: HS256
+      secret_env: GATEWAY_JWT_SECRET
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/chinwag"))
+    }
+
+    #[test]
+    fn the_documents_example() {
+        let config = parse(DOCUMENT).unwrap();
+        assert_eq!(config.path, "/connect");
+        assert_eq!(config.topics.on_connect.as_deref(), Some("socket:connection"));
+        assert_eq!(config.topics.on_message.as_deref(), Some("socket:generalMessage"));
+        assert_eq!(config.topics.message_types.len(), 2);
+        assert_eq!(config.topics.message_types[1].message_type, "message_type_two");
+        assert_eq!(config.topics.message_types[1].topic, "socket:type_two");
+        assert_eq!(config.topics.on_close.as_deref(), Some("socket:close"));
+        assert_eq!(config.send_topic.as_deref(), Some("socket:send"));
+        assert_eq!(config.broadcast_topic.as_deref(), Some("socket:broadcast"));
+        assert_eq!(
+            config.auth,
+            Auth::Jwt(JwtConfig {
+                algorithm: Algorithm::HS256,
+                key: KeySource::SecretEnv("GATEWAY_JWT_SECRET".into()),
+                cookie: "ID_TOKEN".into()
+            })
+        );
+        // Defaults for what the document does not say.
+        assert_eq!(config.listen, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(config.bus, Bus::InProcess);
+        assert_eq!(config.max_message_size, 64 << 10);
+        assert_eq!((config.heartbeat_interval_secs, config.heartbeat_timeout_secs), (30, 30));
+    }
+
+    #[test]
+    fn chinwags_own_keys() {
+        let text = DOCUMENT.replace(
+            "  auth:\n    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n",
+            "  listen: \"0.0.0.0:9100\"\n  bus: \"redis://127.0.0.1:6379\"\n  limits:\n    max_message_size: 1024\n  \
+             heartbeat:\n    interval_secs: 5\n    timeout_secs: 2\n  auth:\n    jwt:\n      algorithm: ES256\n      \
+             public_key_file: keys/jwt.pem\n      cookie: SESSION\n",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(config.bus, Bus::Redis("redis://127.0.0.1:6379".into()));
+        assert_eq!(config.max_message_size, 1024);
+        assert_eq!((config.heartbeat_interval_secs, config.heartbeat_timeout_secs), (5, 2));
+        let Auth::Jwt(jwt) = config.auth else { panic!("jwt") };
+        assert_eq!(jwt.key, KeySource::PublicKeyFile("/etc/chinwag/keys/jwt.pem".into()));
+        assert_eq!(jwt.cookie, "SESSION");
+    }
+
+    /// Each bad file is refused with the key and the problem.
+    #[test]
+    fn bad_files_name_the_key_and_the_problem() {
+        let cases: Vec<(String, &str, &str)> = vec![
+            (DOCUMENT.replace("path: \"/connect\"", "path: \"connect\""), "gateway.socket.path", "starting with /"),
+            (DOCUMENT.replace("path: \"/connect\"", "pth: \"/connect\""), "gateway.socket.pth", "unknown field `pth`"),
+            (
+                DOCUMENT.replace("publish: \"socket:type_two\"", "publish: \"\""),
+                "gateway.socket.onmessage.types[1].publish",
+                "empty",
+            ),
+            (
+                DOCUMENT.replace("message_type_two", "message_type_one"),
+                "gateway.socket.onmessage.types[1].type",
+                "twice",
+            ),
+            (
+                DOCUMENT.replace("publish: \"socket:type_one\"", "publish: [1]"),
+                "gateway.socket.onmessage.types[0].publish",
+                "invalid type",
+            ),
+            (DOCUMENT.replace("algorithm: HS256", "algorithm: none"), "gateway.auth.jwt.algorithm", "unknown variant"),
+            (DOCUMENT.replace("algorithm: HS256", "algorithm: RS256"), "gateway.auth.jwt", "public_key_file"),
+            (
+                DOCUMENT
+                    .replace("  auth:\n    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n", ""),
+                "gateway.auth",
+                "missing",
+            ),
+            (format!("{DOCUMENT}  listen: \"localhost\"\n"), "gateway.listen", "address and port"),
+            (format!("{DOCUMENT}  bus: \"kafka://x\"\n"), "gateway.bus", "redis://"),
+            (
+                format!("{DOCUMENT}  heartbeat:\n    interval_secs: 0\n"),
+                "gateway.heartbeat.interval_secs",
+                "at least 1",
+            ),
+            (format!("{DOCUMENT}  extra: 1\n"), "gateway.extra", "unknown field `extra`"),
+            ("gateway: [".to_owned(), "gateway", "invalid type"),
+            ("gateway:\n  socket: {path: \"/x\"\n  ]]".to_owned(), "gateway.socket", "line 3"),
+        ];
+        for (text, key, problem) in cases {
+            let error = parse(&text).expect_err(key);
+            assert_eq!(error.key, key, "{error}");
+            assert!(error.problem.contains(problem), "{key}: {error}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text is a configuration or an error naming a problem, never a panic;
+        /// and any edit of the document's example still parses or is refused cleanly.
+        #[test]
+        fn never_panics(text in "\\PC{0,300}", at in 0usize..600, insert in "[ :\\-\\[\\]{}a-z0-9\n\"]{0,12}") {
+            let _ = parse(&text);
+            let mut edited = DOCUMENT.to_owned();
+            let at = (0..=at.min(edited.len())).rev().find(|&i| edited.is_char_boundary(i)).unwrap_or(0);
+            edited.insert_str(at, &insert);
+            if let Err(e) = parse(&edited) {
+                proptest::prop_assert!(!e.problem.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn development_usernames_are_explicit() {
+        let text = DOCUMENT.replace(
+            "    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n",
+            "    development_usernames: true\n",
+        );
+        assert_eq!(parse(&text).unwrap().auth, Auth::DevelopmentUsernames);
+        let both = DOCUMENT.replace("  auth:\n", "  auth:\n    development_usernames: true\n");
+        assert_eq!(parse(&both).unwrap_err().key, "gateway.auth");
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    /// The README's example configuration is valid.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+        let end = start + readme[start..].find("```").expect("its end");
+        let config = super::Config::parse(&readme[start..end], std::path::Path::new("."));
+        assert!(config.is_ok(), "{:?}", config.err());
+    }
+}

@@ -1,0 +1,14 @@
+//! # chinwag-gateway: the socket gateway
+//!
+//! Clients connect at `{path}?namespace=X`, identified by a JWT; their typed JSON
+//! messages become events on an event bus, and the bus answers, sends to users and
+//! broadcasts, never across namespaces. The rules are in
+//! [`chinwag_core::gateway`]; this crate reads the configuration (and, as it
+//! grows, authenticates clients and connects the bus).
+//!
+//! Status: the configuration ([`config`]) is done; authentication, the buses and
+//! the server are being built (see the README's gateway section).
+
+pub mod config;
+
+pub use config::{Config, ConfigError};
