@@ -6,9 +6,11 @@
 //! [`chinwag_core::gateway`]; this crate reads the configuration (and, as it
 //! grows, authenticates clients and connects the bus).
 //!
-//! Status: the configuration ([`config`]) is done; authentication, the buses and
-//! the server are being built (see the README's gateway section).
+//! Status: the configuration ([`config`]) and the JWT check ([`auth`]) are done;
+//! the buses and the server are being built (see the README's gateway section).
 
+pub mod auth;
 pub mod config;
 
+pub use auth::{AuthError, Verifier};
 pub use config::{Config, ConfigError};
