@@ -11,6 +11,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod identity;
 
 pub use auth::{AuthError, Verifier};
 pub use config::{Config, ConfigError};
+pub use identity::{Authenticator, Refusal, identify};
