@@ -43,6 +43,6 @@ mod state;
 
 pub use handle::Handle;
 pub use limits::{Limits, Stats};
-pub use route::{BadParam, InvalidPattern, Params, PathPattern, query_param};
+pub use route::{BadParam, InvalidPattern, Params, PathPattern, query_pairs, query_param};
 pub use server::Server;
 pub use service::{Context, Decision, Service};

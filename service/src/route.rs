@@ -100,6 +100,11 @@ pub fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<Cow<'q, str
     form_urlencoded::parse(query?.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value)
 }
 
+/// Every `name=value` pair of a query string, decoded, in order.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

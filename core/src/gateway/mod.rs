@@ -152,12 +152,13 @@ pub fn push_error(hub: &mut Hub, conn: ConnId, payload: Value) {
 
 /// A text message from `conn`: the events to publish (the general topic, then its
 /// type's topic), or why it was refused (the client has been told).
+/// `context` is the connection's [`context`], computed once when it opened.
 pub fn message(
     hub: &mut Hub,
     conn: ConnId,
     text: &str,
     topics: &Topics,
-    extra: &Map<String, Value>,
+    context: &Value,
 ) -> Result<Vec<Publish>, BadMessage> {
     let refused = |hub: &mut Hub, bad: BadMessage| {
         push_error(hub, conn, json!({"message": bad.to_string()}));
@@ -175,7 +176,6 @@ pub fn message(
     if targets.is_empty() {
         return refused(hub, BadMessage::UnknownType(message_type));
     }
-    let context = context(hub, conn, extra);
     Ok(targets
         .into_iter()
         .map(|topic| Publish {
@@ -192,16 +192,16 @@ pub fn binary(hub: &mut Hub, conn: ConnId) -> BadMessage {
     BadMessage::Binary
 }
 
-/// `conn` closed: the close event to publish. Call before the hub forgets the
-/// connection (its context is read here); closing it in the hub removes it from
-/// its groups.
-pub fn close(hub: &Hub, conn: ConnId, code: CloseCode, topics: &Topics, extra: &Map<String, Value>) -> Vec<Publish> {
+/// A connection closed: the close event to publish, with the connection's
+/// [`context`] (kept from when it opened: the hub may have forgotten it already,
+/// after a failed connect). Closing it in the hub removes it from its groups.
+pub fn close(code: CloseCode, topics: &Topics, context: &Value) -> Vec<Publish> {
     topics
         .on_close
         .iter()
         .map(|topic| Publish {
             topic: topic.clone(),
-            body: json!({"event": "close", "context": context(hub, conn, extra), "closed": {"code": code.0}}),
+            body: json!({"event": "close", "context": context, "closed": {"code": code.0}}),
         })
         .collect()
 }
@@ -291,12 +291,18 @@ mod tests {
         assert_eq!(events[0].body["context"]["username"], "alex");
         assert_eq!(events[0].body["context"]["namespace"], "acme");
 
-        let out = message(&mut hub, conn, r#"{"type":"one","payload":{"n":1}}"#, &topics(), &extra).unwrap();
+        let cx = context(&hub, conn, &extra);
+        let out = message(&mut hub, conn, r#"{"type":"one","payload":{"n":1}}"#, &topics(), &cx).unwrap();
         let topics_hit: Vec<&str> = out.iter().map(|p| p.topic.as_str()).collect();
         assert_eq!(topics_hit, ["socket:generalMessage", "socket:type_one"]);
         assert_eq!(out[1].body["message"]["payload"]["n"], 1);
-        let out = message(&mut hub, conn, r#"{"type":"other"}"#, &topics(), &extra).unwrap();
+        let out = message(&mut hub, conn, r#"{"type":"other"}"#, &topics(), &cx).unwrap();
         assert_eq!(out.len(), 1, "an unconfigured type goes to the general topic only");
+        assert_eq!(out[0].body["context"]["username"], "alex");
+        let closed = close(CloseCode::NORMAL, &topics(), &cx);
+        assert_eq!(closed[0].topic, "socket:close");
+        assert_eq!(closed[0].body["closed"]["code"], 1000);
+        assert_eq!(closed[0].body["context"]["namespace"], "acme");
     }
 
     #[test]
@@ -311,7 +317,7 @@ mod tests {
             (r#"{"type":5}"#, "\"type\""),
             (r#"{"type":"nope"}"#, "unknown message type"),
         ] {
-            assert!(message(&mut hub, conn, text, &only_typed, &Map::new()).is_err(), "{text}");
+            assert!(message(&mut hub, conn, text, &only_typed, &Value::Null).is_err(), "{text}");
             let got = delivered(&mut hub);
             assert_eq!(got.len(), 1, "{text}");
             assert_eq!(got[0].1["type"], "error");

@@ -1,0 +1,258 @@
+//! The gateway as a [`chinwag_service::Service`], with the in-process event bus:
+//! handlers are Rust functions registered per topic, run when an event is
+//! published, and answer with [`Command`]s (reply, fail, send, broadcast) that are
+//! carried out at once.
+//!
+//! Handlers run while the gateway's hub is locked, like every service hook: keep
+//! them short, and hand slow work to a task that answers through a
+//! [`GatewayHandle`].
+
+use chinwag_core::chat::{ConnId, Hub};
+use chinwag_core::gateway::{self, Identity, Publish};
+use chinwag_core::http::StatusCode;
+use chinwag_core::{Accept, Closed, HttpResponse, Request, Utf8Bytes};
+use chinwag_service::{Context, Decision, Handle, Service};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::identity::{Authenticator, identify};
+
+/// What a handler asks the gateway to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Answer the client the event came from: `{"type": "onconnect" or the topic,
+    /// "payload"}`.
+    Reply(Value),
+    /// Fail the event: `{"type": "error", "payload"}` to the client; a failed
+    /// connect also closes it (1008).
+    Fail(Value),
+    /// `{"type", "payload"}` to every connection of `username` in `namespace`
+    /// (`None`: all of the user's connections).
+    Send {
+        /// The user.
+        username: String,
+        /// The tenant, or every tenant of the user.
+        namespace: Option<String>,
+        /// The message's `type`.
+        message_type: String,
+        /// The message's `payload`.
+        payload: Value,
+    },
+    /// `{"type", "payload"}` to every connection (`namespace`: only those in it).
+    Broadcast {
+        /// Only this tenant, or everyone.
+        namespace: Option<String>,
+        /// The message's `type`.
+        message_type: String,
+        /// The message's `payload`.
+        payload: Value,
+    },
+}
+
+/// A handler: gets the event's body (`{"event", "context", "message"?, ...}`).
+pub type Handler = Box<dyn Fn(&Value) -> Vec<Command> + Send + Sync>;
+
+/// The in-process bus: handlers by topic. With none, events are only logged.
+#[derive(Default)]
+pub struct Handlers {
+    by_topic: HashMap<String, Vec<Handler>>,
+}
+
+impl Handlers {
+    /// No handlers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a handler for `topic`.
+    pub fn on(mut self, topic: &str, handler: impl Fn(&Value) -> Vec<Command> + Send + Sync + 'static) -> Self {
+        self.by_topic.entry(topic.to_owned()).or_default().push(Box::new(handler));
+        self
+    }
+}
+
+/// What the gateway keeps per connection: its context, built once at open.
+struct Open {
+    context: Value,
+}
+
+/// The gateway service.
+pub struct GatewayService {
+    config: Arc<Config>,
+    authenticator: Authenticator,
+    handlers: Handlers,
+    open: Mutex<HashMap<ConnId, Open>>,
+}
+
+impl GatewayService {
+    /// A gateway for `config`, identifying clients with `authenticator`, with the
+    /// in-process `handlers`.
+    pub fn new(config: Config, authenticator: Authenticator, handlers: Handlers) -> Self {
+        Self { config: Arc::new(config), authenticator, handlers, open: Mutex::new(HashMap::new()) }
+    }
+
+    fn open_map(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Open>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes `events` about `conn`: logs each, runs its handlers and carries
+    /// out their commands. `on_connect`: the events are the connect event.
+    fn publish(&self, hub: &mut Hub, conn: ConnId, events: Vec<Publish>, on_connect: bool) {
+        for event in events {
+            tracing::debug!(topic = %event.topic, body = %event.body, "event");
+            let Some(handlers) = self.handlers.by_topic.get(&event.topic) else { continue };
+            for handler in handlers {
+                for command in handler(&event.body) {
+                    let reply_type = if on_connect { "onconnect" } else { event.topic.as_str() };
+                    apply(hub, Some((conn, reply_type, on_connect)), command);
+                }
+            }
+        }
+    }
+}
+
+/// Carries out a command; `origin` is the connection, reply type and phase of the
+/// event it answers (replies and failures need one).
+fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command) {
+    match (command, origin) {
+        (Command::Reply(payload), Some((conn, reply_type, _))) => {
+            gateway::reply(hub, conn, reply_type, payload);
+        }
+        (Command::Fail(payload), Some((conn, _, on_connect))) => {
+            gateway::fail(hub, conn, on_connect, payload);
+        }
+        (Command::Send { username, namespace, message_type, payload }, _) => {
+            gateway::send(hub, &username, namespace.as_deref(), &message_type, payload);
+        }
+        (Command::Broadcast { namespace, message_type, payload }, _) => {
+            gateway::broadcast(hub, namespace.as_deref(), &message_type, payload);
+        }
+        (command, None) => tracing::warn!(?command, "a reply or failure with no event to answer: dropped"),
+    }
+}
+
+/// The seconds since the Unix epoch (JWT times).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The context an event carries beyond username, namespace and connection: the
+/// namespace as a parameter (as the gateway document reads it), the query, and
+/// the headers worth having.
+fn extra(request: &Request, identity: &Identity) -> Map<String, Value> {
+    let query: Map<String, Value> = request
+        .query()
+        .map(|q| chinwag_service::query_pairs(q).map(|(k, v)| (k, Value::String(v))).collect())
+        .unwrap_or_default();
+    let headers: Map<String, Value> = ["user-agent", "origin", "x-forwarded-for", "x-request-id"]
+        .iter()
+        .filter_map(|name| Some((name.to_string(), Value::String(request.header(name)?.to_owned()))))
+        .collect();
+    let mut extra = Map::new();
+    extra.insert("params".into(), json!({"namespace": identity.namespace}));
+    extra.insert("query".into(), Value::Object(query));
+    extra.insert("headers".into(), Value::Object(headers));
+    extra
+}
+
+impl Service for GatewayService {
+    fn on_http(&self, request: &Request, _hub: &Hub) -> HttpResponse {
+        if request.path() == "/health" {
+            return HttpResponse::new(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
+        }
+        HttpResponse::new(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n")
+    }
+
+    fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
+        let Some(request) = cx.request() else { return Decision::reject(StatusCode::BAD_REQUEST, "no request") };
+        match identify(request, &self.authenticator, unix_now()) {
+            Ok(identity) => {
+                let extra = extra(request, &identity);
+                let conn = cx.id();
+                let hub = cx.hub();
+                // Recorded now, under the lock: the connect event goes out at open.
+                let events = gateway::open(hub, conn, &identity, &Default::default(), &extra);
+                debug_assert!(events.is_empty());
+                let context = gateway::context(hub, conn, &extra);
+                self.open_map().insert(conn, Open { context });
+                Decision::Accept(Accept::new())
+            }
+            Err(refusal) => {
+                tracing::info!(status = %refusal.status, reason = %refusal.reason, "handshake refused");
+                Decision::reject(refusal.status, refusal.reason)
+            }
+        }
+    }
+
+    fn on_open(&self, cx: &mut Context<'_>) {
+        let conn = cx.id();
+        let Some(context) = self.open_map().get(&conn).map(|o| o.context.clone()) else { return };
+        let events: Vec<Publish> = self
+            .config
+            .topics
+            .on_connect
+            .iter()
+            .map(|topic| Publish { topic: topic.clone(), body: json!({"event": "connect", "context": context}) })
+            .collect();
+        self.publish(cx.hub(), conn, events, true);
+    }
+
+    fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
+        let conn = cx.id();
+        let Some(context) = self.open_map().get(&conn).map(|o| o.context.clone()) else { return };
+        if let Ok(events) = gateway::message(cx.hub(), conn, text, &self.config.topics, &context) {
+            self.publish(cx.hub(), conn, events, false);
+        }
+    }
+
+    fn on_binary(&self, cx: &mut Context<'_>, _data: &bytes::Bytes) {
+        let conn = cx.id();
+        gateway::binary(cx.hub(), conn);
+    }
+
+    fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
+        let conn = cx.id();
+        let Some(open) = self.open_map().remove(&conn) else { return };
+        let events = gateway::close(closed.code, &self.config.topics, &open.context);
+        self.publish(cx.hub(), conn, events, false);
+    }
+}
+
+/// A handle on a running gateway for the rest of the program: what the `send` and
+/// `broadcast` topics do, from Rust.
+#[derive(Clone)]
+pub struct GatewayHandle {
+    handle: Handle,
+}
+
+impl GatewayHandle {
+    /// Wraps the service handle of a gateway server.
+    pub fn new(handle: Handle) -> Self {
+        Self { handle }
+    }
+
+    /// Carries out a send or broadcast (replies and failures need an event and
+    /// are ignored here). Returns how many connections it reached.
+    pub fn command(&self, command: Command) -> usize {
+        self.handle.with_hub(|hub| match command {
+            Command::Send { username, namespace, message_type, payload } => {
+                gateway::send(hub, &username, namespace.as_deref(), &message_type, payload)
+            }
+            Command::Broadcast { namespace, message_type, payload } => {
+                gateway::broadcast(hub, namespace.as_deref(), &message_type, payload)
+            }
+            other => {
+                apply(hub, None, other);
+                0
+            }
+        })
+    }
+
+    /// The underlying service handle (shutdown, counters).
+    pub fn service(&self) -> &Handle {
+        &self.handle
+    }
+}

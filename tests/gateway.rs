@@ -1,0 +1,245 @@
+//! The gateway with the in-process bus, end to end on every runtime: connect
+//! replies, typed routing, replies and failures, bad input, sends to a user in a
+//! namespace, broadcasts, close events and the heartbeat. Identities come from the
+//! development mode (`?username=`); the JWT check has its own tests.
+
+use chinwag_core::{Config, Message};
+use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
+use chinwag_gateway::{Authenticator, Command, GatewayHandle, Handlers};
+use chinwag_tests::{read_to_end, timeout, upgrade_request, write_all};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+const CONFIG: &str = r#"
+gateway:
+  socket:
+    path: "/connect"
+    onconnect: { publish: "socket:connection" }
+    onmessage:
+      publish: "socket:generalMessage"
+      types:
+        - { type: "message_type_one", publish: "socket:type_one" }
+        - { type: "message_type_two", publish: "socket:type_two" }
+    onclose: { publish: "socket:close" }
+    send: { subscribe: "socket:send" }
+    broadcast: { subscribe: "socket:broadcast" }
+  auth:
+    development_usernames: true
+  heartbeat: { interval_secs: 1, timeout_secs: 1 }
+"#;
+
+type Events = Arc<Mutex<Vec<(String, Value)>>>;
+
+fn start<S: Runtime>() -> (SocketAddr, GatewayHandle, Events) {
+    let events: Events = Arc::default();
+    let record = |topic: &'static str, events: &Events| {
+        let events = events.clone();
+        move |body: &Value| {
+            events.lock().unwrap().push((topic.to_owned(), body.clone()));
+            Vec::new()
+        }
+    };
+    let handlers = Handlers::new()
+        .on("socket:connection", |body| {
+            let user = body["context"]["username"].as_str().unwrap_or_default().to_owned();
+            if user == "mallory" {
+                vec![Command::Fail(json!({"message": "not you"}))]
+            } else {
+                vec![Command::Reply(json!({"hello": user}))]
+            }
+        })
+        .on("socket:type_one", |body| vec![Command::Reply(json!({"echo": body["message"]["payload"]}))])
+        .on("socket:type_two", |_| vec![Command::Fail(json!({"message": "nope"}))])
+        .on("socket:generalMessage", record("socket:generalMessage", &events))
+        .on("socket:close", record("socket:close", &events));
+    let config = chinwag_gateway::Config::parse(CONFIG, std::path::Path::new(".")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        S::block_on(async move {
+            let server = chinwag_gateway::server(config, Authenticator::DevelopmentUsernames, handlers);
+            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            tx.send((S::local_addr(&listener).unwrap(), GatewayHandle::new(server.handle()))).unwrap();
+            server.serve::<S>(listener).await.unwrap();
+        })
+    });
+    let (addr, handle) = rx.recv().unwrap();
+    (addr, handle, events)
+}
+
+type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
+
+async fn join<C: Runtime>(addr: SocketAddr, user: &str, namespace: Option<&str>) -> Client<C> {
+    let ns = namespace.map_or(String::new(), |n| format!("&namespace={n}"));
+    let url = parse_url(&format!("ws://{addr}/connect?username={user}{ns}")).unwrap();
+    let mut ws = connect::<C>(&url, Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut ws).await, json!({"type": "onconnect", "payload": {"hello": user}}));
+    ws
+}
+
+async fn next<C: Runtime>(ws: &mut Client<C>) -> Value {
+    match timeout::<C, _>(LIMIT, ws.recv()).await {
+        Some(Some(Message::Text(t))) => serde_json::from_str(&t).unwrap(),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+async fn quiet<C: Runtime>(ws: &mut Client<C>) {
+    if let Some(m) = timeout::<C, _>(Duration::from_millis(150), ws.recv()).await {
+        panic!("unexpected {m:?}");
+    }
+}
+
+async fn send<C: Runtime>(ws: &Client<C>, value: Value) {
+    ws.send(&Message::text(value.to_string())).await.unwrap();
+}
+
+async fn wait_for<C: Runtime>(events: &Events, what: impl Fn(&[(String, Value)]) -> bool) {
+    for _ in 0..300 {
+        if what(&events.lock().unwrap()) {
+            return;
+        }
+        C::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened; events: {:?}", events.lock().unwrap());
+}
+
+async fn messages_replies_and_failures<S: Runtime, C: Runtime>() {
+    let (addr, _handle, events) = start::<S>();
+    let mut alex = join::<C>(addr, "alex", Some("acme")).await;
+    send::<C>(&alex, json!({"type": "message_type_one", "payload": {"x": 1}})).await;
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "socket:type_one", "payload": {"echo": {"x": 1}}}));
+    wait_for::<C>(&events, |e| {
+        e.iter().any(|(t, b)| t == "socket:generalMessage" && b["message"]["payload"]["x"] == 1)
+    })
+    .await;
+    {
+        let events = events.lock().unwrap();
+        let (_, body) = events.iter().find(|(t, _)| t == "socket:generalMessage").unwrap();
+        assert_eq!(body["context"]["username"], "alex");
+        assert_eq!(body["context"]["namespace"], "acme");
+        assert_eq!(body["context"]["params"]["namespace"], "acme");
+        assert_eq!(body["context"]["query"]["username"], "alex");
+    }
+    // A failure on a message: an error, and the connection stays open.
+    send::<C>(&alex, json!({"type": "message_type_two"})).await;
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "error", "payload": {"message": "nope"}}));
+    // Bad input: errors, the connection stays open.
+    for bad in ["not json", "{\"payload\": 1}", "[1]"] {
+        alex.send(&Message::text(bad)).await.unwrap();
+        let answer = next::<C>(&mut alex).await;
+        assert_eq!(answer["type"], "error", "{bad}");
+    }
+    alex.send(&Message::binary(vec![1, 2])).await.unwrap();
+    assert_eq!(next::<C>(&mut alex).await["type"], "error");
+    // An unconfigured type still reaches the general topic (no reply from it).
+    send::<C>(&alex, json!({"type": "other", "payload": 7})).await;
+    wait_for::<C>(&events, |e| e.iter().any(|(_, b)| b["message"]["type"] == "other")).await;
+    quiet::<C>(&mut alex).await;
+    send::<C>(&alex, json!({"type": "message_type_one", "payload": "still open"})).await;
+    assert_eq!(next::<C>(&mut alex).await["payload"]["echo"], "still open");
+}
+
+async fn a_failed_connect_closes<S: Runtime, C: Runtime>() {
+    let (addr, _handle, events) = start::<S>();
+    let url = parse_url(&format!("ws://{addr}/connect?username=mallory&namespace=acme")).unwrap();
+    let mut ws = connect::<C>(&url, Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut ws).await, json!({"type": "error", "payload": {"message": "not you"}}));
+    assert!(timeout::<C, _>(LIMIT, ws.recv()).await.expect("closed in time").is_none());
+    assert_eq!(ws.close_info().unwrap().code, chinwag_core::CloseCode::POLICY_VIOLATION);
+    wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "mallory"))
+        .await;
+    // No username at all: 401 at the handshake, with the reason.
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut raw, upgrade_request(addr, "/connect?namespace=acme").as_bytes()).await.unwrap();
+    let response = String::from_utf8(read_to_end(&mut raw).await).unwrap();
+    assert!(response.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{response}");
+    assert!(response.ends_with("development mode: add ?username=NAME"), "{response}");
+}
+
+async fn sends_never_cross_namespaces<S: Runtime, C: Runtime>() {
+    let (addr, handle, events) = start::<S>();
+    let mut alex_acme_1 = join::<C>(addr, "alex", Some("acme")).await;
+    let mut alex_acme_2 = join::<C>(addr, "alex", Some("acme")).await;
+    let mut alex_other = join::<C>(addr, "alex", Some("other")).await;
+    let mut bob_acme = join::<C>(addr, "bob", Some("acme")).await;
+    let send = |username: &str, namespace: Option<&str>, n: u32| Command::Send {
+        username: username.into(),
+        namespace: namespace.map(str::to_owned),
+        message_type: "note".into(),
+        payload: json!(n),
+    };
+    assert_eq!(handle.command(send("alex", Some("acme"), 1)), 2);
+    for ws in [&mut alex_acme_1, &mut alex_acme_2] {
+        assert_eq!(next::<C>(ws).await, json!({"type": "note", "payload": 1}));
+    }
+    quiet::<C>(&mut alex_other).await;
+    quiet::<C>(&mut bob_acme).await;
+    assert_eq!(handle.command(send("alex", None, 2)), 3, "no namespace: all of alex's connections");
+    for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other] {
+        assert_eq!(next::<C>(ws).await["payload"], 2);
+    }
+    quiet::<C>(&mut bob_acme).await;
+    assert_eq!(handle.command(send("alex", Some("nowhere"), 3)), 0);
+    let broadcast = |namespace: Option<&str>| Command::Broadcast {
+        namespace: namespace.map(str::to_owned),
+        message_type: "news".into(),
+        payload: json!(namespace),
+    };
+    assert_eq!(handle.command(broadcast(Some("acme"))), 3);
+    for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut bob_acme] {
+        assert_eq!(next::<C>(ws).await, json!({"type": "news", "payload": "acme"}));
+    }
+    quiet::<C>(&mut alex_other).await;
+    assert_eq!(handle.command(broadcast(None)), 4);
+    for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme] {
+        assert_eq!(next::<C>(ws).await["type"], "news");
+    }
+    // Closing publishes the close event with the connection's context.
+    bob_acme.close(chinwag_core::CloseCode::NORMAL, "").await.unwrap();
+    wait_for::<C>(&events, |e| {
+        e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "bob" && b["closed"]["code"] == 1000)
+    })
+    .await;
+    assert_eq!(handle.command(broadcast(Some("acme"))), 2, "bob is gone");
+}
+
+async fn the_heartbeat_closes_silent_clients<S: Runtime, C: Runtime>() {
+    let (addr, _handle, events) = start::<S>();
+    // A client that never answers pings (it reads nothing, writes nothing).
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut raw, upgrade_request(addr, "/connect?username=ghost&namespace=acme").as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "ghost")).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    drop(raw);
+}
+
+macro_rules! suite {
+    ($($name:ident: $server:ty => $client:ty;)*) => {$(
+        mod $name {
+            use super::*;
+            type S = $server;
+            type C = $client;
+            suite!(@tests messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces,
+                the_heartbeat_closes_silent_clients);
+        }
+    )*};
+    (@tests $($scenario:ident),*) => {$(
+        #[test]
+        fn $scenario() {
+            C::block_on(async {
+                timeout::<C, _>(LIMIT * 3, super::$scenario::<S, C>()).await.expect("scenario timed out")
+            })
+        }
+    )*};
+}
+
+suite! {
+    tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
+    async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
+}
