@@ -102,8 +102,12 @@ impl GatewayService {
     /// out their commands. `on_connect`: the events are the connect event.
     fn publish(&self, hub: &mut Hub, conn: ConnId, events: Vec<Publish>, on_connect: bool) {
         for event in events {
+            let Some(handlers) = self.handlers.by_topic.get(&event.topic) else {
+                // No handler in this process: the event is only logged.
+                tracing::info!(topic = %event.topic, body = %event.body, "event");
+                continue;
+            };
             tracing::debug!(topic = %event.topic, body = %event.body, "event");
-            let Some(handlers) = self.handlers.by_topic.get(&event.topic) else { continue };
             for handler in handlers {
                 for command in handler(&event.body) {
                     let reply_type = if on_connect { "onconnect" } else { event.topic.as_str() };

@@ -82,6 +82,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9001")]
         addr: SocketAddr,
     },
+    /// The socket gateway, configured from a YAML file (see the README): typed JSON
+    /// messages to an event bus, sends to users in namespaces, broadcasts.
+    Gateway {
+        /// The configuration file.
+        #[arg(long, default_value = "conf/socket.yaml")]
+        config: std::path::PathBuf,
+    },
     /// Connect to a WebSocket URL: send lines from standard input, print messages.
     Client {
         /// The ws:// URL.
@@ -120,6 +127,55 @@ impl Program for ChatServer {
     }
 }
 
+/// `chinwag gateway`: the socket gateway, until Ctrl-C or SIGTERM.
+struct GatewayServer(chinwag_gateway::Config, chinwag_gateway::Authenticator);
+
+impl Program for GatewayServer {
+    type Output = std::io::Result<()>;
+    async fn run<R: Runtime>(self) -> std::io::Result<()> {
+        let GatewayServer(config, authenticator) = self;
+        let listen = config.listen;
+        let path = config.path.clone();
+        let server = chinwag_gateway::server(config, authenticator, chinwag_gateway::Handlers::new());
+        let handle = server.handle();
+        ctrlc::set_handler(move || {
+            tracing::info!("shutting down: closing every connection with 1001");
+            handle.shutdown();
+        })
+        .map_err(std::io::Error::other)?;
+        let listener = R::bind(listen).await?;
+        tracing::info!("gateway on ws://{}{path}?namespace=NAMESPACE", R::local_addr(&listener)?);
+        server.serve::<R>(listener).await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Reads the gateway's configuration and key: refused at start, with the reason.
+fn gateway(path: &std::path::Path) -> Result<GatewayServer, String> {
+    use chinwag_gateway::config::{Auth, Bus};
+    let config = chinwag_gateway::Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Bus::Redis(url) = &config.bus {
+        return Err(format!(
+            "{}: gateway.bus: the Redis bus ({url}) is not available in this version; use in-process",
+            path.display()
+        ));
+    }
+    let authenticator = match &config.auth {
+        Auth::Jwt(jwt) => chinwag_gateway::Authenticator::Jwt(Box::new(
+            chinwag_gateway::Verifier::from_config(jwt)
+                .map_err(|e| format!("{}: gateway.auth.jwt: {e}", path.display()))?,
+        )),
+        Auth::DevelopmentUsernames => {
+            tracing::warn!(
+                "development mode: clients name themselves with ?username=, unchecked; never use this in production"
+            );
+            chinwag_gateway::Authenticator::DevelopmentUsernames
+        }
+    };
+    Ok(GatewayServer(config, authenticator))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -131,6 +187,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => rt.run(threads, ChatServer(cli.addr, cli.limits.config(), cli.limits.limits())),
         Some(Command::Echo { addr }) => rt.run(threads, echo::EchoServer(addr)),
+        Some(Command::Gateway { config }) => match gateway(&config) {
+            Ok(server) => rt.run(threads, server),
+            Err(e) => Err(std::io::Error::other(e)),
+        },
         Some(Command::Client { url, autobahn: true }) => rt.run(threads, client::Autobahn(url)),
         Some(Command::Client { url, autobahn: false }) => rt.run(threads, client::Interactive(url)),
     };
