@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod envelope;
 pub mod identity;
 pub mod service;
 
