@@ -219,6 +219,25 @@ async fn the_heartbeat_closes_silent_clients<S: Runtime, C: Runtime>() {
     drop(raw);
 }
 
+async fn answers_from_outside<S: Runtime, C: Runtime>() {
+    let (addr, handle, events) = start::<S>();
+    let mut alex = join::<C>(addr, "alex", Some("acme")).await;
+    send::<C>(&alex, json!({"type": "other"})).await;
+    wait_for::<C>(&events, |e| e.iter().any(|(_, b)| b["message"]["type"] == "other")).await;
+    let conn = events.lock().unwrap().iter().find_map(|(_, b)| b["context"]["connection"].as_u64()).unwrap();
+    // What a handler elsewhere would answer, by the connection id in the context.
+    assert!(handle.answer(conn, "socket:generalMessage", false, Command::Reply(json!("later"))));
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "socket:generalMessage", "payload": "later"}));
+    assert!(handle.answer(conn, "socket:generalMessage", false, Command::Fail(json!("no"))));
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "error", "payload": "no"}));
+    assert!(!handle.answer(conn + 1000, "x", false, Command::Reply(json!(1))), "no such connection");
+    // A late failure of the connect event closes the connection.
+    assert!(handle.answer(conn, "onconnect", true, Command::Fail(json!("revoked"))));
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "error", "payload": "revoked"}));
+    assert!(timeout::<C, _>(LIMIT, alex.recv()).await.expect("closed in time").is_none());
+    assert!(!handle.answer(conn, "x", false, Command::Reply(json!(1))), "gone");
+}
+
 macro_rules! suite {
     ($($name:ident: $server:ty => $client:ty;)*) => {$(
         mod $name {
@@ -226,7 +245,7 @@ macro_rules! suite {
             type S = $server;
             type C = $client;
             suite!(@tests messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces,
-                the_heartbeat_closes_silent_clients);
+                the_heartbeat_closes_silent_clients, answers_from_outside);
         }
     )*};
     (@tests $($scenario:ident),*) => {$(

@@ -255,6 +255,21 @@ impl GatewayHandle {
         })
     }
 
+    /// Answers an event from outside the in-process handlers (a handler on another
+    /// machine): a reply or failure for connection `conn` (the `connection` of the
+    /// event's context), typed `reply_type`; `on_connect` if the event was the
+    /// connect event (a failure then closes). False if the connection is gone.
+    pub fn answer(&self, conn: u64, reply_type: &str, on_connect: bool, command: Command) -> bool {
+        let conn = ConnId(conn);
+        self.handle.with_hub(|hub| {
+            let open = hub.is_open(conn);
+            if open {
+                apply(hub, Some((conn, reply_type, on_connect)), command);
+            }
+            open
+        })
+    }
+
     /// The underlying service handle (shutdown, counters).
     pub fn service(&self) -> &Handle {
         &self.handle
