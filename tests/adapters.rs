@@ -304,29 +304,9 @@ async fn slow_loris_is_dropped<S: Runtime, C: Runtime>() {
     assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
 }
 
-macro_rules! suite {
-    ($($module:ident: $server:ty => $client:ty;)*) => {$(
-        mod $module {
-            use super::*;
-            type S = $server;
-            type C = $client;
-            suite!(@tests echo_round_trips, split_halves_in_two_tasks, send_waits_while_the_peer_does_not_read,
-                recv_is_cancel_safe, keepalive_closes_a_silent_peer, live_peers_survive_keepalive,
-                server_close_reaches_the_client, a_vanished_peer_is_reported, push_shared_to_many_connections,
-                requests_can_be_rejected_or_answered, slow_loris_is_dropped);
-        }
-    )*};
-    (@tests $($scenario:ident),*) => {$(
-        #[test]
-        fn $scenario() {
-            C::block_on(async {
-                timeout::<C, _>(LIMIT * 2, super::$scenario::<S, C>()).await.expect("scenario timed out")
-            })
-        }
-    )*};
-}
-
-suite! {
+chinwag_tests::runtime_suite! {
+    limit: LIMIT * 2;
+    scenarios: [echo_round_trips, split_halves_in_two_tasks, send_waits_while_the_peer_does_not_read, recv_is_cancel_safe, keepalive_closes_a_silent_peer, live_peers_survive_keepalive, server_close_reaches_the_client, a_vanished_peer_is_reported, push_shared_to_many_connections, requests_can_be_rejected_or_answered, slow_loris_is_dropped];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol: chinwag_futures::Smol => chinwag_futures::Smol;

@@ -4,8 +4,8 @@
 
 use chinwag_core::{CloseCode, Config, HandshakeError, Message};
 use chinwag_driver::{Error, Runtime, WebSocket, connect, parse_url};
-use chinwag_service::Handle;
-use chinwag_tests::{read_to_end, timeout, write_all};
+use chinwag_service::{Handle, Limits};
+use chinwag_tests::{raw_exchange, start_chat, timeout};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,18 +13,9 @@ use tokio_tungstenite::tungstenite;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// Starts the chat server on runtime `S` in a thread of its own.
-fn start_chat<S: Runtime>() -> (SocketAddr, Handle) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        S::block_on(async move {
-            let server = chinwag::chat::server();
-            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
-            server.serve::<S>(listener).await.unwrap();
-        })
-    });
-    rx.recv().unwrap()
+/// Starts the chat server, with its default settings, on runtime `S`.
+fn start_default_chat<S: Runtime>() -> (SocketAddr, Handle) {
+    start_chat::<S>(chinwag::chat::config(), Limits::default())
 }
 
 type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
@@ -56,7 +47,7 @@ async fn quiet<C: Runtime>(ws: &mut Client<C>) {
 }
 
 async fn guide_scenario<S: Runtime, C: Runtime>() {
-    let (addr, handle) = start_chat::<S>();
+    let (addr, handle) = start_default_chat::<S>();
     let mut alice = join::<C>(addr, "/chat/Alice?age=20").await;
     assert_eq!(
         lines::<C>(&mut alice, 2).await,
@@ -116,7 +107,7 @@ async fn guide_scenario<S: Runtime, C: Runtime>() {
 }
 
 async fn refusals<S: Runtime, C: Runtime>() {
-    let (addr, _handle) = start_chat::<S>();
+    let (addr, _handle) = start_default_chat::<S>();
     let _alice = join::<C>(addr, "/chat/Alice").await;
     let status = |path: &'static str| async move {
         match connect::<C>(&parse_url(&format!("ws://{addr}{path}")).unwrap(), Config::default()).await {
@@ -137,16 +128,13 @@ async fn refusals<S: Runtime, C: Runtime>() {
     assert_eq!(status("/chat/Bob?age=0").await, 101);
 
     // The reason is in the response body, as plain text.
-    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
-    let request = chinwag_tests::upgrade_request(addr, "/chat/Alice");
-    write_all(&mut raw, request.as_bytes()).await.unwrap();
-    let response = String::from_utf8(read_to_end(&mut raw).await).unwrap();
+    let response = raw_exchange::<C>(addr, chinwag_tests::upgrade_request(addr, "/chat/Alice").as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 409 Conflict\r\n"), "{response}");
     assert!(response.ends_with("Alice is already in the chat; choose another name"), "{response}");
 }
 
 async fn rooms_and_direct_messages<S: Runtime, C: Runtime>() {
-    let (addr, _handle) = start_chat::<S>();
+    let (addr, _handle) = start_default_chat::<S>();
     let mut ann = join::<C>(addr, "/chat/ann").await;
     let mut bob = join::<C>(addr, "/chat/bob").await;
     let mut cy = join::<C>(addr, "/chat/cy").await;
@@ -175,7 +163,7 @@ async fn rooms_and_direct_messages<S: Runtime, C: Runtime>() {
 }
 
 async fn shutdown_sends_going_away<S: Runtime, C: Runtime>() {
-    let (addr, handle) = start_chat::<S>();
+    let (addr, handle) = start_default_chat::<S>();
     let mut clients = Vec::new();
     for i in 0..5 {
         clients.push(join::<C>(addr, &format!("/chat/user{i}")).await);
@@ -192,10 +180,8 @@ async fn shutdown_sends_going_away<S: Runtime, C: Runtime>() {
 }
 
 async fn the_page_is_served_and_self_contained<S: Runtime, C: Runtime>() {
-    let (addr, _handle) = start_chat::<S>();
-    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
-    write_all(&mut raw, format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
-    let page = String::from_utf8(read_to_end(&mut raw).await).unwrap();
+    let (addr, _handle) = start_default_chat::<S>();
+    let page = raw_exchange::<C>(addr, format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"));
     assert!(page.contains("content-type: text/html; charset=utf-8\r\n"));
     for needed in [
@@ -213,27 +199,9 @@ async fn the_page_is_served_and_self_contained<S: Runtime, C: Runtime>() {
     }
 }
 
-macro_rules! suite {
-    ($($module:ident: $server:ty => $client:ty;)*) => {$(
-        mod $module {
-            use super::*;
-            type S = $server;
-            type C = $client;
-            suite!(@tests guide_scenario, refusals, rooms_and_direct_messages, shutdown_sends_going_away,
-                the_page_is_served_and_self_contained);
-        }
-    )*};
-    (@tests $($scenario:ident),*) => {$(
-        #[test]
-        fn $scenario() {
-            C::block_on(async {
-                timeout::<C, _>(LIMIT * 3, super::$scenario::<S, C>()).await.expect("scenario timed out")
-            })
-        }
-    )*};
-}
-
-suite! {
+chinwag_tests::runtime_suite! {
+    limit: LIMIT * 3;
+    scenarios: [guide_scenario, refusals, rooms_and_direct_messages, shutdown_sends_going_away, the_page_is_served_and_self_contained];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol_client_on_async_std_server: chinwag_futures::AsyncStd => chinwag_futures::Smol;

@@ -238,27 +238,9 @@ async fn answers_from_outside<S: Runtime, C: Runtime>() {
     assert!(!handle.answer(conn, "x", false, Command::Reply(json!(1))), "gone");
 }
 
-macro_rules! suite {
-    ($($name:ident: $server:ty => $client:ty;)*) => {$(
-        mod $name {
-            use super::*;
-            type S = $server;
-            type C = $client;
-            suite!(@tests messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces,
-                the_heartbeat_closes_silent_clients, answers_from_outside);
-        }
-    )*};
-    (@tests $($scenario:ident),*) => {$(
-        #[test]
-        fn $scenario() {
-            C::block_on(async {
-                timeout::<C, _>(LIMIT * 3, super::$scenario::<S, C>()).await.expect("scenario timed out")
-            })
-        }
-    )*};
-}
-
-suite! {
+chinwag_tests::runtime_suite! {
+    limit: LIMIT * 3;
+    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

@@ -7,7 +7,9 @@
 use chinwag_core::{Config, Message};
 use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
 use chinwag_service::Limits;
-use chinwag_tests::{read_some, read_to_end, timeout, upgrade_request, write_all};
+use chinwag_tests::{
+    client_frame, raw_exchange, read_some, read_to_end, server_frames, timeout, upgrade_request, write_all,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,18 +17,10 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// The handshake timeout of the server under test (short, for the slow-loris case).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The chat with its defaults, but a short handshake timeout (for the slow loris).
 fn start_chat<S: Runtime>() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        S::block_on(async move {
-            let config = Config { handshake_timeout: Some(HANDSHAKE_TIMEOUT), ..chinwag::chat::config() };
-            let server = chinwag::chat::server_with(config, Limits::default());
-            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            tx.send(S::local_addr(&listener).unwrap()).unwrap();
-            server.serve::<S>(listener).await.unwrap();
-        })
-    });
-    rx.recv().unwrap()
+    let config = Config { handshake_timeout: Some(HANDSHAKE_TIMEOUT), ..chinwag::chat::config() };
+    chinwag_tests::start_chat::<S>(config, Limits::default()).0
 }
 
 type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
@@ -83,57 +77,10 @@ impl<C: Runtime> Bystanders<C> {
 
 /// The status line and body of the server's answer to `request`, sent in one piece.
 async fn answer<C: Runtime>(addr: SocketAddr, request: &[u8]) -> (String, String) {
-    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
-    write_all(&mut raw, request).await.unwrap();
-    let response = String::from_utf8_lossy(&read_to_end(&mut raw).await).into_owned();
+    let response = raw_exchange::<C>(addr, request).await;
     let status = response.lines().next().unwrap_or_default().to_owned();
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
-}
-
-/// One frame from a client, masked (or not, to break the rules).
-fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut out = vec![first];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(mask_bit | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
-}
-
-/// The frames a server sent (unmasked), as (opcode, payload).
-fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut frames = Vec::new();
-    while bytes.len() >= 2 {
-        let opcode = bytes[0] & 0x0F;
-        let (len, header) = match bytes[1] & 0x7F {
-            126 if bytes.len() >= 4 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
-            127 if bytes.len() >= 10 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
-            n if n < 126 => (usize::from(n), 2),
-            _ => break,
-        };
-        if bytes.len() < header + len {
-            break;
-        }
-        frames.push((opcode, bytes[header..header + len].to_vec()));
-        bytes = &bytes[header + len..];
-    }
-    frames
 }
 
 /// Joins the chat as `name` over a raw transport; returns it after the 101 head.
@@ -234,27 +181,31 @@ async fn malformed_frames<S: Runtime, C: Runtime>() {
     invalid_close.extend_from_slice(b"x");
     let mut bad_reason = 1000u16.to_be_bytes().to_vec();
     bad_reason.extend_from_slice(&[0xC3, 0x28]);
-    let mut tiny_fragments = frame(0x01, b"a", true);
+    let mut tiny_fragments = client_frame(0x01, b"a", true);
     for _ in 0..70_000 {
-        tiny_fragments.extend(frame(0x00, b"a", true));
+        tiny_fragments.extend(client_frame(0x00, b"a", true));
     }
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("reserved bits", frame(0x81 | 0x40, b"hi", true), 1002),
-        ("reserved opcode", frame(0x83, b"hi", true), 1002),
-        ("reserved control opcode", frame(0x8B, b"", true), 1002),
-        ("unmasked client frame", frame(0x81, b"hi", false), 1002),
-        ("control frame over 125 bytes", frame(0x89, &[b'p'; 126], true), 1002),
-        ("fragmented control frame", frame(0x09, b"p", true), 1002),
-        ("continuation without a message", frame(0x80, b"x", true), 1002),
-        ("new message inside a fragmented one", [frame(0x01, b"a", true), frame(0x81, b"b", true)].concat(), 1002),
+        ("reserved bits", client_frame(0x81 | 0x40, b"hi", true), 1002),
+        ("reserved opcode", client_frame(0x83, b"hi", true), 1002),
+        ("reserved control opcode", client_frame(0x8B, b"", true), 1002),
+        ("unmasked client frame", client_frame(0x81, b"hi", false), 1002),
+        ("control frame over 125 bytes", client_frame(0x89, &[b'p'; 126], true), 1002),
+        ("fragmented control frame", client_frame(0x09, b"p", true), 1002),
+        ("continuation without a message", client_frame(0x80, b"x", true), 1002),
+        (
+            "new message inside a fragmented one",
+            [client_frame(0x01, b"a", true), client_frame(0x81, b"b", true)].concat(),
+            1002,
+        ),
         ("64-bit length with the top bit", vec![0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4], 1002),
         ("length far over the limit", vec![0x82, 0x80 | 127, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4], 1009),
-        ("message over 64 KiB", frame(0x81, &[b'a'; 70_000], true), 1009),
+        ("message over 64 KiB", client_frame(0x81, &[b'a'; 70_000], true), 1009),
         ("endless tiny fragments", tiny_fragments, 1009),
-        ("invalid UTF-8 text", frame(0x81, &[0xC3, 0x28], true), 1007),
-        ("invalid UTF-8 in a close reason", frame(0x88, &bad_reason, true), 1007),
-        ("invalid close code", frame(0x88, &invalid_close, true), 1002),
-        ("one-byte close payload", frame(0x88, &[3], true), 1002),
+        ("invalid UTF-8 text", client_frame(0x81, &[0xC3, 0x28], true), 1007),
+        ("invalid UTF-8 in a close reason", client_frame(0x88, &bad_reason, true), 1007),
+        ("invalid close code", client_frame(0x88, &invalid_close, true), 1002),
+        ("one-byte close payload", client_frame(0x88, &[3], true), 1002),
     ];
     for (i, (case, bytes, expected)) in cases.into_iter().enumerate() {
         let (code, _) = close_code_for::<C>(addr, &format!("mallory{i}"), &bytes).await;
@@ -263,7 +214,7 @@ async fn malformed_frames<S: Runtime, C: Runtime>() {
     }
 
     // Data after a close frame is ignored; the close is answered (1000 echoed).
-    let bytes = [frame(0x88, &1000u16.to_be_bytes(), true), frame(0x81, b"after close", true)].concat();
+    let bytes = [client_frame(0x88, &1000u16.to_be_bytes(), true), client_frame(0x81, b"after close", true)].concat();
     let (code, lines) = close_code_for::<C>(addr, "late", &bytes).await;
     assert_eq!(code, Some(1000));
     assert!(!lines.iter().any(|l| l.contains("after close")), "{lines:?}");
@@ -273,7 +224,7 @@ async fn malformed_frames<S: Runtime, C: Runtime>() {
     // reading it (TCP pushes back) instead of growing memory, and nobody else
     // notices.
     let (mut raw, _) = raw_join::<C>(addr, "pinger").await;
-    let pings: Vec<u8> = (0..2_000).flat_map(|_| frame(0x89, &[b'p'; 125], true)).collect();
+    let pings: Vec<u8> = (0..2_000).flat_map(|_| client_frame(0x89, &[b'p'; 125], true)).collect();
     let flood = async {
         for _ in 0..20 {
             if write_all(&mut raw, &pings).await.is_err() {
@@ -325,26 +276,9 @@ async fn abusive_chat_use<S: Runtime, C: Runtime>() {
     chat.still_chatting("binary").await;
 }
 
-macro_rules! suite {
-    ($($name:ident: $server:ty => $client:ty;)*) => {$(
-        mod $name {
-            use super::*;
-            type S = $server;
-            type C = $client;
-            suite!(@tests malformed_handshakes, malformed_frames, abusive_chat_use);
-        }
-    )*};
-    (@tests $($scenario:ident),*) => {$(
-        #[test]
-        fn $scenario() {
-            C::block_on(async {
-                timeout::<C, _>(LIMIT * 6, super::$scenario::<S, C>()).await.expect("scenario timed out")
-            })
-        }
-    )*};
-}
-
-suite! {
+chinwag_tests::runtime_suite! {
+    limit: LIMIT * 6;
+    scenarios: [malformed_handshakes, malformed_frames, abusive_chat_use];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

@@ -10,26 +10,12 @@ use chinwag_core::http::{HeaderValue, header};
 use chinwag_core::limit::{FLOOD_REASON, RateLimit};
 use chinwag_core::{CloseCode, Config, HandshakeError, Message, SLOW_CONSUMER_REASON};
 use chinwag_driver::{Error, Runtime, WebSocket, connect, parse_url};
-use chinwag_service::{Handle, Limits};
-use chinwag_tests::{read_to_end, timeout, upgrade_request, write_all};
+use chinwag_service::Limits;
+use chinwag_tests::{client_frame, raw_exchange, read_to_end, start_chat, timeout, upgrade_request, write_all};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-/// Starts the chat server on runtime `S` with `config` and `limits`.
-fn start_chat<S: Runtime>(config: Config, limits: Limits) -> (SocketAddr, Handle) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        S::block_on(async move {
-            let server = chinwag::chat::server_with(config, limits);
-            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
-            server.serve::<S>(listener).await.unwrap();
-        })
-    });
-    rx.recv().unwrap()
-}
 
 type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
 
@@ -60,16 +46,11 @@ async fn next<C: Runtime>(ws: &mut Client<C>) -> String {
     }
 }
 
-/// The raw response to an upgrade request with extra header lines.
+/// The raw response to an upgrade request with extra header lines (for refusals:
+/// the server answers and closes).
 async fn raw_response<C: Runtime>(addr: SocketAddr, path: &str, extra: &str) -> String {
-    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
     let request = upgrade_request(addr, path).replacen("\r\n\r\n", &format!("\r\n{extra}\r\n\r\n"), 1);
-    write_all(&mut raw, request.as_bytes()).await.unwrap();
-    let mut response = String::from_utf8_lossy(&read_to_end(&mut raw).await).into_owned();
-    if let Some(end) = response.find("\r\n\r\n").filter(|_| response.starts_with("HTTP/1.1 101")) {
-        response.truncate(end);
-    }
-    response
+    raw_exchange::<C>(addr, request.as_bytes()).await
 }
 
 async fn connection_limits<S: Runtime, C: Runtime>() {
@@ -207,7 +188,7 @@ async fn a_vanished_peer_is_cleaned_up_by_keepalive<S: Runtime, C: Runtime>() {
     // bytes, but it never answers a ping (a hung process, a half-open connection).
     let mut ghost = C::connect("127.0.0.1", addr.port()).await.unwrap();
     write_all(&mut ghost, upgrade_request(addr, "/chat/ghost").as_bytes()).await.unwrap();
-    let join_room = chinwag_tests::masked_text_frame("/join attic");
+    let join_room = client_frame(0x81, b"/join attic", true);
     write_all(&mut ghost, &join_room).await.unwrap();
     assert_eq!(next::<C>(&mut ann).await, "ghost connected to chat");
     for _ in 0..100 {
@@ -245,22 +226,18 @@ async fn a_reset_connection_harms_no_one<S: Runtime, C: Runtime>() {
         let stream = std::net::TcpStream::connect(addr).unwrap();
         let mut stream = std::io::BufWriter::new(stream);
         std::io::Write::write_all(&mut stream, upgrade_request(addr, &format!("/chat/r{round}")).as_bytes()).unwrap();
-        std::io::Write::write_all(&mut stream, &chinwag_tests::masked_text_frame("bye")).unwrap();
+        std::io::Write::write_all(&mut stream, &client_frame(0x81, b"bye", true)).unwrap();
         let stream = stream.into_inner().unwrap();
         assert_eq!(next::<C>(&mut ann).await, format!("r{round} connected to chat"));
         assert_eq!(next::<C>(&mut ann).await, format!("r{round}: bye"));
-        socket_reset(stream);
+        // Closing with unread data in the receive buffer (the 101 response and the
+        // chat lines) makes Linux send RST, not FIN.
+        drop(stream);
         assert_eq!(next::<C>(&mut ann).await, format!("r{round} left the chat"));
         ann.send(&Message::text(format!("still here {round}"))).await.unwrap();
         assert_eq!(next::<C>(&mut ann).await, format!("ann: still here {round}"));
     }
     assert_eq!(handle.connection_count(), 1);
-}
-
-/// Closes `stream` with a reset: Linux answers a close with unread data in the
-/// receive buffer (here the 101 response and the chat lines) with RST, not FIN.
-fn socket_reset(stream: std::net::TcpStream) {
-    drop(stream);
 }
 
 async fn shutdown_under_load_writes_what_was_accepted<S: Runtime, C: Runtime>() {
@@ -295,28 +272,9 @@ async fn shutdown_under_load_writes_what_was_accepted<S: Runtime, C: Runtime>() 
     assert!(closed.is_clean(), "{closed:?}");
 }
 
-macro_rules! suite {
-    ($($name:ident: $server:ty => $client:ty;)*) => {$(
-        mod $name {
-            use super::*;
-            type S = $server;
-            type C = $client;
-            suite!(@tests connection_limits, origin_check, a_flooding_client_is_warned_then_closed,
-                a_client_that_stops_reading_is_closed, a_vanished_peer_is_cleaned_up_by_keepalive,
-                a_reset_connection_harms_no_one, shutdown_under_load_writes_what_was_accepted);
-        }
-    )*};
-    (@tests $($scenario:ident),*) => {$(
-        #[test]
-        fn $scenario() {
-            C::block_on(async {
-                timeout::<C, _>(LIMIT * 6, super::$scenario::<S, C>()).await.expect("scenario timed out")
-            })
-        }
-    )*};
-}
-
-suite! {
+chinwag_tests::runtime_suite! {
+    limit: LIMIT * 6;
+    scenarios: [connection_limits, origin_check, a_flooding_client_is_warned_then_closed, a_client_that_stops_reading_is_closed, a_vanished_peer_is_cleaned_up_by_keepalive, a_reset_connection_harms_no_one, shutdown_under_load_writes_what_was_accepted];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol_client_on_async_std_server: chinwag_futures::AsyncStd => chinwag_futures::Smol;

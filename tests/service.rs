@@ -148,23 +148,9 @@ async fn names_groups_and_the_handle<S: Runtime, C: Runtime>() {
     assert_eq!(handle.connection_count(), 3);
 }
 
-macro_rules! on_runtimes {
-    ($($module:ident: $server:ty => $client:ty;)*) => {$(
-        mod $module {
-            use super::*;
-            #[test]
-            fn names_groups_and_the_handle() {
-                <$client>::block_on(async {
-                    timeout::<$client, _>(LIMIT * 3, super::names_groups_and_the_handle::<$server, $client>())
-                        .await
-                        .expect("timed out")
-                })
-            }
-        }
-    )*};
-}
-
-on_runtimes! {
+chinwag_tests::runtime_suite! {
+    limit: LIMIT * 3;
+    scenarios: [names_groups_and_the_handle];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol: chinwag_futures::Smol => chinwag_futures::Smol;

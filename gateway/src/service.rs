@@ -99,8 +99,8 @@ impl GatewayService {
     }
 
     /// Publishes `events` about `conn`: logs each, runs its handlers and carries
-    /// out their commands. `on_connect`: the events are the connect event.
-    fn publish(&self, hub: &mut Hub, conn: ConnId, events: Vec<Publish>, on_connect: bool) {
+    /// out their commands.
+    fn publish(&self, hub: &mut Hub, conn: ConnId, events: Vec<Publish>) {
         for event in events {
             let Some(handlers) = self.handlers.by_topic.get(&event.topic) else {
                 // No handler in this process: the event is only logged.
@@ -110,8 +110,7 @@ impl GatewayService {
             tracing::debug!(topic = %event.topic, body = %event.body, "event");
             for handler in handlers {
                 for command in handler(&event.body) {
-                    let reply_type = if on_connect { "onconnect" } else { event.topic.as_str() };
-                    apply(hub, Some((conn, reply_type, on_connect)), command);
+                    apply(hub, Some((conn, event.reply_type(), event.is_connect())), command);
                 }
             }
         }
@@ -176,11 +175,9 @@ impl Service for GatewayService {
             Ok(identity) => {
                 let extra = extra(request, &identity);
                 let conn = cx.id();
-                let hub = cx.hub();
-                // Recorded now, under the lock: the connect event goes out at open.
-                let events = gateway::open(hub, conn, &identity, &Default::default(), &extra);
-                debug_assert!(events.is_empty());
-                let context = gateway::context(hub, conn, &extra);
+                // Recorded now, under the lock; the connect event goes out at open,
+                // when a reply can reach the client.
+                let context = gateway::register(cx.hub(), conn, &identity, &extra);
                 self.open_map().insert(conn, Open { context });
                 Decision::Accept(Accept::new())
             }
@@ -194,21 +191,15 @@ impl Service for GatewayService {
     fn on_open(&self, cx: &mut Context<'_>) {
         let conn = cx.id();
         let Some(context) = self.open_map().get(&conn).map(|o| o.context.clone()) else { return };
-        let events: Vec<Publish> = self
-            .config
-            .topics
-            .on_connect
-            .iter()
-            .map(|topic| Publish { topic: topic.clone(), body: json!({"event": "connect", "context": context}) })
-            .collect();
-        self.publish(cx.hub(), conn, events, true);
+        let events = gateway::connected(&self.config.topics, &context);
+        self.publish(cx.hub(), conn, events);
     }
 
     fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
         let conn = cx.id();
         let Some(context) = self.open_map().get(&conn).map(|o| o.context.clone()) else { return };
         if let Ok(events) = gateway::message(cx.hub(), conn, text, &self.config.topics, &context) {
-            self.publish(cx.hub(), conn, events, false);
+            self.publish(cx.hub(), conn, events);
         }
     }
 
@@ -221,7 +212,7 @@ impl Service for GatewayService {
         let conn = cx.id();
         let Some(open) = self.open_map().remove(&conn) else { return };
         let events = gateway::close(closed.code, &self.config.topics, &open.context);
-        self.publish(cx.hub(), conn, events, false);
+        self.publish(cx.hub(), conn, events);
     }
 }
 

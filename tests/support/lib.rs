@@ -1,8 +1,12 @@
-//! Helpers for the cross-runtime tests: a server on one runtime in its own thread,
-//! timeouts and raw transport I/O that work on every runtime.
+//! Helpers for the cross-runtime tests: servers on one runtime in a thread of their
+//! own, timeouts and raw transport I/O that work on every runtime, raw frames, and
+//! the macro that runs a scenario on every pair of runtimes.
 
 use chinwag_core::Config;
-use chinwag_driver::{PendingRequest, Runtime, Transport, read_request};
+use chinwag_core::frame::FrameHeader;
+pub use chinwag_driver::Runtime;
+use chinwag_driver::{PendingRequest, Transport, read_request};
+use chinwag_service::{Handle, Limits};
 use std::future::{Future, poll_fn};
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -96,13 +100,100 @@ pub fn upgrade_request(addr: SocketAddr, path: &str) -> String {
     )
 }
 
-/// A masked client text frame carrying `text` (for raw transports).
-pub fn masked_text_frame(text: &str) -> Vec<u8> {
-    let payload = text.as_bytes();
-    assert!(payload.len() < 126, "short frames only");
-    let key = [0x11, 0x22, 0x33, 0x44];
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    frame
+/// One frame as a client sends it, built byte by byte so that tests can break the
+/// rules: `first` is the whole first header byte (FIN, RSV bits, opcode), and the
+/// payload is masked or not.
+pub fn client_frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut out = vec![first];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(mask_bit | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// The complete frames at the start of `bytes` (a server's output after its 101
+/// head), as (opcode, payload).
+pub fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while let Ok(Some((header, header_len))) = FrameHeader::decode(bytes) {
+        let Some(payload) =
+            usize::try_from(header.payload_len).ok().and_then(|n| bytes.get(header_len..header_len + n))
+        else {
+            break;
+        };
+        frames.push((header.opcode, payload.to_vec()));
+        bytes = &bytes[header_len + payload.len()..];
+    }
+    frames
+}
+
+/// Sends `request` over a new raw connection to `addr` and reads the whole answer
+/// (for requests the server answers and then closes: refusals, plain HTTP).
+pub async fn raw_exchange<C: Runtime>(addr: SocketAddr, request: &[u8]) -> String {
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut raw, request).await.unwrap();
+    String::from_utf8_lossy(&read_to_end(&mut raw).await).into_owned()
+}
+
+/// Starts the chat server on runtime `S` with `config` and `limits`, in a thread of
+/// its own.
+pub fn start_chat<S: Runtime>(config: Config, limits: Limits) -> (SocketAddr, Handle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        S::block_on(async move {
+            let server = chinwag::chat::server_with(config, limits);
+            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
+            server.serve::<S>(listener).await.unwrap();
+        })
+    });
+    rx.recv().unwrap()
+}
+
+/// Runs each scenario, an `async fn name<S: Runtime, C: Runtime>()` of the calling
+/// file, as a test for each pair of server and client runtimes, within `limit`:
+///
+/// ```ignore
+/// runtime_suite! {
+///     limit: LIMIT * 3;
+///     scenarios: [guide_scenario, refusals];
+///     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
+/// }
+/// ```
+#[macro_export]
+macro_rules! runtime_suite {
+    (limit: $limit:expr; scenarios: $scenarios:tt; $($module:ident: $server:ty => $client:ty;)*) => {$(
+        $crate::runtime_suite!(@module $module, $server, $client, $limit, $scenarios);
+    )*};
+    (@module $module:ident, $server:ty, $client:ty, $limit:expr, [$($scenario:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[test]
+                fn $scenario() {
+                    <$client as $crate::Runtime>::block_on(async {
+                        $crate::timeout::<$client, _>($limit, super::$scenario::<$server, $client>())
+                            .await
+                            .expect("scenario timed out")
+                    })
+                }
+            )*
+        }
+    };
 }

@@ -6,6 +6,7 @@
 //! carry the sender's sequence number and the time they were sent, so each receiver
 //! can count what it lost, what came out of order, and how long delivery took.
 
+use chinwag_core::frame::FrameHeader;
 use chinwag_core::{Config, Message};
 use chinwag_driver::parse_url;
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
-use crate::load::tcp_connect;
+use crate::load::{handshake, percentile, tcp_connect};
 
 /// Clients per source address: under the chat's default limit of 256 per IP.
 const CLIENTS_PER_ADDRESS: usize = 200;
@@ -165,12 +166,7 @@ fn tally(seen: &[Seen], audience: impl Fn(usize) -> Vec<usize>) -> Tally {
     }
     let mut latencies: Vec<u32> = seen.iter().flat_map(|s| s.latencies.iter().copied()).collect();
     latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let at = |q: f64| percentile(&latencies, q).unwrap_or(0);
     let micros = |m: u32| Duration::from_micros(u64::from(m));
     Tally {
         sent: seen.iter().map(|s| s.sent).sum(),
@@ -270,11 +266,7 @@ pub(crate) async fn slow_client(
         let socket = tokio::net::TcpSocket::new_v4()?;
         socket.set_recv_buffer_size(4096)?;
         let mut stream = socket.connect(addr).await?;
-        let request = format!(
-            "GET /chat/slow HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await?;
+        handshake(&mut stream, addr, "/chat/slow").await?;
         slow_stream = Some(stream);
     }
     // Everyone has seen every join (the slow client's too) before the run starts.
@@ -323,23 +315,14 @@ pub(crate) async fn slow_client(
     Ok((tally, outcome))
 }
 
-/// The code of the close frame that ends `stream` (a 101 head, then server frames).
-fn last_close_code(stream: &[u8]) -> Option<u16> {
-    let start = stream.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let mut rest = &stream[start..];
+/// The code of the close frame that ends `stream` (server frames).
+fn last_close_code(mut rest: &[u8]) -> Option<u16> {
     let mut code = None;
-    while rest.len() >= 2 {
-        let (len, header) = match rest[1] & 0x7F {
-            126 if rest.len() >= 4 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
-            127 if rest.len() >= 10 => (u64::from_be_bytes(rest[2..10].try_into().ok()?) as usize, 10),
-            n if n < 126 => (usize::from(n), 2),
-            _ => break,
-        };
-        if rest.len() < header + len {
-            break;
-        }
-        code = (rest[0] & 0x0F == 8 && len >= 2).then(|| u16::from_be_bytes([rest[header], rest[header + 1]]));
-        rest = &rest[header + len..];
+    while let Ok(Some((header, header_len))) = FrameHeader::decode(rest) {
+        let end = header_len.checked_add(usize::try_from(header.payload_len).ok()?)?;
+        let payload = rest.get(header_len..end)?;
+        code = (header.opcode == 8 && payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        rest = &rest[end..];
     }
     code
 }

@@ -5,6 +5,7 @@
 //! length (an echoed frame of S bytes is a server header plus S bytes), and the
 //! first response of every connection is checked byte for byte.
 
+use chinwag_core::frame::{FrameHeader, OpCode, encode_frame};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
@@ -12,42 +13,24 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A masked client frame carrying `payload`.
+/// A masked client frame carrying `payload` (encoded by the core: the peers under
+/// test check it, so the harness needs no codec of its own).
 pub(crate) fn client_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x82];
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
+    let mut frame = bytes::BytesMut::new();
+    encode_frame(&mut frame, true, OpCode::Binary, payload, Some([0x37, 0xfa, 0x21, 0x3d]));
+    frame.to_vec()
 }
 
 /// An unmasked server frame carrying `payload`: what an echo must send back.
 pub(crate) fn server_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x82];
-    match payload.len() {
-        n @ 0..=125 => frame.push(n as u8),
-        n @ 126..=0xFFFF => {
-            frame.push(126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(payload);
-    frame
+    let mut frame = bytes::BytesMut::new();
+    encode_frame(&mut frame, true, OpCode::Binary, payload, None);
+    frame.to_vec()
+}
+
+/// The `q` quantile (0 to 1) of sorted values; `None` when there are none.
+pub(crate) fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied()
 }
 
 /// Opens a TCP connection (from `source`, if given) and, for a WebSocket server,
@@ -95,7 +78,7 @@ pub(crate) async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> std
 
 /// The client's opening handshake for `path`, read byte by byte so that nothing
 /// after the response head is consumed.
-async fn handshake(stream: &mut TcpStream, addr: SocketAddr, path: &str) -> std::io::Result<()> {
+pub(crate) async fn handshake(stream: &mut TcpStream, addr: SocketAddr, path: &str) -> std::io::Result<()> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -317,11 +300,7 @@ pub(crate) async fn fanout(
             }
             let delivered = latencies.len() as f64;
             latencies.sort_unstable();
-            let pct = |p: f64| {
-                latencies
-                    .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-                    .map_or(f64::NAN, |&ns| ns as f64 / 1e3)
-            };
+            let pct = |q: f64| percentile(&latencies, q).map_or(f64::NAN, |ns| ns as f64 / 1e3);
             Ok(Fanout {
                 deliveries_per_sec: delivered / elapsed.as_secs_f64(),
                 p50_us: pct(0.50),
@@ -383,15 +362,11 @@ async fn subscriber(
     Ok((latencies, bad))
 }
 
-/// The header length and payload length of the unmasked frame at the start of
-/// `data`, if its header is complete.
+/// The header length and payload length of the frame at the start of `data`, if
+/// its header is complete.
 fn server_frame_len(data: &[u8]) -> Option<(usize, usize)> {
-    let len = *data.get(1)? & 0x7F;
-    match len {
-        126 => Some((4, u16::from_be_bytes([*data.get(2)?, *data.get(3)?]) as usize)),
-        127 => Some((10, u64::from_be_bytes(data.get(2..10)?.try_into().ok()?) as usize)),
-        n => Some((2, n as usize)),
-    }
+    let (header, header_len) = FrameHeader::decode(data).ok()??;
+    Some((header_len, header.payload_len as usize))
 }
 
 /// Opens `count` idle connections (completing the handshake for WebSocket servers)

@@ -68,6 +68,22 @@ pub struct Publish {
     pub body: Value,
 }
 
+impl Publish {
+    /// Whether this is the connect event (a failure of it closes the connection).
+    pub fn is_connect(&self) -> bool {
+        self.body["event"] == "connect"
+    }
+
+    /// The `type` of a handler's reply to this event: `onconnect` for the connect
+    /// event, the topic's name for a message.
+    pub fn reply_type(&self) -> &str {
+        if self.is_connect() { CONNECT_REPLY_TYPE } else { &self.topic }
+    }
+}
+
+/// The `type` of replies to the connect event.
+pub const CONNECT_REPLY_TYPE: &str = "onconnect";
+
 /// The group of every connection of `username` (any namespace).
 pub fn user_group(username: &str) -> String {
     json!(["user", username]).to_string()
@@ -94,15 +110,10 @@ pub fn context(hub: &Hub, conn: ConnId, extra: &Map<String, Value>) -> Value {
     Value::Object(context)
 }
 
-/// A connection opened for `identity`: records it in its groups, and returns the
-/// connect event to publish (if the gateway publishes one).
-pub fn open(
-    hub: &mut Hub,
-    conn: ConnId,
-    identity: &Identity,
-    topics: &Topics,
-    extra: &Map<String, Value>,
-) -> Vec<Publish> {
+/// A connection was accepted for `identity`: records it (attributes and routing
+/// groups) and returns its context, to keep for every event about it: the
+/// connect event ([`connected`]), its messages and its close.
+pub fn register(hub: &mut Hub, conn: ConnId, identity: &Identity, extra: &Map<String, Value>) -> Value {
     let _ = hub.set_attribute(conn, USERNAME, identity.username.as_str());
     if let Some(ns) = &identity.namespace {
         let _ = hub.set_attribute(conn, NAMESPACE, ns.as_str());
@@ -110,13 +121,16 @@ pub fn open(
     }
     let _ = hub.add_to_group(conn, &user_group(&identity.username));
     let _ = hub.add_to_group(conn, &user_namespace_group(&identity.username, identity.namespace.as_deref()));
+    context(hub, conn, extra)
+}
+
+/// The connection is open: the connect event to publish (if the gateway publishes
+/// one). Publish it once the connection can take a reply.
+pub fn connected(topics: &Topics, context: &Value) -> Vec<Publish> {
     topics
         .on_connect
         .iter()
-        .map(|topic| Publish {
-            topic: topic.clone(),
-            body: json!({"event": "connect", "context": context(hub, conn, extra)}),
-        })
+        .map(|topic| Publish { topic: topic.clone(), body: json!({"event": "connect", "context": context}) })
         .collect()
 }
 
@@ -286,15 +300,18 @@ mod tests {
         let mut hub = Hub::new();
         let conn = hub.open();
         let extra = Map::new();
-        let events = open(&mut hub, conn, &id("alex", Some("acme")), &topics(), &extra);
+        let cx = register(&mut hub, conn, &id("alex", Some("acme")), &extra);
+        let events = connected(&topics(), &cx);
         assert_eq!(events[0].topic, "socket:connection");
+        assert!(events[0].is_connect());
+        assert_eq!(events[0].reply_type(), "onconnect");
         assert_eq!(events[0].body["context"]["username"], "alex");
         assert_eq!(events[0].body["context"]["namespace"], "acme");
 
-        let cx = context(&hub, conn, &extra);
         let out = message(&mut hub, conn, r#"{"type":"one","payload":{"n":1}}"#, &topics(), &cx).unwrap();
         let topics_hit: Vec<&str> = out.iter().map(|p| p.topic.as_str()).collect();
         assert_eq!(topics_hit, ["socket:generalMessage", "socket:type_one"]);
+        assert_eq!(out[1].reply_type(), "socket:type_one");
         assert_eq!(out[1].body["message"]["payload"]["n"], 1);
         let out = message(&mut hub, conn, r#"{"type":"other"}"#, &topics(), &cx).unwrap();
         assert_eq!(out.len(), 1, "an unconfigured type goes to the general topic only");
@@ -310,7 +327,7 @@ mod tests {
         let mut hub = Hub::new();
         let conn = hub.open();
         let only_typed = Topics { on_message: None, ..topics() };
-        open(&mut hub, conn, &id("alex", None), &only_typed, &Map::new());
+        register(&mut hub, conn, &id("alex", None), &Map::new());
         for (text, expected) in [
             ("not json", "not JSON"),
             ("[1,2]", "\"type\""),
@@ -331,7 +348,7 @@ mod tests {
     fn replies_and_failures() {
         let mut hub = Hub::new();
         let conn = hub.open();
-        open(&mut hub, conn, &id("alex", Some("acme")), &topics(), &Map::new());
+        register(&mut hub, conn, &id("alex", Some("acme")), &Map::new());
         assert!(reply(&mut hub, conn, "onconnect", json!({"data": [1]})));
         assert!(fail(&mut hub, conn, false, json!({"message": "nope"})));
         assert!(hub.is_open(conn), "a failed message keeps the connection");
@@ -375,7 +392,7 @@ mod tests {
                     Op::Open(u, n) => {
                         let conn = hub.open();
                         let identity = id(&user(*u), ns(*n).as_deref());
-                        open(&mut hub, conn, &identity, &Topics::default(), &Map::new());
+                        register(&mut hub, conn, &identity, &Map::new());
                         model.insert(conn, identity);
                         BTreeSet::new()
                     }
