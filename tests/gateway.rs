@@ -5,7 +5,7 @@
 
 use chinwag_core::{Config, Message};
 use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
-use chinwag_gateway::{Authenticator, Command, GatewayHandle, Handlers};
+use chinwag_gateway::{Authenticator, Command, Gateway, GatewayHandle, Handlers};
 use chinwag_tests::{read_to_end, timeout, upgrade_request, write_all};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -60,10 +60,10 @@ fn start<S: Runtime>() -> (SocketAddr, GatewayHandle, Events) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         S::block_on(async move {
-            let server = chinwag_gateway::server(config, Authenticator::DevelopmentUsernames, handlers);
+            let gateway = Gateway::new(config, Authenticator::DevelopmentUsernames, handlers).unwrap();
             let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            tx.send((S::local_addr(&listener).unwrap(), GatewayHandle::new(server.handle()))).unwrap();
-            server.serve::<S>(listener).await.unwrap();
+            tx.send((S::local_addr(&listener).unwrap(), gateway.handle())).unwrap();
+            gateway.serve::<S>(listener).await.unwrap();
         })
     });
     let (addr, handle) = rx.recv().unwrap();

@@ -91,6 +91,19 @@ pub enum Bus {
     Redis(String),
 }
 
+impl std::str::FromStr for Bus {
+    type Err = String;
+
+    /// `in-process`, or a `redis://host[:port][/db]` URL.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "in-process" => Ok(Bus::InProcess),
+            url if url.starts_with("redis://") && url.len() > "redis://".len() => Ok(Bus::Redis(url.to_owned())),
+            other => Err(format!("{other:?}: use in-process or a redis:// URL")),
+        }
+    }
+}
+
 /// A configuration refused: the key (a dotted path) and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -295,6 +308,29 @@ impl Config {
         let send_topic = socket.send.map(|s| topic("gateway.socket.send.subscribe", s.subscribe)).transpose()?;
         let broadcast_topic =
             socket.broadcast.map(|s| topic("gateway.socket.broadcast.subscribe", s.subscribe)).transpose()?;
+        // On a bus between processes, a topic is a channel: one the gateway both
+        // published and subscribed to would feed its own events back as commands.
+        if send_topic.is_some() && send_topic == broadcast_topic {
+            return Err(bad("gateway.socket.broadcast.subscribe", "must differ from send.subscribe"));
+        }
+        let published =
+            on_connect.iter().chain(&on_message).chain(&on_close).chain(message_types.iter().map(|t| &t.topic));
+        for name in published {
+            if Some(name) == send_topic.as_ref() || Some(name) == broadcast_topic.as_ref() {
+                return Err(bad(
+                    "gateway.socket",
+                    format!("{name:?} is both published to and subscribed to; events would come back as commands"),
+                ));
+            }
+        }
+        for name in [&on_connect, &on_message, &on_close, &send_topic, &broadcast_topic].into_iter().flatten() {
+            if name.starts_with(crate::envelope::REPLY_CHANNEL_PREFIX) {
+                return Err(bad(
+                    "gateway.socket",
+                    format!("{name:?}: topics starting with chinwag:reply: are reserved"),
+                ));
+            }
+        }
 
         let auth = match g.auth {
             None => {
@@ -312,11 +348,7 @@ impl Config {
             }
             Some(AuthSection { jwt: Some(jwt), .. }) => Auth::Jwt(jwt_config(jwt, base)?),
         };
-        let bus = match g.bus.as_str() {
-            "in-process" => Bus::InProcess,
-            url if url.starts_with("redis://") && url.len() > "redis://".len() => Bus::Redis(url.to_owned()),
-            other => return Err(bad("gateway.bus", format!("{other:?}: use in-process or a redis:// URL"))),
-        };
+        let bus = g.bus.parse::<Bus>().map_err(|problem| bad("gateway.bus", problem))?;
         if g.limits.max_message_size < 1 {
             return Err(bad("gateway.limits.max_message_size", "must be at least 1 byte"));
         }
@@ -479,6 +511,21 @@ gateway:
                 "at least 1",
             ),
             (format!("{DOCUMENT}  extra: 1\n"), "gateway.extra", "unknown field `extra`"),
+            (
+                DOCUMENT.replace("subscribe: \"socket:broadcast\"", "subscribe: \"socket:send\""),
+                "gateway.socket.broadcast.subscribe",
+                "must differ",
+            ),
+            (
+                DOCUMENT.replace("publish: \"socket:type_two\"", "publish: \"socket:send\""),
+                "gateway.socket",
+                "both published to and subscribed to",
+            ),
+            (
+                DOCUMENT.replace("publish: \"socket:close\"", "publish: \"chinwag:reply:x\""),
+                "gateway.socket",
+                "reserved",
+            ),
             ("gateway: [".to_owned(), "gateway", "invalid type"),
             ("gateway:\n  socket: {path: \"/x\"\n  ]]".to_owned(), "gateway.socket", "line 3"),
         ];

@@ -34,9 +34,12 @@ pub struct ReplyTo {
     pub on_connect: bool,
 }
 
+/// The start of every node's reply channel; no configured topic may use it.
+pub const REPLY_CHANNEL_PREFIX: &str = "chinwag:reply:";
+
 /// The channel a node's replies and failures arrive on.
 pub fn reply_channel(node: &str) -> String {
-    format!("chinwag:reply:{node}")
+    format!("{REPLY_CHANNEL_PREFIX}{node}")
 }
 
 /// An event's body with its reply address, as it leaves on the bus.

@@ -6,40 +6,86 @@
 //! [`chinwag_core::gateway`]; this crate reads the configuration (and, as it
 //! grows, authenticates clients and connects the bus).
 //!
-//! Status: the configuration ([`config`]), the JWT check ([`auth`]), identities
-//! ([`identity`]) and the server with the in-process bus ([`service`], [`server`])
-//! are done; the Redis bus and the `chinwag gateway` command are being built.
+//! Start one with [`Gateway::new`] and serve it with [`Gateway::serve`] on any
+//! runtime. With `bus: redis://...` (the `redis` feature, on by default) events
+//! also leave on Redis and commands come back from it ([`bus`], [`envelope`]), so
+//! handlers can live in any process and several nodes can share the users.
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod envelope;
 pub mod identity;
 pub mod service;
 
 pub use auth::{AuthError, Verifier};
+pub use bus::BusStatus;
 pub use config::{Config, ConfigError};
 pub use identity::{Authenticator, Refusal, identify};
 pub use service::{Command, GatewayHandle, GatewayService, Handlers};
 
+use chinwag_driver::Runtime;
 use std::time::Duration;
 
-/// The gateway server for `config`: its path, message size and heartbeat, with the
-/// in-process `handlers`. Serve it with `serve::<R>(listener)` on any runtime.
-pub fn server(
-    config: Config,
-    authenticator: Authenticator,
-    handlers: Handlers,
-) -> chinwag_service::Server<GatewayService> {
-    let connection = chinwag_core::Config {
-        max_frame_size: config.max_message_size,
-        max_message_size: config.max_message_size,
-        keepalive_interval: Some(Duration::from_secs(config.heartbeat_interval_secs)),
-        keepalive_timeout: Duration::from_secs(config.heartbeat_timeout_secs),
-        ..chinwag_core::Config::default()
-    };
-    let path = config.path.clone();
-    chinwag_service::Server::new(GatewayService::new(config, authenticator, handlers))
-        .route(&path)
-        .expect("a checked path is a valid route")
-        .config(connection)
+/// How long a stopping gateway waits for its bus to publish what is queued (the
+/// close events of its last connections).
+const BUS_FLUSH_GRACE: Duration = Duration::from_secs(2);
+
+/// A gateway node: the WebSocket server and, when configured, its Redis bus.
+pub struct Gateway {
+    server: chinwag_service::Server<GatewayService>,
+    handle: GatewayHandle,
+    bus: Option<bus::Remote>,
+}
+
+impl Gateway {
+    /// A gateway for `config` (its path, message size, heartbeat and bus),
+    /// identifying clients with `authenticator`, with the in-process `handlers`
+    /// (which run as well when a Redis bus is configured). Refused if the bus
+    /// cannot be used by this build.
+    pub fn new(config: Config, authenticator: Authenticator, handlers: Handlers) -> Result<Self, ConfigError> {
+        let connection = chinwag_core::Config {
+            max_frame_size: config.max_message_size,
+            max_message_size: config.max_message_size,
+            keepalive_interval: Some(Duration::from_secs(config.heartbeat_interval_secs)),
+            keepalive_timeout: Duration::from_secs(config.heartbeat_timeout_secs),
+            ..chinwag_core::Config::default()
+        };
+        let path = config.path.clone();
+        let (outbox, bus) = match &config.bus {
+            config::Bus::InProcess => (None, None),
+            config::Bus::Redis(url) => {
+                let (outbox, bus) = bus::remote(url, config.send_topic.clone(), config.broadcast_topic.clone())?;
+                (Some(outbox), Some(bus))
+            }
+        };
+        let mut service = GatewayService::new(config, authenticator, handlers);
+        if let Some(outbox) = &outbox {
+            service = service.with_outbox(outbox.clone());
+        }
+        let server = chinwag_service::Server::new(service)
+            .route(&path)
+            .expect("a checked path is a valid route")
+            .config(connection);
+        let handle = GatewayHandle::new(server.handle(), outbox);
+        Ok(Self { server, handle, bus })
+    }
+
+    /// A handle for the rest of the program: sends, broadcasts, the bus's state,
+    /// shutdown.
+    pub fn handle(&self) -> GatewayHandle {
+        self.handle.clone()
+    }
+
+    /// Serves `listener` on runtime `R` until the gateway is shut down, with the
+    /// bus's tasks on the same runtime; on the way out, the bus gets a moment to
+    /// publish the last close events.
+    pub async fn serve<R: Runtime>(self, listener: R::Listener) -> std::io::Result<()> {
+        let running = self.bus.map(|bus| bus.start::<R>(self.handle.clone()));
+        let result = self.server.serve::<R>(listener).await;
+        if let Some(running) = running {
+            running.stop::<R>(BUS_FLUSH_GRACE).await;
+        }
+        result
+    }
 }

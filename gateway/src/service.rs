@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::bus::{BusStatus, Outbox};
 use crate::config::Config;
 use crate::identity::{Authenticator, identify};
 
@@ -84,6 +85,8 @@ pub struct GatewayService {
     config: Arc<Config>,
     authenticator: Authenticator,
     handlers: Handlers,
+    /// The bus to other processes, when one is configured.
+    outbox: Option<Arc<Outbox>>,
     open: Mutex<HashMap<ConnId, Open>>,
 }
 
@@ -91,20 +94,31 @@ impl GatewayService {
     /// A gateway for `config`, identifying clients with `authenticator`, with the
     /// in-process `handlers`.
     pub fn new(config: Config, authenticator: Authenticator, handlers: Handlers) -> Self {
-        Self { config: Arc::new(config), authenticator, handlers, open: Mutex::new(HashMap::new()) }
+        Self { config: Arc::new(config), authenticator, handlers, outbox: None, open: Mutex::new(HashMap::new()) }
+    }
+
+    /// Also publishes every event to a bus between processes.
+    pub(crate) fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
     }
 
     fn open_map(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Open>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Publishes `events` about `conn`: logs each, runs its handlers and carries
-    /// out their commands.
+    /// Publishes `events` about `conn`: queues each for the bus between processes
+    /// (if any), runs its in-process handlers and carries out their commands; with
+    /// neither, the event is only logged.
     fn publish(&self, hub: &mut Hub, conn: ConnId, events: Vec<Publish>) {
         for event in events {
+            if let Some(outbox) = &self.outbox {
+                outbox.post(conn, &event);
+            }
             let Some(handlers) = self.handlers.by_topic.get(&event.topic) else {
-                // No handler in this process: the event is only logged.
-                tracing::info!(topic = %event.topic, body = %event.body, "event");
+                if self.outbox.is_none() {
+                    tracing::info!(topic = %event.topic, body = %event.body, "event");
+                }
                 continue;
             };
             tracing::debug!(topic = %event.topic, body = %event.body, "event");
@@ -164,7 +178,21 @@ fn extra(request: &Request, identity: &Identity) -> Map<String, Value> {
 impl Service for GatewayService {
     fn on_http(&self, request: &Request, _hub: &Hub) -> HttpResponse {
         if request.path() == "/health" {
-            return HttpResponse::new(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
+            // A node cut off from its bus cannot deliver events: load balancers
+            // should send new clients elsewhere until it is back.
+            return match self.outbox.as_ref().map(|o| o.status()) {
+                Some(status) if !status.connected => HttpResponse::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("bus disconnected (node {})\n", status.node),
+                ),
+                Some(status) => HttpResponse::new(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    format!("ok (node {})\n", status.node),
+                ),
+                None => HttpResponse::new(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+            };
         }
         HttpResponse::new(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n")
     }
@@ -221,12 +249,17 @@ impl Service for GatewayService {
 #[derive(Clone)]
 pub struct GatewayHandle {
     handle: Handle,
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl GatewayHandle {
-    /// Wraps the service handle of a gateway server.
-    pub fn new(handle: Handle) -> Self {
-        Self { handle }
+    pub(crate) fn new(handle: Handle, outbox: Option<Arc<Outbox>>) -> Self {
+        Self { handle, outbox }
+    }
+
+    /// The state of the bus between processes (`None` with the in-process bus).
+    pub fn bus_status(&self) -> Option<BusStatus> {
+        self.outbox.as_ref().map(|o| o.status())
     }
 
     /// Carries out a send or broadcast (replies and failures need an event and

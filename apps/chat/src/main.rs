@@ -88,6 +88,14 @@ enum Command {
         /// The configuration file.
         #[arg(long, default_value = "conf/socket.yaml")]
         config: std::path::PathBuf,
+        /// Listen here instead of the file's `gateway.listen` (several nodes from
+        /// one file).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Use this bus instead of the file's `gateway.bus`: `in-process` or a
+        /// `redis://host:port` URL.
+        #[arg(long)]
+        bus: Option<chinwag_gateway::config::Bus>,
     },
     /// Connect to a WebSocket URL: send lines from standard input, print messages.
     Client {
@@ -128,39 +136,46 @@ impl Program for ChatServer {
 }
 
 /// `chinwag gateway`: the socket gateway, until Ctrl-C or SIGTERM.
-struct GatewayServer(chinwag_gateway::Config, chinwag_gateway::Authenticator);
+struct GatewayServer(chinwag_gateway::Gateway, SocketAddr, String);
 
 impl Program for GatewayServer {
     type Output = std::io::Result<()>;
     async fn run<R: Runtime>(self) -> std::io::Result<()> {
-        let GatewayServer(config, authenticator) = self;
-        let listen = config.listen;
-        let path = config.path.clone();
-        let server = chinwag_gateway::server(config, authenticator, chinwag_gateway::Handlers::new());
-        let handle = server.handle();
+        let GatewayServer(gateway, listen, path) = self;
+        let handle = gateway.handle();
         ctrlc::set_handler(move || {
             tracing::info!("shutting down: closing every connection with 1001");
-            handle.shutdown();
+            handle.service().shutdown();
         })
         .map_err(std::io::Error::other)?;
         let listener = R::bind(listen).await?;
-        tracing::info!("gateway on ws://{}{path}?namespace=NAMESPACE", R::local_addr(&listener)?);
-        server.serve::<R>(listener).await?;
+        match gateway.handle().bus_status() {
+            Some(bus) => tracing::info!(
+                "gateway node {} on ws://{}{path}?namespace=NAMESPACE, bus on Redis",
+                bus.node,
+                R::local_addr(&listener)?
+            ),
+            None => tracing::info!(
+                "gateway on ws://{}{path}?namespace=NAMESPACE, in-process bus",
+                R::local_addr(&listener)?
+            ),
+        }
+        gateway.serve::<R>(listener).await?;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
 /// Reads the gateway's configuration and key: refused at start, with the reason.
-fn gateway(path: &std::path::Path) -> Result<GatewayServer, String> {
-    use chinwag_gateway::config::{Auth, Bus};
-    let config = chinwag_gateway::Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if let Bus::Redis(url) = &config.bus {
-        return Err(format!(
-            "{}: gateway.bus: the Redis bus ({url}) is not available in this version; use in-process",
-            path.display()
-        ));
-    }
+fn gateway(
+    path: &std::path::Path,
+    listen: Option<SocketAddr>,
+    bus: Option<chinwag_gateway::config::Bus>,
+) -> Result<GatewayServer, String> {
+    use chinwag_gateway::config::Auth;
+    let mut config = chinwag_gateway::Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    config.listen = listen.unwrap_or(config.listen);
+    config.bus = bus.unwrap_or(config.bus);
     let authenticator = match &config.auth {
         Auth::Jwt(jwt) => chinwag_gateway::Authenticator::Jwt(Box::new(
             chinwag_gateway::Verifier::from_config(jwt)
@@ -173,7 +188,10 @@ fn gateway(path: &std::path::Path) -> Result<GatewayServer, String> {
             chinwag_gateway::Authenticator::DevelopmentUsernames
         }
     };
-    Ok(GatewayServer(config, authenticator))
+    let (listen, route) = (config.listen, config.path.clone());
+    let gateway = chinwag_gateway::Gateway::new(config, authenticator, chinwag_gateway::Handlers::new())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(GatewayServer(gateway, listen, route))
 }
 
 fn main() -> ExitCode {
@@ -187,7 +205,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => rt.run(threads, ChatServer(cli.addr, cli.limits.config(), cli.limits.limits())),
         Some(Command::Echo { addr }) => rt.run(threads, echo::EchoServer(addr)),
-        Some(Command::Gateway { config }) => match gateway(&config) {
+        Some(Command::Gateway { config, listen, bus }) => match gateway(&config, listen, bus) {
             Ok(server) => rt.run(threads, server),
             Err(e) => Err(std::io::Error::other(e)),
         },
