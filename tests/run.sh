@@ -26,6 +26,14 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
+step "what the integration tests run beside the code: redis-server, the Python venv"
+redis_before="$(pgrep -x redis-server || true)"
+need_debian redis-server
+# Installing the package may start a system Redis; the tests start their own on free
+# ports, and nothing may be left running, so stop one that the install started.
+if [ -z "$redis_before" ] && pgrep -x redis-server >/dev/null; then pkill -x redis-server || true; fi
+PY="$(tests/setup-python.sh)"
+
 step "cargo test --workspace"
 cargo test --workspace --all-features --quiet
 
@@ -37,7 +45,6 @@ tests/conformance/run.sh target/release/chinwag
 
 step "browser test of the chat page (headless Chromium), both runtimes"
 need_debian chromium chromium-driver
-PY="$(tests/setup-python.sh)"
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime tokio --screenshot tests/out/browser/chat-tokio.png
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime async-std --screenshot tests/out/browser/chat-async-std.png
 

@@ -2,6 +2,8 @@
 //! own, timeouts and raw transport I/O that work on every runtime, raw frames, and
 //! the macro that runs a scenario on every pair of runtimes.
 
+pub mod processes;
+
 use chinwag_core::Config;
 use chinwag_core::frame::FrameHeader;
 pub use chinwag_driver::Runtime;

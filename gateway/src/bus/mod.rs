@@ -180,3 +180,44 @@ pub(crate) fn new_node_id() -> String {
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn event(topic: &str, kind: &str) -> Publish {
+        Publish { topic: topic.into(), body: json!({"event": kind, "context": {"connection": 7}}) }
+    }
+
+    #[test]
+    fn events_leave_with_their_reply_address_and_a_full_outbox_drops_and_counts() {
+        let state = Arc::new(BusState::default());
+        let (queue, drain) = async_channel::bounded(2);
+        let outbox = Outbox::new("n1".into(), queue, state.clone());
+        outbox.post(ConnId(7), &event("socket:connection", "connect"));
+        outbox.post(ConnId(7), &event("socket:type_one", "message"));
+        outbox.post(ConnId(7), &event("socket:close", "close"));
+        let first = drain.try_recv().unwrap();
+        assert_eq!(first.channel, "socket:connection");
+        let body: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+        assert_eq!(
+            body["reply_to"],
+            json!({"node": "n1", "connection": 7, "reply_type": "onconnect", "on_connect": true})
+        );
+        let second: serde_json::Value = serde_json::from_slice(&drain.try_recv().unwrap().payload).unwrap();
+        assert_eq!(second["reply_to"]["reply_type"], "socket:type_one");
+        assert!(drain.try_recv().is_err(), "the third did not fit");
+        let status = outbox.status();
+        assert_eq!((status.dropped, status.connected, status.node.as_str()), (1, false, "n1"));
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn node_ids_differ() {
+        let ids: std::collections::HashSet<String> = (0..100).map(|_| new_node_id()).collect();
+        assert_eq!(ids.len(), 100);
+        assert!(ids.iter().all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+    }
+}
