@@ -40,6 +40,9 @@ cargo test --workspace --all-features --quiet
 step "build the release binaries (chinwag, chinwag-bench)"
 cargo build --release --quiet -p chinwag -p chinwag-bench
 
+step "gateway: the README's two-node example (redis-server, two nodes, the Python handler)"
+tests/gateway/two_nodes.sh target/release/chinwag "$PY"
+
 step "Autobahn conformance (cases 1-10, both runtimes, both roles)"
 tests/conformance/run.sh target/release/chinwag
 

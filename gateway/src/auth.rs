@@ -70,6 +70,34 @@ struct Claims {
     nbf: Option<u64>,
 }
 
+/// The HS256 secret in environment variable `var`: set, and 32 bytes or more.
+fn secret_from_env(var: &str) -> Result<String, String> {
+    let secret =
+        std::env::var(var).map_err(|_| format!("the environment variable {var} (the JWT secret) is not set"))?;
+    if secret.len() < 32 {
+        return Err(format!("the JWT secret in {var} is shorter than 32 bytes"));
+    }
+    Ok(secret)
+}
+
+/// A token for `username` that the gateway configured by `config` accepts, valid
+/// from `now` (Unix seconds) for `lifetime_secs`: for trying the gateway out and
+/// for tests. HS256 only; with RS256 or ES256, tokens come from the identity
+/// provider that holds the private key.
+pub fn hs256_token(config: &JwtConfig, username: &str, now: u64, lifetime_secs: u64) -> Result<String, String> {
+    let KeySource::SecretEnv(var) = &config.key else {
+        return Err("only an HS256 gateway (auth.jwt.secret_env) can have its tokens made here".into());
+    };
+    let secret = secret_from_env(var)?;
+    let claims = serde_json::json!({"preferred_username": username, "iat": now, "exp": now + lifetime_secs});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(JwtAlgorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| format!("cannot sign the token: {e}"))
+}
+
 impl Verifier {
     /// A verifier for `algorithm` with `key`, reading tokens from `cookie`.
     pub fn new(algorithm: Algorithm, key: DecodingKey, cookie: impl Into<String>) -> Self {
@@ -91,14 +119,7 @@ impl Verifier {
     /// variable, or the public key from its PEM file.
     pub fn from_config(config: &JwtConfig) -> Result<Self, String> {
         let key = match (&config.key, config.algorithm) {
-            (KeySource::SecretEnv(var), _) => {
-                let secret = std::env::var(var)
-                    .map_err(|_| format!("the environment variable {var} (the JWT secret) is not set"))?;
-                if secret.len() < 32 {
-                    return Err(format!("the JWT secret in {var} is shorter than 32 bytes"));
-                }
-                DecodingKey::from_secret(secret.as_bytes())
-            }
+            (KeySource::SecretEnv(var), _) => DecodingKey::from_secret(secret_from_env(var)?.as_bytes()),
             (KeySource::PublicKeyFile(path), algorithm) => {
                 let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 let key = match algorithm {

@@ -14,14 +14,32 @@ async fn connect<R: Runtime>(url: &str, config: Config) -> Result<WebSocket<R::I
     chinwag_driver::connect::<R>(&parse_url(url)?, config).await
 }
 
-/// `chinwag client URL`.
-pub struct Interactive(pub String);
+/// `chinwag client URL [--header "Name: value"]...`.
+pub struct Interactive {
+    /// The ws:// URL.
+    pub url: String,
+    /// Extra handshake headers, as `Name: value`.
+    pub headers: Vec<String>,
+}
 
 impl Program for Interactive {
     type Output = io::Result<()>;
     async fn run<R: Runtime>(self) -> io::Result<()> {
-        interactive::<R>(self.0).await
+        interactive::<R>(self.url, &self.headers).await
     }
+}
+
+/// The request for `url` with `headers` (`Name: value` each).
+fn request(url: &str, headers: &[String]) -> io::Result<chinwag_core::ClientRequest> {
+    let mut request = parse_url(url).map_err(io::Error::other)?;
+    for header in headers {
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("--header {header:?}: {why}"));
+        let (name, value) = header.split_once(':').ok_or_else(|| bad("write it as Name: value"))?;
+        let name = chinwag_core::http::HeaderName::try_from(name.trim()).map_err(|_| bad("not a header name"))?;
+        let value = chinwag_core::http::HeaderValue::try_from(value.trim()).map_err(|_| bad("not a header value"))?;
+        request = request.with_header(name, value);
+    }
+    Ok(request)
 }
 
 /// `chinwag client --autobahn URL`.
@@ -36,8 +54,9 @@ impl Program for Autobahn {
 
 /// Sends each line of standard input as a text message and prints each message
 /// received, until either side closes.
-async fn interactive<R: Runtime>(url: String) -> io::Result<()> {
-    let ws = connect::<R>(&url, Config::default()).await.map_err(io::Error::other)?;
+async fn interactive<R: Runtime>(url: String, headers: &[String]) -> io::Result<()> {
+    let ws =
+        chinwag_driver::connect::<R>(&request(&url, headers)?, Config::default()).await.map_err(io::Error::other)?;
     eprintln!("connected to {url}; type lines to send, end input (Ctrl-D) to close");
     let (sender, mut receiver) = ws.split();
     std::thread::spawn(move || {

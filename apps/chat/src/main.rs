@@ -97,10 +97,27 @@ enum Command {
         #[arg(long)]
         bus: Option<chinwag_gateway::config::Bus>,
     },
+    /// A token for the gateway in `--config` (HS256, its secret from the
+    /// environment), printed for a cookie or a Bearer header: for trying it out.
+    Token {
+        /// The gateway's configuration file.
+        #[arg(long, default_value = "conf/socket.yaml")]
+        config: std::path::PathBuf,
+        /// The user (the token's preferred_username).
+        #[arg(long)]
+        username: String,
+        /// How long the token is valid, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        lifetime_secs: u64,
+    },
     /// Connect to a WebSocket URL: send lines from standard input, print messages.
     Client {
         /// The ws:// URL.
         url: String,
+        /// A header for the handshake, as `Name: value` (repeat for several), such
+        /// as `Cookie: ID_TOKEN=...` for the gateway.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
         /// Act as the client of an Autobahn fuzzing server at URL (ws://host:port):
         /// run every case, echoing, then ask for the report.
         #[arg(long)]
@@ -194,6 +211,19 @@ fn gateway(
     Ok(GatewayServer(gateway, listen, route))
 }
 
+/// `chinwag token`: prints a token the gateway in `path` accepts.
+fn token(path: &std::path::Path, username: &str, lifetime_secs: u64) -> std::io::Result<()> {
+    let config =
+        chinwag_gateway::Config::load(path).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+    let chinwag_gateway::config::Auth::Jwt(jwt) = &config.auth else {
+        return Err(std::io::Error::other(format!("{}: the gateway does not use JWT", path.display())));
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let token = chinwag_gateway::auth::hs256_token(jwt, username, now, lifetime_secs).map_err(std::io::Error::other)?;
+    println!("{token}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -209,8 +239,11 @@ fn main() -> ExitCode {
             Ok(server) => rt.run(threads, server),
             Err(e) => Err(std::io::Error::other(e)),
         },
-        Some(Command::Client { url, autobahn: true }) => rt.run(threads, client::Autobahn(url)),
-        Some(Command::Client { url, autobahn: false }) => rt.run(threads, client::Interactive(url)),
+        Some(Command::Token { config, username, lifetime_secs }) => token(&config, &username, lifetime_secs),
+        Some(Command::Client { url, autobahn: true, .. }) => rt.run(threads, client::Autobahn(url)),
+        Some(Command::Client { url, autobahn: false, headers }) => {
+            rt.run(threads, client::Interactive { url, headers })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

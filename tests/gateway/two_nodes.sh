@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The README's two-node example, command for command, on free loopback ports: a
+# redis-server, two `chinwag gateway` nodes, the Python example handler, and
+# `chinwag client`s. Checks that a "tell" from bob on node 2 reaches alex on node 1,
+# and not alex in another namespace. Everything it starts is stopped on exit.
+#
+# Usage: tests/gateway/two_nodes.sh PATH/TO/chinwag PATH/TO/python
+set -euo pipefail
+CHINWAG="$1"
+PY="$2"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Waits until FILE has a line matching PATTERN (10 s at most).
+wait_line() {
+  for _ in $(seq 100); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "FAIL: no line matching $2 in $1:"; cat "$1"; return 1
+}
+fail() { echo "FAIL: $*"; for f in "$WORK"/*.log "$WORK"/*.out; do echo "--- $f"; cat "$f"; done; exit 1; }
+
+REDIS_PORT="$(free_port)"; NODE1="127.0.0.1:$(free_port)"; NODE2="127.0.0.1:$(free_port)"
+BUS="redis://127.0.0.1:$REDIS_PORT"
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" >"$WORK/redis.log" 2>&1 & PIDS+=($!)
+wait_line "$WORK/redis.log" "Ready to accept connections"
+"$CHINWAG" gateway --config conf/socket.dev.yaml --bus "$BUS" --listen "$NODE1" >"$WORK/node1.log" 2>&1 & PIDS+=($!)
+"$CHINWAG" gateway --config conf/socket.dev.yaml --bus "$BUS" --listen "$NODE2" >"$WORK/node2.log" 2>&1 & PIDS+=($!)
+"$PY" examples/gateway-handler/handler.py --redis "$BUS" >"$WORK/handler.out" 2>"$WORK/handler.log" & PIDS+=($!)
+wait_line "$WORK/node1.log" "subscribed on Redis"
+wait_line "$WORK/node2.log" "subscribed on Redis"
+wait_line "$WORK/handler.out" "^ready"
+
+# Clients keep their input open (a FIFO each) until the check is done.
+mkfifo "$WORK/alex.in" "$WORK/alex2.in" "$WORK/bob.in"
+"$CHINWAG" client "ws://$NODE1/connect?namespace=acme&username=alex" <"$WORK/alex.in" >"$WORK/alex.out" 2>&1 & PIDS+=($!)
+exec 3>"$WORK/alex.in"
+"$CHINWAG" client "ws://$NODE2/connect?namespace=other&username=alex" <"$WORK/alex2.in" >"$WORK/alex2.out" 2>&1 & PIDS+=($!)
+exec 4>"$WORK/alex2.in"
+"$CHINWAG" client "ws://$NODE2/connect?namespace=acme&username=bob" <"$WORK/bob.in" >"$WORK/bob.out" 2>&1 & PIDS+=($!)
+exec 5>"$WORK/bob.in"
+wait_line "$WORK/alex.out" '"hello":"alex"' || fail "alex got no onconnect reply"
+wait_line "$WORK/alex2.out" '"hello":"alex"' || fail "alex (other) got no onconnect reply"
+wait_line "$WORK/bob.out" '"hello":"bob"' || fail "bob got no onconnect reply"
+
+echo '{"type":"tell","payload":{"to":"alex","text":"hi"}}' >&5
+wait_line "$WORK/alex.out" '{"payload":{"from":"bob","text":"hi"},"type":"told"}' || fail "alex never got bob's message"
+echo '{"type":"announce","payload":{"text":"acme only"}}' >&5
+wait_line "$WORK/alex.out" '"announcement"' || fail "alex never got the announcement"
+# A broadcast to everyone, published last: once alex in "other" has it, anything
+# meant for acme would have reached that connection before it.
+redis-cli -p "$REDIS_PORT" publish socket:broadcast '{"type":"fence"}' >/dev/null
+wait_line "$WORK/alex2.out" '"fence"' || fail "alex (other) never got the broadcast to all"
+if grep -q '"told"\|"announcement"' "$WORK/alex2.out"; then fail "a message crossed namespaces"; fi
+exec 3>&- 4>&- 5>&-
+echo "two nodes: a send crossed nodes within its namespace, and nothing crossed namespaces"
