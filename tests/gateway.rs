@@ -30,6 +30,7 @@ gateway:
   auth:
     development_usernames: true
   heartbeat: { interval_secs: 1, timeout_secs: 1 }
+  limits: { max_message_size: 1024 }
 "#;
 
 type Events = Arc<Mutex<Vec<(String, Value)>>>;
@@ -135,6 +136,16 @@ async fn messages_replies_and_failures<S: Runtime, C: Runtime>() {
     }
     alex.send(&Message::binary(vec![1, 2])).await.unwrap();
     assert_eq!(next::<C>(&mut alex).await["type"], "error");
+    // Over the size limit: an error, the connection stays open, and the message
+    // went nowhere.
+    let big = json!({"type": "message_type_one", "payload": "x".repeat(5000)}).to_string();
+    alex.send(&Message::text(big.clone())).await.unwrap();
+    let expected = format!("the message is {} bytes; the limit is 1024 bytes; it was not delivered", big.len());
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "error", "payload": {"message": expected}}));
+    let limit = json!({"type": "message_type_one", "payload": "y".repeat(1024 - 40)}).to_string();
+    assert_eq!(limit.len(), 1024);
+    alex.send(&Message::text(limit)).await.unwrap();
+    assert_eq!(next::<C>(&mut alex).await["payload"]["echo"], "y".repeat(1024 - 40), "a message at the limit passes");
     // An unconfigured type still reaches the general topic (no reply from it).
     send::<C>(&alex, json!({"type": "other", "payload": 7})).await;
     wait_for::<C>(&events, |e| e.iter().any(|(_, b)| b["message"]["type"] == "other")).await;

@@ -120,8 +120,8 @@ pub mod utf8;
 
 pub use close::CloseCode;
 pub use connection::{
-    Closed, Config, Connection, ConnectionError, Event, Initiator, LocalError, MaskSource, Opened, Outgoing,
-    ProtocolError, Role, SLOW_CONSUMER_REASON, State,
+    Closed, Config, Connection, ConnectionError, Event, Initiator, LocalError, MaskSource, Opened, Outgoing, Oversized,
+    ProtocolError, Role, SLOW_CONSUMER_REASON, SkippedMessage, State,
 };
 pub use handshake::{Accept, ClientRequest, HandshakeError, HttpResponse, Rejection, Request, RequestKind};
 pub use message::{Message, SharedFrame, Utf8Bytes};

@@ -6,7 +6,7 @@ mod common;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chinwag_core::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask};
-use chinwag_core::{Accept, ClientRequest, Config, Connection, Event, Message};
+use chinwag_core::{Accept, ClientRequest, Config, Connection, Event, Message, Oversized};
 use common::{counter_masks, drain_events, drain_transmit};
 use proptest::prelude::*;
 use std::time::Instant;
@@ -20,6 +20,7 @@ enum Seen {
     HandshakeFailed(String),
     Text(String),
     Binary(Vec<u8>),
+    Skipped(bool, u64),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Closed(u16, String, bool),
@@ -33,6 +34,7 @@ fn seen(e: Event) -> Seen {
         Event::HandshakeFailed(e) => Seen::HandshakeFailed(e.to_string()),
         Event::Text(t) => Seen::Text(t.to_string()),
         Event::Binary(b) => Seen::Binary(b.to_vec()),
+        Event::Skipped(s) => Seen::Skipped(s.text, s.len),
         Event::Ping(b) => Seen::Ping(b.to_vec()),
         Event::Pong(b) => Seen::Pong(b.to_vec()),
         Event::Closed(c) => {
@@ -86,7 +88,17 @@ fn put_frame(wire: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8], mas
 
 /// Encodes items (masked when `masks` is given) and returns the messages and
 /// control payloads a receiver must report.
-fn encode_items(items: &[Item], mut mask: impl FnMut() -> Option<[u8; 4]>) -> (BytesMut, Vec<Seen>) {
+fn encode_items(items: &[Item], mask: impl FnMut() -> Option<[u8; 4]>) -> (BytesMut, Vec<Seen>) {
+    encode_items_within(items, None, mask)
+}
+
+/// [`encode_items`], expecting messages over `skip_over` (max frame, max message)
+/// to be reported as skipped.
+fn encode_items_within(
+    items: &[Item],
+    skip_over: Option<(usize, usize)>,
+    mut mask: impl FnMut() -> Option<[u8; 4]>,
+) -> (BytesMut, Vec<Seen>) {
     let mut wire = BytesMut::new();
     let mut expect = Vec::new();
     for item in items {
@@ -122,7 +134,11 @@ fn encode_items(items: &[Item], mut mask: impl FnMut() -> Option<[u8; 4]>) -> (B
                     }
                 }
                 expect.extend(interleaved);
-                expect.push(if *text {
+                let oversized = skip_over
+                    .is_some_and(|(frame, message)| payload.len() > message || pieces.iter().any(|p| p.len() > frame));
+                expect.push(if oversized {
+                    Seen::Skipped(*text, payload.len() as u64)
+                } else if *text {
                     Seen::Text(String::from_utf8(payload.clone()).unwrap())
                 } else {
                     Seen::Binary(payload.clone())
@@ -175,6 +191,45 @@ fn small_limits() -> Config {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// With `Oversized::Skip`, a message over either limit is reported as skipped
+    /// with its size, whatever its fragmentation, the control frames between its
+    /// fragments still count, the messages after it arrive intact, and nothing is
+    /// written but pongs: the connection stays open. In any chunking.
+    #[test]
+    fn oversized_messages_are_skipped(
+        items in proptest::collection::vec(
+            (any::<bool>(), 0usize..6000, any::<u8>(), proptest::collection::vec(0usize..6000, 0..4),
+             proptest::collection::vec(any::<bool>(), 0..4))
+                .prop_map(|(text, len, byte, cuts, pings_between)| Item::Message {
+                    text,
+                    payload: vec![if text { b'a' + byte % 26 } else { byte }; len],
+                    cuts,
+                    pings_between,
+                }),
+            0..5,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let limits = Config { oversized: Oversized::Skip, ..small_limits() };
+        let (request, _) = handshake_bytes();
+        let (frames, expect) = encode_items_within(&items, Some((2000, 3000)), || Some([9, 8, 7, 6]));
+        let head_len = request.len();
+        let make_open = || {
+            let mut s = Connection::server(limits.clone(), Instant::now());
+            s.receive(&request[..head_len]);
+            drain_events(&mut s);
+            s.accept(Accept::new()).unwrap();
+            drain_events(&mut s);
+            drain_transmit(&mut s);
+            s
+        };
+        let [whole, pieces] = feed_both(&make_open, &frames, &cuts);
+        prop_assert_eq!(&whole, &pieces);
+        prop_assert_eq!(&whole.0, &expect);
+        let pings = expect.iter().filter(|e| matches!(e, Seen::Ping(_))).count();
+        prop_assert_eq!(whole.1.len(), pings * (2 + b"between".len()), "only pongs were written");
+    }
 
     /// Server role: a valid masked stream, after the request, in any chunking.
     #[test]

@@ -54,6 +54,13 @@ pub fn server() -> Connection {
     Connection::server(small_limits(), Instant::now())
 }
 
+/// [`server`], reading past oversized messages instead of closing
+/// (`Oversized::Skip`).
+pub fn server_skipping() -> Connection {
+    let config = Config { oversized: chinwag_core::Oversized::Skip, ..small_limits() };
+    Connection::server(config, Instant::now())
+}
+
 /// A client connection whose request was already sent.
 pub fn client() -> Connection {
     let request = ClientRequest::new("ws://fuzz.example/").expect("valid URL");

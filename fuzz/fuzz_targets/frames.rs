@@ -1,5 +1,6 @@
 //! The frame decoder in both roles: a valid handshake, then arbitrary frame bytes in
-//! arbitrary pieces. The first byte picks the role.
+//! arbitrary pieces. The first byte picks the role (and, for a server, whether it
+//! skips oversized messages or closes).
 #![no_main]
 
 use chinwag_core::Connection;
@@ -7,7 +8,14 @@ use chinwag_core::Connection;
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 fn open_server() -> Connection {
-    let mut conn = chinwag_fuzz::server();
+    accepted(chinwag_fuzz::server())
+}
+
+fn open_server_skipping() -> Connection {
+    accepted(chinwag_fuzz::server_skipping())
+}
+
+fn accepted(mut conn: Connection) -> Connection {
     conn.receive(REQUEST);
     while conn.poll_event().is_some() {}
     conn.accept(chinwag_core::Accept::new()).expect("accept");
@@ -33,9 +41,9 @@ fn drain(conn: &mut Connection) {
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&role, rest)) = data.split_first() else { return };
-    if role & 1 == 0 {
-        chinwag_fuzz::check(&open_server, rest);
-    } else {
-        chinwag_fuzz::check(&open_client, rest);
+    match role & 3 {
+        0 => chinwag_fuzz::check(&open_server, rest),
+        2 => chinwag_fuzz::check(&open_server_skipping, rest),
+        _ => chinwag_fuzz::check(&open_client, rest),
     }
 });

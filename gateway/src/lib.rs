@@ -49,6 +49,9 @@ impl Gateway {
             max_message_size: config.max_message_size,
             keepalive_interval: Some(Duration::from_secs(config.heartbeat_interval_secs)),
             keepalive_timeout: Duration::from_secs(config.heartbeat_timeout_secs),
+            // A message over the limit gets an error message, and the client
+            // stays: it is read past unkept, so it costs no memory.
+            oversized: chinwag_core::Oversized::Skip,
             ..chinwag_core::Config::default()
         };
         let path = config.path.clone();

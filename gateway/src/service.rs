@@ -236,6 +236,11 @@ impl Service for GatewayService {
         gateway::binary(cx.hub(), conn);
     }
 
+    fn on_skipped(&self, cx: &mut Context<'_>, skipped: &chinwag_core::SkippedMessage) {
+        let conn = cx.id();
+        gateway::too_big(cx.hub(), conn, skipped.len, self.config.max_message_size);
+    }
+
     fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
         let conn = cx.id();
         let Some(open) = self.open_map().remove(&conn) else { return };

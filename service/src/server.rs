@@ -3,7 +3,7 @@
 use chinwag_core::http::StatusCode;
 use chinwag_core::limit::{FLOOD_REASON, MessageRate, Verdict};
 use chinwag_core::{CloseCode, Closed, Config, ConnectionError, Message, Rejection, RequestKind};
-use chinwag_driver::{Runtime, read_request};
+use chinwag_driver::{Incoming, Runtime, read_request};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::IpAddr;
@@ -271,14 +271,15 @@ async fn connection<R: Runtime, S: Service>(
 
     let mut flooded = false;
     let mut rate = limits.message_rate.map(|limit| MessageRate::new(limit, Instant::now()));
-    while let Some(message) = receiver.recv().await {
+    while let Some(incoming) = receiver.recv_incoming().await {
         let verdict = rate.as_mut().map_or(Verdict::Allow, |rate| rate.check(Instant::now()));
         let mut state = shared.lock();
         let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
         match verdict {
-            Verdict::Allow => match &message {
-                Message::Text(text) => service.on_text(&mut cx, text),
-                Message::Binary(data) => service.on_binary(&mut cx, data),
+            Verdict::Allow => match &incoming {
+                Incoming::Message(Message::Text(text)) => service.on_text(&mut cx, text),
+                Incoming::Message(Message::Binary(data)) => service.on_binary(&mut cx, data),
+                Incoming::Skipped(skipped) => service.on_skipped(&mut cx, skipped),
             },
             Verdict::Drop { warn } => {
                 Counters::bump(&shared.counters.messages_dropped);

@@ -47,6 +47,14 @@ pub trait Service: Send + Sync + 'static {
         let _ = (cx, data);
     }
 
+    /// A message over the size limits went by unread: only with
+    /// [`Oversized::Skip`](chinwag_core::Oversized::Skip) in the server's
+    /// [`Config`](chinwag_core::Config) (by default such a message closes the
+    /// connection with 1009 instead). The connection stays open.
+    fn on_skipped(&self, cx: &mut Context<'_>, skipped: &chinwag_core::SkippedMessage) {
+        let _ = (cx, skipped);
+    }
+
     /// This connection sends messages faster than
     /// [`Limits::message_rate`](crate::Limits::message_rate) allows: the message that
     /// just arrived, and those that follow too fast, are dropped. Called once per

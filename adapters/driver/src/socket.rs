@@ -1,7 +1,7 @@
 //! The async handles of an open connection: [`WebSocket`], and its halves
 //! [`Sender`] and [`Receiver`].
 
-use chinwag_core::{CloseCode, Closed, Event, Message, SharedFrame, State};
+use chinwag_core::{CloseCode, Closed, Event, Message, SharedFrame, SkippedMessage, State};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -50,12 +50,23 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        loop {
+            match ready!(self.poll_incoming(cx)) {
+                None => return Poll::Ready(None),
+                Some(Incoming::Message(message)) => return Poll::Ready(Some(message)),
+                Some(Incoming::Skipped(_)) => {}
+            }
+        }
+    }
+
+    fn poll_incoming(&self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
         self.with_receiver(cx, |io, cx, write_cx| {
             loop {
                 match ready!(io.poll_event(cx, write_cx)) {
                     None => return Poll::Ready(None),
-                    Some(Event::Text(text)) => return Poll::Ready(Some(Message::Text(text))),
-                    Some(Event::Binary(data)) => return Poll::Ready(Some(Message::Binary(data))),
+                    Some(Event::Text(text)) => return Poll::Ready(Some(Incoming::Message(Message::Text(text)))),
+                    Some(Event::Binary(data)) => return Poll::Ready(Some(Incoming::Message(Message::Binary(data)))),
+                    Some(Event::Skipped(skipped)) => return Poll::Ready(Some(Incoming::Skipped(skipped))),
                     // Pongs are queued by the core; close details are kept in `closed`.
                     Some(_) => {}
                 }
@@ -157,6 +168,13 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
         poll_fn(|cx| self.shared.poll_recv(cx)).await
     }
 
+    /// Like [`recv`](Self::recv), but also reports the messages skipped for their
+    /// size (with [`Oversized::Skip`](chinwag_core::Oversized::Skip) in the
+    /// connection's config), which `recv` passes over.
+    pub async fn recv_incoming(&mut self) -> Option<Incoming> {
+        poll_fn(|cx| self.shared.poll_incoming(cx)).await
+    }
+
     /// Sends a message: waits while the outgoing backlog is over its bound, queues
     /// the message and writes everything queued.
     pub async fn send(&self, message: &Message) -> Result<(), Error> {
@@ -220,6 +238,16 @@ impl<T: Transport, R: Timer> futures_core::Stream for WebSocket<T, R> {
     }
 }
 
+/// What [`WebSocket::recv_incoming`] returns.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// A message.
+    Message(Message),
+    /// A message went by unread: it was over the size limits (see
+    /// [`Oversized::Skip`](chinwag_core::Oversized::Skip)).
+    Skipped(SkippedMessage),
+}
+
 /// The receiving half of a split [`WebSocket`]. It also drives keepalive, close
 /// deadlines and the writing of frames pushed with [`Sender::push`].
 pub struct Receiver<T, R> {
@@ -230,6 +258,11 @@ impl<T: Transport, R: Timer> Receiver<T, R> {
     /// The next message; see [`WebSocket::recv`].
     pub async fn recv(&mut self) -> Option<Message> {
         poll_fn(|cx| self.shared.poll_recv(cx)).await
+    }
+
+    /// The next message or skipped message; see [`WebSocket::recv_incoming`].
+    pub async fn recv_incoming(&mut self) -> Option<Incoming> {
+        poll_fn(|cx| self.shared.poll_incoming(cx)).await
     }
 
     /// How the connection ended, once it has.

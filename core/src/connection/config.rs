@@ -10,10 +10,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The largest frame payload accepted; a larger frame closes with 1009 as soon as
-    /// its header arrives.
+    /// its header arrives (or, with [`Oversized::Skip`], makes its message skipped).
     pub max_frame_size: usize,
-    /// The largest message (all fragments together) accepted; closes with 1009.
+    /// The largest message (all fragments together) accepted; closes with 1009 (or,
+    /// with [`Oversized::Skip`], the message is skipped).
     pub max_message_size: usize,
+    /// What an incoming message over `max_message_size` (or with a frame over
+    /// `max_frame_size`) does to the connection.
+    pub oversized: Oversized,
     /// (Server) The largest opening request head, in bytes; beyond it the answer is
     /// 431. (Client) The largest response head accepted.
     pub max_head_size: usize,
@@ -55,6 +59,7 @@ impl Default for Config {
         Self {
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,
+            oversized: Oversized::Close,
             max_head_size: 16 << 10,
             max_headers: 64,
             handshake_timeout: Some(Duration::from_secs(10)),
@@ -65,4 +70,20 @@ impl Default for Config {
             max_backlog: 1 << 20,
         }
     }
+}
+
+/// What a connection does with an incoming message over its size limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Oversized {
+    /// Close with 1009 (message too big, RFC 6455 §7.4.1) as soon as the frame
+    /// header that breaks a limit arrives. The default.
+    #[default]
+    Close,
+    /// Read past the message without keeping any of it, report
+    /// [`Event::Skipped`](crate::Event::Skipped) once its last frame has passed, and
+    /// stay open: for protocols that answer an oversized message with an error of
+    /// their own. Memory stays bounded by the limits; the bytes still have to be
+    /// read, so a rate limit is what bounds the bandwidth. A skipped text message is
+    /// not checked for valid UTF-8: nothing interprets it.
+    Skip,
 }

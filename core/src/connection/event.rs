@@ -37,6 +37,10 @@ pub enum Event {
     Text(Utf8Bytes),
     /// A complete binary message.
     Binary(Bytes),
+    /// A message over the size limits went by unread (only with
+    /// [`Oversized::Skip`](crate::Oversized::Skip); by default such a message
+    /// closes the connection with 1009).
+    Skipped(SkippedMessage),
     /// A ping arrived; the pong answering it was already queued.
     Ping(Bytes),
     /// A pong arrived.
@@ -45,6 +49,15 @@ pub enum Event {
     /// [`poll_transmit`](crate::Connection::poll_transmit) still holds, then close
     /// the transport once [`is_finished`](crate::Connection::is_finished).
     Closed(Closed),
+}
+
+/// A message skipped for its size: what kind it was and how big.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SkippedMessage {
+    /// Whether it was a text message (else binary).
+    pub text: bool,
+    /// Its size in bytes, all frames together.
+    pub len: u64,
 }
 
 /// The result of a completed opening handshake.

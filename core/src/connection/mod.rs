@@ -18,8 +18,8 @@ mod outgoing;
 mod reader;
 mod timers;
 
-pub use config::Config;
-pub use event::{Closed, ConnectionError, Event, Initiator, LocalError, Opened, ProtocolError, Role};
+pub use config::{Config, Oversized};
+pub use event::{Closed, ConnectionError, Event, Initiator, LocalError, Opened, ProtocolError, Role, SkippedMessage};
 pub use outgoing::Outgoing;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};

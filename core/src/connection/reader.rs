@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Connection, Event, Phase, ProtocolError, Role};
+use super::{Connection, Event, Oversized, Phase, ProtocolError, Role, SkippedMessage};
 use crate::Utf8Bytes;
 use crate::close::{BadClosePayload, parse_close_payload};
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, apply_mask, copy_masked};
@@ -42,6 +42,10 @@ struct MessageInProgress {
     text: bool,
     data: BytesMut,
     utf8: Utf8Validator,
+    /// The payload lengths of its frames so far, the current one included.
+    len: u64,
+    /// Over a size limit, with [`Oversized::Skip`]: read past, never kept.
+    skip: bool,
 }
 
 /// The payload of a control frame, at most 125 bytes, on the heap only while a
@@ -126,6 +130,14 @@ impl Connection {
                 apply_mask(&mut buf[start..], mask, phase);
             } else {
                 let message = self.reader.message.as_mut().expect("a message is in progress");
+                if message.skip {
+                    // Read past: the bytes are not kept, unmasked or validated.
+                    if !done {
+                        break;
+                    }
+                    self.end_frame();
+                    continue;
+                }
                 let start = message.data.len();
                 copy_masked(&mut message.data, piece, mask, phase);
                 let fresh = &message.data[start..];
@@ -170,25 +182,43 @@ impl Connection {
                 (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
                 _ => {}
             }
-            if len > self.config.max_frame_size as u64 {
-                return Err(ProtocolError::FrameTooLarge);
-            }
-            let so_far = self.reader.message.as_ref().map_or(0, |m| m.data.len() as u64);
-            if so_far + len > self.config.max_message_size as u64 {
-                return Err(ProtocolError::MessageTooLarge);
-            }
+            let (so_far, skipping) = self.reader.message.as_ref().map_or((0, false), |m| (m.len, m.skip));
+            let over = if len > self.config.max_frame_size as u64 {
+                Some(ProtocolError::FrameTooLarge)
+            } else if so_far.saturating_add(len) > self.config.max_message_size as u64 {
+                Some(ProtocolError::MessageTooLarge)
+            } else {
+                None
+            };
+            let skip = match (over, self.config.oversized) {
+                (Some(error), Oversized::Close) => return Err(error),
+                (Some(_), Oversized::Skip) => true,
+                (None, _) => skipping,
+            };
             if opcode != OpCode::Continuation {
                 self.reader.message = Some(MessageInProgress {
                     text: opcode == OpCode::Text,
                     data: BytesMut::new(),
                     utf8: Utf8Validator::new(),
+                    len: 0,
+                    skip: false,
                 });
             }
-            // Room for the whole frame, so it is copied once as it arrives; but never
-            // more than RESERVE_AHEAD ahead of the data: a header alone must not be
-            // able to claim much memory. Larger frames grow as their payload comes.
             let message = self.reader.message.as_mut().expect("a message is in progress");
-            message.data.reserve(len.min(RESERVE_AHEAD) as usize);
+            message.len = so_far.saturating_add(len);
+            if skip {
+                if !message.skip {
+                    // What was kept of it so far is freed at once.
+                    message.skip = true;
+                    message.data = BytesMut::new();
+                }
+            } else {
+                // Room for the whole frame, so it is copied once as it arrives; but
+                // never more than RESERVE_AHEAD ahead of the data: a header alone
+                // must not be able to claim much memory. Larger frames grow as their
+                // payload comes.
+                message.data.reserve(len.min(RESERVE_AHEAD) as usize);
+            }
         }
         self.reader.frame = Some(FrameInProgress {
             opcode,
@@ -207,6 +237,11 @@ impl Connection {
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {
                 if frame.fin {
                     let message = self.reader.message.take().expect("a message is in progress");
+                    if message.skip {
+                        let skipped = SkippedMessage { text: message.text, len: message.len };
+                        self.events.push_back(Event::Skipped(skipped));
+                        return;
+                    }
                     let data = message.data.freeze();
                     if message.text {
                         if message.utf8.finish().is_err() {

@@ -146,6 +146,14 @@ pub enum BadMessage {
     UnknownType(String),
     /// A binary frame: the gateway speaks JSON text.
     Binary,
+    /// A message over the size limit (skipped unread, see
+    /// [`Oversized::Skip`](crate::Oversized::Skip)).
+    TooBig {
+        /// Its size in bytes.
+        len: u64,
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 impl std::fmt::Display for BadMessage {
@@ -155,6 +163,9 @@ impl std::fmt::Display for BadMessage {
             Self::NoType => f.write_str("the message must be a JSON object with a string \"type\""),
             Self::UnknownType(t) => write!(f, "unknown message type {t:?}"),
             Self::Binary => f.write_str("binary messages are not supported; send JSON text"),
+            Self::TooBig { len, limit } => {
+                write!(f, "the message is {len} bytes; the limit is {limit} bytes; it was not delivered")
+            }
         }
     }
 }
@@ -204,6 +215,15 @@ pub fn message(
 pub fn binary(hub: &mut Hub, conn: ConnId) -> BadMessage {
     push_error(hub, conn, json!({"message": BadMessage::Binary.to_string()}));
     BadMessage::Binary
+}
+
+/// A message from `conn` too big to read (`len` bytes over `limit`): refused with
+/// an error message; the connection stays open (the core skipped it unread, so it
+/// cost no memory).
+pub fn too_big(hub: &mut Hub, conn: ConnId, len: u64, limit: usize) -> BadMessage {
+    let bad = BadMessage::TooBig { len, limit };
+    push_error(hub, conn, json!({"message": bad.to_string()}));
+    bad
 }
 
 /// A connection closed: the close event to publish, with the connection's
