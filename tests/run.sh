@@ -61,6 +61,10 @@ for runtime in tokio async-std; do
   target/release/chinwag-bench slow-client --runtime "$runtime"
 done
 
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  step "installing cargo-fuzz (the fuzz targets run below)"
+  cargo install --locked --quiet cargo-fuzz
+fi
 if command -v cargo-fuzz >/dev/null 2>&1; then
   step "fuzz targets: replay kept regressions, then fuzz each for ${FUZZ_SECONDS:=10} s"
   # The stable toolchain needs RUSTC_BOOTSTRAP for AddressSanitizer's -Z flags.
@@ -81,7 +85,8 @@ if command -v cargo-fuzz >/dev/null 2>&1; then
     done
   )
 else
-  step "cargo-fuzz is not installed: fuzz targets skipped (cargo install cargo-fuzz)"
+  echo "cargo-fuzz is installed but not on PATH: add ~/.cargo/bin to PATH"
+  exit 1
 fi
 
 step "all tests passed"

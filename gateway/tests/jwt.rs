@@ -67,6 +67,25 @@ fn hs256_cases() {
     assert!(matches!(verifier.authenticate(&cookie("not.a.jwt"), NOW), Err(AuthError::Malformed(_))));
 }
 
+/// `chinwag token`'s tokens are accepted by a gateway with the same config and
+/// secret, and only until they expire; a public-key config cannot make them.
+#[test]
+fn made_tokens_are_accepted() {
+    use chinwag_gateway::config::{JwtConfig, KeySource};
+    // A variable of this test's own: tests run in parallel in one process.
+    let var = "CHINWAG_TEST_MADE_TOKENS_SECRET";
+    // SAFETY: no other code of this test binary reads or writes this variable.
+    unsafe { std::env::set_var(var, std::str::from_utf8(SECRET).unwrap()) };
+    let config =
+        JwtConfig { algorithm: Algorithm::HS256, key: KeySource::SecretEnv(var.into()), cookie: "ID_TOKEN".into() };
+    let token = chinwag_gateway::auth::hs256_token(&config, "alex", NOW, 60).unwrap();
+    let verifier = Verifier::from_config(&config).unwrap();
+    assert_eq!(verifier.authenticate(&cookie(&token), NOW + 59), Ok("alex".to_owned()));
+    assert_eq!(verifier.authenticate(&cookie(&token), NOW + 60), Err(AuthError::Expired));
+    let public = JwtConfig { key: KeySource::PublicKeyFile("keys/rs256-public.pem".into()), ..config };
+    assert!(chinwag_gateway::auth::hs256_token(&public, "alex", NOW, 60).is_err());
+}
+
 #[test]
 fn rs256_and_es256_with_public_keys() {
     let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/");

@@ -62,3 +62,22 @@ wait_line "$WORK/alex2.out" '"fence"' || fail "alex (other) never got the broadc
 if grep -q '"told"\|"announcement"' "$WORK/alex2.out"; then fail "a message crossed namespaces"; fi
 exec 3>&- 4>&- 5>&-
 echo "two nodes: a send crossed nodes within its namespace, and nothing crossed namespaces"
+
+# A third node with JWT users (conf/socket.yaml), as the README runs it: a token
+# from `chinwag token` is accepted, no token is refused with 401.
+export GATEWAY_JWT_SECRET="$(head -c 32 /dev/urandom | base64)"
+NODE3="127.0.0.1:$(free_port)"
+"$CHINWAG" gateway --config conf/socket.yaml --bus "$BUS" --listen "$NODE3" >"$WORK/node3.log" 2>&1 & PIDS+=($!)
+wait_line "$WORK/node3.log" "subscribed on Redis"
+TOKEN="$("$CHINWAG" token --config conf/socket.yaml --username carol)"
+mkfifo "$WORK/carol.in"
+"$CHINWAG" client --header "Cookie: ID_TOKEN=$TOKEN" "ws://$NODE3/connect?namespace=acme" \
+  <"$WORK/carol.in" >"$WORK/carol.out" 2>&1 & PIDS+=($!)
+exec 6>"$WORK/carol.in"
+wait_line "$WORK/carol.out" '"hello":"carol"' || fail "carol's token was not accepted"
+exec 6>&-
+if "$CHINWAG" client "ws://$NODE3/connect?namespace=acme&username=carol" </dev/null >"$WORK/anonymous.out" 2>&1; then
+  fail "a client without a token was let in"
+fi
+grep -q "401" "$WORK/anonymous.out" || fail "no 401 for a client without a token"
+echo "JWT node: a token from chinwag token was accepted, a client without one got 401"
