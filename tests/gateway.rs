@@ -30,7 +30,7 @@ gateway:
   auth:
     development_usernames: true
   heartbeat: { interval_secs: 1, timeout_secs: 1 }
-  limits: { max_message_size: 1024 }
+  limits: { max_message_size: 1024, allowed_origins: ["https://app.example"] }
 "#;
 
 type Events = Arc<Mutex<Vec<(String, Value)>>>;
@@ -249,9 +249,23 @@ async fn answers_from_outside<S: Runtime, C: Runtime>() {
     assert!(!handle.answer(conn, "x", false, Command::Reply(json!(1))), "gone");
 }
 
+async fn origins_from_the_config<S: Runtime, C: Runtime>() {
+    let (addr, _handle, _events) = start::<S>();
+    let with_origin = |origin: &str| {
+        upgrade_request(addr, "/connect?username=alex&namespace=acme")
+            .replace("\r\n\r\n", &format!("\r\nOrigin: {origin}\r\n\r\n"))
+    };
+    let refused = chinwag_tests::raw_exchange::<C>(addr, with_origin("https://evil.example").as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{refused}");
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut raw, with_origin("https://app.example").as_bytes()).await.unwrap();
+    let accepted = String::from_utf8_lossy(&chinwag_tests::read_some(&mut raw).await.unwrap()).into_owned();
+    assert!(accepted.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{accepted}");
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside];
+    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, origins_from_the_config];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

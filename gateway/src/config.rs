@@ -32,8 +32,19 @@ pub struct Config {
     pub auth: Auth,
     /// Where events go.
     pub bus: Bus,
-    /// The largest message a client may send, in bytes (larger: close 1009).
+    /// The largest message a client may send, in bytes (larger: an error message,
+    /// and the message is not delivered).
     pub max_message_size: usize,
+    /// Open connections at most; over it, handshakes get 503.
+    pub max_connections: usize,
+    /// Open connections per client IP address at most; over it, 429.
+    pub max_connections_per_ip: usize,
+    /// Messages per second each connection may send on average, and at once after
+    /// a quiet spell (`None`: no limit). Over it, messages are dropped with a
+    /// warning, and a client that keeps flooding is closed with 1008.
+    pub message_rate: Option<(f64, u32)>,
+    /// Web page origins allowed to connect besides the server's own host (`*`: any).
+    pub allowed_origins: Vec<String>,
     /// Ping after this many seconds of silence.
     pub heartbeat_interval_secs: u64,
     /// Close a client that has not answered within this many seconds after a ping.
@@ -210,12 +221,43 @@ struct JwtSection {
 struct LimitsSection {
     #[serde(default = "default_max_message_size")]
     max_message_size: usize,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    max_connections_per_ip: usize,
+    #[serde(default = "default_message_rate")]
+    message_rate: f64,
+    #[serde(default = "default_message_burst")]
+    message_burst: u32,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
-        Self { max_message_size: default_max_message_size() }
+        Self {
+            max_message_size: default_max_message_size(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            message_rate: default_message_rate(),
+            message_burst: default_message_burst(),
+            allowed_origins: Vec::new(),
+        }
     }
+}
+
+// The service's defaults (chinwag_service::Limits), which suit a gateway too.
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_ip() -> usize {
+    256
+}
+fn default_message_rate() -> f64 {
+    50.0
+}
+fn default_message_burst() -> u32 {
+    100
 }
 
 #[derive(Deserialize)]
@@ -352,6 +394,22 @@ impl Config {
         if g.limits.max_message_size < 1 {
             return Err(bad("gateway.limits.max_message_size", "must be at least 1 byte"));
         }
+        let limits = &g.limits;
+        for (key, value) in [
+            ("max_connections", limits.max_connections),
+            ("max_connections_per_ip", limits.max_connections_per_ip),
+            ("message_burst", limits.message_burst as usize),
+        ] {
+            if value == 0 {
+                return Err(bad(&format!("gateway.limits.{key}"), "must be at least 1"));
+            }
+        }
+        if !limits.message_rate.is_finite() || limits.message_rate < 0.0 {
+            return Err(bad("gateway.limits.message_rate", "messages per second: 0 (no limit) or more"));
+        }
+        if let Some(origin) = limits.allowed_origins.iter().find(|o| o.is_empty()) {
+            return Err(bad("gateway.limits.allowed_origins", format!("{origin:?} is not an origin")));
+        }
         for (key, value) in [("interval_secs", g.heartbeat.interval_secs), ("timeout_secs", g.heartbeat.timeout_secs)] {
             if value == 0 {
                 return Err(bad(&format!("gateway.heartbeat.{key}"), "must be at least 1 second"));
@@ -366,6 +424,10 @@ impl Config {
             auth,
             bus,
             max_message_size: g.limits.max_message_size,
+            max_connections: g.limits.max_connections,
+            max_connections_per_ip: g.limits.max_connections_per_ip,
+            message_rate: (g.limits.message_rate > 0.0).then_some((g.limits.message_rate, g.limits.message_burst)),
+            allowed_origins: g.limits.allowed_origins,
             heartbeat_interval_secs: g.heartbeat.interval_secs,
             heartbeat_timeout_secs: g.heartbeat.timeout_secs,
         })
@@ -454,6 +516,23 @@ gateway:
         assert_eq!(config.bus, Bus::InProcess);
         assert_eq!(config.max_message_size, 64 << 10);
         assert_eq!((config.heartbeat_interval_secs, config.heartbeat_timeout_secs), (30, 30));
+        assert_eq!((config.max_connections, config.max_connections_per_ip), (10_000, 256));
+        assert_eq!(config.message_rate, Some((50.0, 100)));
+        assert!(config.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn limits() {
+        let text = format!(
+            "{DOCUMENT}  limits:\n    max_connections: 5\n    max_connections_per_ip: 2\n    message_rate: 0\n    \
+             allowed_origins: [\"https://app.example\", \"*\"]\n"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!((config.max_connections, config.max_connections_per_ip), (5, 2));
+        assert_eq!(config.message_rate, None, "0: no rate limit");
+        assert_eq!(config.allowed_origins, ["https://app.example", "*"]);
+        let rated = parse(&format!("{DOCUMENT}  limits:\n    message_rate: 2.5\n    message_burst: 4\n")).unwrap();
+        assert_eq!(rated.message_rate, Some((2.5, 4)));
     }
 
     #[test]
@@ -511,6 +590,14 @@ gateway:
                 "at least 1",
             ),
             (format!("{DOCUMENT}  extra: 1\n"), "gateway.extra", "unknown field `extra`"),
+            (format!("{DOCUMENT}  limits:\n    max_connections: 0\n"), "gateway.limits.max_connections", "at least 1"),
+            (format!("{DOCUMENT}  limits:\n    message_rate: -1\n"), "gateway.limits.message_rate", "0 (no limit)"),
+            (format!("{DOCUMENT}  limits:\n    message_burst: 0\n"), "gateway.limits.message_burst", "at least 1"),
+            (
+                format!("{DOCUMENT}  limits:\n    allowed_origins: [\"\"]\n"),
+                "gateway.limits.allowed_origins",
+                "not an origin",
+            ),
             (
                 DOCUMENT.replace("subscribe: \"socket:broadcast\"", "subscribe: \"socket:send\""),
                 "gateway.socket.broadcast.subscribe",

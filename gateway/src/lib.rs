@@ -24,6 +24,8 @@ pub use config::{Config, ConfigError};
 pub use identity::{Authenticator, Refusal, identify};
 pub use service::{Command, GatewayHandle, GatewayService, Handlers};
 
+use chinwag_core::handshake::OriginPolicy;
+use chinwag_core::limit::RateLimit;
 use chinwag_driver::Runtime;
 use std::time::Duration;
 
@@ -55,6 +57,12 @@ impl Gateway {
             ..chinwag_core::Config::default()
         };
         let path = config.path.clone();
+        let limits = chinwag_service::Limits {
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            message_rate: config.message_rate.map(|(rate, burst)| RateLimit::new(rate, burst)),
+            origins: config.allowed_origins.iter().fold(OriginPolicy::same_host(), |policy, o| policy.allow(o)),
+        };
         let (outbox, bus) = match &config.bus {
             config::Bus::InProcess => (None, None),
             config::Bus::Redis(url) => {
@@ -69,7 +77,8 @@ impl Gateway {
         let server = chinwag_service::Server::new(service)
             .route(&path)
             .expect("a checked path is a valid route")
-            .config(connection);
+            .config(connection)
+            .limits(limits);
         let handle = GatewayHandle::new(server.handle(), outbox);
         Ok(Self { server, handle, bus })
     }
