@@ -40,6 +40,7 @@ gateway:
     development_usernames: true
   bus: "{bus}"
   heartbeat: { interval_secs: 1, timeout_secs: 1 }
+  limits: { message_rate: 0 }
 "#;
 
 /// Every event topic of [`CONFIG`].
@@ -287,6 +288,37 @@ async fn heartbeat_and_a_redis_restart<S: Runtime, C: Runtime>() {
     fence::<C>(&cluster, 1, &mut [&mut alex, &mut bob]).await;
 }
 
+/// A burst larger than the outbox, while Redis is up: the connection waits for
+/// room instead of the node dropping events, and every event reaches Redis once,
+/// in order.
+async fn a_burst_waits_instead_of_dropping<S: Runtime, C: Runtime>() {
+    const BURST: u64 = 3 * chinwag_gateway::bus::OUTBOX_CAPACITY as u64;
+    let cluster = Cluster::start::<S>(vec![Authenticator::DevelopmentUsernames]);
+    let node = &cluster.nodes[0];
+    let mut ws = join::<C>(node, "alex", "acme").await;
+    for n in 0..BURST {
+        ws.feed(&Message::text(json!({"type": "burst", "payload": n}).to_string())).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let burst = || {
+        cluster
+            .observer
+            .seen()
+            .into_iter()
+            .filter(|(t, e)| t == "socket:generalMessage" && e["message"]["type"] == "burst")
+    };
+    while (burst().count() as u64) < BURST {
+        assert!(Instant::now() < deadline, "{} of {BURST} events reached Redis", burst().count());
+        C::sleep(Duration::from_millis(20)).await;
+    }
+    let order: Vec<u64> = burst().map(|(_, e)| e["message"]["payload"].as_u64().unwrap()).collect();
+    assert_eq!(order, (0..BURST).collect::<Vec<_>>(), "each once, in order");
+    let status = node.handle.bus_status().unwrap();
+    assert_eq!((status.dropped, status.lost), (0, 0));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
 /// A token signed with `key` for `claims`, as the ID_TOKEN cookie.
 fn token_cookie(algorithm: jsonwebtoken::Algorithm, key: &[u8], claims: Value) -> String {
     let token = jsonwebtoken::encode(
@@ -352,7 +384,7 @@ async fn jwt_identities_at_the_handshake<S: Runtime, C: Runtime>() {
 
 chinwag_tests::runtime_suite! {
     limit: Duration::from_secs(90);
-    scenarios: [two_nodes_one_handler, heartbeat_and_a_redis_restart, jwt_identities_at_the_handshake];
+    scenarios: [two_nodes_one_handler, heartbeat_and_a_redis_restart, jwt_identities_at_the_handshake, a_burst_waits_instead_of_dropping];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

@@ -53,6 +53,7 @@ need_debian chromium chromium-driver
 
 step "benchmarks: smoke run of every mode (no timing assertions), microbenchmarks once each"
 target/release/chinwag-bench smoke >/dev/null
+apps/bench/scripts/gateway-bus.sh 2000 target/release/chinwag
 cargo bench --quiet -p chinwag-bench --bench core -- --test >/dev/null
 
 step "reliability: short soak (300 clients, 10 s) and slow-client test of the chat, both runtimes"

@@ -236,6 +236,12 @@ impl Service for GatewayService {
         gateway::binary(cx.hub(), conn);
     }
 
+    async fn ready(&self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.ready().await;
+        }
+    }
+
     fn on_skipped(&self, cx: &mut Context<'_>, skipped: &chinwag_core::SkippedMessage) {
         let conn = cx.id();
         gateway::too_big(cx.hub(), conn, skipped.len, self.config.max_message_size);

@@ -271,7 +271,9 @@ async fn connection<R: Runtime, S: Service>(
 
     let mut flooded = false;
     let mut rate = limits.message_rate.map(|limit| MessageRate::new(limit, Instant::now()));
-    while let Some(incoming) = receiver.recv_incoming().await {
+    loop {
+        service.ready().await;
+        let Some(incoming) = receiver.recv_incoming().await else { break };
         let verdict = rate.as_mut().map_or(Verdict::Allow, |rate| rate.check(Instant::now()));
         let mut state = shared.lock();
         let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };

@@ -42,6 +42,17 @@ pub trait Service: Send + Sync + 'static {
         let _ = (cx, text);
     }
 
+    /// Waited on before each connection reads its next message: a service whose
+    /// work queues up (an event bus that cannot keep up, say) makes the clients
+    /// wait here rather than drop what they send; TCP flow control then slows them
+    /// down. Called without the hub's lock. The default is always ready. Keep the
+    /// wait short: a connection that waits here does not read, so it does not see
+    /// the peer's pongs either, and a wait longer than the keepalive timeout
+    /// closes it.
+    fn ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
+
     /// A binary message arrived.
     fn on_binary(&self, cx: &mut Context<'_>, data: &Bytes) {
         let _ = (cx, data);

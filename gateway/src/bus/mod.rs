@@ -25,6 +25,11 @@ use crate::envelope::{self, ReplyTo};
 /// bounds the outbox to a few MiB.
 pub const OUTBOX_CAPACITY: usize = 16_384;
 
+/// Above this many queued events, while the bus is connected, connections wait
+/// before reading their next message (backpressure) instead of having their events
+/// dropped. Half the capacity, so that the messages already being read still fit.
+pub const OUTBOX_HIGH_WATER: usize = OUTBOX_CAPACITY / 2;
+
 /// An event on its way to the bus: the channel (its topic) and the JSON envelope.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Outgoing {
@@ -42,6 +47,17 @@ pub(crate) struct BusState {
     pub(crate) lost: AtomicU64,
     pub(crate) applied: AtomicU64,
     pub(crate) refused: AtomicU64,
+    /// Notified when the outbox was drained or the publisher's connection changed:
+    /// wakes the connections waiting in [`Outbox::ready`].
+    pub(crate) room: event_listener::Event,
+}
+
+impl BusState {
+    /// Records whether the publisher is connected, and wakes waiting connections.
+    pub(crate) fn set_publisher_connected(&self, connected: bool) {
+        self.publisher_connected.store(connected, Ordering::Release);
+        self.room.notify(usize::MAX);
+    }
 }
 
 impl BusState {
@@ -97,6 +113,21 @@ impl Outbox {
         self.state.snapshot(&self.node)
     }
 
+    /// Returns once the outbox has room, or at once while the bus is disconnected:
+    /// then waiting could last as long as the outage and close every client on its
+    /// heartbeat, so events are queued up to the capacity and then dropped.
+    pub(crate) async fn ready(&self) {
+        let waiting =
+            || self.state.publisher_connected.load(Ordering::Acquire) && self.queue.len() >= OUTBOX_HIGH_WATER;
+        while waiting() {
+            let listener = self.state.room.listen();
+            if !waiting() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
     /// Queues `event` about `conn`, with the address its answer comes back to.
     pub(crate) fn post(&self, conn: ConnId, event: &Publish) {
         let reply_to = ReplyTo {
@@ -111,7 +142,7 @@ impl Outbox {
             // The first drop and then every thousandth: a flood of identical lines
             // would hide the rest of the log while the bus is down.
             if dropped == 1 || dropped.is_multiple_of(1000) {
-                tracing::warn!(topic = %event.topic, dropped, "the bus's outbox is full: event dropped");
+                tracing::warn!(topic = %event.topic, dropped, "the bus's outbox is full (Redis is down?): event dropped");
             }
         }
     }

@@ -172,7 +172,7 @@ impl Publisher {
                 }
             };
             backoff.reset();
-            self.state.publisher_connected.store(true, Ordering::Release);
+            self.state.set_publisher_connected(true);
             tracing::info!("bus: publishing to Redis");
             let mut retried = !retry.is_empty();
             loop {
@@ -190,6 +190,7 @@ impl Publisher {
                         Err(_) => break,
                     }
                 }
+                self.state.room.notify(usize::MAX);
                 let mut pipe = redis::pipe();
                 for event in &batch {
                     pipe.publish(&event.channel, &event.payload).ignore();
@@ -210,7 +211,7 @@ impl Publisher {
                     }
                 }
             }
-            self.state.publisher_connected.store(false, Ordering::Release);
+            self.state.set_publisher_connected(false);
         }
         tracing::debug!("bus: publisher stopped");
     }
