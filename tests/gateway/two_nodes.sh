@@ -10,21 +10,7 @@ CHINWAG="$1"
 PY="$2"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# Waits until FILE has a line matching PATTERN (10 s at most).
-wait_line() {
-  for _ in $(seq 100); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "FAIL: no line matching $2 in $1:"; cat "$1"; return 1
-}
+source tests/support/processes.sh
 fail() { echo "FAIL: $*"; for f in "$WORK"/*.log "$WORK"/*.out; do echo "--- $f"; cat "$f"; done; exit 1; }
 
 REDIS_PORT="$(free_port)"; NODE1="127.0.0.1:$(free_port)"; NODE2="127.0.0.1:$(free_port)"
