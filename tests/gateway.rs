@@ -14,25 +14,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-const CONFIG: &str = r#"
-gateway:
-  socket:
-    path: "/connect"
-    onconnect: { publish: "socket:connection" }
-    onmessage:
-      publish: "socket:generalMessage"
-      types:
-        - { type: "message_type_one", publish: "socket:type_one" }
-        - { type: "message_type_two", publish: "socket:type_two" }
-    onclose: { publish: "socket:close" }
-    send: { subscribe: "socket:send" }
-    broadcast: { subscribe: "socket:broadcast" }
-  auth:
-    development_usernames: true
-  heartbeat: { interval_secs: 1, timeout_secs: 1 }
-  limits: { max_message_size: 1024, allowed_origins: ["https://app.example"] }
-"#;
-
 type Events = Arc<Mutex<Vec<(String, Value)>>>;
 
 fn start<S: Runtime>() -> (SocketAddr, GatewayHandle, Events) {
@@ -57,7 +38,9 @@ fn start<S: Runtime>() -> (SocketAddr, GatewayHandle, Events) {
         .on("socket:type_two", |_| vec![Command::Fail(json!({"message": "nope"}))])
         .on("socket:generalMessage", record("socket:generalMessage", &events))
         .on("socket:close", record("socket:close", &events));
-    let config = chinwag_gateway::Config::parse(CONFIG, std::path::Path::new(".")).unwrap();
+    let config = chinwag_tests::gateway_config(
+        "  limits: { max_message_size: 1024, allowed_origins: [\"https://app.example\"] }\n",
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         S::block_on(async move {

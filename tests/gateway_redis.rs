@@ -21,29 +21,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(10);
 const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
 
-/// The gateway document's topics, with a 1 s heartbeat; `{bus}` and `{auth}` are
-/// filled in.
-const CONFIG: &str = r#"
-gateway:
-  socket:
-    path: "/connect"
-    onconnect: { publish: "socket:connection" }
-    onmessage:
-      publish: "socket:generalMessage"
-      types:
-        - { type: "message_type_one", publish: "socket:type_one" }
-        - { type: "message_type_two", publish: "socket:type_two" }
-    onclose: { publish: "socket:close" }
-    send: { subscribe: "socket:send" }
-    broadcast: { subscribe: "socket:broadcast" }
-  auth:
-    development_usernames: true
-  bus: "{bus}"
-  heartbeat: { interval_secs: 1, timeout_secs: 1 }
-  limits: { message_rate: 0 }
-"#;
-
-/// Every event topic of [`CONFIG`].
+/// Every event topic of the tests' configuration ([`chinwag_tests::gateway_config`]).
 const EVENT_TOPICS: [&str; 5] =
     ["socket:connection", "socket:generalMessage", "socket:type_one", "socket:type_two", "socket:close"];
 
@@ -55,8 +33,8 @@ struct Node {
 
 impl Node {
     fn start<S: Runtime>(redis_url: &str, authenticator: Authenticator) -> Self {
-        let text = CONFIG.replace("{bus}", redis_url);
-        let config = chinwag_gateway::Config::parse(&text, std::path::Path::new(".")).unwrap();
+        let config =
+            chinwag_tests::gateway_config(&format!("  bus: \"{redis_url}\"\n  limits: {{ message_rate: 0 }}\n"));
         let gateway = Gateway::new(config, authenticator, Handlers::new()).unwrap();
         let handle = gateway.handle();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -338,7 +316,7 @@ async fn jwt_identities_at_the_handshake<S: Runtime, C: Runtime>() {
     );
     let cluster = Cluster::start::<S>(vec![Authenticator::Jwt(Box::new(verifier))]);
     let node = &cluster.nodes[0];
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = chinwag_gateway::auth::unix_now();
     let hs256 = jsonwebtoken::Algorithm::HS256;
 
     // Valid: the username is the token's, whatever the query says.

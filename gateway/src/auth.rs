@@ -70,6 +70,12 @@ struct Claims {
     nbf: Option<u64>,
 }
 
+/// The seconds since the Unix epoch, as JWT times count them: what the gateway
+/// passes as `now` to [`Verifier::authenticate`] and [`hs256_token`].
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// The HS256 secret in environment variable `var`: set, and 32 bytes or more.
 fn secret_from_env(var: &str) -> Result<String, String> {
     let secret =

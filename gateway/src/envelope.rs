@@ -15,7 +15,7 @@
 //! something else); every refusal says what is wrong.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 use std::fmt;
 
 use crate::service::Command;
@@ -42,13 +42,21 @@ pub fn reply_channel(node: &str) -> String {
     format!("{REPLY_CHANNEL_PREFIX}{node}")
 }
 
-/// An event's body with its reply address, as it leaves on the bus.
-pub fn event(body: &Value, reply_to: &ReplyTo) -> Value {
-    let mut out = body.clone();
-    if let Value::Object(map) = &mut out {
-        map.insert("reply_to".into(), json!(reply_to));
+/// An event's body with its reply address, encoded as it leaves on the bus.
+/// Encoded straight from the borrowed body: one pass, no copy of its JSON.
+pub fn event(body: &Value, reply_to: &ReplyTo) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        #[serde(flatten)]
+        body: &'a Map<String, Value>,
+        reply_to: &'a ReplyTo,
     }
-    out
+    let encoded = match body {
+        Value::Object(body) => serde_json::to_vec(&Envelope { body, reply_to }),
+        // Event bodies are objects; anything else leaves as it is.
+        other => serde_json::to_vec(other),
+    };
+    encoded.expect("JSON values and string-keyed maps always encode")
 }
 
 /// An envelope refused, and why.
@@ -151,6 +159,7 @@ pub fn parse_broadcast(bytes: &[u8]) -> Result<Command, EnvelopeError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn reply_to() -> ReplyTo {
         ReplyTo { node: "n1".into(), connection: 7, reply_type: "socket:type_one".into(), on_connect: false }
@@ -159,7 +168,8 @@ mod tests {
     #[test]
     fn events_carry_their_reply_address_and_replies_come_back() {
         let body = json!({"event": "message", "context": {"username": "alex"}});
-        let out = event(&body, &reply_to());
+        let out: Value = serde_json::from_slice(&event(&body, &reply_to())).unwrap();
+        assert_eq!(out["event"], "message");
         assert_eq!(out["context"]["username"], "alex");
         assert_eq!(out["reply_to"]["connection"], 7);
         // A handler in another language echoes reply_to with its answer.

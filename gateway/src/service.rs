@@ -15,8 +15,8 @@ use chinwag_service::{Context, Decision, Handle, Service};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::auth::unix_now;
 use crate::bus::{BusStatus, Outbox};
 use crate::config::Config;
 use crate::identity::{Authenticator, identify};
@@ -132,28 +132,27 @@ impl GatewayService {
 }
 
 /// Carries out a command; `origin` is the connection, reply type and phase of the
-/// event it answers (replies and failures need one).
-fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command) {
+/// event it answers (replies and failures need one). Returns how many connections
+/// it reached.
+fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command) -> usize {
     match (command, origin) {
         (Command::Reply(payload), Some((conn, reply_type, _))) => {
-            gateway::reply(hub, conn, reply_type, payload);
+            usize::from(gateway::reply(hub, conn, reply_type, payload))
         }
         (Command::Fail(payload), Some((conn, _, on_connect))) => {
-            gateway::fail(hub, conn, on_connect, payload);
+            usize::from(gateway::fail(hub, conn, on_connect, payload))
         }
         (Command::Send { username, namespace, message_type, payload }, _) => {
-            gateway::send(hub, &username, namespace.as_deref(), &message_type, payload);
+            gateway::send(hub, &username, namespace.as_deref(), &message_type, payload)
         }
         (Command::Broadcast { namespace, message_type, payload }, _) => {
-            gateway::broadcast(hub, namespace.as_deref(), &message_type, payload);
+            gateway::broadcast(hub, namespace.as_deref(), &message_type, payload)
         }
-        (command, None) => tracing::warn!(?command, "a reply or failure with no event to answer: dropped"),
+        (command, None) => {
+            tracing::warn!(?command, "a reply or failure with no event to answer: dropped");
+            0
+        }
     }
-}
-
-/// The seconds since the Unix epoch (JWT times).
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The context an event carries beyond username, namespace and connection: the
@@ -218,15 +217,22 @@ impl Service for GatewayService {
 
     fn on_open(&self, cx: &mut Context<'_>) {
         let conn = cx.id();
-        let Some(context) = self.open_map().get(&conn).map(|o| o.context.clone()) else { return };
-        let events = gateway::connected(&self.config.topics, &context);
+        let open = self.open_map();
+        let Some(Open { context }) = open.get(&conn) else { return };
+        let events = gateway::connected(&self.config.topics, context);
+        drop(open);
         self.publish(cx.hub(), conn, events);
     }
 
     fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
         let conn = cx.id();
-        let Some(context) = self.open_map().get(&conn).map(|o| o.context.clone()) else { return };
-        if let Ok(events) = gateway::message(cx.hub(), conn, text, &self.config.topics, &context) {
+        // Borrowed, not cloned: every message would otherwise copy the context's
+        // JSON. (Hooks run under the hub's lock, so this lock is never contended.)
+        let open = self.open_map();
+        let Some(Open { context }) = open.get(&conn) else { return };
+        let events = gateway::message(cx.hub(), conn, text, &self.config.topics, context);
+        drop(open);
+        if let Ok(events) = events {
             self.publish(cx.hub(), conn, events);
         }
     }
@@ -276,18 +282,7 @@ impl GatewayHandle {
     /// Carries out a send or broadcast (replies and failures need an event and
     /// are ignored here). Returns how many connections it reached.
     pub fn command(&self, command: Command) -> usize {
-        self.handle.with_hub(|hub| match command {
-            Command::Send { username, namespace, message_type, payload } => {
-                gateway::send(hub, &username, namespace.as_deref(), &message_type, payload)
-            }
-            Command::Broadcast { namespace, message_type, payload } => {
-                gateway::broadcast(hub, namespace.as_deref(), &message_type, payload)
-            }
-            other => {
-                apply(hub, None, other);
-                0
-            }
-        })
+        self.handle.with_hub(|hub| apply(hub, None, command))
     }
 
     /// Answers an event from outside the in-process handlers (a handler on another

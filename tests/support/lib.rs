@@ -199,3 +199,30 @@ macro_rules! runtime_suite {
         }
     };
 }
+
+/// The gateway tests' configuration: the gateway document's topics, development
+/// usernames and a 1 s heartbeat.
+const GATEWAY_CONFIG: &str = r#"
+gateway:
+  socket:
+    path: "/connect"
+    onconnect: { publish: "socket:connection" }
+    onmessage:
+      publish: "socket:generalMessage"
+      types:
+        - { type: "message_type_one", publish: "socket:type_one" }
+        - { type: "message_type_two", publish: "socket:type_two" }
+    onclose: { publish: "socket:close" }
+    send: { subscribe: "socket:send" }
+    broadcast: { subscribe: "socket:broadcast" }
+  auth:
+    development_usernames: true
+  heartbeat: { interval_secs: 1, timeout_secs: 1 }
+"#;
+
+/// [`GATEWAY_CONFIG`] plus `extra`: more keys of its `gateway` section, as YAML
+/// lines indented by two spaces.
+pub fn gateway_config(extra: &str) -> chinwag_gateway::Config {
+    let text = format!("{GATEWAY_CONFIG}{extra}");
+    chinwag_gateway::Config::parse(&text, std::path::Path::new(".")).expect("a valid test configuration")
+}

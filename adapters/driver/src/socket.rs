@@ -41,12 +41,23 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         f(self.lock().start_poll(), cx, &mut write_cx)
     }
 
-    /// Runs `f` for a sending task: it is registered to be woken when the transport
-    /// can take more, and writes with the shared waker.
-    fn with_sender<O>(&self, cx: &mut Context<'_>, f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>) -> O) -> O {
-        self.wakers.register_sender(cx.waker());
+    /// Polls `f` for a sending task, which writes with the shared waker. Most sends
+    /// find room and finish at once, without registering anything (a registration
+    /// per send cost a lock and a scan, and a list that grew with every fresh
+    /// waker); one that must wait registers to be woken when the transport can
+    /// take more.
+    fn with_sender<O>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>) -> Poll<O>,
+    ) -> Poll<O> {
+        let before = self.wakers.wakes();
         let mut write_cx = Context::from_waker(&self.io_waker);
-        f(&mut self.lock(), &mut write_cx)
+        let polled = f(&mut self.lock(), &mut write_cx);
+        if polled.is_pending() {
+            self.wakers.wait_to_send(cx.waker(), before);
+        }
+        polled
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
@@ -86,7 +97,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     /// Waits while the outgoing backlog is over its bound, then queues `message`
-    /// and, with `write`, writes everything queued: one lock and one waker
+    /// and, with `write`, writes everything queued: one lock and no waker
     /// registration when there is room, as there almost always is.
     fn poll_queue(
         &self,
@@ -295,9 +306,15 @@ impl<T: Transport, R: Timer> Sender<T, R> {
         self.shared.send(message).await
     }
 
-    /// Queues a message without writing it; see [`WebSocket::feed`].
+    /// Queues a message, waiting only while the outgoing backlog is over its bound
+    /// (see [`WebSocket::feed`]), and wakes the receiving task, which writes it
+    /// together with whatever else is queued by then: [`push`](Self::push) with
+    /// backpressure, for a task that produces faster than the peer reads.
     pub async fn feed(&self, message: &Message) -> Result<(), Error> {
-        self.shared.feed(message).await
+        let queued = self.shared.feed(message).await;
+        // Also on an error, as for `push`: a refusal may have started the close.
+        self.shared.wakers.wake_receiver();
+        queued
     }
 
     /// Writes everything queued.

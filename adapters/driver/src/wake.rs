@@ -8,12 +8,18 @@
 //! therefore polled with one shared waker, [`Wakers`], which wakes the receiver and
 //! every task registered as waiting to send; each re-checks its own condition.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Wake, Waker};
 
 #[derive(Default)]
 pub(crate) struct Wakers {
     inner: Mutex<Inner>,
+    /// How many times the transport woke us: lets a sender register only once it
+    /// has to wait, without missing a wake that came in between (see
+    /// [`Wakers::wait_to_send`]). Changed and compared under `inner`'s lock; read
+    /// without it, so that a send that does not wait takes no lock here.
+    wakes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -38,10 +44,19 @@ impl Wakers {
         }
     }
 
-    /// Adds a task about to wait to send.
-    pub(crate) fn register_sender(&self, waker: &Waker) {
+    /// The transport's wake count, read before a sending task polls it.
+    pub(crate) fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::Acquire)
+    }
+
+    /// Registers a sending task whose poll of the transport (begun when the wake
+    /// count was `before`) must wait. Had the transport woken us meanwhile, that
+    /// wake found no registration: the task is woken at once to poll again.
+    pub(crate) fn wait_to_send(&self, waker: &Waker, before: u64) {
         let mut inner = self.lock();
-        if !inner.senders.iter().any(|w| w.will_wake(waker)) {
+        if self.wakes.load(Ordering::Acquire) != before {
+            waker.wake_by_ref();
+        } else if !inner.senders.iter().any(|w| w.will_wake(waker)) {
             inner.senders.push(waker.clone());
         }
     }
@@ -62,6 +77,7 @@ impl Wake for Wakers {
     fn wake_by_ref(self: &Arc<Self>) {
         // Waking only schedules tasks, so holding the lock is brief.
         let mut inner = self.lock();
+        self.wakes.fetch_add(1, Ordering::AcqRel);
         if let Some(receiver) = &inner.receiver {
             receiver.wake_by_ref();
         }

@@ -62,16 +62,9 @@ async fn interactive<R: Runtime>(url: String, headers: &[String]) -> io::Result<
     std::thread::spawn(move || {
         for line in io::stdin().lock().lines() {
             let Ok(line) = line else { break };
-            // Pushing is cheap (the receiving task writes in batches); past half the
-            // backlog's bound, wait for room instead, so that piping a large file in
-            // slows down to the server's pace rather than overflowing the backlog.
-            let message = Message::text(line);
-            let sent = if sender.buffered_amount() < Config::default().max_backlog / 2 {
-                sender.push(&message)
-            } else {
-                block_on(sender.send(&message))
-            };
-            if sent.is_err() {
+            // Fed, not pushed: piping a large file in waits for room, at the
+            // server's pace, rather than overflowing the backlog.
+            if block_on(sender.feed(&Message::text(line))).is_err() {
                 return;
             }
         }

@@ -218,7 +218,7 @@ fn token(path: &std::path::Path, username: &str, lifetime_secs: u64) -> std::io:
     let chinwag_gateway::config::Auth::Jwt(jwt) = &config.auth else {
         return Err(std::io::Error::other(format!("{}: the gateway does not use JWT", path.display())));
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = chinwag_gateway::auth::unix_now();
     let token = chinwag_gateway::auth::hs256_token(jwt, username, now, lifetime_secs).map_err(std::io::Error::other)?;
     println!("{token}");
     Ok(())

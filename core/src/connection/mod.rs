@@ -552,11 +552,16 @@ impl Connection {
             return Err(LocalError::CloseReasonTooLong);
         }
         self.check_can_send()?;
+        self.start_close(code, reason);
+        Ok(())
+    }
+
+    /// Sends our close frame and waits for the peer's, up to the close timeout.
+    fn start_close(&mut self, code: CloseCode, reason: &str) {
         self.queue_close(code, reason);
         self.phase = Phase::CloseSent;
         self.timers.arm_close(self.config.close_timeout);
         self.pending_close = Some((code, reason.to_owned()));
-        Ok(())
     }
 
     fn check_can_send(&self) -> Result<(), LocalError> {
@@ -574,11 +579,7 @@ impl Connection {
         self.check_can_send()?;
         if self.out.remaining() > self.config.max_backlog {
             self.evicted = true;
-            let code = CloseCode::POLICY_VIOLATION;
-            self.queue_close(code, SLOW_CONSUMER_REASON);
-            self.phase = Phase::CloseSent;
-            self.timers.arm_close(self.config.close_timeout);
-            self.pending_close = Some((code, SLOW_CONSUMER_REASON.to_owned()));
+            self.start_close(CloseCode::POLICY_VIOLATION, SLOW_CONSUMER_REASON);
             return Err(LocalError::Backlogged);
         }
         Ok(())

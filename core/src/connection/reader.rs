@@ -130,22 +130,18 @@ impl Connection {
                 apply_mask(&mut buf[start..], mask, phase);
             } else {
                 let message = self.reader.message.as_mut().expect("a message is in progress");
-                if message.skip {
-                    // Read past: the bytes are not kept, unmasked or validated.
-                    if !done {
+                // A skipped message is read past: its bytes are not kept, unmasked or
+                // validated.
+                if !message.skip {
+                    let start = message.data.len();
+                    copy_masked(&mut message.data, piece, mask, phase);
+                    let fresh = &message.data[start..];
+                    // Fail fast: the byte that breaks UTF-8 closes the connection now,
+                    // not when the frame or message ends.
+                    if message.text && message.utf8.feed(fresh).is_err() {
+                        self.fail(ProtocolError::InvalidUtf8);
                         break;
                     }
-                    self.end_frame();
-                    continue;
-                }
-                let start = message.data.len();
-                copy_masked(&mut message.data, piece, mask, phase);
-                let fresh = &message.data[start..];
-                // Fail fast: the byte that breaks UTF-8 closes the connection now,
-                // not when the frame or message ends.
-                if message.text && message.utf8.feed(fresh).is_err() {
-                    self.fail(ProtocolError::InvalidUtf8);
-                    break;
                 }
             }
             if !done {

@@ -136,7 +136,7 @@ impl Outbox {
             reply_type: event.reply_type().to_owned(),
             on_connect: event.is_connect(),
         };
-        let payload = envelope::event(&event.body, &reply_to).to_string().into_bytes();
+        let payload = envelope::event(&event.body, &reply_to);
         if self.queue.try_send(Outgoing { channel: event.topic.clone(), payload }).is_err() {
             let dropped = self.state.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // The first drop and then every thousandth: a flood of identical lines

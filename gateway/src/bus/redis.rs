@@ -153,16 +153,16 @@ impl Publisher {
             .set_response_timeout(Some(ATTEMPT_TIMEOUT));
         // A batch whose publication failed: sent again, once, on the next
         // connection. Redis restarting is the usual cause, and then it never got it.
-        let mut retry: Vec<Outgoing> = Vec::new();
+        let mut retry: Option<Vec<Outgoing>> = None;
         // Stops when the queue is closed and empty: what was queued before a
         // shutdown still goes out.
-        while !(self.queue.is_closed() && self.queue.is_empty() && retry.is_empty()) {
+        while !(self.queue.is_closed() && self.queue.is_empty() && retry.is_none()) {
             let mut connection = match self.client.get_multiplexed_async_connection_with_config(&config).await {
                 Ok(connection) => connection,
                 Err(error) => {
                     if self.queue.is_closed() {
                         // Shutting down with Redis away: what is left cannot go out.
-                        let left = self.queue.len() + retry.len();
+                        let left = self.queue.len() + retry.map_or(0, |batch| batch.len());
                         self.state.lost.fetch_add(left as u64, Ordering::Relaxed);
                         break;
                     }
@@ -174,23 +174,14 @@ impl Publisher {
             backoff.reset();
             self.state.set_publisher_connected(true);
             tracing::info!("bus: publishing to Redis");
-            let mut retried = !retry.is_empty();
             loop {
-                let mut batch = std::mem::take(&mut retry);
-                if batch.is_empty() {
-                    match self.queue.recv().await {
-                        Ok(first) => batch.push(first),
-                        Err(_) => break,
-                    }
-                    retried = false;
-                }
-                while batch.len() < BATCH {
-                    match self.queue.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                self.state.room.notify(usize::MAX);
+                let (batch, second_try) = match retry.take() {
+                    Some(batch) => (batch, true),
+                    None => match self.next_batch().await {
+                        Some(batch) => (batch, false),
+                        None => break,
+                    },
+                };
                 let mut pipe = redis::pipe();
                 for event in &batch {
                     pipe.publish(&event.channel, &event.payload).ignore();
@@ -199,14 +190,14 @@ impl Publisher {
                     Ok(()) => {
                         self.state.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
-                    Err(error) if retried => {
+                    Err(error) if second_try => {
                         self.state.lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         tracing::warn!(%error, events = batch.len(), "bus: publishing failed twice; events lost");
                         break;
                     }
                     Err(error) => {
                         tracing::warn!(%error, events = batch.len(), "bus: publishing failed; reconnecting to retry");
-                        retry = batch;
+                        retry = Some(batch);
                         break;
                     }
                 }
@@ -214,6 +205,21 @@ impl Publisher {
             self.state.set_publisher_connected(false);
         }
         tracing::debug!("bus: publisher stopped");
+    }
+
+    /// Waits for the next event and takes what else is queued, up to [`BATCH`];
+    /// `None` once the queue is closed and empty. Connections waiting for room are
+    /// woken.
+    async fn next_batch(&self) -> Option<Vec<Outgoing>> {
+        let mut batch = vec![self.queue.recv().await.ok()?];
+        while batch.len() < BATCH {
+            match self.queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        self.state.room.notify(usize::MAX);
+        Some(batch)
     }
 }
 
@@ -226,12 +232,6 @@ struct Subscriber {
     stopped: async_channel::Receiver<()>,
 }
 
-/// Why a subscription ended.
-enum End {
-    Stopped,
-    Lost(String),
-}
-
 impl Subscriber {
     async fn run<R: Runtime>(self) {
         let mut backoff = Backoff::new();
@@ -241,76 +241,58 @@ impl Subscriber {
                 sink.subscribe(self.channels.all()).await?;
                 Ok::<_, redis::RedisError>((sink, stream))
             });
-            let attempt = or(async { Some(attempt.await) }, async {
-                let _ = self.stopped.recv().await;
-                None
-            })
-            .await;
-            let end = match attempt {
-                None => End::Stopped,
-                Some(Some(Ok((sink, stream)))) => {
+            let Some(attempt) = self.unless_stopped(attempt).await else { break };
+            let lost = match attempt {
+                Some(Ok((sink, stream))) => {
                     backoff.reset();
                     self.state.subscribed.store(true, Ordering::Release);
                     tracing::info!(channels = ?self.channels.all(), "bus: subscribed on Redis");
-                    let end = self.listen::<R>(sink, stream).await;
+                    let lost = self.listen::<R>(sink, stream).await;
                     self.state.subscribed.store(false, Ordering::Release);
-                    end
+                    let Some(reason) = lost else { break };
+                    reason
                 }
-                Some(Some(Err(error))) => End::Lost(format!("cannot subscribe: {error}")),
-                Some(None) => End::Lost("cannot subscribe: no answer in time".into()),
+                Some(Err(error)) => format!("cannot subscribe: {error}"),
+                None => "cannot subscribe: no answer in time".into(),
             };
-            match end {
-                End::Stopped => break,
-                End::Lost(reason) => {
-                    tracing::warn!(%reason, "bus: subscription lost; commands published meanwhile are lost; retrying");
-                    let stopped = or(
-                        async {
-                            R::sleep(backoff.next()).await;
-                            false
-                        },
-                        async {
-                            let _ = self.stopped.recv().await;
-                            true
-                        },
-                    )
-                    .await;
-                    if stopped {
-                        break;
-                    }
-                }
+            tracing::warn!(reason = %lost, "bus: subscription lost; commands published meanwhile are lost; retrying");
+            if self.unless_stopped(R::sleep(backoff.next())).await.is_none() {
+                break;
             }
         }
         tracing::debug!("bus: subscriber stopped");
     }
 
-    async fn listen<R: Runtime>(&self, mut sink: PubSubSink, mut stream: PubSubStream) -> End {
+    /// `Some(output)` of `future`, or `None` if the bus is stopped first.
+    async fn unless_stopped<T>(&self, future: impl Future<Output = T>) -> Option<T> {
+        or(async { Some(future.await) }, async {
+            let _ = self.stopped.recv().await;
+            None
+        })
+        .await
+    }
+
+    /// Applies what arrives until the subscription is lost (`Some(why)`) or the
+    /// bus is stopped (`None`).
+    async fn listen<R: Runtime>(&self, mut sink: PubSubSink, mut stream: PubSubStream) -> Option<String> {
         enum Step {
             Message(Option<redis::Msg>),
             Quiet,
-            Stop,
         }
         loop {
-            let step = or(
-                or(async { Step::Message(stream.next().await) }, async {
-                    R::sleep(PING_EVERY).await;
-                    Step::Quiet
-                }),
-                async {
-                    let _ = self.stopped.recv().await;
-                    Step::Stop
-                },
-            )
-            .await;
-            match step {
+            let step = or(async { Step::Message(stream.next().await) }, async {
+                R::sleep(PING_EVERY).await;
+                Step::Quiet
+            });
+            match self.unless_stopped(step).await? {
                 Step::Message(Some(message)) => self.apply(message.get_channel_name(), message.get_payload_bytes()),
-                Step::Message(None) => return End::Lost("the connection closed".into()),
+                Step::Message(None) => return Some("the connection closed".into()),
                 // In subscribed mode Redis answers a ping with ["pong", ""]: any answer will do.
                 Step::Quiet => match within::<R, _>(ATTEMPT_TIMEOUT, sink.ping::<redis::Value>()).await {
                     Some(Ok(_)) => {}
-                    Some(Err(error)) => return End::Lost(format!("ping failed: {error}")),
-                    None => return End::Lost("no answer to a ping".into()),
+                    Some(Err(error)) => return Some(format!("ping failed: {error}")),
+                    None => return Some("no answer to a ping".into()),
                 },
-                Step::Stop => return End::Stopped,
             }
         }
     }
