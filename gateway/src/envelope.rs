@@ -16,20 +16,22 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::service::Command;
 
-/// Where the answer to an event goes.
+/// Where the answer to an event goes. Borrowed when the gateway encodes it (once
+/// per event: no copies of the node id and topic), owned when parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReplyTo {
+pub struct ReplyTo<'a> {
     /// The gateway node that holds the connection.
-    pub node: String,
+    pub node: Cow<'a, str>,
     /// The connection's id on that node.
     pub connection: u64,
     /// The `type` of a reply: `onconnect`, or the topic the message went to.
-    pub reply_type: String,
+    pub reply_type: Cow<'a, str>,
     /// Whether the event was the connect event (a failure then closes).
     pub on_connect: bool,
 }
@@ -44,12 +46,12 @@ pub fn reply_channel(node: &str) -> String {
 
 /// An event's body with its reply address, encoded as it leaves on the bus.
 /// Encoded straight from the borrowed body: one pass, no copy of its JSON.
-pub fn event(body: &Value, reply_to: &ReplyTo) -> Vec<u8> {
+pub fn event(body: &Value, reply_to: &ReplyTo<'_>) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Envelope<'a> {
         #[serde(flatten)]
         body: &'a Map<String, Value>,
-        reply_to: &'a ReplyTo,
+        reply_to: &'a ReplyTo<'a>,
     }
     let encoded = match body {
         Value::Object(body) => serde_json::to_vec(&Envelope { body, reply_to }),
@@ -74,7 +76,7 @@ impl std::error::Error for EnvelopeError {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplyEnvelope {
-    reply_to: ReplyTo,
+    reply_to: ReplyTo<'static>,
     reply: Option<Value>,
     fail: Option<Value>,
 }
@@ -115,7 +117,7 @@ fn non_empty(what: &str, value: &str) -> Result<(), EnvelopeError> {
 }
 
 /// A reply or failure from the reply channel: where it goes, and the command.
-pub fn parse_reply(bytes: &[u8]) -> Result<(ReplyTo, Command), EnvelopeError> {
+pub fn parse_reply(bytes: &[u8]) -> Result<(ReplyTo<'static>, Command), EnvelopeError> {
     let envelope: ReplyEnvelope = parse("reply", bytes)?;
     let command = match (envelope.reply, envelope.fail) {
         (Some(payload), None) => Command::Reply(payload),
@@ -161,7 +163,7 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn reply_to() -> ReplyTo {
+    fn reply_to() -> ReplyTo<'static> {
         ReplyTo { node: "n1".into(), connection: 7, reply_type: "socket:type_one".into(), on_connect: false }
     }
 

@@ -107,25 +107,26 @@ impl GatewayService {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Publishes `events` about `conn`: queues each for the bus between processes
-    /// (if any), runs its in-process handlers and carries out their commands; with
-    /// neither, the event is only logged.
+    /// Publishes `events` about `conn`: runs each one's in-process handlers and
+    /// carries out their commands, and queues it for the bus between processes (if
+    /// any); with neither, the event is only logged.
     fn publish(&self, hub: &mut Hub, conn: ConnId, events: Vec<Publish>) {
         for event in events {
-            if let Some(outbox) = &self.outbox {
-                outbox.post(conn, &event);
+            match self.handlers.by_topic.get(&event.topic) {
+                Some(handlers) => {
+                    tracing::debug!(topic = %event.topic, body = %event.body, "event");
+                    for handler in handlers {
+                        for command in handler(&event.body) {
+                            apply(hub, Some((conn, event.reply_type(), event.is_connect())), command);
+                        }
+                    }
+                }
+                None if self.outbox.is_none() => tracing::info!(topic = %event.topic, body = %event.body, "event"),
+                None => {}
             }
-            let Some(handlers) = self.handlers.by_topic.get(&event.topic) else {
-                if self.outbox.is_none() {
-                    tracing::info!(topic = %event.topic, body = %event.body, "event");
-                }
-                continue;
-            };
-            tracing::debug!(topic = %event.topic, body = %event.body, "event");
-            for handler in handlers {
-                for command in handler(&event.body) {
-                    apply(hub, Some((conn, event.reply_type(), event.is_connect())), command);
-                }
+            // Last, so that the event moves into the outbox rather than being copied.
+            if let Some(outbox) = &self.outbox {
+                outbox.post(conn, event);
             }
         }
     }

@@ -16,6 +16,7 @@ pub(crate) mod redis;
 
 use chinwag_core::chat::ConnId;
 use chinwag_core::gateway::Publish;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::envelope::{self, ReplyTo};
@@ -129,20 +130,20 @@ impl Outbox {
     }
 
     /// Queues `event` about `conn`, with the address its answer comes back to.
-    pub(crate) fn post(&self, conn: ConnId, event: &Publish) {
+    pub(crate) fn post(&self, conn: ConnId, event: Publish) {
         let reply_to = ReplyTo {
-            node: self.node.clone(),
+            node: Cow::Borrowed(&self.node),
             connection: conn.0,
-            reply_type: event.reply_type().to_owned(),
+            reply_type: Cow::Borrowed(event.reply_type()),
             on_connect: event.is_connect(),
         };
         let payload = envelope::event(&event.body, &reply_to);
-        if self.queue.try_send(Outgoing { channel: event.topic.clone(), payload }).is_err() {
+        if self.queue.try_send(Outgoing { channel: event.topic, payload }).is_err() {
             let dropped = self.state.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // The first drop and then every thousandth: a flood of identical lines
             // would hide the rest of the log while the bus is down.
             if dropped == 1 || dropped.is_multiple_of(1000) {
-                tracing::warn!(topic = %event.topic, dropped, "the bus's outbox is full (Redis is down?): event dropped");
+                tracing::warn!(dropped, "the bus's outbox is full (Redis is down?): event dropped");
             }
         }
     }
@@ -227,9 +228,9 @@ mod tests {
         let state = Arc::new(BusState::default());
         let (queue, drain) = async_channel::bounded(2);
         let outbox = Outbox::new("n1".into(), queue, state.clone());
-        outbox.post(ConnId(7), &event("socket:connection", "connect"));
-        outbox.post(ConnId(7), &event("socket:type_one", "message"));
-        outbox.post(ConnId(7), &event("socket:close", "close"));
+        outbox.post(ConnId(7), event("socket:connection", "connect"));
+        outbox.post(ConnId(7), event("socket:type_one", "message"));
+        outbox.post(ConnId(7), event("socket:close", "close"));
         let first = drain.try_recv().unwrap();
         assert_eq!(first.channel, "socket:connection");
         let body: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
