@@ -10,24 +10,28 @@
 //!
 //! ## Driving a [`Connection`]: the call-order contract
 //!
-//! There is one way to drive the core:
+//! There is one way to drive the core: time and bytes in, events and bytes out.
+//! **Every input takes `now`**, the current time, as its first argument, and first
+//! fires whatever deadline is due by then; so no call can act on a stale clock,
+//! and the compiler, not a comment, makes sure the time is given.
 //!
 //! | direction | call |
 //! |---|---|
-//! | time in | [`Connection::handle_timeout`]`(now)` |
-//! | bytes in | [`Connection::receive`]`(&bytes)`, and [`Connection::receive_eof`] when the transport ends |
-//! | events out | [`Connection::poll_event`] `-> Option<Event>` |
+//! | time in | [`Connection::handle_timeout`]`(now)` when [`Connection::poll_timeout`] is reached |
+//! | bytes in | [`Connection::receive`]`(now, &bytes)`; [`Connection::receive_eof`]`(now)` when the transport ends; [`Connection::transport_lost`]`(now)` when it fails |
+//! | events out | [`Connection::poll_event`]`(now) -> Option<Event>` |
 //! | bytes out | [`Connection::poll_transmit`] `-> Option<&mut Outgoing>` (a [`bytes::Buf`]) |
 //! | timer out | [`Connection::poll_timeout`] `-> Option<Instant>` |
-//! | application calls | `accept`, `reject`, `respond`, `send*`, `ping`, `close` `-> Result<(), LocalError>` |
+//! | application calls | `accept`, `reject`, `respond`, `send*`, `ping`, `pong`, `close`, each `(now, ..) -> Result<(), LocalError>` |
 //!
 //! A driver loops like this:
 //!
 //! 1. **Wake up** (bytes arrived, the application called, or the timer fired) and
-//!    call `handle_timeout(now)` first, with the current time. It fires whatever is
-//!    due and records the time that `receive` and the calls that arm timers use.
+//!    read the clock. One reading may serve everything the connection's own task
+//!    does in one wake-up; a call made from another task (a broadcast, a shutdown)
+//!    reads the clock at the call, never a value cached by the connection's task.
 //! 2. **Feed** what arrived with `receive`, or `receive_eof`; make the application's
-//!    calls.
+//!    calls; call `handle_timeout` if the timer fired.
 //! 3. **Drain** `poll_event` until it returns `None`, acting on each event (answering
 //!    an [`Event::UpgradeRequest`] with `accept`/`reject` may produce more events:
 //!    keep draining).
@@ -40,9 +44,11 @@
 //!
 //! Any split of the incoming stream into `receive` calls yields the same events.
 //! Errors of the peer are never returned: a violation queues the close frame it
-//! earns (1002, 1007, 1009) and yields [`Event::Closed`] with the
-//! [`ConnectionError`]. `Err(LocalError)` is only for calls the application should
-//! not have made in the current state; such a call changes nothing.
+//! earns (1002, 1007, 1008 for a peer too slow to read, 1009) and yields
+//! [`Event::Closed`] with the [`ConnectionError`]. `Err(LocalError)` is only for
+//! calls the application should not have made in the current state; such a call
+//! changes nothing. The life cycle, input by input, is the transition table in the
+//! `connection` module's documentation (source: `core/src/connection/mod.rs`).
 //!
 //! ## Example: a client and a server in memory
 //!
@@ -59,40 +65,40 @@
 //! let mut server = Connection::server(Config::default(), now);
 //!
 //! // Move whatever one side queued to the other, as a transport would.
-//! fn pump(from: &mut Connection, to: &mut Connection) {
+//! fn pump(from: &mut Connection, to: &mut Connection, now: Instant) {
 //!     while let Some(out) = from.poll_transmit() {
 //!         let chunk = out.chunk().to_vec();
 //!         out.advance(chunk.len());
-//!         to.receive(&chunk);
+//!         to.receive(now, &chunk);
 //!     }
 //! }
 //!
-//! pump(&mut client, &mut server);
-//! let Some(Event::UpgradeRequest(request)) = server.poll_event() else { panic!() };
+//! pump(&mut client, &mut server, now);
+//! let Some(Event::UpgradeRequest(request)) = server.poll_event(now) else { panic!() };
 //! assert_eq!(request.path(), "/chat");
-//! server.accept(Accept::new()).unwrap();
-//! assert!(matches!(server.poll_event(), Some(Event::Open(_))));
+//! server.accept(now, Accept::new()).unwrap();
+//! assert!(matches!(server.poll_event(now), Some(Event::Open(_))));
 //!
-//! pump(&mut server, &mut client);
-//! assert!(matches!(client.poll_event(), Some(Event::Open(_))));
+//! pump(&mut server, &mut client, now);
+//! assert!(matches!(client.poll_event(now), Some(Event::Open(_))));
 //!
-//! client.send_text("hello").unwrap();
-//! pump(&mut client, &mut server);
-//! match server.poll_event() {
+//! client.send_text(now, "hello").unwrap();
+//! pump(&mut client, &mut server, now);
+//! match server.poll_event(now) {
 //!     Some(Event::Text(text)) => assert_eq!(text, "hello"),
 //!     other => panic!("{other:?}"),
 //! }
 //!
 //! // The server closes; the client answers; both report the close.
-//! server.close(CloseCode::NORMAL, "bye").unwrap();
-//! pump(&mut server, &mut client);
-//! let Some(Event::Closed(closed)) = client.poll_event() else { panic!() };
+//! server.close(now, CloseCode::NORMAL, "bye").unwrap();
+//! pump(&mut server, &mut client, now);
+//! let Some(Event::Closed(closed)) = client.poll_event(now) else { panic!() };
 //! assert_eq!((closed.code, closed.reason.as_str()), (CloseCode::NORMAL, "bye"));
-//! pump(&mut client, &mut server);
-//! let Some(Event::Closed(closed)) = server.poll_event() else { panic!() };
+//! pump(&mut client, &mut server, now);
+//! let Some(Event::Closed(closed)) = server.poll_event(now) else { panic!() };
 //! assert!(closed.is_clean());
 //! assert!(server.is_finished()); // the server closes the transport first
-//! client.receive_eof();
+//! client.receive_eof(now);
 //! assert!(client.is_finished());
 //! ```
 //!
@@ -120,8 +126,8 @@ pub mod utf8;
 
 pub use close::CloseCode;
 pub use connection::{
-    Closed, Config, Connection, ConnectionError, Event, Initiator, LocalError, MaskSource, Opened, Outgoing, Oversized,
-    ProtocolError, Role, SLOW_CONSUMER_REASON, SkippedMessage, State,
+    CloseFrame, Closed, Config, Connection, ConnectionError, Event, Initiator, LocalError, MaskSource, Opened,
+    Outgoing, Oversized, ProtocolError, Role, SLOW_CONSUMER_REASON, SkippedMessage, State,
 };
 pub use handshake::{Accept, ClientRequest, HandshakeError, HttpResponse, Rejection, Request, RequestKind};
 pub use message::{Message, SharedFrame, Utf8Bytes};

@@ -6,15 +6,14 @@ use chinwag_core::http::{HeaderValue, StatusCode, header};
 use chinwag_core::{
     Accept, ClientRequest, Config, Connection, Event, HandshakeError, HttpResponse, LocalError, Rejection, State,
 };
-use common::{counter_masks, drain_events, drain_transmit};
-use std::time::Instant;
+use common::{counter_masks, drain_events, drain_transmit, t0};
 
 const REQUEST: &str = "GET /chat/ann?age=30 HTTP/1.1\r\nHost: localhost:9090\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
     Sec-WebSocket-Protocol: chat, v2.chat\r\nOrigin: http://localhost:9090\r\n\r\n";
 
 fn server() -> Connection {
-    Connection::server(Config::default(), Instant::now())
+    Connection::server(Config::default(), t0())
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -25,13 +24,17 @@ fn text(bytes: &[u8]) -> String {
 fn accepts_with_the_exact_response() {
     let mut s = server();
     for b in REQUEST.as_bytes() {
-        s.receive(std::slice::from_ref(b)); // one byte at a time
+        s.receive(t0(), std::slice::from_ref(b)); // one byte at a time
     }
-    let Some(Event::UpgradeRequest(req)) = s.poll_event() else { panic!() };
+    let Some(Event::UpgradeRequest(req)) = s.poll_event(t0()) else { panic!() };
     assert_eq!((req.path(), req.query(), req.origin()), ("/chat/ann", Some("age=30"), Some("http://localhost:9090")));
     assert_eq!(req.subprotocols(), ["chat", "v2.chat"]);
-    assert_eq!(s.accept(Accept::new().with_subprotocol("nope")), Err(LocalError::SubprotocolNotOffered("nope".into())));
+    assert_eq!(
+        s.accept(t0(), Accept::new().with_subprotocol("nope")),
+        Err(LocalError::SubprotocolNotOffered("nope".into()))
+    );
     s.accept(
+        t0(),
         Accept::new().with_subprotocol("v2.chat").with_header(header::SET_COOKIE, HeaderValue::from_static("a=b")),
     )
     .unwrap();
@@ -41,7 +44,7 @@ fn accepts_with_the_exact_response() {
          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: v2.chat\r\nset-cookie: a=b\r\n\r\n"
     );
     assert_eq!(s.subprotocol(), Some("v2.chat"));
-    assert!(matches!(s.poll_event(), Some(Event::Open(o)) if o.subprotocol.as_deref() == Some("v2.chat")));
+    assert!(matches!(s.poll_event(t0()), Some(Event::Open(o)) if o.subprotocol.as_deref() == Some("v2.chat")));
 }
 
 #[test]
@@ -49,12 +52,12 @@ fn frames_sent_with_the_request_are_kept() {
     let mut s = server();
     let mut wire = REQUEST.as_bytes().to_vec();
     wire.extend_from_slice(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']);
-    s.receive(&wire);
-    assert!(matches!(s.poll_event(), Some(Event::UpgradeRequest(_))));
-    assert!(s.poll_event().is_none(), "no frame before the decision");
-    s.accept(Accept::new()).unwrap();
-    assert!(matches!(s.poll_event(), Some(Event::Open(_))));
-    assert!(matches!(s.poll_event(), Some(Event::Text(t)) if t == "hi"));
+    s.receive(t0(), &wire);
+    assert!(matches!(s.poll_event(t0()), Some(Event::UpgradeRequest(_))));
+    assert!(s.poll_event(t0()).is_none(), "no frame before the decision");
+    s.accept(t0(), Accept::new()).unwrap();
+    assert!(matches!(s.poll_event(t0()), Some(Event::Open(_))));
+    assert!(matches!(s.poll_event(t0()), Some(Event::Text(t)) if t == "hi"));
 }
 
 #[test]
@@ -68,8 +71,11 @@ fn invalid_requests_are_refused_on_the_wire() {
     ];
     for (request, status_line) in cases {
         let mut s = server();
-        s.receive(request.as_bytes());
-        assert!(matches!(s.poll_event(), Some(Event::HandshakeFailed(HandshakeError::Refused { .. }))), "{request:?}");
+        s.receive(t0(), request.as_bytes());
+        assert!(
+            matches!(s.poll_event(t0()), Some(Event::HandshakeFailed(HandshakeError::Refused { .. }))),
+            "{request:?}"
+        );
         let response = text(&drain_transmit(&mut s));
         assert!(response.starts_with(status_line), "{request:?} got {response}");
         assert!(response.contains("Connection: close\r\n"));
@@ -82,54 +88,54 @@ fn invalid_requests_are_refused_on_the_wire() {
 
 #[test]
 fn oversized_heads_get_431_before_they_end() {
-    let mut s = Connection::server(Config { max_head_size: 1024, ..Config::default() }, Instant::now());
-    s.receive(b"GET / HTTP/1.1\r\n");
+    let mut s = Connection::server(Config { max_head_size: 1024, ..Config::default() }, t0());
+    s.receive(t0(), b"GET / HTTP/1.1\r\n");
     for _ in 0..100 {
-        s.receive(b"X-Filler: aaaaaaaaaaaaaaaaaaaa\r\n");
+        s.receive(t0(), b"X-Filler: aaaaaaaaaaaaaaaaaaaa\r\n");
         if s.state() == State::Closed {
             break;
         }
     }
-    assert!(matches!(s.poll_event(), Some(Event::HandshakeFailed(HandshakeError::Refused { status: 431, .. }))));
+    assert!(matches!(s.poll_event(t0()), Some(Event::HandshakeFailed(HandshakeError::Refused { status: 431, .. }))));
     assert!(text(&drain_transmit(&mut s)).starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
 }
 
 #[test]
 fn plain_http_requests_go_to_the_application() {
     let mut s = server();
-    s.receive(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    let Some(Event::HttpRequest(req)) = s.poll_event() else { panic!() };
+    s.receive(t0(), b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let Some(Event::HttpRequest(req)) = s.poll_event(t0()) else { panic!() };
     assert_eq!(req.path(), "/");
-    assert_eq!(s.accept(Accept::new()), Err(LocalError::NotAnUpgrade));
-    s.respond(HttpResponse::new(StatusCode::OK, "text/html; charset=utf-8", "<p>hi</p>")).unwrap();
+    assert_eq!(s.accept(t0(), Accept::new()), Err(LocalError::NotAnUpgrade));
+    s.respond(t0(), HttpResponse::new(StatusCode::OK, "text/html; charset=utf-8", "<p>hi</p>")).unwrap();
     let response = text(&drain_transmit(&mut s));
     assert!(response.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n"), "{response}");
     assert!(response.ends_with("Content-Length: 9\r\nConnection: close\r\n\r\n<p>hi</p>"), "{response}");
     assert!(s.is_finished());
 
     let mut s = server();
-    s.receive(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    drain_events(&mut s);
-    s.respond(HttpResponse::new(StatusCode::OK, "text/plain", "body")).unwrap();
+    s.receive(t0(), b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    drain_events(&mut s, t0());
+    s.respond(t0(), HttpResponse::new(StatusCode::OK, "text/plain", "body")).unwrap();
     assert!(text(&drain_transmit(&mut s)).ends_with("Content-Length: 4\r\nConnection: close\r\n\r\n"));
 }
 
 #[test]
 fn application_rejection() {
     let mut s = server();
-    s.receive(REQUEST.as_bytes());
-    drain_events(&mut s);
+    s.receive(t0(), REQUEST.as_bytes());
+    drain_events(&mut s, t0());
     assert_eq!(
-        s.reject(Rejection::new(StatusCode::OK, "no")).unwrap_err(),
+        s.reject(t0(), Rejection::new(StatusCode::OK, "no")).unwrap_err(),
         LocalError::InvalidRejectStatus(200),
         "a refusal must be an error status"
     );
-    s.reject(Rejection::new(StatusCode::CONFLICT, "name taken")).unwrap();
+    s.reject(t0(), Rejection::new(StatusCode::CONFLICT, "name taken")).unwrap();
     let response = text(&drain_transmit(&mut s));
     assert!(response.starts_with("HTTP/1.1 409 Conflict\r\n"), "{response}");
     assert!(response.ends_with("\r\n\r\nname taken"));
     assert!(s.is_finished());
-    assert_eq!(s.reject(Rejection::new(StatusCode::CONFLICT, "again")), Err(LocalError::NoPendingRequest));
+    assert_eq!(s.reject(t0(), Rejection::new(StatusCode::CONFLICT, "again")), Err(LocalError::Closed));
 }
 
 #[test]
@@ -144,13 +150,13 @@ fn client_handshake_failures() {
         (b"SSH-2.0-OpenSSH\r\n\r\n", HandshakeError::InvalidResponse("malformed HTTP response")),
     ];
     for (response, error) in cases {
-        let mut c = Connection::client(&request, [1; 16], counter_masks(), Config::default(), Instant::now());
+        let mut c = Connection::client(&request, [1; 16], counter_masks(), Config::default(), t0());
         drain_transmit(&mut c);
-        c.receive(response);
-        assert!(matches!(c.poll_event(), Some(Event::HandshakeFailed(e)) if e == error));
+        c.receive(t0(), response);
+        assert!(matches!(c.poll_event(t0()), Some(Event::HandshakeFailed(e)) if e == error));
         assert!(c.is_finished());
     }
-    let mut c = Connection::client(&request, [1; 16], counter_masks(), Config::default(), Instant::now());
-    c.receive_eof();
-    assert!(matches!(c.poll_event(), Some(Event::HandshakeFailed(HandshakeError::TransportClosed))));
+    let mut c = Connection::client(&request, [1; 16], counter_masks(), Config::default(), t0());
+    c.receive_eof(t0());
+    assert!(matches!(c.poll_event(t0()), Some(Event::HandshakeFailed(HandshakeError::TransportClosed))));
 }

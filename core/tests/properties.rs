@@ -7,7 +7,7 @@ mod common;
 use bytes::{BufMut, Bytes, BytesMut};
 use chinwag_core::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask};
 use chinwag_core::{Accept, ClientRequest, Config, Connection, Event, Message, Oversized};
-use common::{counter_masks, drain_events, drain_transmit};
+use common::{counter_masks, drain_events, drain_transmit, t0};
 use proptest::prelude::*;
 use std::time::Instant;
 
@@ -156,9 +156,9 @@ fn handshake_bytes() -> (Vec<u8>, Vec<u8>) {
     let mut client = Connection::client(&request, [3; 16], counter_masks(), Config::default(), now);
     let req = drain_transmit(&mut client);
     let mut server = Connection::server(Config::default(), now);
-    server.receive(&req);
-    drain_events(&mut server);
-    server.accept(Accept::new()).unwrap();
+    server.receive(t0(), &req);
+    drain_events(&mut server, t0());
+    server.accept(t0(), Accept::new()).unwrap();
     (req, drain_transmit(&mut server))
 }
 
@@ -170,18 +170,23 @@ fn split_points(len: usize, cuts: &[usize]) -> Vec<usize> {
 }
 
 /// Feeds `wire` whole and in the pieces given by `cuts`; returns both results as
-/// (events, output bytes).
+/// (events, output bytes). Events are drained after every piece, as a driver does:
+/// so every split point is parsed from a fresh `receive`, also after the first
+/// event (feeding every piece before draining would parse all of them as one
+/// buffer once an event is pending).
 fn feed_both(make: &dyn Fn() -> Connection, wire: &[u8], cuts: &[usize]) -> [(Vec<Seen>, Vec<u8>); 2] {
     let mut whole = make();
-    whole.receive(wire);
-    let whole_result = (drain_events(&mut whole).into_iter().map(seen).collect(), drain_transmit(&mut whole));
+    whole.receive(t0(), wire);
+    let whole_result = (drain_events(&mut whole, t0()).into_iter().map(seen).collect(), drain_transmit(&mut whole));
     let mut pieces = make();
+    let mut events = Vec::new();
     let mut start = 0;
     for end in split_points(wire.len(), cuts) {
-        pieces.receive(&wire[start..end]);
+        pieces.receive(t0(), &wire[start..end]);
+        events.extend(drain_events(&mut pieces, t0()).into_iter().map(seen));
         start = end;
     }
-    let piece_result = (drain_events(&mut pieces).into_iter().map(seen).collect(), drain_transmit(&mut pieces));
+    let piece_result = (events, drain_transmit(&mut pieces));
     [whole_result, piece_result]
 }
 
@@ -216,11 +221,11 @@ proptest! {
         let (frames, expect) = encode_items_within(&items, Some((2000, 3000)), || Some([9, 8, 7, 6]));
         let head_len = request.len();
         let make_open = || {
-            let mut s = Connection::server(limits.clone(), Instant::now());
-            s.receive(&request[..head_len]);
-            drain_events(&mut s);
-            s.accept(Accept::new()).unwrap();
-            drain_events(&mut s);
+            let mut s = Connection::server(limits.clone(), t0());
+            s.receive(t0(), &request[..head_len]);
+            drain_events(&mut s, t0());
+            s.accept(t0(), Accept::new()).unwrap();
+            drain_events(&mut s, t0());
             drain_transmit(&mut s);
             s
         };
@@ -245,11 +250,11 @@ proptest! {
         wire.extend_from_slice(&frames);
         let head_len = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         let make_open = || {
-            let mut s = Connection::server(Config::default(), Instant::now());
-            s.receive(&wire[..head_len]);
-            drain_events(&mut s);
-            s.accept(Accept::new()).unwrap();
-            drain_events(&mut s);
+            let mut s = Connection::server(Config::default(), t0());
+            s.receive(t0(), &wire[..head_len]);
+            drain_events(&mut s, t0());
+            s.accept(t0(), Accept::new()).unwrap();
+            drain_events(&mut s, t0());
             drain_transmit(&mut s);
             s
         };
@@ -270,7 +275,7 @@ proptest! {
         wire.extend_from_slice(&frames);
         let make = || {
             let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
-            let mut c = Connection::client(&request, [3; 16], counter_masks(), Config::default(), Instant::now());
+            let mut c = Connection::client(&request, [3; 16], counter_masks(), Config::default(), t0());
             drain_transmit(&mut c);
             c
         };
@@ -296,21 +301,21 @@ proptest! {
         frames.extend_from_slice(&junk);
         let make: Box<dyn Fn() -> Connection> = if server {
             Box::new(|| {
-                let mut s = Connection::server(small_limits(), Instant::now());
-                s.receive(&request);
-                drain_events(&mut s);
-                s.accept(Accept::new()).unwrap();
-                drain_events(&mut s);
+                let mut s = Connection::server(small_limits(), t0());
+                s.receive(t0(), &request);
+                drain_events(&mut s, t0());
+                s.accept(t0(), Accept::new()).unwrap();
+                drain_events(&mut s, t0());
                 drain_transmit(&mut s);
                 s
             })
         } else {
             Box::new(|| {
                 let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
-                let mut c = Connection::client(&request, [3; 16], counter_masks(), small_limits(), Instant::now());
+                let mut c = Connection::client(&request, [3; 16], counter_masks(), small_limits(), t0());
                 drain_transmit(&mut c);
-                c.receive(&response);
-                drain_events(&mut c);
+                c.receive(t0(), &response);
+                drain_events(&mut c, t0());
                 c
             })
         };
@@ -351,7 +356,7 @@ proptest! {
         ],
         cuts in proptest::collection::vec(any::<usize>(), 0..10),
     ) {
-        let make = || Connection::server(Config::default(), Instant::now());
+        let make = || Connection::server(Config::default(), t0());
         let [whole, pieces] = feed_both(&make, &head, &cuts);
         prop_assert_eq!(whole, pieces);
     }
@@ -367,7 +372,7 @@ proptest! {
     ) {
         let mut p = common::Pair::default_open();
         for m in &messages {
-            if from_client { p.client.send(m).unwrap() } else { p.server.send(m).unwrap() }
+            if from_client { p.client.send(p.now, m).unwrap() } else { p.server.send(p.now, m).unwrap() }
         }
         p.run();
         let got: Vec<Message> = if from_client { &p.server_events } else { &p.client_events }

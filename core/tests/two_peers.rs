@@ -17,10 +17,10 @@ fn closed(events: &[Event]) -> &chinwag_core::Closed {
 #[test]
 fn messages_flow_both_ways() {
     let mut p = Pair::default_open();
-    p.client.send_text("from client").unwrap();
-    p.client.send_binary(&[1, 2, 3]).unwrap();
-    p.server.send_text("from server").unwrap();
-    p.server.send(&chinwag_core::Message::binary(vec![9u8; 5000])).unwrap();
+    p.client.send_text(p.now, "from client").unwrap();
+    p.client.send_binary(p.now, &[1, 2, 3]).unwrap();
+    p.server.send_text(p.now, "from server").unwrap();
+    p.server.send(p.now, &chinwag_core::Message::binary(vec![9u8; 5000])).unwrap();
     p.run();
     assert!(
         matches!(&p.server_events[..], [Event::Text(t), Event::Binary(b)] if t == "from client" && b[..] == [1, 2, 3])
@@ -33,7 +33,7 @@ fn messages_flow_both_ways() {
 #[test]
 fn client_initiated_close() {
     let mut p = Pair::default_open();
-    p.client.close(CloseCode::NORMAL, "done").unwrap();
+    p.client.close(p.now, CloseCode::NORMAL, "done").unwrap();
     assert_eq!(p.client.state(), State::Closing);
     p.run();
     let s = closed(&p.server_events);
@@ -51,7 +51,7 @@ fn client_initiated_close() {
 fn server_initiated_close_client_waits_for_eof() {
     let mut p = Pair::default_open();
     p.server_to_client = true;
-    p.server.close(CloseCode::GOING_AWAY, "shutdown").unwrap();
+    p.server.close(p.now, CloseCode::GOING_AWAY, "shutdown").unwrap();
     p.run();
     assert_eq!(closed(&p.client_events).code, CloseCode::GOING_AWAY);
     let s = closed(&p.server_events);
@@ -62,13 +62,13 @@ fn server_initiated_close_client_waits_for_eof() {
 #[test]
 fn client_lingers_until_close_timeout_without_eof() {
     let mut p = Pair::default_open();
-    p.client.close(CloseCode::NORMAL, "").unwrap();
+    p.client.close(p.now, CloseCode::NORMAL, "").unwrap();
     // The server answers but its EOF is lost.
     p.server_to_client = true;
     let c2s = common::drain_transmit(&mut p.client);
-    p.server.receive(&c2s);
+    p.server.receive(p.now, &c2s);
     let s2c = common::drain_transmit(&mut p.server);
-    p.client.receive(&s2c);
+    p.client.receive(p.now, &s2c);
     assert!(p.server.is_finished());
     assert!(!p.client.is_finished(), "the client waits for the server to close first");
     let deadline = p.client.poll_timeout().expect("linger deadline");
@@ -80,13 +80,16 @@ fn client_lingers_until_close_timeout_without_eof() {
 #[test]
 fn simultaneous_close() {
     let mut p = Pair::default_open();
-    p.client.close(CloseCode::NORMAL, "c").unwrap();
-    p.server.close(CloseCode::GOING_AWAY, "s").unwrap();
+    p.client.close(p.now, CloseCode::NORMAL, "c").unwrap();
+    p.server.close(p.now, CloseCode::GOING_AWAY, "s").unwrap();
     p.run();
     let (c, s) = (closed(&p.client_events), closed(&p.server_events));
     assert!(c.is_clean() && s.is_clean());
-    assert_eq!((c.code, c.initiator), (CloseCode::NORMAL, Initiator::Local));
-    assert_eq!((s.code, s.initiator), (CloseCode::GOING_AWAY, Initiator::Local));
+    // Each reports the code it received (RFC 6455 §7.1.5) and its own as sent.
+    assert_eq!((c.code, c.reason.as_str(), c.initiator), (CloseCode::GOING_AWAY, "s", Initiator::Local));
+    assert_eq!((s.code, s.reason.as_str(), s.initiator), (CloseCode::NORMAL, "c", Initiator::Local));
+    assert_eq!(c.sent.as_ref().map(|f| (f.code, f.reason.as_str())), Some((CloseCode::NORMAL, "c")));
+    assert_eq!(s.sent.as_ref().map(|f| (f.code, f.reason.as_str())), Some((CloseCode::GOING_AWAY, "s")));
 }
 
 #[test]
@@ -94,13 +97,14 @@ fn close_timeout_when_peer_never_answers() {
     let mut p = Pair::default_open();
     p.client_to_server = false; // the server never sees the client's close
     p.server_to_client = true;
-    p.client.close(CloseCode::NORMAL, "bye").unwrap();
+    p.client.close(p.now, CloseCode::NORMAL, "bye").unwrap();
     p.run();
     assert!(p.client_events.is_empty());
     assert!(p.advance(Duration::from_secs(10)));
     let c = closed(&p.client_events);
     assert_eq!(c.error, Some(ConnectionError::CloseTimeout));
-    assert_eq!(c.code, CloseCode::NORMAL, "reports the code we sent");
+    assert_eq!(c.code, CloseCode::ABNORMAL, "no close frame was received");
+    assert_eq!(c.sent.as_ref().map(|f| (f.code, f.reason.as_str())), Some((CloseCode::NORMAL, "bye")));
     assert!(p.client.is_finished());
 }
 
@@ -152,7 +156,7 @@ fn any_traffic_counts_as_alive() {
         p.now += Duration::from_secs(15);
         p.server.handle_timeout(p.now);
         p.client.handle_timeout(p.now);
-        p.client.send_text(&format!("tick {i}")).unwrap();
+        p.client.send_text(p.now, &format!("tick {i}")).unwrap();
         p.run();
     }
     assert_eq!(p.now - start, Duration::from_secs(150));
@@ -164,11 +168,11 @@ fn any_traffic_counts_as_alive() {
 fn handshake_timeout() {
     let now = std::time::Instant::now();
     let mut server = chinwag_core::Connection::server(Config::default(), now);
-    server.receive(b"GET / HTTP/1.1\r\nHost: a\r\n"); // never finished (slow loris)
+    server.receive(now, b"GET / HTTP/1.1\r\nHost: a\r\n"); // never finished (slow loris)
     let deadline = server.poll_timeout().unwrap();
     assert_eq!(deadline - now, Duration::from_secs(10));
     server.handle_timeout(deadline);
-    assert!(matches!(server.poll_event(), Some(Event::HandshakeFailed(chinwag_core::HandshakeError::Timeout))));
+    assert!(matches!(server.poll_event(deadline), Some(Event::HandshakeFailed(chinwag_core::HandshakeError::Timeout))));
     assert!(server.is_finished());
 }
 
@@ -176,9 +180,11 @@ fn handshake_timeout() {
 fn protocol_error_fails_fast_without_waiting_for_a_reply() {
     let mut p = Pair::default_open();
     // A client frame with RSV1 set: the server sends 1002 and closes the transport.
-    p.server.receive(&[0xC1, 0x80, 0, 0, 0, 0]);
-    let s = closed(&common::drain_events(&mut p.server)).clone();
-    assert_eq!(s.code, CloseCode::PROTOCOL_ERROR);
+    p.server.receive(p.now, &[0xC1, 0x80, 0, 0, 0, 0]);
+    let s = closed(&common::drain_events(&mut p.server, p.now)).clone();
+    assert_eq!(s.code, CloseCode::ABNORMAL, "no close frame was received");
+    assert_eq!(s.sent.as_ref().map(|f| f.code), Some(CloseCode::PROTOCOL_ERROR));
+    assert_eq!(s.effective_code(), CloseCode::PROTOCOL_ERROR);
     assert_eq!(s.error, Some(ConnectionError::Protocol(chinwag_core::ProtocolError::ReservedBits)));
     let wire = common::drain_transmit(&mut p.server);
     assert_eq!(&wire[..4], &[0x88, wire[1], 0x03, 0xEA], "close frame with 1002");
@@ -188,19 +194,22 @@ fn protocol_error_fails_fast_without_waiting_for_a_reply() {
 #[test]
 fn local_misuse_is_an_error_and_changes_nothing() {
     let mut p = Pair::default_open();
-    assert_eq!(p.client.close(CloseCode::ABNORMAL, ""), Err(chinwag_core::LocalError::InvalidCloseCode(1006)));
-    assert_eq!(p.client.close(CloseCode::NORMAL, &"x".repeat(124)), Err(chinwag_core::LocalError::CloseReasonTooLong));
-    assert_eq!(p.client.ping(&[0; 126]), Err(chinwag_core::LocalError::ControlPayloadTooLong));
+    assert_eq!(p.client.close(p.now, CloseCode::ABNORMAL, ""), Err(chinwag_core::LocalError::InvalidCloseCode(1006)));
     assert_eq!(
-        p.client.send_shared(&chinwag_core::SharedFrame::text("x")),
+        p.client.close(p.now, CloseCode::NORMAL, &"x".repeat(124)),
+        Err(chinwag_core::LocalError::CloseReasonTooLong)
+    );
+    assert_eq!(p.client.ping(p.now, &[0; 126]), Err(chinwag_core::LocalError::ControlPayloadTooLong));
+    assert_eq!(
+        p.client.send_shared(p.now, &chinwag_core::SharedFrame::text("x")),
         Err(chinwag_core::LocalError::SharedFrameFromClient)
     );
     assert_eq!(p.client.state(), State::Open);
-    p.client.close(CloseCode::NORMAL, "").unwrap();
-    assert_eq!(p.client.send_text("late"), Err(chinwag_core::LocalError::Closing));
-    assert_eq!(p.client.close(CloseCode::NORMAL, ""), Err(chinwag_core::LocalError::Closing));
+    p.client.close(p.now, CloseCode::NORMAL, "").unwrap();
+    assert_eq!(p.client.send_text(p.now, "late"), Err(chinwag_core::LocalError::Closing));
+    assert_eq!(p.client.close(p.now, CloseCode::NORMAL, ""), Err(chinwag_core::LocalError::Closing));
     p.run();
-    assert_eq!(p.client.send_text("later"), Err(chinwag_core::LocalError::Closed));
+    assert_eq!(p.client.send_text(p.now, "later"), Err(chinwag_core::LocalError::Closed));
 }
 
 #[test]
@@ -208,7 +217,7 @@ fn shared_frame_reaches_many_connections_without_copies() {
     let frame = chinwag_core::SharedFrame::text("to everyone");
     let mut pairs: Vec<Pair> = (0..5).map(|_| Pair::default_open()).collect();
     for p in &mut pairs {
-        p.server.send_shared(&frame).unwrap();
+        p.server.send_shared(p.now, &frame).unwrap();
         let out = p.server.poll_transmit().unwrap();
         assert_eq!(bytes::Buf::chunk(out).as_ptr(), frame.as_bytes().as_ptr(), "queued by reference");
         p.run();
@@ -223,8 +232,8 @@ fn an_idle_open_connection_is_small() {
     assert!(size <= 700, "Connection is {size} bytes");
     let mut p = Pair::default_open();
     // After traffic, buffers are given back once drained.
-    p.server.send(&chinwag_core::Message::binary(vec![1u8; 100_000])).unwrap();
-    p.client.send(&chinwag_core::Message::binary(vec![2u8; 100_000])).unwrap();
+    p.server.send(p.now, &chinwag_core::Message::binary(vec![1u8; 100_000])).unwrap();
+    p.client.send(p.now, &chinwag_core::Message::binary(vec![2u8; 100_000])).unwrap();
     p.run();
     assert_eq!(p.server.buffered_amount(), 0);
     assert_eq!(p.client.buffered_amount(), 0);
@@ -240,8 +249,8 @@ fn a_ping_flood_stops_input_once_the_backlog_is_full() {
     ping.extend_from_slice(&[b'p'; 125]);
     let mut fed = 0;
     while p.server.wants_input() {
-        p.server.receive(&ping);
-        while p.server.poll_event().is_some() {}
+        p.server.receive(p.now, &ping);
+        while p.server.poll_event(p.now).is_some() {}
         fed += 1;
         assert!(fed < 1000, "the server kept reading");
     }
@@ -255,37 +264,39 @@ fn a_ping_flood_stops_input_once_the_backlog_is_full() {
 #[test]
 fn no_input_is_wanted_while_events_wait() {
     let mut p = Pair::default_open();
-    p.client.send_text("a").unwrap();
-    p.client.send_text("b").unwrap();
-    p.server.receive(&common::drain_transmit(&mut p.client));
+    p.client.send_text(p.now, "a").unwrap();
+    p.client.send_text(p.now, "b").unwrap();
+    p.server.receive(p.now, &common::drain_transmit(&mut p.client));
     assert!(!p.server.wants_input(), "two messages are waiting");
-    assert!(p.server.poll_event().is_some());
+    assert!(p.server.poll_event(p.now).is_some());
     assert!(!p.server.wants_input(), "one is still waiting");
-    assert!(p.server.poll_event().is_some());
+    assert!(p.server.poll_event(p.now).is_some());
     assert!(p.server.wants_input());
 }
 
 #[test]
 fn a_lost_transport_discards_output_and_finishes() {
     let mut p = Pair::default_open();
-    p.server.send_text("never written").unwrap();
-    p.server.transport_lost();
+    p.server.send_text(p.now, "never written").unwrap();
+    p.server.transport_lost(p.now);
     assert!(p.server.poll_transmit().is_none());
     assert!(p.server.is_finished());
     assert!(
-        matches!(p.server.poll_event(), Some(Event::Closed(c)) if c.error == Some(ConnectionError::TransportClosed))
+        matches!(p.server.poll_event(p.now), Some(Event::Closed(c)) if c.error == Some(ConnectionError::TransportClosed))
     );
     assert!(!p.server.wants_input());
 }
 
 #[test]
-fn pings_are_answered_after_we_sent_our_close() {
+fn nothing_is_sent_after_our_close_frame_not_even_a_pong() {
     let mut p = Pair::default_open();
-    p.server.close(CloseCode::NORMAL, "").unwrap();
+    p.server.close(p.now, CloseCode::NORMAL, "").unwrap();
     common::drain_transmit(&mut p.server);
-    p.server.receive(&[0x89, 0x82, 0, 0, 0, 0, b'h', b'i']);
-    assert!(matches!(p.server.poll_event(), Some(Event::Ping(b)) if b[..] == *b"hi"));
-    assert_eq!(common::drain_transmit(&mut p.server), [0x8A, 0x02, b'h', b'i']);
+    p.server.receive(p.now, &[0x89, 0x82, 0, 0, 0, 0, b'h', b'i']);
+    assert!(matches!(p.server.poll_event(p.now), Some(Event::Ping(b)) if b[..] == *b"hi"), "still reported");
+    assert!(common::drain_transmit(&mut p.server).is_empty(), "our close frame was the last frame");
+    assert_eq!(p.server.ping(p.now, b""), Err(chinwag_core::LocalError::Closing));
+    assert_eq!(p.server.pong(p.now, b""), Err(chinwag_core::LocalError::Closing));
 }
 
 #[test]
@@ -296,17 +307,23 @@ fn a_peer_that_stops_reading_is_closed_once_its_backlog_is_over_the_bound() {
     // The client reads nothing: frames pile up until the bound, and no further.
     let mut queued = 0;
     let refused = loop {
-        match p.server.send_shared(&frame) {
+        match p.server.send_shared(p.now, &frame) {
             Ok(()) => queued += 1,
             Err(e) => break e,
         }
         assert!(queued < 100, "the backlog grew without bound");
     };
-    assert_eq!(refused, chinwag_core::LocalError::Backlogged);
+    assert_eq!(refused, chinwag_core::LocalError::Closed, "the peer's doing is reported as a close event");
     assert_eq!(queued, 10, "frames are queued while the backlog is within the bound");
     assert!(p.server.buffered_amount() <= 10_000 + 1004 + 64, "bounded: the limit, one frame, the close frame");
-    assert_eq!(p.server.state(), State::Closing);
-    assert_eq!(p.server.send_shared(&frame), Err(chinwag_core::LocalError::Closing), "nothing follows the close");
+    assert_eq!(p.server.state(), State::Closed);
+    assert_eq!(p.server.send_shared(p.now, &frame), Err(chinwag_core::LocalError::Closed), "nothing follows the close");
+    let events = common::drain_events(&mut p.server, p.now);
+    let s = closed(&events);
+    assert_eq!(s.error, Some(ConnectionError::SlowConsumer));
+    assert_eq!((s.code, s.initiator), (CloseCode::ABNORMAL, Initiator::Local), "no close frame was received");
+    let sent = s.sent.as_ref().expect("a close frame was sent");
+    assert_eq!((sent.code, sent.reason.as_str()), (CloseCode::POLICY_VIOLATION, chinwag_core::SLOW_CONSUMER_REASON));
 
     // When the client reads again it gets every frame queued before, then the 1008.
     p.run();
@@ -314,9 +331,6 @@ fn a_peer_that_stops_reading_is_closed_once_its_backlog_is_over_the_bound() {
     assert_eq!(texts, queued);
     let c = closed(&p.client_events);
     assert_eq!((c.code, c.reason.as_str()), (CloseCode::POLICY_VIOLATION, chinwag_core::SLOW_CONSUMER_REASON));
-    let s = closed(&p.server_events);
-    assert_eq!(s.error, Some(ConnectionError::SlowConsumer), "reported as slow even though the close was answered");
-    assert_eq!(s.initiator, Initiator::Local);
 }
 
 #[test]
@@ -325,11 +339,11 @@ fn a_slow_peer_that_never_reads_again_is_dropped_after_the_close_timeout() {
     let mut p = Pair::open(Config::default(), server_config);
     p.server_to_client = false;
     let frame = chinwag_core::SharedFrame::text(&"y".repeat(1000));
-    while p.server.send_shared(&frame).is_ok() {}
+    while p.server.send_shared(p.now, &frame).is_ok() {}
     assert!(p.advance(Duration::from_secs(10)));
     let s = closed(&p.server_events);
     assert_eq!(s.error, Some(ConnectionError::SlowConsumer));
-    assert_eq!(s.code, CloseCode::POLICY_VIOLATION);
+    assert_eq!(s.sent.as_ref().map(|f| f.code), Some(CloseCode::POLICY_VIOLATION));
     assert!(p.server.is_finished());
 }
 
@@ -339,7 +353,7 @@ fn one_message_larger_than_the_bound_still_goes_to_a_reading_peer() {
     // the backlog drains, and its next message may be large.
     let server_config = Config { max_backlog: 1000, ..Config::default() };
     let mut p = Pair::open(Config::default(), server_config);
-    p.server.send(&chinwag_core::Message::binary(vec![7u8; 50_000])).unwrap();
+    p.server.send(p.now, &chinwag_core::Message::binary(vec![7u8; 50_000])).unwrap();
     p.run();
     assert!(matches!(&p.client_events[..], [Event::Binary(b)] if b.len() == 50_000));
     assert_eq!(p.server.state(), State::Open);
@@ -349,11 +363,11 @@ fn one_message_larger_than_the_bound_still_goes_to_a_reading_peer() {
 fn output_a_peer_never_takes_is_abandoned_one_close_timeout_after_the_end() {
     let mut p = Pair::default_open();
     p.server_to_client = false; // the client stopped reading
-    p.server.send(&chinwag_core::Message::binary(vec![0u8; 100_000])).unwrap();
+    p.server.send(p.now, &chinwag_core::Message::binary(vec![0u8; 100_000])).unwrap();
     // ... and then breaks the protocol (a frame with reserved bits).
-    p.server.receive(&[0xF1, 0x80, 0, 0, 0, 0]);
-    let events = common::drain_events(&mut p.server);
-    assert!(matches!(events.last(), Some(Event::Closed(c)) if c.code == CloseCode::PROTOCOL_ERROR));
+    p.server.receive(p.now, &[0xF1, 0x80, 0, 0, 0, 0]);
+    let events = common::drain_events(&mut p.server, p.now);
+    assert!(matches!(events.last(), Some(Event::Closed(c)) if c.effective_code() == CloseCode::PROTOCOL_ERROR));
     assert!(!p.server.is_finished(), "the close frame is still to be written");
     let deadline = p.server.poll_timeout().expect("a linger deadline");
     assert_eq!(deadline - p.now, Config::default().close_timeout);

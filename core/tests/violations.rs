@@ -28,8 +28,8 @@ fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 /// code of the close frame it sent.
 fn server_closes(config: Config, wire: &[u8]) -> (chinwag_core::Closed, Option<u16>) {
     let mut p = Pair::open(Config::default(), config);
-    p.server.receive(wire);
-    let events = drain_events(&mut p.server);
+    p.server.receive(p.now, wire);
+    let events = drain_events(&mut p.server, p.now);
     let Some(Event::Closed(closed)) = events.last().cloned() else { panic!("no close for {wire:x?}: {events:?}") };
     let out = drain_transmit(&mut p.server);
     let sent = (out.len() >= 4 && out[0] == 0x88).then(|| u16::from_be_bytes([out[2], out[3]]));
@@ -63,7 +63,8 @@ fn violations_and_their_codes() {
     for (what, wire, error) in cases {
         let (closed, sent) = server_closes(Config::default(), &wire);
         assert_eq!(closed.error, Some(ConnectionError::Protocol(error)), "{what}");
-        assert_eq!(closed.code, error.close_code(), "{what}");
+        assert_eq!(closed.code, CloseCode::ABNORMAL, "{what}: no close frame was received");
+        assert_eq!(closed.sent.as_ref().map(|f| f.code), Some(error.close_code()), "{what}");
         assert_eq!(sent, Some(error.close_code().0), "{what}: close frame on the wire");
     }
 }
@@ -74,7 +75,7 @@ fn size_limits_close_with_1009_at_the_header() {
     // Only the header of an oversized frame: no payload needs to arrive.
     let header_only = &frame(0x82, &[0; 1001])[..8];
     let (closed, sent) = server_closes(config.clone(), header_only);
-    assert_eq!((closed.code, sent), (CloseCode::MESSAGE_TOO_BIG, Some(1009)));
+    assert_eq!((closed.effective_code(), sent), (CloseCode::MESSAGE_TOO_BIG, Some(1009)));
     assert_eq!(closed.error, Some(ConnectionError::Protocol(ProtocolError::FrameTooLarge)));
     // Two fragments under the frame limit that exceed the message limit.
     let wire = [frame(0x02, &[0; 1000]), frame(0x80, &[0; 501])[..8].to_vec()].concat();
@@ -90,12 +91,12 @@ fn invalid_utf8_fails_mid_frame_before_the_rest_arrives() {
     let header_len = full.len() - 1000;
     let mut wire = full[..header_len + 10].to_vec();
     wire.push(0xFF);
-    p.server.receive(&wire[..header_len + 10]);
-    assert!(drain_events(&mut p.server).is_empty(), "valid so far");
-    p.server.receive(&wire[header_len + 10..]);
-    let events = drain_events(&mut p.server);
+    p.server.receive(p.now, &wire[..header_len + 10]);
+    assert!(drain_events(&mut p.server, p.now).is_empty(), "valid so far");
+    p.server.receive(p.now, &wire[header_len + 10..]);
+    let events = drain_events(&mut p.server, p.now);
     assert!(
-        matches!(events.last(), Some(Event::Closed(c)) if c.code == CloseCode::INVALID_PAYLOAD),
+        matches!(events.last(), Some(Event::Closed(c)) if c.effective_code() == CloseCode::INVALID_PAYLOAD),
         "closed with 1007 at the invalid byte, 989 bytes before the frame's end: {events:?}"
     );
 }
@@ -104,8 +105,8 @@ fn invalid_utf8_fails_mid_frame_before_the_rest_arrives() {
 fn nothing_is_processed_after_a_failure_or_a_close() {
     let mut p = Pair::default_open();
     let wire = [frame(0x88, &[0x03, 0xE8]), frame(0x81, b"after close"), frame(0x89, b"ping")].concat();
-    p.server.receive(&wire);
-    let events = drain_events(&mut p.server);
+    p.server.receive(p.now, &wire);
+    let events = drain_events(&mut p.server, p.now);
     assert!(matches!(&events[..], [Event::Closed(c)] if c.code == CloseCode::NORMAL), "{events:?}");
     let out = drain_transmit(&mut p.server);
     assert_eq!(out, [0x88, 0x02, 0x03, 0xE8], "only the close reply, no pong");
@@ -117,8 +118,8 @@ fn control_frames_interleave_with_fragments_and_pings_get_pongs() {
     let wire =
         [frame(0x01, b"hel"), frame(0x89, b"p1"), frame(0x00, b"lo "), frame(0x8A, b"p2"), frame(0x80, b"world")]
             .concat();
-    p.server.receive(&wire);
-    let events = drain_events(&mut p.server);
+    p.server.receive(p.now, &wire);
+    let events = drain_events(&mut p.server, p.now);
     assert!(
         matches!(&events[..], [Event::Ping(a), Event::Pong(b), Event::Text(t)] if a[..] == *b"p1" && b[..] == *b"p2" && t == "hello world"),
         "{events:?}"
@@ -129,8 +130,8 @@ fn control_frames_interleave_with_fragments_and_pings_get_pongs() {
 #[test]
 fn close_without_code_is_answered_without_code() {
     let mut p = Pair::default_open();
-    p.server.receive(&frame(0x88, b""));
-    let events = drain_events(&mut p.server);
+    p.server.receive(p.now, &frame(0x88, b""));
+    let events = drain_events(&mut p.server, p.now);
     assert!(matches!(&events[..], [Event::Closed(c)] if c.code == CloseCode::NO_STATUS && c.is_clean()));
     assert_eq!(drain_transmit(&mut p.server), [0x88, 0x00]);
 }
@@ -138,8 +139,8 @@ fn close_without_code_is_answered_without_code() {
 #[test]
 fn client_rejects_masked_server_frames() {
     let mut p = Pair::default_open();
-    p.client.receive(&frame(0x81, b"x"));
-    let events = drain_events(&mut p.client);
+    p.client.receive(p.now, &frame(0x81, b"x"));
+    let events = drain_events(&mut p.client, p.now);
     assert!(matches!(events.last(), Some(Event::Closed(c))
         if c.error == Some(ConnectionError::Protocol(ProtocolError::MaskedFrame))));
 }
@@ -148,11 +149,13 @@ fn client_rejects_masked_server_frames() {
 fn a_reply_to_a_message_leaves_before_the_close_for_a_later_violation() {
     let mut p = Pair::default_open();
     // One read holds a valid message and then a frame with RSV1 set (Autobahn 3.3).
-    p.server.receive(&[frame(0x81, b"first"), frame(0xC1, b"bad")].concat());
-    let Some(Event::Text(text)) = p.server.poll_event() else { panic!("the message comes first") };
+    p.server.receive(p.now, &[frame(0x81, b"first"), frame(0xC1, b"bad")].concat());
+    let Some(Event::Text(text)) = p.server.poll_event(p.now) else { panic!("the message comes first") };
     assert!(p.server.has_events(), "more input is waiting");
-    p.server.send_text(&text).unwrap();
-    assert!(matches!(p.server.poll_event(), Some(Event::Closed(c)) if c.code == CloseCode::PROTOCOL_ERROR));
+    p.server.send_text(p.now, &text).unwrap();
+    assert!(
+        matches!(p.server.poll_event(p.now), Some(Event::Closed(c)) if c.effective_code() == CloseCode::PROTOCOL_ERROR)
+    );
     let wire = drain_transmit(&mut p.server);
     assert_eq!(&wire[..7], b"\x81\x05first", "the echo is written first");
     assert_eq!(&wire[7..11], &[0x88, wire[8], 0x03, 0xEA], "then the 1002 close");
@@ -166,9 +169,9 @@ fn an_invalid_length_is_caught_at_the_same_byte_however_the_header_is_split() {
     let header = [0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00];
     for cut in 0..header.len() {
         let mut p = Pair::default_open();
-        p.server.receive(&header[..cut]);
-        p.server.receive(&header[cut..]);
-        let events = drain_events(&mut p.server);
+        p.server.receive(p.now, &header[..cut]);
+        p.server.receive(p.now, &header[cut..]);
+        let events = drain_events(&mut p.server, p.now);
         assert!(
             matches!(events.last(), Some(Event::Closed(c)) if c.error == Some(ConnectionError::Protocol(ProtocolError::InvalidLength))),
             "split at {cut}: {events:?}"

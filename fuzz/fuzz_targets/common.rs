@@ -5,6 +5,13 @@ use bytes::Buf;
 use chinwag_core::{Accept, ClientRequest, Config, Connection, Event};
 use std::time::Instant;
 
+/// The one instant the byte-only targets run at: time stands still for them (the
+/// `lifecycle` target drives time).
+pub fn t0() -> Instant {
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
 /// Splits the fuzzer's input: the first byte picks how many split points follow (two
 /// bytes each); the rest is the stream.
 pub fn split_input(data: &[u8]) -> (Vec<usize>, &[u8]) {
@@ -27,11 +34,11 @@ pub fn run(make: &dyn Fn() -> Connection, stream: &[u8], cuts: &[usize]) -> (Vec
     let mut out = Vec::new();
     let mut start = 0;
     for &end in cuts.iter().chain(std::iter::once(&stream.len())) {
-        conn.receive(&stream[start..end]);
+        conn.receive(t0(), &stream[start..end]);
         start = end;
-        while let Some(event) = conn.poll_event() {
+        while let Some(event) = conn.poll_event(t0()) {
             if let Event::UpgradeRequest(_) = event {
-                conn.accept(Accept::new()).expect("a pending upgrade can be accepted");
+                conn.accept(t0(), Accept::new()).expect("a pending upgrade can be accepted");
             }
             events.push(describe(&event));
         }
@@ -51,14 +58,14 @@ fn describe(event: &Event) -> String {
 
 /// A server connection with small limits, so the fuzzer reaches them.
 pub fn server() -> Connection {
-    Connection::server(small_limits(), Instant::now())
+    Connection::server(small_limits(), t0())
 }
 
 /// [`server`], reading past oversized messages instead of closing
 /// (`Oversized::Skip`).
 pub fn server_skipping() -> Connection {
     let config = Config { oversized: chinwag_core::Oversized::Skip, ..small_limits() };
-    Connection::server(config, Instant::now())
+    Connection::server(config, t0())
 }
 
 /// A client connection whose request was already sent.
@@ -69,7 +76,7 @@ pub fn client() -> Connection {
         n = n.wrapping_add(0x9E37_79B9);
         n.to_be_bytes()
     });
-    let mut conn = Connection::client(&request, [9; 16], masks, small_limits(), Instant::now());
+    let mut conn = Connection::client(&request, [9; 16], masks, small_limits(), t0());
     while let Some(t) = conn.poll_transmit() {
         let n = t.remaining();
         t.advance(n);

@@ -16,23 +16,23 @@ fn open_server_skipping() -> Connection {
 }
 
 fn accepted(mut conn: Connection) -> Connection {
-    conn.receive(REQUEST);
-    while conn.poll_event().is_some() {}
-    conn.accept(chinwag_core::Accept::new()).expect("accept");
+    conn.receive(chinwag_fuzz::t0(), REQUEST);
+    while conn.poll_event(chinwag_fuzz::t0()).is_some() {}
+    conn.accept(chinwag_fuzz::t0(), chinwag_core::Accept::new()).expect("accept");
     drain(&mut conn);
     conn
 }
 
 fn open_client() -> Connection {
     let mut conn = chinwag_fuzz::client();
-    conn.receive(chinwag_fuzz::CLIENT_RESPONSE);
-    assert!(matches!(conn.poll_event(), Some(chinwag_core::Event::Open(_))));
+    conn.receive(chinwag_fuzz::t0(), chinwag_fuzz::CLIENT_RESPONSE);
+    assert!(matches!(conn.poll_event(chinwag_fuzz::t0()), Some(chinwag_core::Event::Open(_))));
     drain(&mut conn);
     conn
 }
 
 fn drain(conn: &mut Connection) {
-    while conn.poll_event().is_some() {}
+    while conn.poll_event(chinwag_fuzz::t0()).is_some() {}
     while let Some(t) = conn.poll_transmit() {
         let n = bytes::Buf::remaining(t);
         bytes::Buf::advance(t, n);

@@ -74,9 +74,10 @@ mod tests {
             "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         );
-        let mut conn = chinwag_core::Connection::server(chinwag_core::Config::default(), std::time::Instant::now());
-        conn.receive(head.as_bytes());
-        match conn.poll_event() {
+        let now = std::time::Instant::now();
+        let mut conn = chinwag_core::Connection::server(chinwag_core::Config::default(), now);
+        conn.receive(now, head.as_bytes());
+        match conn.poll_event(now) {
             Some(chinwag_core::Event::UpgradeRequest(request)) => *request,
             other => panic!("not an upgrade request: {other:?}"),
         }

@@ -306,6 +306,7 @@ async fn connection<R: Runtime, S: Service>(
         code: CloseCode::ABNORMAL,
         reason: String::new(),
         initiator: chinwag_core::Initiator::Peer,
+        sent: None,
         error: Some(chinwag_core::ConnectionError::TransportClosed),
     });
     if closed.error == Some(ConnectionError::SlowConsumer) {

@@ -2,8 +2,9 @@
 //! each open connection.
 
 use chinwag_core::chat::{ConnId, Delivery, Hub};
-use chinwag_core::{CloseCode, LocalError, SharedFrame};
+use chinwag_core::{CloseCode, SharedFrame};
 use chinwag_driver::{Sender, Timer, Transport};
+use std::time::Instant;
 
 use crate::limits::{Admission, Counters};
 use std::collections::HashMap;
@@ -12,16 +13,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A connection as the hub's deliveries reach it, whatever its runtime.
 pub(crate) trait Outlet: Send {
-    /// Queues `frame`; false when the connection's backlog was over its bound and it
-    /// is now closing with 1008 (reported once per connection).
-    fn push(&self, frame: &SharedFrame) -> bool;
+    /// Queues `frame` at `now` (read once per dispatch); false when this push
+    /// found the connection's backlog over its bound and failed it with 1008 (once
+    /// per connection). A connection that is closing takes no more frames; that is
+    /// not an error.
+    fn push(&self, now: Instant, frame: &SharedFrame) -> bool;
     fn close(&self, code: CloseCode, reason: &str);
 }
 
 impl<T: Transport + Send, R: Timer + Send> Outlet for Sender<T, R> {
-    fn push(&self, frame: &SharedFrame) -> bool {
-        // A connection that is closing takes no more frames; that is not an error.
-        !matches!(self.push_shared(frame), Err(chinwag_driver::Error::Local(LocalError::Backlogged)))
+    fn push(&self, now: Instant, frame: &SharedFrame) -> bool {
+        !matches!(self.push_shared_at(now, frame), Err(chinwag_driver::Error::SlowConsumer))
     }
 
     fn close(&self, code: CloseCode, reason: &str) {
@@ -47,15 +49,19 @@ impl State {
     /// Carries out what the hub queued: each frame goes to every recipient's queue
     /// by reference, and their tasks write it.
     pub(crate) fn dispatch(&mut self) {
+        // One clock reading for the whole dispatch: it is one moment for every
+        // recipient, and is read here, not cached from a connection's task.
+        let mut now = None;
         while let Some(delivery) = self.hub.poll_delivery() {
             match delivery {
                 Delivery::Frame { to, frame } => {
+                    let now = *now.get_or_insert_with(Instant::now);
                     for conn in to {
                         if let Some(outlet) = self.outlets.get(&conn)
-                            && !outlet.push(&frame)
+                            && !outlet.push(now, &frame)
                         {
                             Counters::bump(&self.counters.closed_slow);
-                            tracing::warn!(%conn, "closing a connection that reads too slowly (outgoing backlog over the limit)");
+                            tracing::warn!(%conn, "closed a connection that reads too slowly (outgoing backlog over the limit)");
                         }
                     }
                 }

@@ -13,6 +13,13 @@ pub enum Error {
     Local(LocalError),
     /// The transport failed.
     Io(io::Error),
+    /// This call found the peer's outgoing backlog over
+    /// [`Config::max_backlog`](chinwag_core::Config::max_backlog): the peer reads too
+    /// slowly, so the message was not queued and the connection was failed with a
+    /// 1008 close frame. Returned once, to the call that found it; later calls get
+    /// [`LocalError::Closed`], and the close is reported as
+    /// [`ConnectionError::SlowConsumer`](chinwag_core::ConnectionError::SlowConsumer).
+    SlowConsumer,
 }
 
 impl fmt::Display for Error {
@@ -21,6 +28,7 @@ impl fmt::Display for Error {
             Self::Handshake(e) => fmt::Display::fmt(e, f),
             Self::Local(e) => fmt::Display::fmt(e, f),
             Self::Io(e) => write!(f, "transport error: {e}"),
+            Self::SlowConsumer => f.write_str("the peer reads too slowly (outgoing backlog over the limit): closed"),
         }
     }
 }
@@ -31,6 +39,7 @@ impl std::error::Error for Error {
             Self::Handshake(e) => Some(e),
             Self::Local(e) => Some(e),
             Self::Io(e) => Some(e),
+            Self::SlowConsumer => None,
         }
     }
 }

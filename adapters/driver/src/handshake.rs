@@ -32,10 +32,11 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     // Not an `async fn`: the decision is taken before the future is built, so the
     // future does not carry `accept` (see the note on `PendingRequest`).
     pub fn accept(mut self, accept: Accept) -> impl Future<Output = Result<WebSocket<T, R>, Error>> {
-        let accepted = self.io.conn.accept(accept);
+        let now = Instant::now();
+        let accepted = self.io.conn.accept(now, accept);
         async move {
             accepted?;
-            let opened = self.io.conn.poll_event();
+            let opened = self.io.conn.poll_event(now);
             debug_assert!(matches!(opened, Some(Event::Open(_))), "accept reports the opening first");
             poll_fn(|cx| self.io.poll_write(cx)).await?;
             Ok(WebSocket::from_io(*self.io))
@@ -45,7 +46,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// Refuses the request with an error status and a plain-text reason, then closes
     /// the transport.
     pub async fn reject(mut self, rejection: Rejection) -> Result<(), Error> {
-        self.io.conn.reject(rejection)?;
+        self.io.conn.reject(Instant::now(), rejection)?;
         poll_fn(|cx| self.io.start_poll().poll_finish_alone(cx)).await;
         Ok(())
     }
@@ -53,7 +54,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// Answers with a plain HTTP response (for example a web page), then closes the
     /// transport.
     pub async fn respond(mut self, response: HttpResponse) -> Result<(), Error> {
-        self.io.conn.respond(response)?;
+        self.io.conn.respond(Instant::now(), response)?;
         poll_fn(|cx| self.io.start_poll().poll_finish_alone(cx)).await;
         Ok(())
     }

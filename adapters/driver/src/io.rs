@@ -37,7 +37,9 @@ pub(crate) struct Io<T, R> {
     needs_flush: bool,
     /// Reads left in the current poll of the task.
     read_budget: u32,
-    /// The time when the current poll of the task began.
+    /// The clock, read when the current poll of the connection's own task began
+    /// (or its timer fired): one reading serves everything that task does in one
+    /// wake-up. Calls from other tasks read the clock themselves.
     now: Instant,
     /// How the connection ended (boxed: most of a connection's life it is `None`).
     pub(crate) closed: Option<Box<Closed>>,
@@ -74,7 +76,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
     /// `cx`; writes wake `write_cx` (see `wake.rs`).
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>, write_cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            if let Some(event) = self.conn.poll_event() {
+            if let Some(event) = self.conn.poll_event(self.now) {
                 if let Event::Closed(closed) = &event {
                     self.closed = Some(Box::new(closed.clone()));
                 }
@@ -116,16 +118,16 @@ impl<T: Transport, R: Timer> Io<T, R> {
         READ_BUF.with_borrow_mut(|buf| match self.transport.poll_read(cx, buf) {
             Poll::Ready(Ok(0)) => {
                 self.read_done = true;
-                self.conn.receive_eof();
+                self.conn.receive_eof(self.now);
                 Poll::Ready(())
             }
             Poll::Ready(Ok(n)) => {
-                self.conn.receive(&buf[..n]);
+                self.conn.receive(self.now, &buf[..n]);
                 Poll::Ready(())
             }
             Poll::Ready(Err(_)) => {
                 self.read_done = true;
-                self.conn.transport_lost();
+                self.conn.transport_lost(self.now);
                 Poll::Ready(())
             }
             Poll::Pending => Poll::Pending,
@@ -134,11 +136,12 @@ impl<T: Transport, R: Timer> Io<T, R> {
 
     /// Writes and flushes everything queued, many frames per system call. On an
     /// error the core is told the transport is lost (it drops what was queued).
+    /// Sending tasks call this too, so the error path reads the clock itself.
     pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = ready!(self.poll_write_inner(cx));
         if result.is_err() {
             self.read_done = true;
-            self.conn.transport_lost();
+            self.conn.transport_lost(Instant::now());
         }
         Poll::Ready(result)
     }

@@ -1,11 +1,12 @@
 //! The async handles of an open connection: [`WebSocket`], and its halves
 //! [`Sender`] and [`Receiver`].
 
-use chinwag_core::{CloseCode, Closed, Event, Message, SharedFrame, SkippedMessage, State};
+use chinwag_core::{CloseCode, Closed, Connection, Event, LocalError, Message, SharedFrame, SkippedMessage, State};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Instant;
 
 use crate::io::Io;
 use crate::wake::Wakers;
@@ -87,13 +88,44 @@ impl<T: Transport, R: Timer> Shared<T, R> {
 
     /// Writes everything queued.
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.with_sender(cx, |io, cx| match ready!(io.poll_write(cx)) {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(e) => {
-                io.conn.receive_eof();
-                Poll::Ready(Err(Error::Io(e)))
+        self.with_sender(cx, |io, cx| ready!(io.poll_write(cx)).map_err(Error::Io).into())
+    }
+
+    /// Makes a call into the core from a task other than the connection's own (or
+    /// from it, outside a poll): the clock is read at the call, because a time
+    /// cached by the receiving task may be long past (an idle connection's task
+    /// sleeps). If the call changed the connection's state or produced events (a
+    /// close armed its timer, a slow consumer was failed, a due deadline fired),
+    /// the receiving task is woken to act on it.
+    fn call(
+        io: &mut Io<T, R>,
+        wakers: &Wakers,
+        f: impl FnOnce(&mut Connection, Instant) -> Result<(), LocalError>,
+    ) -> Result<(), Error> {
+        Self::call_at(io, wakers, Instant::now(), f)
+    }
+
+    /// [`call`](Self::call) with a clock reading the caller just took.
+    fn call_at(
+        io: &mut Io<T, R>,
+        wakers: &Wakers,
+        now: Instant,
+        f: impl FnOnce(&mut Connection, Instant) -> Result<(), LocalError>,
+    ) -> Result<(), Error> {
+        let before = io.conn.state();
+        let out = f(&mut io.conn, now);
+        let after = io.conn.state();
+        if after != before || io.conn.has_events() {
+            wakers.wake_receiver();
+        }
+        match out {
+            Err(LocalError::Closed)
+                if before != State::Closed && io.conn.error() == Some(chinwag_core::ConnectionError::SlowConsumer) =>
+            {
+                Err(Error::SlowConsumer)
             }
-        })
+            other => other.map_err(Error::Local),
+        }
     }
 
     /// Waits while the outgoing backlog is over its bound, then queues `message`
@@ -111,7 +143,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
                 while io.conn.is_backlogged() {
                     ready!(io.poll_write(cx)).map_err(Error::Io)?;
                 }
-                io.conn.send(message)?;
+                Self::call(io, &self.wakers, |conn, now| conn.send(now, message))?;
                 *queued = true;
             }
             if write {
@@ -121,23 +153,14 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         })
     }
 
-    fn queue(
-        &self,
-        f: impl FnOnce(&mut chinwag_core::Connection) -> Result<(), chinwag_core::LocalError>,
-    ) -> Result<(), Error> {
-        let mut io = self.lock();
-        f(&mut io.conn)?;
-        Ok(())
+    /// Makes a call into the core (see [`call`](Self::call)).
+    fn queue(&self, f: impl FnOnce(&mut Connection, Instant) -> Result<(), LocalError>) -> Result<(), Error> {
+        Self::call(&mut self.lock(), &self.wakers, f)
     }
 
     /// Queues without waiting and wakes the receiving task, which writes it.
-    fn push(
-        &self,
-        f: impl FnOnce(&mut chinwag_core::Connection) -> Result<(), chinwag_core::LocalError>,
-    ) -> Result<(), Error> {
+    fn push(&self, f: impl FnOnce(&mut Connection, Instant) -> Result<(), LocalError>) -> Result<(), Error> {
         let queued = self.queue(f);
-        // Also on an error: a refusal for a backlog over the bound queued a close
-        // frame and armed the close timer, which only the receiving task watches.
         self.wakers.wake_receiver();
         queued
     }
@@ -153,7 +176,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.queue(|c| c.close(code, reason))?;
+        self.queue(|c, now| c.close(now, code, reason))?;
         poll_fn(|cx| self.poll_flush(cx)).await
     }
 }
@@ -327,19 +350,32 @@ impl<T: Transport, R: Timer> Sender<T, R> {
     /// Meant for fan-out from other tasks; watch [`buffered_amount`](Self::buffered_amount)
     /// to bound the backlog.
     pub fn push(&self, message: &Message) -> Result<(), Error> {
-        self.shared.push(|c| c.send(message))
+        self.shared.push(|c, now| c.send(now, message))
     }
 
     /// Queues a frame encoded once for many connections; see [`push`](Self::push).
     pub fn push_shared(&self, frame: &SharedFrame) -> Result<(), Error> {
-        self.shared.push(|c| c.send_shared(frame))
+        self.push_shared_at(Instant::now(), frame)
+    }
+
+    /// [`push_shared`](Self::push_shared) with a clock reading taken by the caller:
+    /// for fan-out, one reading per broadcast instead of one per recipient. `now`
+    /// must be read for this broadcast, just before it (a value kept from an
+    /// earlier wake-up would arm deadlines in the past).
+    pub fn push_shared_at(&self, now: Instant, frame: &SharedFrame) -> Result<(), Error> {
+        let queued =
+            Shared::call_at(&mut self.shared.lock(), &self.shared.wakers, now, |c, now| c.send_shared(now, frame));
+        // The receiving task writes what was queued.
+        self.shared.wakers.wake_receiver();
+        queued
     }
 
     /// Queues a close frame and returns at once, like [`push`](Self::push): the
     /// receiving task writes it and completes the close handshake. For closing
-    /// connections from other tasks (a server shutting down, say).
+    /// connections from other tasks (a server shutting down, say). The close
+    /// timeout runs from the call.
     pub fn push_close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.shared.push(|c| c.close(code, reason))
+        self.shared.push(|c, now| c.close(now, code, reason))
     }
 
     /// Sends a close frame and writes it. The receiving half reports the end of the

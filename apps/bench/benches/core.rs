@@ -8,22 +8,26 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use std::time::Instant;
 
-/// An open server connection that accepts frames up to 2 MiB.
-fn open_server() -> Connection {
+/// An open server connection that accepts frames up to 2 MiB, and the instant it
+/// opened at (the benchmarks feed it that instant: virtual time stands still, so
+/// no keepalive deadline falls inside a measurement).
+fn open_server() -> (Connection, Instant) {
     let config = Config { max_frame_size: 2 << 20, max_message_size: 2 << 20, ..Config::default() };
-    let mut server = Connection::server(config, Instant::now());
+    let now = Instant::now();
+    let mut server = Connection::server(config, now);
     server.receive(
+        now,
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     );
-    while server.poll_event().is_some() {}
-    server.accept(Accept::new()).unwrap();
-    while server.poll_event().is_some() {}
+    while server.poll_event(now).is_some() {}
+    server.accept(now, Accept::new()).unwrap();
+    while server.poll_event(now).is_some() {}
     while let Some(out) = server.poll_transmit() {
         let n = bytes::Buf::remaining(out);
         bytes::Buf::advance(out, n);
     }
-    server
+    (server, now)
 }
 
 /// A masked frame with `opcode` carrying `payload`.
@@ -67,11 +71,11 @@ fn decode(c: &mut Criterion) {
         for (kind, opcode, payload) in payloads {
             let frame = masked_frame(opcode, &payload);
             group.throughput(Throughput::Bytes(frame.len() as u64));
-            let mut server = open_server();
+            let (mut server, now) = open_server();
             group.bench_with_input(BenchmarkId::new(format!("chinwag, {kind}"), size), &frame, |b, frame| {
                 b.iter(|| {
-                    server.receive(black_box(frame));
-                    match server.poll_event() {
+                    server.receive(now, black_box(frame));
+                    match server.poll_event(now) {
                         Some(Event::Text(t)) => drop(black_box(t)),
                         Some(Event::Binary(d)) => drop(black_box(d)),
                         other => panic!("{other:?}"),
@@ -120,10 +124,11 @@ fn handshake(c: &mut Criterion) {
     };
     c.bench_function("handshake: parse and validate a request, accept", |b| {
         b.iter(|| {
-            let mut server = Connection::server(Config::default(), Instant::now());
-            server.receive(black_box(&bytes));
-            let Some(Event::UpgradeRequest(_)) = server.poll_event() else { panic!() };
-            server.accept(Accept::new()).unwrap();
+            let now = Instant::now();
+            let mut server = Connection::server(Config::default(), now);
+            server.receive(now, black_box(&bytes));
+            let Some(Event::UpgradeRequest(_)) = server.poll_event(now) else { panic!() };
+            server.accept(now, Accept::new()).unwrap();
             black_box(server.poll_transmit().is_some());
         })
     });

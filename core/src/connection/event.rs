@@ -41,7 +41,9 @@ pub enum Event {
     /// [`Oversized::Skip`](crate::Oversized::Skip); by default such a message
     /// closes the connection with 1009).
     Skipped(SkippedMessage),
-    /// A ping arrived; the pong answering it was already queued.
+    /// A ping arrived. While the connection is open, the pong answering it was
+    /// already queued; after our close frame nothing more is sent, so a ping
+    /// arriving then goes unanswered (our close frame tells the peer why).
     Ping(Bytes),
     /// A pong arrived.
     Pong(Bytes),
@@ -79,17 +81,24 @@ pub enum Initiator {
 }
 
 /// How a WebSocket connection ended.
+///
+/// `code` and `reason` follow RFC 6455 §7.1.5 and §7.1.6: they are what the peer
+/// said. What this end said, if it sent a close frame, is in `sent`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {
-    /// The code that describes the closing: the peer's code when it closed first,
-    /// ours when we did (including the 1002/1007/1009 sent on a protocol error),
-    /// 1005 when a close frame carried no code, 1006 when no close frame was
-    /// exchanged.
+    /// _The WebSocket Connection Close Code_: the code of the close frame received
+    /// from the peer; 1005 ([`CloseCode::NO_STATUS`]) if that frame carried no code;
+    /// 1006 ([`CloseCode::ABNORMAL`]) if no close frame arrived (a protocol error,
+    /// a timeout, a lost transport, a slow consumer).
     pub code: CloseCode,
-    /// The reason that went with `code`.
+    /// _The WebSocket Connection Close Reason_: the reason in the close frame
+    /// received; empty if none arrived.
     pub reason: String,
-    /// Which end started it.
+    /// Which end started the closing.
     pub initiator: Initiator,
+    /// The close frame this end sent, if it sent one: its own close, the echo of
+    /// the peer's, or the frame that failed the connection (1002, 1007, 1008, 1009).
+    pub sent: Option<CloseFrame>,
     /// What went wrong, if the closing was not a clean close handshake.
     pub error: Option<ConnectionError>,
 }
@@ -99,6 +108,25 @@ impl Closed {
     pub fn is_clean(&self) -> bool {
         self.error.is_none()
     }
+
+    /// The code that best describes the closing from this end's point of view: the
+    /// peer's code if it sent a close frame, else the code of the close frame this
+    /// end sent, else 1006. For logs and metrics; `code` is the RFC's value.
+    pub fn effective_code(&self) -> CloseCode {
+        match (&self.sent, self.code) {
+            (Some(sent), CloseCode::ABNORMAL) => sent.code,
+            _ => self.code,
+        }
+    }
+}
+
+/// The code and reason of a close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    /// The status code; [`CloseCode::NO_STATUS`] for a close frame without one.
+    pub code: CloseCode,
+    /// The reason (empty if none).
+    pub reason: String,
 }
 
 /// Why a connection closed without a clean close handshake.
@@ -112,9 +140,10 @@ pub enum ConnectionError {
     CloseTimeout,
     /// The transport ended (EOF, reset) without a close handshake.
     TransportClosed,
-    /// The peer read too slowly: its outgoing backlog went over
-    /// [`Config::max_backlog`](crate::Config::max_backlog) and we closed with 1008.
-    /// Reported whether or not the peer answered the close frame.
+    /// The peer read too slowly: its outgoing backlog was over
+    /// [`Config::max_backlog`](crate::Config::max_backlog) when a message was to be
+    /// queued, so the connection was failed with a 1008 close frame (reason
+    /// [`SLOW_CONSUMER_REASON`](crate::SLOW_CONSUMER_REASON)).
     SlowConsumer,
 }
 
@@ -199,15 +228,19 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// A call the application made that the connection cannot carry out in its state.
-/// Nothing was queued and the state did not change.
+/// A call the application made that the connection cannot carry out in its state:
+/// a misuse of the API, or a call that raced with the end of the connection (drain
+/// [`Event`]s to learn how it ended). Nothing was queued and the state did not
+/// change. Conditions the peer causes are never reported here: they end the
+/// connection and are reported in [`Event::Closed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocalError {
     /// The opening handshake has not completed.
     NotOpen,
     /// A close frame was already sent: no more frames may follow it.
     Closing,
-    /// The connection is closed.
+    /// The connection is closed; [`Event::Closed`] says why (for example a peer
+    /// reading too slowly, [`ConnectionError::SlowConsumer`]).
     Closed,
     /// There is no request waiting for an answer.
     NoPendingRequest,
@@ -227,9 +260,6 @@ pub enum LocalError {
     ControlPayloadTooLong,
     /// Shared frames are unmasked; only server connections may send them.
     SharedFrameFromClient,
-    /// The outgoing backlog was over [`Config::max_backlog`](crate::Config::max_backlog):
-    /// the message was not queued, and the connection is now closing with 1008.
-    Backlogged,
 }
 
 impl fmt::Display for LocalError {
@@ -247,7 +277,6 @@ impl fmt::Display for LocalError {
             Self::CloseReasonTooLong => f.write_str("close reason longer than 123 bytes"),
             Self::ControlPayloadTooLong => f.write_str("control payload longer than 125 bytes"),
             Self::SharedFrameFromClient => f.write_str("a client cannot send shared (unmasked) frames"),
-            Self::Backlogged => f.write_str("the peer reads too slowly: outgoing backlog over the limit, closing"),
         }
     }
 }

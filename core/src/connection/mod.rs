@@ -1,14 +1,76 @@
 //! The connection state machine: one WebSocket connection from the first byte of the
 //! opening handshake to the end of the close handshake, for either role.
 //!
+//! ## The life cycle
+//!
 //! ```text
-//!  server: ReadingRequest ─► Deciding ─accept─┐          ┌─► CloseSent ─► Closed
-//!                                  └─reject/respond─► Closed        │ (close frame
-//!  client: AwaitingResponse ──────────────────┴─► Open ──┤   received)
-//!                                                         └─► Closed (peer closed,
-//!                                                             protocol error, EOF,
-//!                                                             timeout)
+//!  server: ServerReadingRequest ─► ServerDeciding ─accept─┐
+//!                  │                     │                 │
+//!                  │               reject/respond          │
+//!  client: ClientAwaitingResponse ───────┼──── 101 ───────►├─► Open ─close()─► CloseSent
+//!                  │                     │                 │    │                 │
+//!                  └── handshake failed ─┴─────────────────┼────┼─────────────────┤
+//!                                                          ▼    ▼                 ▼
+//!                                   Closed { await_eof: false }  ◄─EOF/linger─  Closed { await_eof: true }
+//!                                   (finished once its output is written)       (client: waits for the
+//!                                                                                server to close first)
 //! ```
+//!
+//! Every input takes the current time, `now`, and first fires whatever deadline is
+//! due at `now` (see [`Connection::handle_timeout`]); then it acts as the table
+//! says. "Closed(..)" is the [`Event::Closed`] reported: the code received (1006
+//! when no close frame arrived, RFC 6455 §7.1.5), which end started the closing,
+//! and the error. Calls not listed for a phase return a [`LocalError`] and change
+//! nothing: `NotOpen` before `Open`, `Closing` in `CloseSent`, `Closed` after.
+//! `core/tests/lifecycle.rs` tests each row.
+//!
+//! | phase | input | next phase | writes | reports |
+//! |---|---|---|---|---|
+//! | `ServerReadingRequest` | bytes, head incomplete | same | | |
+//! | `ServerReadingRequest` | bytes, head complete and valid | `ServerDeciding` | | `UpgradeRequest` or `HttpRequest` |
+//! | `ServerReadingRequest` | bytes, head invalid or over `max_head_size` | `Closed { await_eof: false }` | 400, 426 or 431 with a reason | `HandshakeFailed(Refused)` |
+//! | `ServerReadingRequest` | EOF, transport lost | `Closed { await_eof: false }` | | `HandshakeFailed(TransportClosed)` |
+//! | `ServerReadingRequest` | handshake timer | `Closed { await_eof: false }` | | `HandshakeFailed(Timeout)` |
+//! | `ServerDeciding` | bytes, within `max_head_size` | same (kept, parsed after `accept`) | | |
+//! | `ServerDeciding` | bytes, beyond `max_head_size` | `Closed { await_eof: false }` | 400 | `HandshakeFailed(Refused)` |
+//! | `ServerDeciding` | `accept` | `Open` | 101 | `Open`, then whatever the kept bytes hold |
+//! | `ServerDeciding` | `reject`, `respond` | `Closed { await_eof: false }` | the response | |
+//! | `ServerDeciding` | EOF, transport lost | `Closed { await_eof: false }` | | `HandshakeFailed(TransportClosed)` |
+//! | `ServerDeciding` | handshake timer | `Closed { await_eof: false }` | | `HandshakeFailed(Timeout)` |
+//! | `ClientAwaitingResponse` | bytes, head incomplete | same | | |
+//! | `ClientAwaitingResponse` | bytes, a valid 101 | `Open` | | `Open`, then whatever follows the head |
+//! | `ClientAwaitingResponse` | bytes, any other response | `Closed { await_eof: false }` | | `HandshakeFailed` |
+//! | `ClientAwaitingResponse` | EOF, transport lost | `Closed { await_eof: false }` | | `HandshakeFailed(TransportClosed)` |
+//! | `ClientAwaitingResponse` | handshake timer | `Closed { await_eof: false }` | | `HandshakeFailed(Timeout)` |
+//! | `Open` | a data frame, ping or pong | same; keepalive restarts | a pong for a ping | `Text`, `Binary`, `Skipped`, `Ping`, `Pong` |
+//! | `Open` | a close frame | `Closed { await_eof: client }` | the echo of its code | `Closed(code received, Peer)`, clean |
+//! | `Open` | a protocol violation | `Closed { await_eof: false }` | close 1002, 1007 or 1009 | `Closed(1006, Local, Protocol)` |
+//! | `Open` | EOF | `Closed { await_eof: false }` | | `Closed(1006, Peer, TransportClosed)` |
+//! | `Open` | transport lost | `Closed { await_eof: false }` | queued output dropped | `Closed(1006, Peer, TransportClosed)` |
+//! | `Open` | `close()` | `CloseSent`; close timer armed | the close frame | |
+//! | `Open` | a data send while the backlog is over `max_backlog` | `Closed { await_eof: false }` | close 1008 | `Closed(1006, Local, SlowConsumer)`; the call returns `Closed` |
+//! | `Open` | keepalive timer, peer quiet for the interval | same | a ping | |
+//! | `Open` | keepalive timer, no answer within the timeout | `Closed { await_eof: false }` | queued output dropped | `Closed(1006, Local, KeepaliveTimeout)` |
+//! | `CloseSent` | a data frame, ping or pong | same | nothing (no pong after our close) | `Text`, `Binary`, `Skipped`, `Ping`, `Pong` |
+//! | `CloseSent` | a close frame | `Closed { await_eof: client }` | | `Closed(code received, Local)`, clean |
+//! | `CloseSent` | a protocol violation | `Closed { await_eof: false }` | | `Closed(1006, Local, Protocol)` |
+//! | `CloseSent` | EOF | `Closed { await_eof: false }` | | `Closed(1006, Local, TransportClosed)` |
+//! | `CloseSent` | transport lost | `Closed { await_eof: false }` | queued output dropped | `Closed(1006, Local, TransportClosed)` |
+//! | `CloseSent` | close timer | `Closed { await_eof: false }` | queued output dropped | `Closed(1006, Local, CloseTimeout)` |
+//! | `Closed { await_eof: true }` | bytes | same (ignored) | | |
+//! | `Closed { await_eof: true }` | EOF | `Closed { await_eof: false }` | | |
+//! | `Closed { await_eof: true }` | transport lost | `Closed { await_eof: false }` | queued output dropped | |
+//! | `Closed { await_eof: true }` | close timer (linger) | `Closed { await_eof: false }` | queued output dropped | |
+//! | `Closed { await_eof: false }` | bytes, EOF | same (ignored) | | |
+//! | `Closed { await_eof: false }` | transport lost | same | queued output dropped | |
+//! | `Closed { await_eof: false }` | close timer (linger) | same | queued output dropped | |
+//!
+//! `Closed { await_eof: false }` with no output left is
+//! [finished](Connection::is_finished): the driver closes the transport. The linger
+//! (the close timeout, armed when the connection closes with output queued or on a
+//! client waiting for EOF) bounds how long a peer that stops reading can keep a
+//! closed connection alive. The keepalive timer is armed only in `Open`, the close
+//! timer from `CloseSent` on, the handshake timer until `Open`.
 //!
 //! The call-order contract is in the crate documentation.
 
@@ -19,7 +81,9 @@ mod reader;
 mod timers;
 
 pub use config::{Config, Oversized};
-pub use event::{Closed, ConnectionError, Event, Initiator, LocalError, Opened, ProtocolError, Role, SkippedMessage};
+pub use event::{
+    CloseFrame, Closed, ConnectionError, Event, Initiator, LocalError, Opened, ProtocolError, Role, SkippedMessage,
+};
 pub use outgoing::Outgoing;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -68,21 +132,23 @@ pub enum State {
     Closed,
 }
 
-/// The life cycle. Handshake state is boxed: it is short-lived, and an open
-/// connection should not carry its size.
+/// The life cycle (see the table in the module documentation). Handshake state is
+/// boxed: it is short-lived, and an open connection should not carry its size.
 #[derive(Debug)]
 enum Phase {
+    /// (Server) Reading the client's opening request.
     ServerReadingRequest(Box<HeadReader>),
-    /// A request was read; the application must answer it.
+    /// (Server) A request was read; the application must answer it.
     ServerDeciding(Box<Deciding>),
+    /// (Client) The request is queued; reading the server's response.
     ClientAwaitingResponse(Box<(HeadReader, ResponseCheck)>),
+    /// Messages flow both ways.
     Open,
+    /// We sent our close frame and wait for the peer's, up to the close timeout.
     CloseSent,
     /// The WebSocket connection is over; `await_eof`: a client waits for the server to
     /// close the transport first (§7.1.1), up to the close timeout.
-    Closed {
-        await_eof: bool,
-    },
+    Closed { await_eof: bool },
 }
 
 /// A request waiting for the application's answer.
@@ -99,7 +165,8 @@ struct Deciding {
 
 /// One WebSocket connection, client or server, as a pure state machine.
 ///
-/// See the [crate documentation](crate) for the call-order contract and an example.
+/// See the [crate documentation](crate) for the call-order contract and an example,
+/// and the module's transition table for the life cycle.
 pub struct Connection {
     role: Role,
     config: Config,
@@ -110,15 +177,15 @@ pub struct Connection {
     masks: Option<Box<dyn MaskSource>>,
     timers: Timers,
     subprotocol: Option<String>,
-    /// The code and reason of the close frame we sent, reported when it is answered.
-    pending_close: Option<(CloseCode, String)>,
+    /// The close frame we sent, reported in [`Closed::sent`].
+    sent_close: Option<CloseFrame>,
+    /// Why the connection ended, if not with a clean close handshake.
+    error: Option<ConnectionError>,
     /// Received bytes not parsed yet. Parsing stops after each event and resumes
     /// when the events are drained, so the application answers message N before
     /// the connection acts on anything after it (a protocol error in frame N+1 must
     /// not swallow the reply to N).
     input: BytesMut,
-    /// We closed because the peer read too slowly; reported in [`Closed::error`].
-    evicted: bool,
 }
 
 /// The reason sent with the 1008 that closes a peer reading too slowly.
@@ -128,7 +195,7 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("role", &self.role)
-            .field("state", &self.state())
+            .field("phase", &self.phase)
             .field("buffered", &self.out.remaining())
             .field("events", &self.events.len())
             .finish()
@@ -148,14 +215,14 @@ impl Connection {
             masks,
             timers,
             subprotocol: None,
-            pending_close: None,
+            sent_close: None,
+            error: None,
             input: BytesMut::new(),
-            evicted: false,
         }
     }
 
     /// A server connection that will read the client's opening request from the
-    /// first bytes it receives.
+    /// first bytes it receives. The handshake timeout runs from `now`.
     pub fn server(config: Config, now: Instant) -> Self {
         let head = HeadReader::new(config.max_head_size);
         Self::new(Role::Server, config, Phase::ServerReadingRequest(Box::new(head)), None, now)
@@ -164,7 +231,7 @@ impl Connection {
     /// A client connection whose opening request is queued at once.
     ///
     /// `key` is 16 random bytes for `Sec-WebSocket-Key`; `masks` supplies a masking
-    /// key for every frame.
+    /// key for every frame. The handshake timeout runs from `now`.
     pub fn client(
         request: &ClientRequest,
         key: [u8; 16],
@@ -186,7 +253,7 @@ impl Connection {
     pub fn open(role: Role, masks: Option<Box<dyn MaskSource>>, config: Config, now: Instant) -> Self {
         assert!(role == Role::Server || masks.is_some(), "a client connection needs a mask source");
         let mut conn = Self::new(role, config, Phase::Open, masks, now);
-        conn.timers.opened(now, conn.config.keepalive_interval);
+        conn.timers.opened(conn.config.keepalive_interval);
         conn
     }
 
@@ -212,17 +279,78 @@ impl Connection {
         }
     }
 
+    /// Why the connection ended, once it ended without a clean close handshake: the
+    /// `error` of the [`Event::Closed`] already queued. Lets a caller whose send
+    /// returned [`LocalError::Closed`] tell whether that send found a slow consumer
+    /// ([`ConnectionError::SlowConsumer`]) without waiting for the event.
+    pub fn error(&self) -> Option<ConnectionError> {
+        self.error
+    }
+
     /// The agreed subprotocol, once open.
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
     }
 
+    // ----- time in ----------------------------------------------------------------
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work to
+    /// do, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Tells the connection the time and fires every deadline due by `now`: the
+    /// handshake timeout, a keepalive ping or the keepalive timeout, the close
+    /// timeout, the linger. Call it when [`poll_timeout`](Self::poll_timeout) is
+    /// reached. Every other input also takes `now` and does this first, so a call
+    /// with a fresh `now` never acts on a stale clock. Time never goes backwards: an
+    /// earlier `now` than a previous one counts as the previous one.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.timers.advance(now) {
+            return; // nothing can be due: the common case, one comparison
+        }
+        if self.timers.handshake_expired() {
+            if matches!(self.state(), State::Handshake) {
+                self.handshake_failed(HandshakeError::Timeout);
+            }
+            self.timers.clear_handshake();
+        }
+        if self.timers.close_expired() {
+            self.timers.clear_close();
+            match self.phase {
+                Phase::CloseSent => self.end_abnormally(ConnectionError::CloseTimeout),
+                Phase::Closed { .. } => {
+                    // The linger is over: output the peer has not taken by now is
+                    // abandoned, so a peer that stopped reading cannot keep the
+                    // connection (and its backlog) alive.
+                    self.phase = Phase::Closed { await_eof: false };
+                    self.out = Outgoing::default();
+                }
+                _ => {}
+            }
+        }
+        if matches!(self.phase, Phase::Open) {
+            match self.timers.keepalive_due() {
+                timers::Keepalive::Idle => {}
+                timers::Keepalive::SendPing => {
+                    self.queue_control(OpCode::Ping, b"");
+                    self.timers.ping_sent(self.config.keepalive_timeout);
+                }
+                timers::Keepalive::Dead => self.end_abnormally(ConnectionError::KeepaliveTimeout),
+            }
+        }
+        self.timers.refresh_due();
+    }
+
     // ----- bytes in -------------------------------------------------------------
 
-    /// Feeds bytes received from the transport. Any split of the stream into calls
-    /// gives the same events. Protocol errors of the peer are handled here (a close
-    /// frame is queued and [`Event::Closed`] reported), never returned.
-    pub fn receive(&mut self, data: &[u8]) {
+    /// Feeds bytes received from the transport at `now`. Any split of the stream
+    /// into calls gives the same events. Protocol errors of the peer are handled
+    /// here (a close frame is queued and [`Event::Closed`] reported), never
+    /// returned.
+    pub fn receive(&mut self, now: Instant, data: &[u8]) {
+        self.handle_timeout(now);
         if data.is_empty() {
             return;
         }
@@ -298,17 +426,19 @@ impl Connection {
 
     /// Reports that the peer will send no more bytes (a clean end of stream). What
     /// is queued may still be written.
-    pub fn receive_eof(&mut self) {
+    pub fn receive_eof(&mut self, now: Instant) {
+        self.handle_timeout(now);
         match self.phase {
             Phase::ServerReadingRequest(_) | Phase::ServerDeciding(_) | Phase::ClientAwaitingResponse(_) => {
                 self.handshake_failed(HandshakeError::TransportClosed);
             }
-            Phase::Open | Phase::CloseSent => {
-                self.close_abnormally(ConnectionError::TransportClosed, "");
-            }
+            Phase::Open | Phase::CloseSent => self.end_abnormally(ConnectionError::TransportClosed),
             Phase::Closed { .. } => {
                 self.phase = Phase::Closed { await_eof: false };
-                self.timers.clear_close();
+                if !self.out.has_remaining() {
+                    // Otherwise the linger still bounds the wait for the output.
+                    self.timers.clear_close();
+                }
             }
         }
     }
@@ -316,9 +446,14 @@ impl Connection {
     /// Reports that the transport failed (a read or write error, a reset): nothing
     /// more can be received or sent. Queued output is discarded and the connection
     /// is finished at once.
-    pub fn transport_lost(&mut self) {
-        if !matches!(self.phase, Phase::Closed { .. }) {
-            self.receive_eof();
+    pub fn transport_lost(&mut self, now: Instant) {
+        self.handle_timeout(now);
+        match self.phase {
+            Phase::ServerReadingRequest(_) | Phase::ServerDeciding(_) | Phase::ClientAwaitingResponse(_) => {
+                self.handshake_failed(HandshakeError::TransportClosed);
+            }
+            Phase::Open | Phase::CloseSent => self.end_abnormally(ConnectionError::TransportClosed),
+            Phase::Closed { .. } => {}
         }
         self.phase = Phase::Closed { await_eof: false };
         self.timers.clear_close();
@@ -341,12 +476,15 @@ impl Connection {
 
     // ----- events and bytes out ---------------------------------------------------
 
-    /// The next event, if any. Drain until `None` after every call that changes state.
+    /// The next event, if any, at `now`. Drain until `None` after every call that
+    /// changes state.
     ///
     /// Received bytes are parsed as events are taken: one event's worth at a time, so
     /// that whatever the application sends in answer to an event is queued before
-    /// the connection reacts to later input.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    /// the connection reacts to later input. That parsing can end the connection
+    /// (a close frame, a violation) and arm the linger, hence `now`.
+    pub fn poll_event(&mut self, now: Instant) -> Option<Event> {
+        self.handle_timeout(now);
         if self.events.is_empty() && !self.input.is_empty() {
             self.parse_kept_input();
         }
@@ -383,61 +521,14 @@ impl Connection {
         matches!(self.phase, Phase::Closed { await_eof: false }) && !self.out.has_remaining()
     }
 
-    // ----- time in ----------------------------------------------------------------
-
-    /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work to
-    /// do, if any.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
-    }
-
-    /// Tells the connection the time. Call it whenever the driver wakes up (before
-    /// feeding bytes or making calls) and when [`poll_timeout`](Self::poll_timeout)
-    /// is reached; a call with nothing due only records the time. Time never goes
-    /// backwards: an earlier `now` than a previous one is ignored.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.timers.set_now(now);
-        if self.timers.handshake_expired() {
-            if matches!(self.state(), State::Handshake) {
-                self.handshake_failed(HandshakeError::Timeout);
-            }
-            self.timers.clear_handshake();
-        }
-        if self.timers.close_expired() {
-            self.timers.clear_close();
-            match self.phase {
-                Phase::CloseSent => self.close_abnormally(ConnectionError::CloseTimeout, ""),
-                Phase::Closed { .. } => {
-                    // The linger is over: output the peer has not taken by now is
-                    // abandoned, so a peer that stopped reading cannot keep the
-                    // connection (and its backlog) alive.
-                    self.phase = Phase::Closed { await_eof: false };
-                    self.out = Outgoing::default();
-                }
-                _ => {}
-            }
-        }
-        if matches!(self.phase, Phase::Open) {
-            match self.timers.keepalive_due() {
-                timers::Keepalive::Idle => {}
-                timers::Keepalive::SendPing => {
-                    self.queue_control(OpCode::Ping, b"");
-                    self.timers.ping_sent(self.config.keepalive_timeout);
-                }
-                timers::Keepalive::Dead => {
-                    self.close_abnormally(ConnectionError::KeepaliveTimeout, "keepalive timeout")
-                }
-            }
-        }
-    }
-
     // ----- answering a request (server) -------------------------------------------
 
     /// Accepts the pending upgrade request: queues the 101 response and opens the
-    /// connection (an [`Event::Open`] follows).
-    pub fn accept(&mut self, accept: Accept) -> Result<(), LocalError> {
+    /// connection (an [`Event::Open`] follows). Keepalive runs from `now`.
+    pub fn accept(&mut self, now: Instant, accept: Accept) -> Result<(), LocalError> {
+        self.handle_timeout(now);
         let Phase::ServerDeciding(deciding) = &self.phase else {
-            return Err(LocalError::NoPendingRequest);
+            return Err(self.not_deciding());
         };
         if deciding.kind != RequestKind::Upgrade {
             return Err(LocalError::NotAnUpgrade);
@@ -464,10 +555,12 @@ impl Connection {
     }
 
     /// Refuses the pending request with a 4xx or 5xx status and a plain-text
-    /// reason. The connection is finished once the response is written.
-    pub fn reject(&mut self, rejection: Rejection) -> Result<(), LocalError> {
+    /// reason. The connection is finished once the response is written (at most a
+    /// close timeout from `now`).
+    pub fn reject(&mut self, now: Instant, rejection: Rejection) -> Result<(), LocalError> {
+        self.handle_timeout(now);
         if !matches!(self.phase, Phase::ServerDeciding(_)) {
-            return Err(LocalError::NoPendingRequest);
+            return Err(self.not_deciding());
         }
         if !(rejection.status.is_client_error() || rejection.status.is_server_error()) {
             return Err(LocalError::InvalidRejectStatus(rejection.status.as_u16()));
@@ -479,10 +572,11 @@ impl Connection {
     }
 
     /// Answers the pending request with a plain HTTP response. The connection is
-    /// finished once the response is written.
-    pub fn respond(&mut self, response: HttpResponse) -> Result<(), LocalError> {
+    /// finished once the response is written (at most a close timeout from `now`).
+    pub fn respond(&mut self, now: Instant, response: HttpResponse) -> Result<(), LocalError> {
+        self.handle_timeout(now);
         let Phase::ServerDeciding(deciding) = &self.phase else {
-            return Err(LocalError::NoPendingRequest);
+            return Err(self.not_deciding());
         };
         let head_request = deciding.head_request;
         if response.status.is_informational() {
@@ -499,30 +593,45 @@ impl Connection {
         Ok(())
     }
 
+    /// The error for an answer to a request when none is pending.
+    fn not_deciding(&self) -> LocalError {
+        match self.phase {
+            Phase::Closed { .. } => LocalError::Closed,
+            _ => LocalError::NoPendingRequest,
+        }
+    }
+
     // ----- sending ----------------------------------------------------------------
 
     /// Queues a text message as one frame.
-    pub fn send_text(&mut self, text: &str) -> Result<(), LocalError> {
-        self.send_data(OpCode::Text, text.as_bytes(), None)
+    pub fn send_text(&mut self, now: Instant, text: &str) -> Result<(), LocalError> {
+        self.send_data(now, OpCode::Text, text.as_bytes(), None)
     }
 
     /// Queues a binary message as one frame.
-    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), LocalError> {
-        self.send_data(OpCode::Binary, data, None)
+    pub fn send_binary(&mut self, now: Instant, data: &[u8]) -> Result<(), LocalError> {
+        self.send_data(now, OpCode::Binary, data, None)
     }
 
     /// Queues a message as one frame. On a server, a large payload is queued by
     /// reference, without a copy.
-    pub fn send(&mut self, message: &Message) -> Result<(), LocalError> {
+    ///
+    /// A data send (this, `send_text`, `send_binary`, `send_shared`) made while the
+    /// outgoing backlog is over [`Config::max_backlog`] is not queued: the peer reads
+    /// too slowly, so the connection is failed with a 1008 close frame, reported as
+    /// [`Event::Closed`] with [`ConnectionError::SlowConsumer`], and the call returns
+    /// [`LocalError::Closed`].
+    pub fn send(&mut self, now: Instant, message: &Message) -> Result<(), LocalError> {
         let shared = match message {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
         };
-        self.send_data(message.opcode(), shared, Some(shared))
+        self.send_data(now, message.opcode(), shared, Some(shared))
     }
 
     /// Queues a frame encoded once for many connections (server only), by reference.
-    pub fn send_shared(&mut self, frame: &SharedFrame) -> Result<(), LocalError> {
+    pub fn send_shared(&mut self, now: Instant, frame: &SharedFrame) -> Result<(), LocalError> {
+        self.handle_timeout(now);
         if self.role == Role::Client {
             return Err(LocalError::SharedFrameFromClient);
         }
@@ -532,19 +641,20 @@ impl Connection {
     }
 
     /// Queues a ping (payload up to 125 bytes).
-    pub fn ping(&mut self, payload: &[u8]) -> Result<(), LocalError> {
-        self.send_control(OpCode::Ping, payload)
+    pub fn ping(&mut self, now: Instant, payload: &[u8]) -> Result<(), LocalError> {
+        self.send_control(now, OpCode::Ping, payload)
     }
 
     /// Queues an unsolicited pong (payload up to 125 bytes), a one-way heartbeat.
-    pub fn pong(&mut self, payload: &[u8]) -> Result<(), LocalError> {
-        self.send_control(OpCode::Pong, payload)
+    pub fn pong(&mut self, now: Instant, payload: &[u8]) -> Result<(), LocalError> {
+        self.send_control(now, OpCode::Pong, payload)
     }
 
-    /// Starts the close handshake: queues a close frame with `code` and `reason` (up
-    /// to 123 bytes). [`Event::Closed`] follows when the peer answers, or when the
-    /// close timeout passes.
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), LocalError> {
+    /// Starts the close handshake at `now`: queues a close frame with `code` and
+    /// `reason` (up to 123 bytes) and arms the close timeout. [`Event::Closed`]
+    /// follows when the peer answers, or when the close timeout passes.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), LocalError> {
+        self.handle_timeout(now);
         if !code.is_sendable() {
             return Err(LocalError::InvalidCloseCode(code.0));
         }
@@ -552,16 +662,10 @@ impl Connection {
             return Err(LocalError::CloseReasonTooLong);
         }
         self.check_can_send()?;
-        self.start_close(code, reason);
-        Ok(())
-    }
-
-    /// Sends our close frame and waits for the peer's, up to the close timeout.
-    fn start_close(&mut self, code: CloseCode, reason: &str) {
         self.queue_close(code, reason);
         self.phase = Phase::CloseSent;
         self.timers.arm_close(self.config.close_timeout);
-        self.pending_close = Some((code, reason.to_owned()));
+        Ok(())
     }
 
     fn check_can_send(&self) -> Result<(), LocalError> {
@@ -573,19 +677,26 @@ impl Connection {
         }
     }
 
-    /// Like `check_can_send`, for data: enforces the hard backlog bound, closing a
-    /// peer that reads too slowly.
+    /// Like `check_can_send`, for data: enforces the hard backlog bound, failing
+    /// the connection of a peer that reads too slowly.
     fn check_can_queue(&mut self) -> Result<(), LocalError> {
         self.check_can_send()?;
         if self.out.remaining() > self.config.max_backlog {
-            self.evicted = true;
-            self.start_close(CloseCode::POLICY_VIOLATION, SLOW_CONSUMER_REASON);
-            return Err(LocalError::Backlogged);
+            self.queue_close(CloseCode::POLICY_VIOLATION, SLOW_CONSUMER_REASON);
+            self.end_abnormally(ConnectionError::SlowConsumer);
+            return Err(LocalError::Closed);
         }
         Ok(())
     }
 
-    fn send_data(&mut self, opcode: OpCode, payload: &[u8], shared: Option<&Bytes>) -> Result<(), LocalError> {
+    fn send_data(
+        &mut self,
+        now: Instant,
+        opcode: OpCode,
+        payload: &[u8],
+        shared: Option<&Bytes>,
+    ) -> Result<(), LocalError> {
+        self.handle_timeout(now);
         self.check_can_queue()?;
         match (self.role, shared) {
             (Role::Server, Some(bytes)) if bytes.len() >= ZERO_COPY_MIN => {
@@ -600,7 +711,8 @@ impl Connection {
         Ok(())
     }
 
-    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), LocalError> {
+    fn send_control(&mut self, now: Instant, opcode: OpCode, payload: &[u8]) -> Result<(), LocalError> {
+        self.handle_timeout(now);
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(LocalError::ControlPayloadTooLong);
         }
@@ -618,17 +730,20 @@ impl Connection {
         encode_frame(self.out.tail(), true, opcode, payload, mask);
     }
 
+    /// Queues our close frame (the last frame we send) and records it.
     fn queue_close(&mut self, code: CloseCode, reason: &str) {
         let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        let reason = truncate_utf8(reason, MAX_CONTROL_PAYLOAD - 2);
         let len = if code == CloseCode::NO_STATUS {
             0
         } else {
             payload[..2].copy_from_slice(&code.0.to_be_bytes());
-            let reason = truncate_utf8(reason, MAX_CONTROL_PAYLOAD - 2);
             payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
             2 + reason.len()
         };
         self.queue_control(OpCode::Close, &payload[..len]);
+        let reason = if code == CloseCode::NO_STATUS { String::new() } else { reason.to_owned() };
+        self.sent_close = Some(CloseFrame { code, reason });
     }
 
     // ----- transitions ------------------------------------------------------------
@@ -670,71 +785,65 @@ impl Connection {
     fn finish_handshake_phase(&mut self) {
         self.phase = Phase::Closed { await_eof: false };
         self.timers.clear_handshake();
-        if self.out.has_remaining() {
-            self.timers.closed(Some(self.config.close_timeout));
-        }
+        let linger = self.out.has_remaining().then_some(self.config.close_timeout);
+        self.timers.closed(linger);
     }
 
     fn set_open(&mut self, opened: Opened) {
         self.phase = Phase::Open;
-        self.timers.opened(self.timers.now(), self.config.keepalive_interval);
+        self.timers.opened(self.config.keepalive_interval);
         self.events.push_back(Event::Open(Box::new(opened)));
     }
 
-    /// Ends the connection because of a protocol error: the close frame saying why
-    /// is queued (unless we already sent one) and the transport is to be closed
-    /// without waiting for the peer (§7.1.7).
+    /// Fails the connection because of a protocol error (§7.1.7): the close frame
+    /// saying why is queued (unless we already sent one) and the transport is to be
+    /// closed without waiting for the peer's.
     fn fail(&mut self, error: ProtocolError) {
-        let code = error.close_code();
-        let reason = error.to_string();
         if matches!(self.phase, Phase::Open) {
-            self.queue_close(code, &reason);
+            self.queue_close(error.close_code(), &error.to_string());
         }
-        self.end(
-            Closed { code, reason, initiator: Initiator::Local, error: Some(ConnectionError::Protocol(error)) },
-            false,
-        );
+        self.end_abnormally(ConnectionError::Protocol(error));
     }
 
-    /// Ends the connection without a close handshake (timeouts, lost transport).
-    fn close_abnormally(&mut self, error: ConnectionError, reason: &str) {
-        let initiator = match error {
-            ConnectionError::TransportClosed => Initiator::Peer,
+    /// Ends the connection without receiving a close frame: the code is 1006.
+    fn end_abnormally(&mut self, error: ConnectionError) {
+        // The peer started it only by dropping an open connection; we started a
+        // close handshake we sent, and every timeout and failure.
+        let initiator = match (error, &self.phase) {
+            (ConnectionError::TransportClosed, Phase::Open) => Initiator::Peer,
             _ => Initiator::Local,
         };
-        let (code, reason) = match (error, self.pending_close.take()) {
-            (ConnectionError::CloseTimeout, Some((code, reason))) => (code, reason),
-            _ => (CloseCode::ABNORMAL, reason.to_owned()),
-        };
-        self.end(Closed { code, reason, initiator, error: Some(error) }, false);
-    }
-
-    /// A close frame arrived from the peer.
-    fn close_received(&mut self, code: CloseCode, reason: &str) {
-        let await_eof = self.role == Role::Client;
-        match self.phase {
-            Phase::Open => {
-                // Echo the code, as peers expect (§5.5.1); no code gets no code.
-                self.queue_close(code, "");
-                let closed = Closed { code, reason: reason.to_owned(), initiator: Initiator::Peer, error: None };
-                self.end(closed, await_eof);
-            }
-            Phase::CloseSent => {
-                let (code, reason) = self.pending_close.take().unwrap_or((code, reason.to_owned()));
-                self.end(Closed { code, reason, initiator: Initiator::Local, error: None }, await_eof);
-            }
-            _ => {}
-        }
-    }
-
-    fn end(&mut self, mut closed: Closed, await_eof: bool) {
-        if matches!(closed.error, Some(ConnectionError::CloseTimeout | ConnectionError::KeepaliveTimeout)) {
+        if matches!(error, ConnectionError::CloseTimeout | ConnectionError::KeepaliveTimeout) {
             // The peer stopped answering: what it has not read, it will not read.
             self.out = Outgoing::default();
         }
-        if self.evicted {
-            closed.error = Some(ConnectionError::SlowConsumer);
-        }
+        let closed = Closed {
+            code: CloseCode::ABNORMAL,
+            reason: String::new(),
+            initiator,
+            sent: self.sent_close.take(),
+            error: Some(error),
+        };
+        self.end(closed, false);
+    }
+
+    /// A valid close frame arrived from the peer.
+    fn close_received(&mut self, code: CloseCode, reason: &str) {
+        let initiator = match self.phase {
+            Phase::Open => {
+                // Echo the code, as peers expect (§5.5.1); no code gets no code.
+                self.queue_close(code, "");
+                Initiator::Peer
+            }
+            Phase::CloseSent => Initiator::Local,
+            _ => return,
+        };
+        let closed = Closed { code, reason: reason.to_owned(), initiator, sent: self.sent_close.take(), error: None };
+        self.end(closed, self.role == Role::Client);
+    }
+
+    fn end(&mut self, closed: Closed, await_eof: bool) {
+        self.error = closed.error;
         self.phase = Phase::Closed { await_eof };
         self.reader = Reader::default();
         self.input = BytesMut::new();

@@ -9,10 +9,6 @@ use crate::close::{BadClosePayload, parse_close_payload};
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, apply_mask, copy_masked};
 use crate::utf8::Utf8Validator;
 
-/// The most memory a frame header can make the reader reserve before its payload
-/// arrives.
-const RESERVE_AHEAD: u64 = 1 << 20;
-
 /// Read state between calls to `receive`. It holds no heap memory between messages.
 #[derive(Debug, Default)]
 pub(super) struct Reader {
@@ -202,19 +198,14 @@ impl Connection {
             }
             let message = self.reader.message.as_mut().expect("a message is in progress");
             message.len = so_far.saturating_add(len);
-            if skip {
-                if !message.skip {
-                    // What was kept of it so far is freed at once.
-                    message.skip = true;
-                    message.data = BytesMut::new();
-                }
-            } else {
-                // Room for the whole frame, so it is copied once as it arrives; but
-                // never more than RESERVE_AHEAD ahead of the data: a header alone
-                // must not be able to claim much memory. Larger frames grow as their
-                // payload comes.
-                message.data.reserve(len.min(RESERVE_AHEAD) as usize);
+            if skip && !message.skip {
+                // What was kept of it so far is freed at once.
+                message.skip = true;
+                message.data = BytesMut::new();
             }
+            // Nothing is reserved ahead of the payload: a header alone claims no
+            // memory. The message grows with the bytes that arrive (a frame that
+            // arrives whole is copied into an allocation of its exact size).
         }
         self.reader.frame = Some(FrameInProgress {
             opcode,
@@ -251,10 +242,12 @@ impl Connection {
             }
             OpCode::Ping => {
                 let payload = Bytes::from(std::mem::take(&mut self.reader.control.buf));
-                // Answered in every state that reads frames: a ping that arrives after
-                // we sent our close still gets its pong (§5.5.2; only a received
-                // close ends the duty, and then nothing more is read).
-                self.queue_control(OpCode::Pong, &payload);
+                // Answered while open. Our close frame is the last frame we send, so
+                // a ping that arrives after it goes unanswered: the peer has our
+                // close frame instead, and answering would put a frame after it.
+                if matches!(self.phase, Phase::Open) {
+                    self.queue_control(OpCode::Pong, &payload);
+                }
                 self.events.push_back(Event::Ping(payload));
             }
             OpCode::Pong => {

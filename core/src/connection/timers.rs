@@ -1,4 +1,5 @@
-//! The deadlines of a connection. Time only moves when the driver says so.
+//! The deadlines of a connection. Time only moves when the driver says so: every
+//! call that can arm, check or fire a deadline takes `now`.
 
 use std::time::{Duration, Instant};
 
@@ -21,43 +22,66 @@ pub(super) struct Timers {
     last_activity: Instant,
     /// When the outstanding keepalive ping expires.
     pong_deadline: Option<Instant>,
-    /// The close handshake deadline, or (client) the wait for the server's EOF.
+    /// The close handshake deadline, or (once closed) the linger for queued output
+    /// and a client's wait for the server's EOF.
     close: Option<Instant>,
+    /// No deadline falls before this instant (`None`: none is armed). A lower bound,
+    /// kept so that the common call, with nothing due, costs one comparison:
+    /// receiving data moves the keepalive deadline later without touching it.
+    due: Option<Instant>,
+}
+
+/// `at + after`, or `None` (never) if that is past what `Instant` can hold: a
+/// configuration of a hundred years must not panic.
+fn deadline(at: Instant, after: Duration) -> Option<Instant> {
+    at.checked_add(after)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Timers {
     pub(super) fn new(now: Instant, handshake_timeout: Option<Duration>) -> Self {
-        Self {
-            now,
-            handshake: handshake_timeout.map(|t| now + t),
-            keepalive: None,
-            last_activity: now,
-            pong_deadline: None,
-            close: None,
+        let handshake = handshake_timeout.and_then(|t| deadline(now, t));
+        Self { now, handshake, keepalive: None, last_activity: now, pong_deadline: None, close: None, due: handshake }
+    }
+
+    /// Moves the clock to `now` (never backwards) and says whether a deadline may
+    /// be due.
+    pub(super) fn advance(&mut self, now: Instant) -> bool {
+        if now > self.now {
+            self.now = now;
         }
+        self.due.is_some_and(|due| self.now >= due)
     }
 
-    pub(super) fn now(&self) -> Instant {
-        self.now
+    /// Recomputes the lower bound after deadlines were handled.
+    pub(super) fn refresh_due(&mut self) {
+        self.due = self.next_deadline();
     }
 
-    pub(super) fn set_now(&mut self, now: Instant) {
-        self.now = self.now.max(now);
+    fn arm(&mut self, at: Option<Instant>) {
+        self.due = earliest(self.due, at);
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let keepalive = match (self.pong_deadline, self.keepalive) {
             (Some(deadline), _) => Some(deadline),
-            (None, Some(interval)) => Some(self.last_activity + interval),
+            (None, Some(interval)) => deadline(self.last_activity, interval),
             (None, None) => None,
         };
-        [self.handshake, keepalive, self.close].into_iter().flatten().min()
+        earliest(earliest(self.handshake, keepalive), self.close)
     }
 
-    pub(super) fn opened(&mut self, now: Instant, keepalive: Option<Duration>) {
+    pub(super) fn opened(&mut self, keepalive: Option<Duration>) {
         self.handshake = None;
         self.keepalive = keepalive;
-        self.last_activity = now;
+        self.last_activity = self.now;
+        self.refresh_due();
     }
 
     /// Bytes arrived: the peer is alive.
@@ -69,13 +93,20 @@ impl Timers {
     pub(super) fn keepalive_due(&self) -> Keepalive {
         match (self.pong_deadline, self.keepalive) {
             (Some(deadline), _) if self.now >= deadline => Keepalive::Dead,
-            (None, Some(interval)) if self.now >= self.last_activity + interval => Keepalive::SendPing,
+            (None, Some(interval)) if deadline(self.last_activity, interval).is_some_and(|d| self.now >= d) => {
+                Keepalive::SendPing
+            }
             _ => Keepalive::Idle,
         }
     }
 
     pub(super) fn ping_sent(&mut self, timeout: Duration) {
-        self.pong_deadline = Some(self.now + timeout);
+        self.pong_deadline = deadline(self.now, timeout);
+        if self.pong_deadline.is_none() {
+            // A timeout too long to represent never expires; keep pinging no more.
+            self.keepalive = None;
+        }
+        self.arm(self.pong_deadline);
     }
 
     pub(super) fn handshake_expired(&self) -> bool {
@@ -86,10 +117,13 @@ impl Timers {
         self.handshake = None;
     }
 
+    /// Our close frame is queued: wait for the answer up to `timeout`; keepalive
+    /// stops (nothing may be sent after a close frame).
     pub(super) fn arm_close(&mut self, timeout: Duration) {
-        self.close = Some(self.now + timeout);
+        self.close = deadline(self.now, timeout);
         self.keepalive = None;
         self.pong_deadline = None;
+        self.arm(self.close);
     }
 
     pub(super) fn close_expired(&self) -> bool {
@@ -100,11 +134,13 @@ impl Timers {
         self.close = None;
     }
 
-    /// The connection is over: only the wait for the server's EOF may remain.
+    /// The connection is over: only the linger (queued output, a client's wait for
+    /// the server's EOF) may remain.
     pub(super) fn closed(&mut self, linger: Option<Duration>) {
         self.handshake = None;
         self.keepalive = None;
         self.pong_deadline = None;
-        self.close = linger.map(|t| self.now + t);
+        self.close = linger.and_then(|t| deadline(self.now, t));
+        self.arm(self.close);
     }
 }
