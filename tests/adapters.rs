@@ -293,6 +293,42 @@ async fn requests_can_be_rejected_or_answered<S: Runtime, C: Runtime>() {
     assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{response}");
 }
 
+/// A close pushed from another task after a long silence (longer than the close
+/// timeout) still goes out and completes: the close timeout runs from the call,
+/// not from the receiving task's last wake-up (which is 20 s old here: keepalive
+/// is 30 s by default, so nothing woke it).
+async fn push_close_after_a_long_silence<S: Runtime, C: Runtime>() {
+    let (sender_tx, sender_rx) = async_channel::bounded(1);
+    let (done_tx, done_rx) = async_channel::bounded(1);
+    let addr = start_server::<S, _, _>(Config::default(), move |pending: Pending<S>| {
+        let (sender_tx, done_tx) = (sender_tx.clone(), done_tx.clone());
+        async move {
+            let ws = pending.accept(Accept::new()).await.unwrap();
+            let (sender, mut receiver) = ws.split();
+            sender_tx.send(sender).await.unwrap();
+            while receiver.recv().await.is_some() {}
+            done_tx.send(receiver.close_info()).await.unwrap();
+        }
+    });
+    let mut ws = connect::<C>(&parse_url(&format!("ws://{addr}/")).unwrap(), Config::default()).await.unwrap();
+    let sender = sender_rx.recv().await.unwrap();
+    let (read_tx, read_rx) = async_channel::bounded(1);
+    C::spawn(async move {
+        let next = ws.recv().await;
+        read_tx.send((next, ws.close_info())).await.unwrap();
+    });
+    C::sleep(Duration::from_secs(20)).await;
+    sender.push_close(CloseCode::GOING_AWAY, "bye").unwrap();
+    let (next, client) =
+        timeout::<C, _>(Duration::from_secs(4), read_rx.recv()).await.expect("the close arrived").unwrap();
+    assert_eq!(next, None);
+    let client = client.unwrap();
+    assert_eq!((client.code, client.reason.as_str(), client.error), (CloseCode::GOING_AWAY, "bye", None));
+    let server = timeout::<C, _>(Duration::from_secs(4), done_rx.recv()).await.unwrap().unwrap().unwrap();
+    assert!(server.is_clean(), "{server:?}");
+    assert_eq!((server.code, server.initiator), (CloseCode::GOING_AWAY, Initiator::Local), "the echo of our code");
+}
+
 async fn slow_loris_is_dropped<S: Runtime, C: Runtime>() {
     let config = Config { handshake_timeout: Some(Duration::from_millis(200)), ..Config::default() };
     let addr = start_server::<S, _, _>(config, |_pending: Pending<S>| async {});
@@ -306,7 +342,7 @@ async fn slow_loris_is_dropped<S: Runtime, C: Runtime>() {
 
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 2;
-    scenarios: [echo_round_trips, split_halves_in_two_tasks, send_waits_while_the_peer_does_not_read, recv_is_cancel_safe, keepalive_closes_a_silent_peer, live_peers_survive_keepalive, server_close_reaches_the_client, a_vanished_peer_is_reported, push_shared_to_many_connections, requests_can_be_rejected_or_answered, slow_loris_is_dropped];
+    scenarios: [echo_round_trips, split_halves_in_two_tasks, send_waits_while_the_peer_does_not_read, recv_is_cancel_safe, keepalive_closes_a_silent_peer, live_peers_survive_keepalive, server_close_reaches_the_client, a_vanished_peer_is_reported, push_shared_to_many_connections, requests_can_be_rejected_or_answered, slow_loris_is_dropped, push_close_after_a_long_silence];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol: chinwag_futures::Smol => chinwag_futures::Smol;

@@ -375,3 +375,54 @@ fn output_a_peer_never_takes_is_abandoned_one_close_timeout_after_the_end() {
     assert!(p.server.is_finished(), "a peer that does not read cannot hold the connection open");
     assert_eq!(p.server.buffered_amount(), 0);
 }
+
+/// The bug that made idle clients lose their 1001 at shutdown: after a silence
+/// longer than the close timeout, `close` armed its deadline from the last time the
+/// connection had been told, which was already past, so the next wake-up fired it
+/// and dropped the close frame. With `now` in the call, the deadline runs from the
+/// call, and the frame goes out.
+#[test]
+fn a_close_after_a_long_silence_reaches_the_peer() {
+    for (server_closes, code) in [(true, CloseCode::GOING_AWAY), (true, CloseCode(4321)), (false, CloseCode::NORMAL)] {
+        let mut p = Pair::default_open();
+        let opened = p.now;
+        p.sleep(Duration::from_secs(20)); // no traffic, no timer: nothing was due
+        let at = p.now;
+        if server_closes {
+            p.server.close(at, code, "bye").unwrap();
+        } else {
+            p.client.close(at, code, "bye").unwrap();
+        }
+        let closer = if server_closes { &p.server } else { &p.client };
+        assert_eq!(closer.poll_timeout(), Some(at + Config::default().close_timeout), "armed from the call");
+        p.settle(Duration::from_secs(60));
+        let (peer, closer) =
+            if server_closes { (&p.client_events, &p.server_events) } else { (&p.server_events, &p.client_events) };
+        let got = closed(peer);
+        assert_eq!((got.code, got.reason.as_str(), got.error), (code, "bye", None), "the peer got our close frame");
+        let ours = closed(closer);
+        assert!(ours.is_clean(), "{ours:?}");
+        assert_eq!(ours.code, code, "the echo of our code");
+        assert!(p.server.is_finished() && p.client.is_finished());
+        assert!(p.now - opened < Duration::from_secs(30), "no keepalive was needed to finish");
+    }
+}
+
+/// Latency and bytes in flight: a close crosses a slow link, and each event is
+/// time-stamped when the bytes arrived.
+#[test]
+fn a_close_handshake_across_a_slow_link_takes_one_round_trip() {
+    let mut p = Pair::open_with_latency(Config::default(), Config::default(), Duration::from_millis(150));
+    let start = p.now;
+    p.client.send_text(p.now, "hi").unwrap();
+    p.client.close(p.now, CloseCode::NORMAL, "").unwrap();
+    p.run();
+    assert!(p.to_server.bytes_in_flight() > 0, "the frames are on their way");
+    p.settle(Duration::from_secs(10));
+    let texts: Vec<_> =
+        p.server_events.iter().zip(&p.server_times).filter(|(e, _)| matches!(e, Event::Text(_))).collect();
+    assert_eq!(*texts[0].1 - start, Duration::from_millis(150), "the message arrived after one latency");
+    let client_closed_at = *p.client_times.last().unwrap();
+    assert_eq!(client_closed_at - start, Duration::from_millis(300), "the answer came back after a round trip");
+    assert!(closed(&p.client_events).is_clean());
+}

@@ -37,6 +37,12 @@ pub use async_net::TcpStream;
 pub use chinwag_driver::{Error, core};
 
 /// A futures-io stream as a chinwag transport.
+///
+/// The driver closes a finished connection with `poll_close`, which must shut the
+/// writing side down (a TCP FIN): the peer, a client above all, waits for that end
+/// of stream. async-net's and smol's `TcpStream` do; async-std's does not (its
+/// `poll_close` only flushes): with async-std, use [`TcpStream`] (async-net's, on
+/// the same reactor) or a stream that shuts down on close.
 #[derive(Debug)]
 pub struct FuturesIo<S>(pub S);
 
@@ -185,10 +191,17 @@ macro_rules! async_io_runtime {
 
 #[cfg(feature = "async-std")]
 async_io_runtime!(
-    /// async-std as a chinwag [`Runtime`](chinwag_driver::Runtime) (feature `async-std`).
+    /// async-std as a chinwag [`Runtime`](chinwag_driver::Runtime) (feature `async-std`):
+    /// tasks run on async-std's executor.
+    ///
+    /// Its sockets are async-net's, which run on the same reactor (async-io) as
+    /// async-std's own: `async_std::net::TcpStream`'s `poll_close` only flushes and
+    /// never shuts the writing side down, so a server could not send its FIN while
+    /// a `Sender` of the connection was still alive, and the client waited out its
+    /// close timeout for the end of the stream.
     AsyncStd,
-    stream = async_std::net::TcpStream,
-    listener = async_std::net::TcpListener,
+    stream = async_net::TcpStream,
+    listener = async_net::TcpListener,
     block_on = async_std::task::block_on,
     spawn = |task| drop(async_std::task::spawn(task))
 );

@@ -83,6 +83,9 @@ pub struct Pair {
     pub server_transport_closed: bool,
     pub to_server: Wire,
     pub to_client: Wire,
+    /// Every byte each side has written, delivered or lost: what it put on the wire.
+    pub client_wrote: Vec<u8>,
+    pub server_wrote: Vec<u8>,
 }
 
 impl Pair {
@@ -119,6 +122,8 @@ impl Pair {
             server_transport_closed: false,
             to_server: Wire::default(),
             to_client: Wire::default(),
+            client_wrote: Vec::new(),
+            server_wrote: Vec::new(),
         }
     }
 
@@ -157,6 +162,7 @@ impl Pair {
                 self.client_to_server && !self.server_transport_closed,
                 &mut self.to_server,
                 now + self.latency,
+                &mut self.client_wrote,
             );
             moved |= send(
                 &mut self.server,
@@ -164,6 +170,7 @@ impl Pair {
                 self.server_to_client && !self.client_transport_closed,
                 &mut self.to_client,
                 now + self.latency,
+                &mut self.server_wrote,
             );
             moved |= deliver(
                 &mut self.server,
@@ -266,6 +273,21 @@ impl Pair {
         self.run();
     }
 
+    /// The side that is the client (or the server) closes its transport's writing
+    /// half behind the connection's back: the other side sees EOF after the
+    /// latency, and what this side writes later is lost.
+    pub fn shut_down_writing(&mut self, client: bool) {
+        let (wire, up) = if client {
+            (&mut self.to_server, &mut self.client_to_server)
+        } else {
+            (&mut self.to_client, &mut self.server_to_client)
+        };
+        if *up {
+            wire.in_flight.push_back((self.now + self.latency, Packet::Eof));
+        }
+        *up = false;
+    }
+
     /// Moves the clock `by` with nothing happening in between: no deadline fires
     /// and nothing arrives until the next call (an application that slept).
     pub fn sleep(&mut self, by: Duration) {
@@ -273,8 +295,16 @@ impl Pair {
     }
 }
 
-/// Puts what `conn` queued on the wire (or loses it). Returns whether bytes moved.
-fn send(conn: &mut Connection, closed: bool, link_up: bool, wire: &mut Wire, arrival: Instant) -> bool {
+/// Puts what `conn` queued on the wire (or loses it), and logs it. Returns whether
+/// bytes moved.
+fn send(
+    conn: &mut Connection,
+    closed: bool,
+    link_up: bool,
+    wire: &mut Wire,
+    arrival: Instant,
+    log: &mut Vec<u8>,
+) -> bool {
     if closed {
         return false;
     }
@@ -282,6 +312,7 @@ fn send(conn: &mut Connection, closed: bool, link_up: bool, wire: &mut Wire, arr
     if bytes.is_empty() {
         return false;
     }
+    log.extend_from_slice(&bytes);
     if link_up {
         wire.in_flight.push_back((arrival, Packet::Data(bytes)));
     }

@@ -1,0 +1,230 @@
+//! Graceful shutdown of the `chinwag` binary, as an operator does it: SIGTERM.
+//! Every client gets close 1001 (going away), also clients that have been idle for
+//! longer than the close timeout or the keepalive interval, and the process exits
+//! within the close timeout plus a second. Clients are an independent
+//! implementation (tokio-tungstenite) that answer pings and close frames as browsers
+//! do.
+//!
+//! These tests wait for real time (idle clients): each runs in its own thread, so
+//! the file takes about as long as its slowest test.
+
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The server's close timeout (chinwag_core::Config's default).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CLIENTS: usize = 20;
+
+/// A `chinwag` process, killed if the test fails before it exits.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    /// Starts the binary with `args` on a free port and waits for the line that
+    /// names its address.
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the chinwag binary runs");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // "... on http://127.0.0.1:PORT ..." or "... on ws://127.0.0.1:PORT/..."
+                if let Some(at) = line.find("//127.0.0.1:") {
+                    let digits: String = line[at + 12..].chars().take_while(char::is_ascii_digit).collect();
+                    let _ = tx.send(digits.parse::<u16>().expect("a port"));
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30)).expect("the server printed its address");
+        Self { child, port }
+    }
+
+    /// Sends SIGTERM, as `docker stop` and Kubernetes do.
+    fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`; returns how long it took.
+    fn wait_exit(&mut self, since: Instant, limit: Duration) -> Duration {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return since.elapsed();
+            }
+            assert!(since.elapsed() < limit, "the server did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one client saw until its connection ended.
+#[derive(Debug, Default)]
+struct Seen {
+    texts: usize,
+    pings: usize,
+    close: Option<(u16, String)>,
+}
+
+/// Connects `CLIENTS` clients to `url(i)`, lets them sit idle (reading, so pings
+/// are answered, but sending nothing) for `idle`, then sends SIGTERM and checks that
+/// every client got 1001 and the server exited in time. Returns what each saw.
+fn idle_then_terminate(server: &mut Server, url: impl Fn(usize) -> String, idle: Duration) -> Vec<Seen> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let url = url(i);
+            rt.spawn(async move {
+                let (ws, response) = tokio_tungstenite::connect_async(url).await.expect("connects");
+                assert_eq!(response.status(), 101);
+                let (mut sink, mut stream) = ws.split();
+                let mut seen = Seen::default();
+                while let Some(message) = stream.next().await {
+                    match message {
+                        Ok(Message::Text(_)) => seen.texts += 1,
+                        Ok(Message::Ping(_)) => seen.pings += 1,
+                        Ok(Message::Close(frame)) => {
+                            seen.close = Some(
+                                frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string())),
+                            );
+                            // tungstenite queued the echo; make sure it is written.
+                            let _ = sink.flush().await;
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(idle);
+    let signalled = Instant::now();
+    server.terminate();
+    let took = server.wait_exit(signalled, CLOSE_TIMEOUT + Duration::from_secs(1));
+    let seen: Vec<Seen> = rt.block_on(async {
+        let mut all = Vec::new();
+        for client in clients {
+            let seen = tokio::time::timeout(Duration::from_secs(5), client)
+                .await
+                .expect("the client's connection ended")
+                .expect("the client task did not panic");
+            all.push(seen);
+        }
+        all
+    });
+    let going_away = seen.iter().filter(|s| s.close.as_ref().is_some_and(|(code, _)| *code == 1001)).count();
+    assert_eq!(going_away, CLIENTS, "clients that got 1001 after {idle:?} idle: {seen:?}");
+    for s in &seen {
+        assert_eq!(s.close.as_ref().map(|(_, reason)| reason.as_str()), Some("server shutting down"));
+    }
+    eprintln!("{CLIENTS} of {CLIENTS} clients got 1001 after {idle:?} idle; the server exited {took:?} after SIGTERM");
+    seen
+}
+
+fn chat(runtime: &str, idle: Duration) -> Vec<Seen> {
+    let mut server = Server::start(&["--addr", "127.0.0.1:0", "--runtime", runtime]);
+    let port = server.port;
+    idle_then_terminate(&mut server, |i| format!("ws://127.0.0.1:{port}/chat/idler{i}?age=3"), idle)
+}
+
+/// Idle for longer than the close timeout: the case that used to lose every
+/// client (the close timeout was armed from the receiving task's last wake-up, so
+/// it fired at once and the close frame was dropped).
+#[test]
+fn chat_tokio_idle_clients_get_1001() {
+    let seen = chat("tokio", CLOSE_TIMEOUT + Duration::from_secs(2));
+    assert!(seen.iter().all(|s| s.texts >= 1), "each got at least its greeting");
+}
+
+#[test]
+fn chat_async_std_idle_clients_get_1001() {
+    chat("async-std", CLOSE_TIMEOUT + Duration::from_secs(2));
+}
+
+/// Idle for longer than the keepalive interval (30 s by default), with the
+/// server's keepalive pings flowing and answered.
+#[test]
+fn chat_tokio_clients_idle_past_keepalive_get_1001() {
+    let seen = chat("tokio", Duration::from_secs(33));
+    assert!(seen.iter().all(|s| s.pings >= 1), "keepalive pings flowed: {seen:?}");
+}
+
+#[test]
+fn chat_async_std_clients_idle_past_keepalive_get_1001() {
+    let seen = chat("async-std", Duration::from_secs(33));
+    assert!(seen.iter().all(|s| s.pings >= 1), "keepalive pings flowed: {seen:?}");
+}
+
+/// The gateway (in-process bus, development usernames), with the default
+/// heartbeat or a short one (so that pings flow while the clients are idle).
+fn gateway(runtime: &str, heartbeat_secs: Option<u64>, idle: Duration) -> Vec<Seen> {
+    let name = format!("chinwag-shutdown-{}-{runtime}-{heartbeat_secs:?}", std::process::id());
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.yaml");
+    let heartbeat = heartbeat_secs
+        .map(|secs| format!("  heartbeat:\n    interval_secs: {secs}\n    timeout_secs: 5\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!(
+            "gateway:\n  listen: \"127.0.0.1:0\"\n  socket:\n    path: \"/connect\"\n    onconnect:\n      \
+             publish: \"socket:connection\"\n    onmessage:\n      publish: \"socket:message\"\n    onclose:\n      \
+             publish: \"socket:close\"\n    send:\n      subscribe: \"socket:send\"\n    broadcast:\n      \
+             subscribe: \"socket:broadcast\"\n{heartbeat}  auth:\n    development_usernames: true\n  \
+             bus: \"in-process\"\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&["gateway", "--config", config.to_str().unwrap(), "--runtime", runtime]);
+    let port = server.port;
+    let seen = idle_then_terminate(
+        &mut server,
+        |i| format!("ws://127.0.0.1:{port}/connect?namespace=ns&username=idler{i}"),
+        idle,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    seen
+}
+
+#[test]
+fn gateway_tokio_idle_clients_get_1001() {
+    gateway("tokio", None, CLOSE_TIMEOUT + Duration::from_secs(2));
+}
+
+#[test]
+fn gateway_async_std_idle_clients_get_1001() {
+    gateway("async-std", None, CLOSE_TIMEOUT + Duration::from_secs(2));
+}
+
+#[test]
+fn gateway_tokio_clients_idle_past_heartbeat_get_1001() {
+    let seen = gateway("tokio", Some(2), CLOSE_TIMEOUT + Duration::from_secs(2));
+    assert!(seen.iter().all(|s| s.pings >= 1), "heartbeat pings flowed: {seen:?}");
+}
+
+#[test]
+fn gateway_async_std_clients_idle_past_heartbeat_get_1001() {
+    let seen = gateway("async-std", Some(2), CLOSE_TIMEOUT + Duration::from_secs(2));
+    assert!(seen.iter().all(|s| s.pings >= 1), "heartbeat pings flowed: {seen:?}");
+}
