@@ -178,3 +178,46 @@ fn an_invalid_length_is_caught_at_the_same_byte_however_the_header_is_split() {
         );
     }
 }
+
+/// Skipping an oversized message keeps no memory, but must not read forever: a
+/// message over `max_skipped_size` closes with 1009 after all, at the header that
+/// takes it over the bound.
+#[test]
+fn skipping_is_bounded_by_max_skipped_size() {
+    let config = Config {
+        max_frame_size: 100,
+        max_message_size: 100,
+        oversized: chinwag_core::Oversized::Skip,
+        max_skipped_size: 1000,
+        ..Config::default()
+    };
+    // A frame header announcing 2^62 bytes: closed at the header.
+    let huge = [0x82, 0xFF, 0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let (closed, sent) = server_closes(config.clone(), &huge);
+    assert_eq!(closed.error, Some(ConnectionError::Protocol(ProtocolError::MessageTooLarge)));
+    assert_eq!(sent, Some(1009));
+
+    // An endless fragmented message: skipped while its total stays within the bound,
+    // closed by the frame that takes it over.
+    let mut p = Pair::open(Config::default(), config.clone());
+    p.server.receive(p.now, &frame(0x02, &[1; 120]));
+    for _ in 0..7 {
+        p.server.receive(p.now, &frame(0x00, &[1; 120])); // 960 bytes so far
+    }
+    assert!(drain_events(&mut p.server, p.now).is_empty(), "still skipping, still open");
+    assert_eq!(p.server.state(), chinwag_core::State::Open);
+    p.server.receive(p.now, &frame(0x00, &[1; 41])); // 1001
+    let events = drain_events(&mut p.server, p.now);
+    assert!(
+        matches!(events.last(), Some(Event::Closed(c)) if c.error == Some(ConnectionError::Protocol(ProtocolError::MessageTooLarge))),
+        "{events:?}"
+    );
+
+    // Up to the bound, a skipped message is reported and the connection stays open.
+    let mut p = Pair::open(Config::default(), config);
+    p.server.receive(p.now, &[frame(0x02, &[1; 120]), frame(0x80, &[1; 120])].concat());
+    let events = drain_events(&mut p.server, p.now);
+    assert!(matches!(&events[..], [Event::Skipped(s)] if s.len == 240), "{events:?}");
+    p.server.receive(p.now, &frame(0x81, b"next"));
+    assert!(matches!(&drain_events(&mut p.server, p.now)[..], [Event::Text(t)] if t == "next"));
+}

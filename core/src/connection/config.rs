@@ -18,6 +18,12 @@ pub struct Config {
     /// What an incoming message over `max_message_size` (or with a frame over
     /// `max_frame_size`) does to the connection.
     pub oversized: Oversized,
+    /// With [`Oversized::Skip`], the largest message (all fragments together) read
+    /// past: a larger one closes with 1009 as soon as a frame header takes it over
+    /// (a header announcing 2^62 bytes closes at once). It bounds how long one
+    /// message can keep a connection reading; the incoming message rate bounds how
+    /// many.
+    pub max_skipped_size: usize,
     /// (Server) The largest opening request head, in bytes; beyond it the answer is
     /// 431. (Client) The largest response head accepted.
     pub max_head_size: usize,
@@ -60,6 +66,7 @@ impl Default for Config {
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,
             oversized: Oversized::Close,
+            max_skipped_size: 16 << 20,
             max_head_size: 16 << 10,
             max_headers: 64,
             handshake_timeout: Some(Duration::from_secs(10)),
@@ -83,7 +90,8 @@ pub enum Oversized {
     /// [`Event::Skipped`](crate::Event::Skipped) once its last frame has passed, and
     /// stay open: for protocols that answer an oversized message with an error of
     /// their own. Memory stays bounded by the limits; the bytes still have to be
-    /// read, so a rate limit is what bounds the bandwidth. A skipped text message is
-    /// not checked for valid UTF-8: nothing interprets it.
+    /// read: [`Config::max_skipped_size`] bounds one skipped message (beyond it,
+    /// 1009 after all) and a message rate limit bounds how many. A skipped text
+    /// message is not checked for valid UTF-8: nothing interprets it.
     Skip,
 }

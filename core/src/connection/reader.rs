@@ -187,6 +187,12 @@ impl Connection {
                 (Some(_), Oversized::Skip) => true,
                 (None, _) => skipping,
             };
+            // Skipping keeps no memory, but a message without end (endless
+            // continuations, a 2^62-byte frame) would keep the connection reading
+            // forever: past `max_skipped_size` it closes with 1009 after all.
+            if skip && so_far.saturating_add(len) > self.config.max_skipped_size as u64 {
+                return Err(ProtocolError::MessageTooLarge);
+            }
             if opcode != OpCode::Continuation {
                 self.reader.message = Some(MessageInProgress {
                     text: opcode == OpCode::Text,
