@@ -217,6 +217,12 @@ async fn two_nodes_one_handler<S: Runtime, C: Runtime>() {
     cluster.publish(&chinwag_gateway::envelope::reply_channel(&a.id()), stray);
     fence::<C>(&cluster, 5, &mut [&mut alex_a, &mut bob_a]).await;
     assert_eq!(a.refused(), 3);
+    // A null payload is a payload: a late reply of null to bob's connect event.
+    let bob_connect = cluster.event::<C>("socket:connection", |e| e["context"]["username"] == "bob").await;
+    let null_reply = json!({"reply_to": bob_connect["reply_to"], "reply": null});
+    cluster.publish(&chinwag_gateway::envelope::reply_channel(&a.id()), null_reply);
+    assert_eq!(next::<C>(&mut bob_a).await, json!({"type": "onconnect", "payload": null}));
+    assert_eq!(a.refused(), 3, "a null reply is not refused");
 
     // Close events carry the close code.
     bob_a.close(CloseCode::NORMAL, "bye").await.unwrap();
