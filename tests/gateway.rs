@@ -91,6 +91,13 @@ async fn wait_for<C: Runtime>(events: &Events, what: impl Fn(&[(String, Value)])
     panic!("never happened; events: {:?}", events.lock().unwrap());
 }
 
+/// The close event of `username`'s connection (the first, if several closed).
+fn close_event(events: &Events, username: &str) -> Value {
+    let events = events.lock().unwrap();
+    let found = events.iter().find(|(t, b)| t == "socket:close" && b["context"]["username"] == username);
+    found.map(|(_, body)| body.clone()).unwrap_or_else(|| panic!("no close event for {username}: {events:?}"))
+}
+
 async fn messages_replies_and_failures<S: Runtime, C: Runtime>() {
     let (addr, _handle, events) = start::<S>();
     let mut alex = join::<C>(addr, "alex", Some("acme")).await;
@@ -146,6 +153,11 @@ async fn a_failed_connect_closes<S: Runtime, C: Runtime>() {
     assert_eq!(ws.close_info().unwrap().code, chinwag_core::CloseCode::POLICY_VIOLATION);
     wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "mallory"))
         .await;
+    // The close event says who closed, with what code and why.
+    assert_eq!(
+        close_event(&events, "mallory")["closed"],
+        json!({"code": 1008, "reason": "refused by the connect handler", "initiator": "server"})
+    );
     // No username at all: 401 at the handshake, with the reason.
     let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
     write_all(&mut raw, upgrade_request(addr, "/connect?namespace=acme").as_bytes()).await.unwrap();
@@ -192,12 +204,13 @@ async fn sends_never_cross_namespaces<S: Runtime, C: Runtime>() {
     for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme] {
         assert_eq!(next::<C>(ws).await["type"], "news");
     }
-    // Closing publishes the close event with the connection's context.
-    bob_acme.close(chinwag_core::CloseCode::NORMAL, "").await.unwrap();
-    wait_for::<C>(&events, |e| {
-        e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "bob" && b["closed"]["code"] == 1000)
-    })
-    .await;
+    // Closing publishes the close event with the connection's context, and the
+    // client's code and reason.
+    bob_acme.close(chinwag_core::CloseCode::NORMAL, "bye").await.unwrap();
+    wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "bob")).await;
+    let closed = close_event(&events, "bob");
+    assert_eq!(closed["closed"], json!({"code": 1000, "reason": "bye", "initiator": "client"}));
+    assert_eq!(closed["context"]["namespace"], "acme");
     assert_eq!(handle.command(broadcast(Some("acme"))), 2, "bob is gone");
 }
 
@@ -210,6 +223,9 @@ async fn the_heartbeat_closes_silent_clients<S: Runtime, C: Runtime>() {
     wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "ghost")).await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    // No close frame from anyone: 1006, and what happened as the reason.
+    let reason = chinwag_core::ConnectionError::KeepaliveTimeout.to_string();
+    assert_eq!(close_event(&events, "ghost")["closed"], json!({"code": 1006, "reason": reason, "initiator": "server"}));
     drop(raw);
 }
 

@@ -224,10 +224,10 @@ async fn two_nodes_one_handler<S: Runtime, C: Runtime>() {
     assert_eq!(next::<C>(&mut bob_a).await, json!({"type": "onconnect", "payload": null}));
     assert_eq!(a.refused(), 3, "a null reply is not refused");
 
-    // Close events carry the close code.
+    // Close events carry the code and reason of the end that closed.
     bob_a.close(CloseCode::NORMAL, "bye").await.unwrap();
-    let closed =
-        cluster.event::<C>("socket:close", |e| e["context"]["username"] == "bob" && e["closed"]["code"] == 1000).await;
+    let closed = cluster.event::<C>("socket:close", |e| e["context"]["username"] == "bob").await;
+    assert_eq!(closed["closed"], json!({"code": 1000, "reason": "bye", "initiator": "client"}));
     assert_eq!(closed["reply_to"]["node"], a.id());
 
     // A failed connect: the error, then close 1008, and its close event.
@@ -236,7 +236,11 @@ async fn two_nodes_one_handler<S: Runtime, C: Runtime>() {
     assert_eq!(next::<C>(&mut mallory).await, json!({"type": "error", "payload": {"message": "not you"}}));
     assert!(timeout::<C, _>(LIMIT, mallory.recv()).await.expect("closed in time").is_none());
     assert_eq!(mallory.close_info().unwrap().code, CloseCode::POLICY_VIOLATION);
-    cluster.event::<C>("socket:close", |e| e["context"]["username"] == "mallory").await;
+    let closed = cluster.event::<C>("socket:close", |e| e["context"]["username"] == "mallory").await;
+    assert_eq!(
+        closed["closed"],
+        json!({"code": 1008, "reason": "refused by the connect handler", "initiator": "server"})
+    );
 }
 
 async fn heartbeat_and_a_redis_restart<S: Runtime, C: Runtime>() {
