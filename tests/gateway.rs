@@ -17,6 +17,12 @@ const LIMIT: Duration = Duration::from_secs(10);
 type Events = Arc<Mutex<Vec<(String, Value)>>>;
 
 fn start<S: Runtime>() -> (SocketAddr, GatewayHandle, Events) {
+    start_with::<S>("")
+}
+
+/// A gateway whose `limits` also have `more_limits` (YAML flow-map entries, each
+/// starting with a comma).
+fn start_with<S: Runtime>(more_limits: &str) -> (SocketAddr, GatewayHandle, Events) {
     let events: Events = Arc::default();
     let record = |topic: &'static str, events: &Events| {
         let events = events.clone();
@@ -38,9 +44,9 @@ fn start<S: Runtime>() -> (SocketAddr, GatewayHandle, Events) {
         .on("socket:type_two", |_| vec![Command::Fail(json!({"message": "nope"}))])
         .on("socket:generalMessage", record("socket:generalMessage", &events))
         .on("socket:close", record("socket:close", &events));
-    let config = chinwag_tests::gateway_config(
-        "  limits: { max_message_size: 1024, allowed_origins: [\"https://app.example\"] }\n",
-    );
+    let config = chinwag_tests::gateway_config(&format!(
+        "  limits: {{ max_message_size: 1024, allowed_origins: [\"https://app.example\"]{more_limits} }}\n"
+    ));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         S::block_on(async move {
@@ -248,6 +254,42 @@ async fn answers_from_outside<S: Runtime, C: Runtime>() {
     assert!(!handle.answer(conn, "x", false, Command::Reply(json!(1))), "gone");
 }
 
+/// A client over the message rate: its messages are dropped, it is told so once
+/// (an error envelope), and if it keeps on it is closed with 1008.
+async fn floods_are_warned_then_closed<S: Runtime, C: Runtime>() {
+    // Two messages at once, then one every ten seconds: the test's messages all
+    // come well within the ten seconds.
+    let (addr, _handle, events) = start_with::<S>(", message_rate: 0.1, message_burst: 2");
+    let mut alex = join::<C>(addr, "alex", Some("acme")).await;
+    for n in 1..=5 {
+        send::<C>(&alex, json!({"type": "message_type_one", "payload": n})).await;
+    }
+    for n in 1..=2 {
+        assert_eq!(next::<C>(&mut alex).await["payload"]["echo"], n, "within the burst");
+    }
+    // The third is dropped, with a warning; the fourth is dropped silently; the
+    // fifth is one more than the burst after the warning: closed. The close is the
+    // fence: an echo, or a second warning, would have come before it.
+    let warning = "you are sending too fast, so your messages are being dropped; slow down or you will be disconnected";
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "error", "payload": {"message": warning}}));
+    assert!(timeout::<C, _>(LIMIT, alex.recv()).await.expect("closed in time").is_none());
+    let close = alex.close_info().unwrap();
+    assert_eq!((close.code, close.reason.as_str()), (chinwag_core::CloseCode::POLICY_VIOLATION, "too many messages"));
+    wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "alex")).await;
+    assert_eq!(
+        close_event(&events, "alex")["closed"],
+        json!({"code": 1008, "reason": "too many messages", "initiator": "server"})
+    );
+    let published: Vec<Value> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t == "socket:generalMessage")
+        .map(|(_, b)| b["message"]["payload"].clone())
+        .collect();
+    assert_eq!(published, [json!(1), json!(2)], "dropped messages are not published");
+}
+
 async fn origins_from_the_config<S: Runtime, C: Runtime>() {
     let (addr, _handle, _events) = start::<S>();
     let with_origin = |origin: &str| {
@@ -264,7 +306,7 @@ async fn origins_from_the_config<S: Runtime, C: Runtime>() {
 
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, origins_from_the_config];
+    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, floods_are_warned_then_closed, origins_from_the_config];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

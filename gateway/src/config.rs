@@ -41,8 +41,9 @@ pub struct Config {
     /// Open connections per client IP address at most; over it, 429.
     pub max_connections_per_ip: usize,
     /// Messages per second each connection may send on average, and at once after
-    /// a quiet spell (`None`: no limit). Over it, messages are dropped with a
-    /// warning, and a client that keeps flooding is closed with 1008.
+    /// a quiet spell (`None`: no limit). Over it, messages are dropped, the client
+    /// gets an error message ([`RATE_WARNING`](crate::service::RATE_WARNING)) once
+    /// per flood, and a client that keeps flooding is closed with 1008.
     pub message_rate: Option<(f64, u32)>,
     /// Web page origins allowed to connect besides the server's own host (`*`: any).
     pub allowed_origins: Vec<String>,

@@ -53,6 +53,12 @@ pub enum Command {
     },
 }
 
+/// The `message` of the error a client gets when its messages start being dropped
+/// for the rate limit (`limits.message_rate`): once per flood, so that a client
+/// knows why its messages go unanswered before it is closed for flooding.
+pub const RATE_WARNING: &str =
+    "you are sending too fast, so your messages are being dropped; slow down or you will be disconnected";
+
 /// A handler: gets the event's body (`{"event", "context", "message"?, ...}`).
 pub type Handler = Box<dyn Fn(&Value) -> Vec<Command> + Send + Sync>;
 
@@ -285,6 +291,11 @@ impl Service for GatewayService {
     fn on_skipped(&self, cx: &mut Context<'_>, skipped: &chinwag_core::SkippedMessage) {
         let conn = cx.id();
         gateway::too_big(cx.hub(), conn, skipped.len, self.config.max_message_size);
+    }
+
+    fn on_rate_limited(&self, cx: &mut Context<'_>) {
+        let conn = cx.id();
+        gateway::push_error(cx.hub(), conn, json!({"message": RATE_WARNING}));
     }
 
     fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
