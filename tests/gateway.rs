@@ -77,9 +77,16 @@ async fn next<C: Runtime>(ws: &mut Client<C>) -> Value {
     }
 }
 
-async fn quiet<C: Runtime>(ws: &mut Client<C>) {
-    if let Some(m) = timeout::<C, _>(Duration::from_millis(150), ws.recv()).await {
-        panic!("unexpected {m:?}");
+/// Proves that `clients` got nothing unread before now, without waiting for
+/// nothing to arrive: a broadcast, pushed after whatever they must not get, is
+/// the next message each receives (a connection's messages arrive in the order
+/// they were pushed). `clients` must be every open connection, so that no fence
+/// is left unread.
+async fn fence<C: Runtime>(handle: &GatewayHandle, n: u32, clients: &mut [&mut Client<C>]) {
+    let fence = Command::Broadcast { namespace: None, message_type: "fence".into(), payload: json!(n) };
+    assert_eq!(handle.command(fence), clients.len(), "every open connection is fenced");
+    for ws in clients.iter_mut() {
+        assert_eq!(next::<C>(ws).await, json!({"type": "fence", "payload": n}));
     }
 }
 
@@ -105,7 +112,7 @@ fn close_event(events: &Events, username: &str) -> Value {
 }
 
 async fn messages_replies_and_failures<S: Runtime, C: Runtime>() {
-    let (addr, _handle, events) = start::<S>();
+    let (addr, handle, events) = start::<S>();
     let mut alex = join::<C>(addr, "alex", Some("acme")).await;
     send::<C>(&alex, json!({"type": "message_type_one", "payload": {"x": 1}})).await;
     assert_eq!(next::<C>(&mut alex).await, json!({"type": "socket:type_one", "payload": {"echo": {"x": 1}}}));
@@ -142,10 +149,11 @@ async fn messages_replies_and_failures<S: Runtime, C: Runtime>() {
     assert_eq!(limit.len(), 1024);
     alex.send(&Message::text(limit)).await.unwrap();
     assert_eq!(next::<C>(&mut alex).await["payload"]["echo"], "y".repeat(1024 - 40), "a message at the limit passes");
-    // An unconfigured type still reaches the general topic (no reply from it).
+    // An unconfigured type still reaches the general topic (no reply from it: a
+    // reply would have been pushed with the event, before the fence).
     send::<C>(&alex, json!({"type": "other", "payload": 7})).await;
     wait_for::<C>(&events, |e| e.iter().any(|(_, b)| b["message"]["type"] == "other")).await;
-    quiet::<C>(&mut alex).await;
+    fence::<C>(&handle, 1, &mut [&mut alex]).await;
     send::<C>(&alex, json!({"type": "message_type_one", "payload": "still open"})).await;
     assert_eq!(next::<C>(&mut alex).await["payload"]["echo"], "still open");
 }
@@ -188,13 +196,13 @@ async fn sends_never_cross_namespaces<S: Runtime, C: Runtime>() {
     for ws in [&mut alex_acme_1, &mut alex_acme_2] {
         assert_eq!(next::<C>(ws).await, json!({"type": "note", "payload": 1}));
     }
-    quiet::<C>(&mut alex_other).await;
-    quiet::<C>(&mut bob_acme).await;
+    // Nothing for alex in another namespace, nor for bob (nor a second copy).
+    fence::<C>(&handle, 1, &mut [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme]).await;
     assert_eq!(handle.command(send("alex", None, 2)), 3, "no namespace: all of alex's connections");
     for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other] {
         assert_eq!(next::<C>(ws).await["payload"], 2);
     }
-    quiet::<C>(&mut bob_acme).await;
+    fence::<C>(&handle, 2, &mut [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme]).await;
     assert_eq!(handle.command(send("alex", Some("nowhere"), 3)), 0);
     let broadcast = |namespace: Option<&str>| Command::Broadcast {
         namespace: namespace.map(str::to_owned),
@@ -205,7 +213,7 @@ async fn sends_never_cross_namespaces<S: Runtime, C: Runtime>() {
     for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut bob_acme] {
         assert_eq!(next::<C>(ws).await, json!({"type": "news", "payload": "acme"}));
     }
-    quiet::<C>(&mut alex_other).await;
+    fence::<C>(&handle, 3, &mut [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme]).await;
     assert_eq!(handle.command(broadcast(None)), 4);
     for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme] {
         assert_eq!(next::<C>(ws).await["type"], "news");
