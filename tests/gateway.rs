@@ -1,7 +1,9 @@
 //! The gateway with the in-process bus, end to end on every runtime: connect
 //! replies, typed routing, replies and failures, bad input, sends to a user in a
-//! namespace, broadcasts, close events and the heartbeat. Identities come from the
-//! development mode (`?username=`); the JWT check has its own tests.
+//! namespace, broadcasts, close events, the heartbeat and the message rate.
+//! Identities come from the development mode (`?username=`); the JWT check has its
+//! own tests. That a client got nothing is proved with a fence message, never by
+//! waiting for nothing to arrive.
 
 use chinwag_core::{Config, Message};
 use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
