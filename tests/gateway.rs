@@ -1,7 +1,9 @@
 //! The gateway with the in-process bus, end to end on every runtime: connect
 //! replies, typed routing, replies and failures, bad input, sends to a user in a
-//! namespace, broadcasts, close events and the heartbeat. Identities come from the
-//! development mode (`?username=`); the JWT check has its own tests.
+//! namespace, broadcasts, close events, the heartbeat and the message rate.
+//! Identities come from the development mode (`?username=`); the JWT check has its
+//! own tests. That a client got nothing is proved with a fence message, never by
+//! waiting for nothing to arrive.
 
 use chinwag_core::{Config, Message};
 use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
@@ -17,6 +19,12 @@ const LIMIT: Duration = Duration::from_secs(10);
 type Events = Arc<Mutex<Vec<(String, Value)>>>;
 
 fn start<S: Runtime>() -> (SocketAddr, GatewayHandle, Events) {
+    start_with::<S>("")
+}
+
+/// A gateway whose `limits` also have `more_limits` (YAML flow-map entries, each
+/// starting with a comma).
+fn start_with<S: Runtime>(more_limits: &str) -> (SocketAddr, GatewayHandle, Events) {
     let events: Events = Arc::default();
     let record = |topic: &'static str, events: &Events| {
         let events = events.clone();
@@ -38,9 +46,9 @@ fn start<S: Runtime>() -> (SocketAddr, GatewayHandle, Events) {
         .on("socket:type_two", |_| vec![Command::Fail(json!({"message": "nope"}))])
         .on("socket:generalMessage", record("socket:generalMessage", &events))
         .on("socket:close", record("socket:close", &events));
-    let config = chinwag_tests::gateway_config(
-        "  limits: { max_message_size: 1024, allowed_origins: [\"https://app.example\"] }\n",
-    );
+    let config = chinwag_tests::gateway_config(&format!(
+        "  limits: {{ max_message_size: 1024, allowed_origins: [\"https://app.example\"]{more_limits} }}\n"
+    ));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         S::block_on(async move {
@@ -71,9 +79,16 @@ async fn next<C: Runtime>(ws: &mut Client<C>) -> Value {
     }
 }
 
-async fn quiet<C: Runtime>(ws: &mut Client<C>) {
-    if let Some(m) = timeout::<C, _>(Duration::from_millis(150), ws.recv()).await {
-        panic!("unexpected {m:?}");
+/// Proves that `clients` got nothing unread before now, without waiting for
+/// nothing to arrive: a broadcast, pushed after whatever they must not get, is
+/// the next message each receives (a connection's messages arrive in the order
+/// they were pushed). `clients` must be every open connection, so that no fence
+/// is left unread.
+async fn fence<C: Runtime>(handle: &GatewayHandle, n: u32, clients: &mut [&mut Client<C>]) {
+    let fence = Command::Broadcast { namespace: None, message_type: "fence".into(), payload: json!(n) };
+    assert_eq!(handle.command(fence), clients.len(), "every open connection is fenced");
+    for ws in clients.iter_mut() {
+        assert_eq!(next::<C>(ws).await, json!({"type": "fence", "payload": n}));
     }
 }
 
@@ -91,8 +106,15 @@ async fn wait_for<C: Runtime>(events: &Events, what: impl Fn(&[(String, Value)])
     panic!("never happened; events: {:?}", events.lock().unwrap());
 }
 
+/// The close event of `username`'s connection (the first, if several closed).
+fn close_event(events: &Events, username: &str) -> Value {
+    let events = events.lock().unwrap();
+    let found = events.iter().find(|(t, b)| t == "socket:close" && b["context"]["username"] == username);
+    found.map(|(_, body)| body.clone()).unwrap_or_else(|| panic!("no close event for {username}: {events:?}"))
+}
+
 async fn messages_replies_and_failures<S: Runtime, C: Runtime>() {
-    let (addr, _handle, events) = start::<S>();
+    let (addr, handle, events) = start::<S>();
     let mut alex = join::<C>(addr, "alex", Some("acme")).await;
     send::<C>(&alex, json!({"type": "message_type_one", "payload": {"x": 1}})).await;
     assert_eq!(next::<C>(&mut alex).await, json!({"type": "socket:type_one", "payload": {"echo": {"x": 1}}}));
@@ -129,10 +151,11 @@ async fn messages_replies_and_failures<S: Runtime, C: Runtime>() {
     assert_eq!(limit.len(), 1024);
     alex.send(&Message::text(limit)).await.unwrap();
     assert_eq!(next::<C>(&mut alex).await["payload"]["echo"], "y".repeat(1024 - 40), "a message at the limit passes");
-    // An unconfigured type still reaches the general topic (no reply from it).
+    // An unconfigured type still reaches the general topic (no reply from it: a
+    // reply would have been pushed with the event, before the fence).
     send::<C>(&alex, json!({"type": "other", "payload": 7})).await;
     wait_for::<C>(&events, |e| e.iter().any(|(_, b)| b["message"]["type"] == "other")).await;
-    quiet::<C>(&mut alex).await;
+    fence::<C>(&handle, 1, &mut [&mut alex]).await;
     send::<C>(&alex, json!({"type": "message_type_one", "payload": "still open"})).await;
     assert_eq!(next::<C>(&mut alex).await["payload"]["echo"], "still open");
 }
@@ -146,6 +169,11 @@ async fn a_failed_connect_closes<S: Runtime, C: Runtime>() {
     assert_eq!(ws.close_info().unwrap().code, chinwag_core::CloseCode::POLICY_VIOLATION);
     wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "mallory"))
         .await;
+    // The close event says who closed, with what code and why.
+    assert_eq!(
+        close_event(&events, "mallory")["closed"],
+        json!({"code": 1008, "reason": "refused by the connect handler", "initiator": "server"})
+    );
     // No username at all: 401 at the handshake, with the reason.
     let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
     write_all(&mut raw, upgrade_request(addr, "/connect?namespace=acme").as_bytes()).await.unwrap();
@@ -170,13 +198,13 @@ async fn sends_never_cross_namespaces<S: Runtime, C: Runtime>() {
     for ws in [&mut alex_acme_1, &mut alex_acme_2] {
         assert_eq!(next::<C>(ws).await, json!({"type": "note", "payload": 1}));
     }
-    quiet::<C>(&mut alex_other).await;
-    quiet::<C>(&mut bob_acme).await;
+    // Nothing for alex in another namespace, nor for bob (nor a second copy).
+    fence::<C>(&handle, 1, &mut [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme]).await;
     assert_eq!(handle.command(send("alex", None, 2)), 3, "no namespace: all of alex's connections");
     for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other] {
         assert_eq!(next::<C>(ws).await["payload"], 2);
     }
-    quiet::<C>(&mut bob_acme).await;
+    fence::<C>(&handle, 2, &mut [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme]).await;
     assert_eq!(handle.command(send("alex", Some("nowhere"), 3)), 0);
     let broadcast = |namespace: Option<&str>| Command::Broadcast {
         namespace: namespace.map(str::to_owned),
@@ -187,17 +215,18 @@ async fn sends_never_cross_namespaces<S: Runtime, C: Runtime>() {
     for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut bob_acme] {
         assert_eq!(next::<C>(ws).await, json!({"type": "news", "payload": "acme"}));
     }
-    quiet::<C>(&mut alex_other).await;
+    fence::<C>(&handle, 3, &mut [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme]).await;
     assert_eq!(handle.command(broadcast(None)), 4);
     for ws in [&mut alex_acme_1, &mut alex_acme_2, &mut alex_other, &mut bob_acme] {
         assert_eq!(next::<C>(ws).await["type"], "news");
     }
-    // Closing publishes the close event with the connection's context.
-    bob_acme.close(chinwag_core::CloseCode::NORMAL, "").await.unwrap();
-    wait_for::<C>(&events, |e| {
-        e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "bob" && b["closed"]["code"] == 1000)
-    })
-    .await;
+    // Closing publishes the close event with the connection's context, and the
+    // client's code and reason.
+    bob_acme.close(chinwag_core::CloseCode::NORMAL, "bye").await.unwrap();
+    wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "bob")).await;
+    let closed = close_event(&events, "bob");
+    assert_eq!(closed["closed"], json!({"code": 1000, "reason": "bye", "initiator": "client"}));
+    assert_eq!(closed["context"]["namespace"], "acme");
     assert_eq!(handle.command(broadcast(Some("acme"))), 2, "bob is gone");
 }
 
@@ -210,6 +239,9 @@ async fn the_heartbeat_closes_silent_clients<S: Runtime, C: Runtime>() {
     wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "ghost")).await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    // No close frame from anyone: 1006, and what happened as the reason.
+    let reason = chinwag_core::ConnectionError::KeepaliveTimeout.to_string();
+    assert_eq!(close_event(&events, "ghost")["closed"], json!({"code": 1006, "reason": reason, "initiator": "server"}));
     drop(raw);
 }
 
@@ -232,6 +264,42 @@ async fn answers_from_outside<S: Runtime, C: Runtime>() {
     assert!(!handle.answer(conn, "x", false, Command::Reply(json!(1))), "gone");
 }
 
+/// A client over the message rate: its messages are dropped, it is told so once
+/// (an error envelope), and if it keeps on it is closed with 1008.
+async fn floods_are_warned_then_closed<S: Runtime, C: Runtime>() {
+    // Two messages at once, then one every ten seconds: the test's messages all
+    // come well within the ten seconds.
+    let (addr, _handle, events) = start_with::<S>(", message_rate: 0.1, message_burst: 2");
+    let mut alex = join::<C>(addr, "alex", Some("acme")).await;
+    for n in 1..=5 {
+        send::<C>(&alex, json!({"type": "message_type_one", "payload": n})).await;
+    }
+    for n in 1..=2 {
+        assert_eq!(next::<C>(&mut alex).await["payload"]["echo"], n, "within the burst");
+    }
+    // The third is dropped, with a warning; the fourth is dropped silently; the
+    // fifth is one more than the burst after the warning: closed. The close is the
+    // fence: an echo, or a second warning, would have come before it.
+    let warning = "you are sending too fast, so your messages are being dropped; slow down or you will be disconnected";
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "error", "payload": {"message": warning}}));
+    assert!(timeout::<C, _>(LIMIT, alex.recv()).await.expect("closed in time").is_none());
+    let close = alex.close_info().unwrap();
+    assert_eq!((close.code, close.reason.as_str()), (chinwag_core::CloseCode::POLICY_VIOLATION, "too many messages"));
+    wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "alex")).await;
+    assert_eq!(
+        close_event(&events, "alex")["closed"],
+        json!({"code": 1008, "reason": "too many messages", "initiator": "server"})
+    );
+    let published: Vec<Value> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t == "socket:generalMessage")
+        .map(|(_, b)| b["message"]["payload"].clone())
+        .collect();
+    assert_eq!(published, [json!(1), json!(2)], "dropped messages are not published");
+}
+
 async fn origins_from_the_config<S: Runtime, C: Runtime>() {
     let (addr, _handle, _events) = start::<S>();
     let with_origin = |origin: &str| {
@@ -248,7 +316,7 @@ async fn origins_from_the_config<S: Runtime, C: Runtime>() {
 
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, origins_from_the_config];
+    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, floods_are_warned_then_closed, origins_from_the_config];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

@@ -217,11 +217,17 @@ async fn two_nodes_one_handler<S: Runtime, C: Runtime>() {
     cluster.publish(&chinwag_gateway::envelope::reply_channel(&a.id()), stray);
     fence::<C>(&cluster, 5, &mut [&mut alex_a, &mut bob_a]).await;
     assert_eq!(a.refused(), 3);
+    // A null payload is a payload: a late reply of null to bob's connect event.
+    let bob_connect = cluster.event::<C>("socket:connection", |e| e["context"]["username"] == "bob").await;
+    let null_reply = json!({"reply_to": bob_connect["reply_to"], "reply": null});
+    cluster.publish(&chinwag_gateway::envelope::reply_channel(&a.id()), null_reply);
+    assert_eq!(next::<C>(&mut bob_a).await, json!({"type": "onconnect", "payload": null}));
+    assert_eq!(a.refused(), 3, "a null reply is not refused");
 
-    // Close events carry the close code.
+    // Close events carry the code and reason of the end that closed.
     bob_a.close(CloseCode::NORMAL, "bye").await.unwrap();
-    let closed =
-        cluster.event::<C>("socket:close", |e| e["context"]["username"] == "bob" && e["closed"]["code"] == 1000).await;
+    let closed = cluster.event::<C>("socket:close", |e| e["context"]["username"] == "bob").await;
+    assert_eq!(closed["closed"], json!({"code": 1000, "reason": "bye", "initiator": "client"}));
     assert_eq!(closed["reply_to"]["node"], a.id());
 
     // A failed connect: the error, then close 1008, and its close event.
@@ -230,7 +236,11 @@ async fn two_nodes_one_handler<S: Runtime, C: Runtime>() {
     assert_eq!(next::<C>(&mut mallory).await, json!({"type": "error", "payload": {"message": "not you"}}));
     assert!(timeout::<C, _>(LIMIT, mallory.recv()).await.expect("closed in time").is_none());
     assert_eq!(mallory.close_info().unwrap().code, CloseCode::POLICY_VIOLATION);
-    cluster.event::<C>("socket:close", |e| e["context"]["username"] == "mallory").await;
+    let closed = cluster.event::<C>("socket:close", |e| e["context"]["username"] == "mallory").await;
+    assert_eq!(
+        closed["closed"],
+        json!({"code": 1008, "reason": "refused by the connect handler", "initiator": "server"})
+    );
 }
 
 async fn heartbeat_and_a_redis_restart<S: Runtime, C: Runtime>() {
@@ -329,30 +339,47 @@ async fn jwt_identities_at_the_handshake<S: Runtime, C: Runtime>() {
     let event = cluster.event::<C>("socket:connection", |e| e["context"]["username"] == "jo").await;
     assert_eq!(event["context"]["namespace"], "acme");
 
-    // Each refusal: 401 at the handshake, with the reason, and no event.
+    // Each refusal: 401 at the handshake, with the README's reason as the whole
+    // body, and no event.
+    let wrong_algorithm = "the token is signed with an algorithm this server does not accept";
+    // The unsigned `none`: a valid token's claims under {"alg":"none","typ":"JWT"}.
+    let unsigned = {
+        let valid = token_cookie(hs256, SECRET, json!({"preferred_username": "x", "exp": now + 300}));
+        let claims = valid.split('.').nth(1).unwrap().to_owned();
+        format!("theme=dark; ID_TOKEN=eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.")
+    };
     let refusals = [
-        (token_cookie(hs256, SECRET, json!({"preferred_username": "x", "exp": now - 10})), "expired"),
+        (
+            token_cookie(hs256, SECRET, json!({"preferred_username": "x", "exp": now - 10})),
+            "the token has expired (or has no exp)",
+        ),
         (
             token_cookie(
                 hs256,
                 b"another secret of at least thirty-two bytes",
                 json!({"preferred_username": "x", "exp": now + 300}),
             ),
-            "signature is not valid",
+            "the token's signature is not valid",
         ),
         (
             token_cookie(jsonwebtoken::Algorithm::HS384, SECRET, json!({"preferred_username": "x", "exp": now + 300})),
-            "algorithm",
+            wrong_algorithm,
         ),
-        (token_cookie(hs256, SECRET, json!({"exp": now + 300})), "no preferred_username"),
-        ("theme=dark".to_owned(), "no token"),
+        (unsigned, wrong_algorithm),
+        (token_cookie(hs256, SECRET, json!({"exp": now + 300})), "the token has no preferred_username"),
+        (
+            token_cookie(hs256, SECRET, json!({"preferred_username": "x", "exp": now + 300, "nbf": now + 300})),
+            "the token is not valid yet",
+        ),
+        ("ID_TOKEN=not.a.jwt".to_owned(), "the token is malformed: its header is not base64url-encoded JSON"),
+        ("theme=dark".to_owned(), "no token: send it in the cookie or an Authorization: Bearer header"),
     ];
     for (cookie, reason) in refusals {
         let request = upgrade_request(node.addr, "/connect?namespace=acme&username=x")
             .replace("\r\n\r\n", &format!("\r\nCookie: {cookie}\r\n\r\n"));
         let response = raw_exchange::<C>(node.addr, request.as_bytes()).await;
         assert!(response.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{reason}: {response}");
-        assert!(response.contains(reason), "{reason}: {response}");
+        assert_eq!(response.split_once("\r\n\r\n").map(|(_, body)| body), Some(reason), "{response}");
     }
     jo.close(CloseCode::NORMAL, "").await.unwrap();
     cluster.event::<C>("socket:close", |e| e["context"]["username"] == "jo").await;

@@ -4,9 +4,10 @@
 //! time passed in. A client without a valid token is refused at the handshake with
 //! 401 and the reason.
 
+use base64::Engine;
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm as JwtAlgorithm, DecodingKey, Validation, errors::ErrorKind};
-use serde::Deserialize;
+use serde_json::Value;
 use std::fmt;
 
 use crate::config::{Algorithm, JwtConfig, KeySource};
@@ -16,6 +17,8 @@ use crate::config::{Algorithm, JwtConfig, KeySource};
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// The configured algorithm as a token's header names it (RFC 7518).
+    algorithm_name: &'static str,
     cookie: String,
 }
 
@@ -43,7 +46,8 @@ pub enum AuthError {
     NotYetValid,
     /// The token has no `preferred_username` (or an empty one).
     MissingUsername,
-    /// The token is not a well-formed JWT.
+    /// The token is not a well-formed JWT: what is wrong with it, in words (never
+    /// a parser's debug output: this text is the body of a 401).
     Malformed(String),
 }
 
@@ -63,11 +67,21 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
-#[derive(Deserialize)]
-struct Claims {
-    preferred_username: Option<String>,
-    exp: Option<u64>,
-    nbf: Option<u64>,
+/// The reason for a token that is not `header.claims.signature`.
+const NOT_THREE_PARTS: &str = "it is not three base64url parts separated by dots";
+
+/// What is wrong with a malformed token, as [`AuthError::Malformed`] says it.
+fn malformed(what: &str) -> AuthError {
+    AuthError::Malformed(what.to_owned())
+}
+
+/// A NumericDate claim (seconds since the epoch, possibly fractional): `None` when
+/// absent or null, an error naming the claim when it is not a number.
+fn seconds(claims: &Value, name: &str) -> Result<Option<f64>, AuthError> {
+    match &claims[name] {
+        Value::Null => Ok(None),
+        value => value.as_f64().map(Some).ok_or_else(|| malformed(&format!("its {name} is not a number"))),
+    }
 }
 
 /// The seconds since the Unix epoch, as JWT times count them: what the gateway
@@ -107,10 +121,10 @@ pub fn hs256_token(config: &JwtConfig, username: &str, now: u64, lifetime_secs: 
 impl Verifier {
     /// A verifier for `algorithm` with `key`, reading tokens from `cookie`.
     pub fn new(algorithm: Algorithm, key: DecodingKey, cookie: impl Into<String>) -> Self {
-        let algorithm = match algorithm {
-            Algorithm::HS256 => JwtAlgorithm::HS256,
-            Algorithm::RS256 => JwtAlgorithm::RS256,
-            Algorithm::ES256 => JwtAlgorithm::ES256,
+        let (algorithm, algorithm_name) = match algorithm {
+            Algorithm::HS256 => (JwtAlgorithm::HS256, "HS256"),
+            Algorithm::RS256 => (JwtAlgorithm::RS256, "RS256"),
+            Algorithm::ES256 => (JwtAlgorithm::ES256, "ES256"),
         };
         let mut validation = Validation::new(algorithm);
         // Time comes in as an argument (checked below), not from the system clock.
@@ -118,7 +132,7 @@ impl Verifier {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        Self { key, validation, cookie: cookie.into() }
+        Self { key, validation, algorithm_name, cookie: cookie.into() }
     }
 
     /// The verifier a configuration asks for: the secret from its environment
@@ -142,19 +156,60 @@ impl Verifier {
     /// seconds).
     pub fn authenticate(&self, headers: &HeaderMap, now: u64) -> Result<String, AuthError> {
         let token = self.token(headers).ok_or(AuthError::MissingToken)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            other => AuthError::Malformed(format!("{other:?}")),
+        self.check_algorithm(token)?;
+        let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation).map_err(|e| {
+            let refusal = match e.kind() {
+                ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidToken => malformed(NOT_THREE_PARTS),
+                ErrorKind::Base64(_) => malformed("a part is not base64url"),
+                ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                    malformed("its header or claims are not JSON objects of the expected form")
+                }
+                // The key rather than the token (a key that does not suit the
+                // algorithm): the client cannot fix it; the log says what it was.
+                _ => malformed("it cannot be checked"),
+            };
+            tracing::debug!(error = ?e, %refusal, "token refused");
+            refusal
         })?;
+        // The claims are read here rather than by serde into a struct, so that a
+        // claim of the wrong type is named in words.
         let claims = data.claims;
-        if claims.exp.is_none_or(|exp| exp <= now) {
+        if !claims.is_object() {
+            return Err(malformed("its claims are not a JSON object"));
+        }
+        let now_secs = now as f64;
+        if seconds(&claims, "exp")?.is_none_or(|exp| exp <= now_secs) {
             return Err(AuthError::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now) {
+        if seconds(&claims, "nbf")?.is_some_and(|nbf| nbf > now_secs) {
             return Err(AuthError::NotYetValid);
         }
-        claims.preferred_username.filter(|u| !u.trim().is_empty()).ok_or(AuthError::MissingUsername)
+        match &claims["preferred_username"] {
+            Value::String(username) if !username.trim().is_empty() => Ok(username.clone()),
+            Value::String(_) | Value::Null => Err(AuthError::MissingUsername),
+            _ => Err(malformed("its preferred_username is not a string")),
+        }
+    }
+
+    /// Refuses a token whose header names another algorithm than the configured
+    /// one, whatever the name, before jsonwebtoken parses it: jsonwebtoken
+    /// refuses a name it has no variant for (`none` above all) as a JSON error,
+    /// which would otherwise be reported as a malformed token.
+    fn check_algorithm(&self, token: &str) -> Result<(), AuthError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(malformed(NOT_THREE_PARTS));
+        };
+        let not_json = || malformed("its header is not base64url-encoded JSON");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).map_err(|_| not_json())?;
+        let Ok(Value::Object(header)) = serde_json::from_slice(&bytes) else { return Err(not_json()) };
+        let Some(Value::String(alg)) = header.get("alg") else { return Err(malformed("its header has no alg")) };
+        if alg != self.algorithm_name {
+            return Err(AuthError::WrongAlgorithm);
+        }
+        Ok(())
     }
 
     /// The token: the configured cookie first, then `Authorization: Bearer`.

@@ -20,7 +20,8 @@ use chinwag_core::gateway::{Topics, TypeRoute};
 pub struct Config {
     /// Where the gateway listens.
     pub listen: SocketAddr,
-    /// The WebSocket endpoint's path; clients add `?namespace=`.
+    /// The WebSocket endpoint's path, literal (no `{`, `}`, `?`, `#` or spaces);
+    /// clients add `?namespace=`.
     pub path: String,
     /// The topics events are published to.
     pub topics: Topics,
@@ -40,14 +41,16 @@ pub struct Config {
     /// Open connections per client IP address at most; over it, 429.
     pub max_connections_per_ip: usize,
     /// Messages per second each connection may send on average, and at once after
-    /// a quiet spell (`None`: no limit). Over it, messages are dropped with a
-    /// warning, and a client that keeps flooding is closed with 1008.
+    /// a quiet spell (`None`: no limit). Over it, messages are dropped, the client
+    /// gets an error message ([`RATE_WARNING`](crate::service::RATE_WARNING)) once
+    /// per flood, and a client that keeps flooding is closed with 1008.
     pub message_rate: Option<(f64, u32)>,
     /// Web page origins allowed to connect besides the server's own host (`*`: any).
     pub allowed_origins: Vec<String>,
-    /// Ping after this many seconds of silence.
+    /// Ping after this many seconds of silence (1 to [`MAX_HEARTBEAT_SECS`]).
     pub heartbeat_interval_secs: u64,
-    /// Close a client that has not answered within this many seconds after a ping.
+    /// Close a client that has not answered within this many seconds after a ping
+    /// (1 to [`MAX_HEARTBEAT_SECS`]).
     pub heartbeat_timeout_secs: u64,
 }
 
@@ -320,14 +323,16 @@ impl Config {
             bad("gateway.listen", format!("{:?} is not an address and port like 127.0.0.1:4000", g.listen))
         })?;
         let socket = g.socket;
-        if !socket.path.starts_with('/') || socket.path.contains(['?', '#', ' ']) {
-            return Err(bad(
-                "gateway.socket.path",
-                format!("{:?} must be a path starting with / (no query)", socket.path),
-            ));
-        }
+        check_path(&socket.path)?;
+        // Every topic is checked where it is named, so that a refusal names its key.
         let topic = |key: &str, value: String| -> Result<String, ConfigError> {
-            if value.trim().is_empty() { Err(bad(key, "a topic name cannot be empty")) } else { Ok(value) }
+            if value.trim().is_empty() {
+                Err(bad(key, "a topic name cannot be empty"))
+            } else if value.starts_with(crate::envelope::REPLY_CHANNEL_PREFIX) {
+                Err(bad(key, format!("{value:?}: topics starting with chinwag:reply: are reserved")))
+            } else {
+                Ok(value)
+            }
         };
         let on_connect = socket.onconnect.map(|p| topic("gateway.socket.onconnect.publish", p.publish)).transpose()?;
         let on_close = socket.onclose.map(|p| topic("gateway.socket.onclose.publish", p.publish)).transpose()?;
@@ -362,14 +367,6 @@ impl Config {
                 return Err(bad(
                     "gateway.socket",
                     format!("{name:?} is both published to and subscribed to; events would come back as commands"),
-                ));
-            }
-        }
-        for name in [&on_connect, &on_message, &on_close, &send_topic, &broadcast_topic].into_iter().flatten() {
-            if name.starts_with(crate::envelope::REPLY_CHANNEL_PREFIX) {
-                return Err(bad(
-                    "gateway.socket",
-                    format!("{name:?}: topics starting with chinwag:reply: are reserved"),
                 ));
             }
         }
@@ -410,11 +407,8 @@ impl Config {
         if let Some(origin) = limits.allowed_origins.iter().find(|o| o.is_empty()) {
             return Err(bad("gateway.limits.allowed_origins", format!("{origin:?} is not an origin")));
         }
-        for (key, value) in [("interval_secs", g.heartbeat.interval_secs), ("timeout_secs", g.heartbeat.timeout_secs)] {
-            if value == 0 {
-                return Err(bad(&format!("gateway.heartbeat.{key}"), "must be at least 1 second"));
-            }
-        }
+        check_heartbeat("gateway.heartbeat.interval_secs", g.heartbeat.interval_secs)?;
+        check_heartbeat("gateway.heartbeat.timeout_secs", g.heartbeat.timeout_secs)?;
         Ok(Config {
             listen,
             path: socket.path,
@@ -431,6 +425,37 @@ impl Config {
             heartbeat_interval_secs: g.heartbeat.interval_secs,
             heartbeat_timeout_secs: g.heartbeat.timeout_secs,
         })
+    }
+}
+
+/// The longest heartbeat interval or timeout, in seconds: a day. Far beyond any
+/// useful heartbeat, so a larger value is a mistake (milliseconds typed as
+/// seconds, say); and at the extreme a deadline `Instant` cannot hold would turn
+/// the heartbeat off without a word (the core treats it as "never", where plain
+/// `Instant + Duration` would panic).
+pub const MAX_HEARTBEAT_SECS: u64 = 24 * 60 * 60;
+
+/// The endpoint's path: `/` and a literal path, matched as it is. `{` and `}` are
+/// refused: to the server's router they would be parameters (or an invalid
+/// pattern), which the gateway does not use.
+pub(crate) fn check_path(path: &str) -> Result<(), ConfigError> {
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        return Err(bad("gateway.socket.path", format!("{path:?} must be a path starting with / (no query)")));
+    }
+    if path.contains(['{', '}']) {
+        return Err(bad("gateway.socket.path", format!("{path:?}: a path cannot contain {{ or }}")));
+    }
+    Ok(())
+}
+
+/// A heartbeat interval or timeout: 1 second to [`MAX_HEARTBEAT_SECS`].
+pub(crate) fn check_heartbeat(key: &str, secs: u64) -> Result<(), ConfigError> {
+    if secs == 0 {
+        Err(bad(key, "must be at least 1 second"))
+    } else if secs > MAX_HEARTBEAT_SECS {
+        Err(bad(key, format!("must be at most {MAX_HEARTBEAT_SECS} seconds (a day)")))
+    } else {
+        Ok(())
     }
 }
 
@@ -610,8 +635,30 @@ gateway:
             ),
             (
                 DOCUMENT.replace("publish: \"socket:close\"", "publish: \"chinwag:reply:x\""),
-                "gateway.socket",
+                "gateway.socket.onclose.publish",
                 "reserved",
+            ),
+            (
+                DOCUMENT.replace("publish: \"socket:type_two\"", "publish: \"chinwag:reply:n1\""),
+                "gateway.socket.onmessage.types[1].publish",
+                "reserved",
+            ),
+            (
+                DOCUMENT.replace("subscribe: \"socket:send\"", "subscribe: \"chinwag:reply:n1\""),
+                "gateway.socket.send.subscribe",
+                "reserved",
+            ),
+            (DOCUMENT.replace("path: \"/connect\"", "path: \"/connect/{namespace}\""), "gateway.socket.path", "{"),
+            (DOCUMENT.replace("path: \"/connect\"", "path: \"/connect}\""), "gateway.socket.path", "{"),
+            (
+                format!("{DOCUMENT}  heartbeat:\n    interval_secs: 86401\n"),
+                "gateway.heartbeat.interval_secs",
+                "at most 86400",
+            ),
+            (
+                format!("{DOCUMENT}  heartbeat:\n    timeout_secs: 18446744073709551615\n"),
+                "gateway.heartbeat.timeout_secs",
+                "at most 86400",
             ),
             ("gateway: [".to_owned(), "gateway", "invalid type"),
             ("gateway:\n  socket: {path: \"/x\"\n  ]]".to_owned(), "gateway.socket", "line 3"),

@@ -5,7 +5,8 @@
 //!   with a `reply_to` address: `{"node", "connection", "reply_type", "on_connect"}`.
 //! - A **reply** or **failure**, published on the reply channel of the event's node
 //!   ([`reply_channel`]): `{"reply_to": <the event's reply_to>, "reply": payload}` or
-//!   `{"reply_to": ..., "fail": payload}`.
+//!   `{"reply_to": ..., "fail": payload}`; the payload is any JSON, `null`
+//!   included (the key must be there, and exactly one of the two).
 //! - A **send**, on the configured `send` topic: `{"username", "namespace"?, "type",
 //!   "payload"?}`.
 //! - A **broadcast**, on the configured `broadcast` topic: `{"namespace"?, "type",
@@ -77,8 +78,17 @@ impl std::error::Error for EnvelopeError {}
 #[serde(deny_unknown_fields)]
 struct ReplyEnvelope {
     reply_to: ReplyTo<'static>,
+    // `None` only when the key is absent: plain `Option<Value>` would read
+    // `"reply": null` as no reply at all, refusing a valid null payload.
+    #[serde(default, deserialize_with = "present")]
     reply: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     fail: Option<Value>,
+}
+
+/// A key that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -180,6 +190,18 @@ mod tests {
         let fail = json!({"reply_to": out["reply_to"], "fail": "no"}).to_string();
         assert_eq!(parse_reply(fail.as_bytes()), Ok((reply_to(), Command::Fail(json!("no")))));
         assert_eq!(reply_channel("n1"), "chinwag:reply:n1");
+    }
+
+    /// A null payload is a payload: `"reply": null` answers with null, `"fail":
+    /// null` fails with null; only an absent key is absent.
+    #[test]
+    fn null_payloads_are_payloads() {
+        let reply = json!({"reply_to": reply_to(), "reply": null}).to_string();
+        assert_eq!(parse_reply(reply.as_bytes()), Ok((reply_to(), Command::Reply(Value::Null))));
+        let fail = json!({"reply_to": reply_to(), "fail": null}).to_string();
+        assert_eq!(parse_reply(fail.as_bytes()), Ok((reply_to(), Command::Fail(Value::Null))));
+        let both = json!({"reply_to": reply_to(), "reply": null, "fail": null}).to_string();
+        assert!(parse_reply(both.as_bytes()).unwrap_err().0.contains("exactly one"));
     }
 
     #[test]

@@ -44,8 +44,14 @@ impl Gateway {
     /// A gateway for `config` (its path, message size, heartbeat and bus),
     /// identifying clients with `authenticator`, with the in-process `handlers`
     /// (which run as well when a Redis bus is configured). Refused if the bus
-    /// cannot be used by this build.
+    /// cannot be used by this build, or if a configuration built by hand (not by
+    /// [`Config::parse`]) has a path or heartbeat that [`Config::parse`] refuses.
     pub fn new(config: Config, authenticator: Authenticator, handlers: Handlers) -> Result<Self, ConfigError> {
+        // Config's fields are public: what parse checks is checked again here, so
+        // that a bad value is an error rather than a panic when serving.
+        config::check_path(&config.path)?;
+        config::check_heartbeat("gateway.heartbeat.interval_secs", config.heartbeat_interval_secs)?;
+        config::check_heartbeat("gateway.heartbeat.timeout_secs", config.heartbeat_timeout_secs)?;
         let connection = chinwag_core::Config {
             max_frame_size: config.max_message_size,
             max_message_size: config.max_message_size,
@@ -76,7 +82,7 @@ impl Gateway {
         }
         let server = chinwag_service::Server::new(service)
             .route(&path)
-            .expect("a checked path is a valid route")
+            .map_err(|e| ConfigError { key: "gateway.socket.path".into(), problem: e.to_string() })?
             .config(connection)
             .limits(limits);
         let handle = GatewayHandle::new(server.handle(), outbox);
@@ -99,5 +105,34 @@ impl Gateway {
             running.stop::<R>(BUS_FLUSH_GRACE).await;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let text = "gateway:\n  socket: { path: \"/connect\" }\n  auth: { development_usernames: true }\n";
+        Config::parse(text, std::path::Path::new(".")).unwrap()
+    }
+
+    /// A configuration built by hand with what `Config::parse` refuses is an
+    /// error at `Gateway::new`, never a panic (at the route, or at the first
+    /// deadline computed from an enormous heartbeat).
+    #[test]
+    fn hand_built_configurations_are_checked() {
+        let new = |config: Config| Gateway::new(config, Authenticator::DevelopmentUsernames, Handlers::new()).err();
+        assert_eq!(new(config()), None);
+        for path in ["/x/{", "/{a}/{a}", "/x}", "/{ns}", "connect"] {
+            let refused = new(Config { path: path.into(), ..config() }).expect(path);
+            assert_eq!(refused.key, "gateway.socket.path", "{path}: {refused}");
+        }
+        let refused = new(Config { heartbeat_interval_secs: u64::MAX, ..config() }).expect("u64::MAX");
+        assert_eq!(refused.key, "gateway.heartbeat.interval_secs");
+        let refused = new(Config { heartbeat_timeout_secs: config::MAX_HEARTBEAT_SECS + 1, ..config() })
+            .expect("a day and a second");
+        assert_eq!(refused.key, "gateway.heartbeat.timeout_secs");
+        assert_eq!(new(Config { heartbeat_timeout_secs: config::MAX_HEARTBEAT_SECS, ..config() }), None);
     }
 }

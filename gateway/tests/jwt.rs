@@ -1,6 +1,7 @@
 //! The JWT cases of the gateway's handshake check: valid, expired, not yet valid,
 //! wrong signature, wrong algorithm (including `none`), missing claim, missing or
-//! empty cookie, and the Bearer header; for HS256, RS256 and ES256.
+//! empty cookie, malformed tokens, and the Bearer header; for HS256, RS256 and
+//! ES256. Every refusal's reason is the README's plain text, never debug output.
 
 use chinwag_gateway::auth::{AuthError, Verifier};
 use chinwag_gateway::config::Algorithm;
@@ -53,7 +54,7 @@ fn hs256_cases() {
     let valid = sign(hs, &key, valid_claims());
     let body = valid.split('.').nth(1).unwrap();
     let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{body}.");
-    assert!(verifier.authenticate(&cookie(&none), NOW).is_err(), "alg none is refused");
+    assert_eq!(verifier.authenticate(&cookie(&none), NOW), Err(AuthError::WrongAlgorithm), "alg none is refused");
 
     // Where the token may be, and may not.
     assert_eq!(verifier.authenticate(&HeaderMap::new(), NOW), Err(AuthError::MissingToken));
@@ -124,7 +125,179 @@ fn rs256_and_es256_with_public_keys() {
     assert_eq!(es.authenticate(&cookie(&tampered), NOW), Err(AuthError::BadSignature));
 }
 
+/// The reason a 401 carries: the README's wording for the cases it lists.
+fn reason(result: Result<String, AuthError>) -> String {
+    let reason = result.expect_err("refused").to_string();
+    assert_plain(&reason);
+    reason
+}
+
+/// A reason meant for people: no Rust debug text (`Json(Error("...`), no parser
+/// positions, no escaped quotes.
+fn assert_plain(reason: &str) {
+    for debug in
+        ["Error(", "Error {", "Kind", "Json", "Base64(", "Utf8", "Some(", "\\\"", "variant", "line ", "column "]
+    {
+        assert!(!reason.contains(debug), "{debug:?} in {reason:?}");
+    }
+}
+
+/// A token made by hand: `header` and `claims` as given (any JSON, or not JSON at
+/// all), base64url-encoded, and `signature` as it is.
+fn raw(header: &str, claims: &str, signature: &str) -> String {
+    format!("{}.{}.{signature}", b64(header), b64(claims))
+}
+
+fn b64(part: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(part)
+}
+
+/// `message` (`header.claims`, as they are) with a valid HS256 signature: what
+/// only the secret's holder can make, so that what follows the signature check is
+/// reached.
+fn signed(key: &EncodingKey, message: &str) -> String {
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, jsonwebtoken::Algorithm::HS256).unwrap();
+    format!("{message}.{signature}")
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+    headers
+}
+
+/// Every case of the check, for each algorithm family, from the cookie and from
+/// `Authorization: Bearer` alike; each refusal with the README's reason.
+#[test]
+fn every_family_every_case() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/");
+    let read = |name: &str| std::fs::read(format!("{keys}{name}")).unwrap();
+    let (hs, hs_key) = hs256();
+    let families = [
+        ("HS256", hs, hs_key, EncodingKey::from_secret(b"another secret of at least thirty-two bytes")),
+        (
+            "RS256",
+            Verifier::new(Algorithm::RS256, DecodingKey::from_rsa_pem(&read("rs256-public.pem")).unwrap(), "ID_TOKEN"),
+            EncodingKey::from_rsa_pem(&read("rs256-private.pem")).unwrap(),
+            EncodingKey::from_rsa_pem(&read("rs256-other-private.pem")).unwrap(),
+        ),
+        (
+            "ES256",
+            Verifier::new(Algorithm::ES256, DecodingKey::from_ec_pem(&read("es256-public.pem")).unwrap(), "ID_TOKEN"),
+            EncodingKey::from_ec_pem(&read("es256-private.pem")).unwrap(),
+            EncodingKey::from_ec_pem(&read("es256-other-private.pem")).unwrap(),
+        ),
+    ];
+    for (name, verifier, key, other_key) in families {
+        let alg: jsonwebtoken::Algorithm = name.parse().unwrap();
+        let token = |claims| sign(alg, &key, claims);
+        for (place, carry) in [("cookie", cookie as fn(&str) -> HeaderMap), ("bearer", bearer)] {
+            let check = |token: &str| verifier.authenticate(&carry(token), NOW);
+            let case = format!("{name} in the {place}");
+            assert_eq!(check(&token(valid_claims())), Ok("alex".to_owned()), "{case}");
+            // Time: exp must be in the future, nbf (if any) not.
+            let expired = "the token has expired (or has no exp)";
+            assert_eq!(reason(check(&token(json!({"preferred_username": "alex", "exp": NOW})))), expired, "{case}");
+            assert_eq!(reason(check(&token(json!({"preferred_username": "alex"})))), expired, "{case}: no exp");
+            let nbf = |nbf: u64| token(json!({"preferred_username": "alex", "exp": NOW + 60, "nbf": nbf}));
+            assert_eq!(reason(check(&nbf(NOW + 1))), "the token is not valid yet", "{case}: nbf");
+            assert_eq!(check(&nbf(NOW)), Ok("alex".to_owned()), "{case}: nbf now");
+            assert_eq!(check(&nbf(NOW - 60)), Ok("alex".to_owned()), "{case}: nbf past");
+            // The required claim.
+            let no_username = "the token has no preferred_username";
+            assert_eq!(reason(check(&token(json!({"exp": NOW + 60})))), no_username, "{case}");
+            assert_eq!(
+                reason(check(&token(json!({"preferred_username": null, "exp": NOW + 60})))),
+                no_username,
+                "{case}: null"
+            );
+            // The signature, and the algorithm.
+            assert_eq!(
+                reason(check(&sign(alg, &other_key, valid_claims()))),
+                "the token's signature is not valid",
+                "{case}: another key"
+            );
+            let unsigned = raw(r#"{"alg":"none","typ":"JWT"}"#, &valid_claims().to_string(), "");
+            let wrong_algorithm = "the token is signed with an algorithm this server does not accept";
+            assert_eq!(reason(check(&unsigned)), wrong_algorithm, "{case}: alg none");
+            let hs384 = sign(jsonwebtoken::Algorithm::HS384, &EncodingKey::from_secret(SECRET), valid_claims());
+            assert_eq!(reason(check(&hs384)), wrong_algorithm, "{case}: HS384");
+        }
+    }
+}
+
+/// Tokens that are not well-formed JWTs: refused with a reason meant for people,
+/// never with the parser's debug output.
+#[test]
+fn malformed_tokens_have_plain_reasons() {
+    let (verifier, key) = hs256();
+    let valid = sign(jsonwebtoken::Algorithm::HS256, &key, valid_claims());
+    let (head, rest) = valid.split_once('.').unwrap();
+    let claims = valid_claims().to_string();
+    let wrong_algorithm = "the token is signed with an algorithm this server does not accept";
+    let json_form = "the token is malformed: its header or claims are not JSON objects of the expected form";
+    let cases: Vec<(String, &str)> = vec![
+        ("not.a.jwt".into(), "the token is malformed: its header is not base64url-encoded JSON"),
+        ("abc".into(), "the token is malformed: it is not three base64url parts separated by dots"),
+        (format!("{valid}.x"), "the token is malformed: it is not three base64url parts separated by dots"),
+        (raw("[1, 2]", &claims, "x"), "the token is malformed: its header is not base64url-encoded JSON"),
+        (raw(r#"{"typ":"JWT"}"#, &claims, "x"), "the token is malformed: its header has no alg"),
+        (raw(r#"{"alg":5}"#, &claims, "x"), "the token is malformed: its header has no alg"),
+        (raw(r#"{"alg":"none"}"#, &claims, ""), wrong_algorithm),
+        (raw(r#"{"alg":"None"}"#, &claims, ""), wrong_algorithm),
+        (raw(r#"{"alg":"HS256x"}"#, &claims, "x"), wrong_algorithm),
+        (raw(r#"{"alg":"EdDSA"}"#, &claims, "x"), wrong_algorithm),
+        (raw(r#"{"alg":"HS256","kid":5}"#, &claims, "x"), json_form),
+        (format!("{head}.!!!.{}", rest.split_once('.').unwrap().1), "the token's signature is not valid"),
+        (format!("{head}.{}", rest.replace('.', ".!")), "the token is malformed: a part is not base64url"),
+        (signed(&key, &format!("{head}.!!!")), "the token is malformed: a part is not base64url"),
+        (signed(&key, &format!("{head}.{}", b64("[1]"))), json_form),
+        (signed(&key, &format!("{head}.{}", b64("{"))), json_form),
+    ];
+    for (token, expected) in cases {
+        assert_eq!(reason(verifier.authenticate(&cookie(&token), NOW)), expected, "{token}");
+    }
+    // Claims of the wrong type, correctly signed: the claim is named.
+    let hs = jsonwebtoken::Algorithm::HS256;
+    for (claims, expected) in [
+        (json!({"preferred_username": "alex", "exp": "soon"}), "the token is malformed: its exp is not a number"),
+        (
+            json!({"preferred_username": "alex", "exp": NOW + 60, "nbf": "later"}),
+            "the token is malformed: its nbf is not a number",
+        ),
+        (
+            json!({"preferred_username": 7, "exp": NOW + 60}),
+            "the token is malformed: its preferred_username is not a string",
+        ),
+    ] {
+        assert_eq!(reason(verifier.authenticate(&cookie(&sign(hs, &key, claims.clone())), NOW)), expected, "{claims}");
+    }
+    // A float time is a NumericDate too.
+    let float = sign(hs, &key, json!({"preferred_username": "alex", "exp": NOW as f64 + 0.5}));
+    assert_eq!(verifier.authenticate(&cookie(&float), NOW), Ok("alex".to_owned()));
+}
+
 proptest::proptest! {
+    /// Whatever the token, header and claims, the reason is plain text.
+    #[test]
+    fn every_refusal_is_plain_text(
+        token in "[ -~]{0,120}",
+        header in "[ -~]{0,40}",
+        alg in proptest::option::of("[A-Za-z0-9]{0,6}"),
+        claims in "[ -~]{0,40}",
+        signature in "[A-Za-z0-9_\\-]{0,20}",
+    ) {
+        let (verifier, _) = hs256();
+        if let Err(e) = verifier.authenticate(&cookie(&token), NOW) {
+            assert_plain(&e.to_string());
+        }
+        let header = alg.map_or(header, |alg| json!({"alg": alg, "typ": "JWT"}).to_string());
+        if let Err(e) = verifier.authenticate(&bearer(&raw(&header, &claims, &signature)), NOW) {
+            assert_plain(&e.to_string());
+        }
+    }
+
     /// Arbitrary cookie and Authorization headers never panic and never
     /// authenticate anyone.
     #[test]
