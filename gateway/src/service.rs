@@ -10,7 +10,7 @@
 use chinwag_core::chat::{ConnId, Hub};
 use chinwag_core::gateway::{self, Identity, Publish};
 use chinwag_core::http::StatusCode;
-use chinwag_core::{Accept, CloseCode, Closed, HttpResponse, Initiator, Request, Utf8Bytes};
+use chinwag_core::{Accept, Closed, HttpResponse, Request, Utf8Bytes};
 use chinwag_service::{Context, Decision, Handle, Service};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -162,39 +162,6 @@ fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command) 
     }
 }
 
-/// How a connection ended, as its close event says it (`"closed"`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CloseSummary {
-    /// The code of the end that closed: the client's close frame, or the one the
-    /// server sent (1008 for a failed connect or a flood, 1001 at shutdown...);
-    /// 1006 when the connection ended without either (no answer to the
-    /// heartbeat, a lost connection); 1005 for a client's close frame without a
-    /// code.
-    pub code: u16,
-    /// The reason sent with that code; when there was no close frame or it had no
-    /// reason, what happened (empty if nothing is known).
-    pub reason: String,
-    /// `"client"` or `"server"`: which end started the closing.
-    pub initiator: &'static str,
-}
-
-/// What `closed` tells a handler. `Closed.code` and `reason` are only what the
-/// client said, and a client answering the server's close usually echoes the code
-/// with no reason: so when the server closed, its own frame is the one that says
-/// why.
-pub fn close_summary(closed: &Closed) -> CloseSummary {
-    let (initiator, code, reason) = match (closed.initiator, &closed.sent) {
-        (Initiator::Local, Some(sent)) => ("server", sent.code, sent.reason.as_str()),
-        (Initiator::Local, None) => ("server", closed.code, closed.reason.as_str()),
-        (Initiator::Peer, _) => ("client", closed.code, closed.reason.as_str()),
-    };
-    let reason = match &closed.error {
-        Some(error) if reason.is_empty() => error.to_string(),
-        _ => reason.to_owned(),
-    };
-    CloseSummary { code: code.0, reason, initiator }
-}
-
 /// The context an event carries beyond username, namespace and connection: the
 /// namespace as a parameter (as the gateway document reads it), the query, and
 /// the headers worth having.
@@ -301,13 +268,7 @@ impl Service for GatewayService {
     fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
         let conn = cx.id();
         let Some(open) = self.open_map().remove(&conn) else { return };
-        let summary = close_summary(closed);
-        let mut events = gateway::close(CloseCode(summary.code), &self.config.topics, &open.context);
-        // The core's rule gives the code; the reason and the initiator are only
-        // known here, from the connection's Closed.
-        for event in &mut events {
-            event.body["closed"] = json!(summary);
-        }
+        let events = gateway::close(closed, &self.config.topics, &open.context);
         self.publish(cx.hub(), conn, events);
     }
 }
@@ -354,48 +315,5 @@ impl GatewayHandle {
     /// The underlying service handle (shutdown, counters).
     pub fn service(&self) -> &Handle {
         &self.handle
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chinwag_core::{CloseFrame, ConnectionError};
-
-    fn closed(code: u16, reason: &str, initiator: Initiator, sent: Option<(u16, &str)>) -> Closed {
-        Closed {
-            code: CloseCode(code),
-            reason: reason.into(),
-            initiator,
-            sent: sent.map(|(code, reason)| CloseFrame { code: CloseCode(code), reason: reason.into() }),
-            error: None,
-        }
-    }
-
-    fn summary(code: u16, reason: &str, initiator: &'static str) -> CloseSummary {
-        CloseSummary { code, reason: reason.into(), initiator }
-    }
-
-    #[test]
-    fn close_events_say_who_closed_and_why() {
-        // The client closed: its code and reason (our echo is not news).
-        let by_client = closed(1000, "bye", Initiator::Peer, Some((1000, "")));
-        assert_eq!(close_summary(&by_client), summary(1000, "bye", "client"));
-        let no_code = closed(1005, "", Initiator::Peer, Some((1000, "")));
-        assert_eq!(close_summary(&no_code), summary(1005, "", "client"));
-        // The server closed: its code and reason, whatever the client echoed.
-        let refused = closed(1000, "", Initiator::Local, Some((1008, "refused by the connect handler")));
-        assert_eq!(close_summary(&refused), summary(1008, "refused by the connect handler", "server"));
-        // No close frame from the client: what happened.
-        let lost = Closed { error: Some(ConnectionError::TransportClosed), ..closed(1006, "", Initiator::Peer, None) };
-        assert_eq!(close_summary(&lost), summary(1006, &ConnectionError::TransportClosed.to_string(), "client"));
-        let silent =
-            Closed { error: Some(ConnectionError::KeepaliveTimeout), ..closed(1006, "", Initiator::Local, None) };
-        assert_eq!(close_summary(&silent), summary(1006, &ConnectionError::KeepaliveTimeout.to_string(), "server"));
-        let flooded = Closed {
-            error: Some(ConnectionError::CloseTimeout),
-            ..closed(1006, "", Initiator::Local, Some((1008, "too many messages")))
-        };
-        assert_eq!(close_summary(&flooded), summary(1008, "too many messages", "server"));
     }
 }

@@ -20,7 +20,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::chat::{ConnId, Hub};
-use crate::{CloseCode, Message};
+use crate::{CloseCode, Closed, Initiator, Message};
 
 /// Connection attribute: the username.
 pub const USERNAME: &str = "username";
@@ -228,16 +228,45 @@ pub fn too_big(hub: &mut Hub, conn: ConnId, len: u64, limit: usize) -> BadMessag
 
 /// A connection closed: the close event to publish, with the connection's
 /// [`context`] (kept from when it opened: the hub may have forgotten it already,
-/// after a failed connect). Closing it in the hub removes it from its groups.
-pub fn close(code: CloseCode, topics: &Topics, context: &Value) -> Vec<Publish> {
+/// after a failed connect) and what [`close_summary`] says of the closing.
+/// Closing it in the hub removes it from its groups.
+pub fn close(closed: &Closed, topics: &Topics, context: &Value) -> Vec<Publish> {
+    let summary = close_summary(closed);
     topics
         .on_close
         .iter()
         .map(|topic| Publish {
             topic: topic.clone(),
-            body: json!({"event": "close", "context": context, "closed": {"code": code.0}}),
+            body: json!({"event": "close", "context": context, "closed": summary}),
         })
         .collect()
+}
+
+/// How a connection ended, as its close event tells a handler (`"closed"`):
+/// `{"code", "reason", "initiator"}`.
+///
+/// - `code`: the code of the end that closed: the client's close frame, or the one
+///   the server sent (1008 for a failed connect or a flood, 1001 at shutdown);
+///   1006 when the connection ended without either (no answer to the heartbeat, a
+///   lost connection); 1005 for a client's close frame without a code.
+/// - `reason`: the reason sent with that code; when there was no close frame or it
+///   had no reason, what happened (empty if nothing is known).
+/// - `initiator`: `"client"` or `"server"`, the end that started the closing.
+///
+/// [`Closed::code`] is only what the client said (RFC 6455 §7.1.5), and a client
+/// answering the server's close usually echoes the code with no reason: so when
+/// the server closed, its own frame is the one that says why.
+pub fn close_summary(closed: &Closed) -> Value {
+    let (initiator, code, reason) = match (closed.initiator, &closed.sent) {
+        (Initiator::Local, Some(sent)) => ("server", sent.code, sent.reason.as_str()),
+        (Initiator::Local, None) => ("server", closed.code, closed.reason.as_str()),
+        (Initiator::Peer, _) => ("client", closed.code, closed.reason.as_str()),
+    };
+    let reason = match &closed.error {
+        Some(error) if reason.is_empty() => error.to_string(),
+        _ => reason.to_owned(),
+    };
+    json!({"code": code.0, "reason": reason, "initiator": initiator})
 }
 
 /// A handler's reply to an event about `conn`: `{"type": reply_type, "payload"}`
@@ -289,6 +318,50 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
+    fn closed(code: u16, reason: &str, initiator: Initiator, sent: Option<(u16, &str)>) -> Closed {
+        Closed {
+            code: CloseCode(code),
+            reason: reason.into(),
+            initiator,
+            sent: sent.map(|(code, reason)| crate::CloseFrame { code: CloseCode(code), reason: reason.into() }),
+            error: None,
+        }
+    }
+
+    fn summary(code: u16, reason: &str, initiator: &str) -> Value {
+        json!({"code": code, "reason": reason, "initiator": initiator})
+    }
+
+    #[test]
+    fn close_events_say_who_closed_and_why() {
+        use crate::ConnectionError;
+        // The client closed: its code and reason (our echo is not news).
+        let by_client = closed(1000, "bye", Initiator::Peer, Some((1000, "")));
+        assert_eq!(close_summary(&by_client), summary(1000, "bye", "client"));
+        let no_code = closed(1005, "", Initiator::Peer, Some((1000, "")));
+        assert_eq!(close_summary(&no_code), summary(1005, "", "client"));
+        // The server closed: its code and reason, whatever the client echoed.
+        let refused = closed(1000, "", Initiator::Local, Some((1008, "refused by the connect handler")));
+        assert_eq!(close_summary(&refused), summary(1008, "refused by the connect handler", "server"));
+        // No close frame from the client: what happened.
+        let lost = Closed { error: Some(ConnectionError::TransportClosed), ..closed(1006, "", Initiator::Peer, None) };
+        assert_eq!(close_summary(&lost), summary(1006, &ConnectionError::TransportClosed.to_string(), "client"));
+        let silent =
+            Closed { error: Some(ConnectionError::KeepaliveTimeout), ..closed(1006, "", Initiator::Local, None) };
+        assert_eq!(close_summary(&silent), summary(1006, &ConnectionError::KeepaliveTimeout.to_string(), "server"));
+        let flooded = Closed {
+            error: Some(ConnectionError::CloseTimeout),
+            ..closed(1006, "", Initiator::Local, Some((1008, "too many messages")))
+        };
+        assert_eq!(close_summary(&flooded), summary(1008, "too many messages", "server"));
+        let events = close(&flooded, &topics(), &json!({"username": "bob"}));
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].body,
+            json!({"event": "close", "context": {"username": "bob"}, "closed": summary(1008, "too many messages", "server")})
+        );
+    }
+
     fn topics() -> Topics {
         Topics {
             on_connect: Some("socket:connection".into()),
@@ -336,7 +409,7 @@ mod tests {
         let out = message(&mut hub, conn, r#"{"type":"other"}"#, &topics(), &cx).unwrap();
         assert_eq!(out.len(), 1, "an unconfigured type goes to the general topic only");
         assert_eq!(out[0].body["context"]["username"], "alex");
-        let closed = close(CloseCode::NORMAL, &topics(), &cx);
+        let closed = close(&self::closed(1000, "", Initiator::Peer, Some((1000, ""))), &topics(), &cx);
         assert_eq!(closed[0].topic, "socket:close");
         assert_eq!(closed[0].body["closed"]["code"], 1000);
         assert_eq!(closed[0].body["context"]["namespace"], "acme");
