@@ -39,11 +39,12 @@ async fn lines<C: Runtime>(ws: &mut Client<C>, n: usize) -> Vec<String> {
     out
 }
 
-/// No further line arrives within a short while.
-async fn quiet<C: Runtime>(ws: &mut Client<C>) {
-    if let Some(line) = timeout::<C, _>(Duration::from_millis(200), ws.recv()).await {
-        panic!("unexpected {line:?}");
-    }
+/// Asserts that no line is waiting for `ws`: sends `command`, which the server
+/// answers to the sender alone, and expects `answer` as the very next line. A line
+/// the server had queued for `ws` before it handled the command would come first.
+async fn nothing_before<C: Runtime>(ws: &mut Client<C>, command: &str, answer: &str) {
+    ws.send(&Message::text(command)).await.unwrap();
+    assert_eq!(next::<C>(ws).await, answer, "the next line after {command}");
 }
 
 async fn guide_scenario<S: Runtime, C: Runtime>() {
@@ -102,7 +103,7 @@ async fn guide_scenario<S: Runtime, C: Runtime>() {
     assert_eq!(carol_lines(3), ["Carol C: hello from <b>Carol</b>", "Bob: hi", "Bob left the chat"]);
     carol.join().unwrap();
     assert_eq!(next::<C>(&mut alice).await, "Carol C left the chat");
-    quiet::<C>(&mut alice).await;
+    nothing_before::<C>(&mut alice, "/users", "online (1): Alice").await;
     assert_eq!(handle.connection_count(), 1);
 }
 
@@ -153,13 +154,14 @@ async fn rooms_and_direct_messages<S: Runtime, C: Runtime>() {
     cy.send(&Message::text("/say ops ship it")).await.unwrap();
     assert_eq!(next::<C>(&mut bob).await, "#ops cy: ship it");
     assert_eq!(next::<C>(&mut cy).await, "#ops cy: ship it");
-    quiet::<C>(&mut ann).await;
-    ann.send(&Message::text("/msg nobody hi")).await.unwrap();
-    assert_eq!(next::<C>(&mut ann).await, "error: no one named nobody is online");
+    // Nothing of the direct message to cy nor of the room reached ann: the
+    // answer to her next command is the next thing she gets.
+    nothing_before::<C>(&mut ann, "/msg nobody hi", "error: no one named nobody is online").await;
     // Binary messages are not part of the chat: the sender is told, the rest goes on.
     ann.send(&Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(next::<C>(&mut ann).await, "error: the chat only takes text messages");
-    quiet::<C>(&mut bob).await;
+    // Neither of ann's errors (nor her binary message) reached bob.
+    nothing_before::<C>(&mut bob, "/rooms", "your rooms: #ops").await;
 }
 
 async fn shutdown_sends_going_away<S: Runtime, C: Runtime>() {

@@ -4,23 +4,31 @@
 //! two other clients keep chatting throughout: after every case they exchange a
 //! line.
 
-use chinwag_core::{Config, Message};
-use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
-use chinwag_service::Limits;
+use chinwag_core::frame::FrameHeader;
+use chinwag_core::{Config, Message, SLOW_CONSUMER_REASON};
+use chinwag_driver::{Runtime, Transport, WebSocket, connect, parse_url};
+use chinwag_service::{Handle, Limits};
 use chinwag_tests::{
     client_frame, raw_exchange, read_some, read_to_end, server_frames, timeout, upgrade_request, write_all,
 };
+use std::future::poll_fn;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(10);
+/// A flooder's write that makes no progress for this long has been pushed back.
+const STALL: Duration = Duration::from_secs(2);
+/// Far more than the kernel's buffers and a 1 MiB backlog hold: a flooder that
+/// gets this much in was never pushed back.
+const FLOOD_CAP: usize = 64 << 20;
 /// The handshake timeout of the server under test (short, for the slow-loris case).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The chat with its defaults, but a short handshake timeout (for the slow loris).
-fn start_chat<S: Runtime>() -> SocketAddr {
+fn start_chat<S: Runtime>() -> (SocketAddr, Handle) {
     let config = Config { handshake_timeout: Some(HANDSHAKE_TIMEOUT), ..chinwag::chat::config() };
-    chinwag_tests::start_chat::<S>(config, Limits::default()).0
+    chinwag_tests::start_chat::<S>(config, Limits::default())
 }
 
 type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
@@ -112,7 +120,7 @@ async fn close_code_for<C: Runtime>(addr: SocketAddr, name: &str, bytes: &[u8]) 
 }
 
 async fn malformed_handshakes<S: Runtime, C: Runtime>() {
-    let addr = start_chat::<S>();
+    let (addr, _) = start_chat::<S>();
     let mut chat = Bystanders::<C>::join(addr).await;
     let good = upgrade_request(addr, "/chat/eve");
     let cases: Vec<(&str, String, &str, &str)> = vec![
@@ -175,7 +183,7 @@ async fn malformed_handshakes<S: Runtime, C: Runtime>() {
 }
 
 async fn malformed_frames<S: Runtime, C: Runtime>() {
-    let addr = start_chat::<S>();
+    let (addr, handle) = start_chat::<S>();
     let mut chat = Bystanders::<C>::join(addr).await;
     let mut invalid_close = vec![0x03, 0xE7]; // 999
     invalid_close.extend_from_slice(b"x");
@@ -220,27 +228,81 @@ async fn malformed_frames<S: Runtime, C: Runtime>() {
     assert!(!lines.iter().any(|l| l.contains("after close")), "{lines:?}");
     chat.still_chatting("data after close").await;
 
-    // A ping flood from a client that never reads its pongs: the server stops
-    // reading it (TCP pushes back) instead of growing memory, and nobody else
-    // notices.
-    let (mut raw, _) = raw_join::<C>(addr, "pinger").await;
-    let pings: Vec<u8> = (0..2_000).flat_map(|_| client_frame(0x89, &[b'p'; 125], true)).collect();
-    let flood = async {
-        for _ in 0..20 {
-            if write_all(&mut raw, &pings).await.is_err() {
-                break;
-            }
+    // A ping flood from a client that never reads its pongs. Pongs are never
+    // dropped, but once the flooder's backlog is over `backlog_high_water` the
+    // server stops reading it: TCP pushes back and the flooder's writes stall, so
+    // the server holds a bounded amount for it (docs/limits.md).
+    let (mut raw, mut pending) = raw_join::<C>(addr, "pinger").await;
+    let ping = client_frame(0x89, &ping_payload(), true);
+    let pings = ping.repeat(2_000);
+    let mut written = 0; // bytes of an endless stream of pings
+    loop {
+        assert!(written < FLOOD_CAP, "the server kept reading a flooder that reads nothing: {written} bytes");
+        let rest = &pings[written % pings.len()..];
+        match timeout::<C, _>(STALL, poll_fn(|cx| raw.poll_write_vectored(cx, &[IoSlice::new(rest)]))).await {
+            Some(Ok(n)) => written += n,
+            Some(Err(e)) => panic!("the flood failed after {written} bytes: {e}"),
+            None => break, // a pending write writes nothing: `written` is exact
+        }
+    }
+    // Its backlog is over the bound, so the next line for it (this one is for
+    // everyone) closes it as too slow, after what was queued; the others chat on.
+    chat.still_chatting("a ping flood").await;
+    assert_eq!(handle.stats().closed_slow, 1);
+    // Reading at last, the flooder gets its greeting and join line, then pongs
+    // (for pings the server read), then the end of the stream, which comes from
+    // the server's side. The server closes with the flooder's pings unread in its
+    // receive buffer, so the kernel may reset the connection, discarding what was
+    // still in transit (the close frame 1008 among it); when it does arrive, it
+    // is the last frame.
+    let reset = loop {
+        match timeout::<C, _>(LIMIT, read_some(&mut raw)).await.expect("the flooder was never closed") {
+            Ok(more) if more.is_empty() => break false,
+            Ok(more) => pending.extend(more),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(e) => panic!("the flooder's stream failed: {e}"),
         }
     };
-    // Writing blocks once the server stops reading: that is the point.
-    let _ = timeout::<C, _>(Duration::from_secs(2), flood).await;
-    chat.still_chatting("a ping flood").await;
+    let (mut frames, used) = parse_frames(&pending);
+    assert!(reset || used == pending.len(), "a partial frame before EOF");
+    let lines: Vec<String> = frames.drain(..2).map(|f| String::from_utf8_lossy(&f.1).into_owned()).collect();
+    assert_eq!(lines, ["Hi pinger! You have successfully connected to the chat", "pinger connected to chat"]);
+    let close_payload = [&1008u16.to_be_bytes()[..], SLOW_CONSUMER_REASON.as_bytes()].concat();
+    if frames.last().is_some_and(|f| f.0 == 0x8) {
+        assert_eq!(frames.pop().unwrap().1, close_payload, "the close frame");
+    } else {
+        assert!(reset, "the stream ended without a close frame, and without a reset");
+    }
+    let pongs = frames;
+    assert!(pongs.iter().all(|(opcode, payload)| *opcode == 0xA && payload == &ping_payload()), "only pongs");
+    assert!(!pongs.is_empty() && pongs.len() <= written / ping.len(), "{} pongs for {written} bytes", pongs.len());
+    // It left the chat; everyone else carries on.
+    assert_eq!(next::<C>(&mut chat.ann).await, "pinger left the chat");
+    assert_eq!(next::<C>(&mut chat.bob).await, "pinger left the chat");
     drop(raw);
     chat.still_chatting("the ping flood's end").await;
 }
 
+/// The payload of the flood's pings, which their pongs carry back.
+fn ping_payload() -> Vec<u8> {
+    vec![b'p'; 125]
+}
+
+/// The complete frames at the start of `bytes`, as (opcode, payload), and how many
+/// bytes they took.
+fn parse_frames(bytes: &[u8]) -> (Vec<(u8, Vec<u8>)>, usize) {
+    let (mut frames, mut used) = (Vec::new(), 0);
+    while let Ok(Some((header, header_len))) = FrameHeader::decode(&bytes[used..]) {
+        let end = used + header_len + header.payload_len as usize;
+        let Some(payload) = bytes.get(used + header_len..end) else { break };
+        frames.push((header.opcode, payload.to_vec()));
+        used = end;
+    }
+    (frames, used)
+}
+
 async fn abusive_chat_use<S: Runtime, C: Runtime>() {
-    let addr = start_chat::<S>();
+    let (addr, _) = start_chat::<S>();
     let mut chat = Bystanders::<C>::join(addr).await;
     let url = parse_url(&format!("ws://{addr}/chat/%3Cscript%3Ealert(1)%3C%2Fscript%3E")).unwrap();
     let mut markup = connect::<C>(&url, Config::default()).await.unwrap();

@@ -10,8 +10,11 @@ use chinwag_core::http::{HeaderValue, header};
 use chinwag_core::limit::{FLOOD_REASON, RateLimit};
 use chinwag_core::{CloseCode, Config, HandshakeError, Message, SLOW_CONSUMER_REASON};
 use chinwag_driver::{Error, Runtime, WebSocket, connect, parse_url};
-use chinwag_service::Limits;
-use chinwag_tests::{client_frame, raw_exchange, read_to_end, start_chat, timeout, upgrade_request, write_all};
+use chinwag_service::{Limits, Stats};
+use chinwag_tests::{
+    client_frame, connect_from, raw_exchange, raw_exchange_from, read_to_end, start_chat, timeout, upgrade_request,
+    write_all,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -46,6 +49,11 @@ async fn next<C: Runtime>(ws: &mut Client<C>) -> String {
     }
 }
 
+/// The body of a raw HTTP response.
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
 /// The raw response to an upgrade request with extra header lines (for refusals:
 /// the server answers and closes).
 async fn raw_response<C: Runtime>(addr: SocketAddr, path: &str, extra: &str) -> String {
@@ -56,23 +64,28 @@ async fn raw_response<C: Runtime>(addr: SocketAddr, path: &str, extra: &str) -> 
 async fn connection_limits<S: Runtime, C: Runtime>() {
     let limits = Limits { max_connections: 3, max_connections_per_ip: 2, ..Limits::default() };
     let (addr, handle) = start_chat::<S>(chinwag::chat::config(), limits);
-    let ann = join::<C>(addr, "/chat/ann").await;
+    // Each limit alone: from 127.0.0.1 the per-IP limit (2) is reached while the
+    // server (3) is not full; from 127.0.0.3, with no connection of its own, only
+    // the server-wide limit can refuse.
+    let mut ann = join::<C>(addr, "/chat/ann").await;
     let _bob = join::<C>(addr, "/chat/bob").await;
+    assert_eq!(next::<C>(&mut ann).await, "bob connected to chat");
     let response = raw_response::<C>(addr, "/chat/cy", "").await;
     assert!(response.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{response}");
-    assert!(response.ends_with("too many connections from your address"), "{response}");
-    // Another loopback address is another client.
-    let mut raw = C::connect("127.0.0.2", addr.port()).await;
-    if let Ok(raw) = raw.as_mut() {
-        write_all(raw, upgrade_request(addr, "/chat/dee").as_bytes()).await.unwrap();
-        let head = String::from_utf8_lossy(&chinwag_tests::read_some(raw).await.unwrap()).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        let response = raw_response::<C>(addr, "/chat/eve", "").await;
-        assert!(response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{response}");
-        assert!(response.ends_with("the server is at its connection limit; try again later"), "{response}");
-        assert_eq!(handle.stats().refused_server_full, 1);
-    }
-    assert_eq!(handle.stats().refused_per_ip, 1);
+    assert_eq!(body(&response), "too many connections from your address");
+    assert_eq!(handle.stats(), Stats { refused_per_ip: 1, ..Stats::default() });
+    // Another loopback address is another client: it takes the last place.
+    let mut dee = connect_from([127, 0, 0, 2].into(), addr).expect("connecting from 127.0.0.2");
+    std::io::Write::write_all(&mut dee, upgrade_request(addr, "/chat/dee").as_bytes()).unwrap();
+    let mut head = [0; 12];
+    std::io::Read::read_exact(&mut dee, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101", "dee is admitted");
+    assert_eq!(next::<C>(&mut ann).await, "dee connected to chat");
+    // The server is full: a third address, under its own per-IP limit, gets 503.
+    let response = raw_exchange_from([127, 0, 0, 3].into(), addr, upgrade_request(addr, "/chat/eve").as_bytes());
+    assert!(response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{response}");
+    assert_eq!(body(&response), "the server is at its connection limit; try again later");
+    assert_eq!(handle.stats(), Stats { refused_per_ip: 1, refused_server_full: 1, ..Stats::default() });
     // A place freed is a place taken.
     drop(ann);
     let mut freed = false;

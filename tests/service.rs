@@ -5,7 +5,7 @@
 use chinwag_core::chat::HubError;
 use chinwag_core::{CloseCode, Closed, Config, Message, Utf8Bytes};
 use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
-use chinwag_service::{Context, Decision, Handle, Server, Service};
+use chinwag_service::{Context, Decision, Handle, Limits, Server, Service};
 use chinwag_tests::timeout;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,16 @@ impl Service for Desk {
     }
 
     fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
+        if let Some(args) = text.strip_prefix("close ") {
+            // "close CODE LENGTH": close this connection with CODE and a reason of
+            // LENGTH bytes; a refused call is reported to the sender.
+            let (code, length) = args.split_once(' ').expect("close CODE LENGTH");
+            let reason = "r".repeat(length.parse().unwrap());
+            if let Err(refused) = cx.close(CloseCode(code.parse().unwrap()), &reason) {
+                cx.push_text(format!("close refused: {refused}"));
+            }
+            return;
+        }
         cx.push_text(format!("you said {text}"));
         let groups: Vec<String> = cx.groups().map(str::to_owned).collect();
         for group in groups {
@@ -58,12 +68,16 @@ impl Service for Desk {
 type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
 
 fn start<S: Runtime>() -> (SocketAddr, Handle, Closes) {
+    start_with::<S>(Limits::default())
+}
+
+fn start_with<S: Runtime>(limits: Limits) -> (SocketAddr, Handle, Closes) {
     let closes = Arc::new(Mutex::new(Vec::new()));
     let service = Desk { closes: closes.clone() };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         S::block_on(async move {
-            let server = Server::new(service).route("/desk/{user}").unwrap();
+            let server = Server::new(service).route("/desk/{user}").unwrap().limits(limits);
             let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
             server.serve::<S>(listener).await.unwrap();
@@ -86,12 +100,6 @@ async fn next<C: Runtime>(ws: &mut Client<C>) -> String {
     }
 }
 
-async fn quiet<C: Runtime>(ws: &mut Client<C>) {
-    if let Some(m) = timeout::<C, _>(Duration::from_millis(150), ws.recv()).await {
-        panic!("unexpected {m:?}");
-    }
-}
-
 async fn names_groups_and_the_handle<S: Runtime, C: Runtime>() {
     let (addr, handle, closes) = start::<S>();
     let mut ann = open::<C>(addr, "/desk/ann?group=red").await;
@@ -103,9 +111,10 @@ async fn names_groups_and_the_handle<S: Runtime, C: Runtime>() {
     assert_eq!(next::<C>(&mut ann).await, "you said hi");
     assert_eq!(next::<C>(&mut ann).await, "[red] hi");
     assert_eq!(next::<C>(&mut bob).await, "[red] hi");
-    quiet::<C>(&mut cy).await;
 
-    // The handle, from outside any hook: names, groups, everyone.
+    // The handle, from outside any hook: names, groups, everyone. Cy's first
+    // message is "to cy": had "[red] hi" reached cy (not in red), it would have
+    // come before it.
     assert!(handle.push_to_name("cy", &Message::text("to cy")).is_ok());
     assert_eq!(handle.push_to_group("red", &Message::text("to red")), Ok(2));
     assert_eq!(handle.broadcast(&Message::text("to all")), 3);
@@ -122,7 +131,8 @@ async fn names_groups_and_the_handle<S: Runtime, C: Runtime>() {
     let mut ann2 = open::<C>(addr, "/desk/ann").await;
     handle.push_to_name("ann", &Message::text("to the new ann")).unwrap();
     assert_eq!(next::<C>(&mut ann2).await, "to the new ann");
-    quiet::<C>(&mut ann).await;
+    // The earlier ann got nothing of it: the answer to what she says next is the
+    // next thing she gets.
     ann.send(&Message::text("still here")).await.unwrap();
     assert_eq!(next::<C>(&mut ann).await, "you said still here");
 
@@ -148,9 +158,62 @@ async fn names_groups_and_the_handle<S: Runtime, C: Runtime>() {
     assert_eq!(handle.connection_count(), 3);
 }
 
+/// `Context::close` with a code that may not be sent or a reason over 123 bytes is
+/// refused and changes nothing: the connection stays in the hub and open, its
+/// socket usable. A valid call closes the socket and frees its place.
+async fn closing_from_a_hook<S: Runtime, C: Runtime>() {
+    let (addr, handle, closes) = start_with::<S>(Limits { max_connections: 2, ..Limits::default() });
+    let mut ann = open::<C>(addr, "/desk/ann").await;
+    let mut bob = open::<C>(addr, "/desk/bob").await;
+    for (code, length, refusal) in [
+        (1005, 0, "close code 1005 may not be sent"),
+        (1006, 0, "close code 1006 may not be sent"),
+        (999, 0, "close code 999 may not be sent"),
+        (2999, 5, "close code 2999 may not be sent"),
+        (5000, 5, "close code 5000 may not be sent"),
+        (1000, 124, "close reason longer than 123 bytes"),
+        (4000, 200, "close reason longer than 123 bytes"),
+    ] {
+        let case = format!("close {code} {length}");
+        ann.send(&Message::text(case.as_str())).await.unwrap();
+        assert_eq!(next::<C>(&mut ann).await, format!("close refused: cannot close with that: {refusal}"), "{case}");
+        // Untouched: still in the hub under its name, and its socket still open.
+        assert_eq!(handle.connection_count(), 2, "{case}");
+        handle.push_to_name("ann", &Message::text("still yours")).unwrap();
+        assert_eq!(next::<C>(&mut ann).await, "still yours", "{case}");
+        ann.send(&Message::text("hi")).await.unwrap();
+        assert_eq!(next::<C>(&mut ann).await, "you said hi", "{case}");
+    }
+    assert!(closes.lock().unwrap().is_empty());
+
+    // The longest reason and an application code: closed, and out of the hub.
+    let reason = "r".repeat(123);
+    ann.send(&Message::text("close 4000 123")).await.unwrap();
+    assert!(timeout::<C, _>(LIMIT, ann.recv()).await.expect("closed in time").is_none());
+    let closed = ann.close_info().expect("closed");
+    assert_eq!((closed.code, closed.reason.as_str()), (CloseCode(4000), reason.as_str()));
+    assert!(closed.is_clean(), "{closed:?}");
+    assert_eq!(handle.connection_count(), 1);
+    assert!(handle.push_to_name("ann", &Message::text("x")).is_err());
+    // Its place (of 2) is given back once the close handshake is over.
+    let mut cy = None;
+    for _ in 0..100 {
+        if let Ok(ws) = connect::<C>(&parse_url(&format!("ws://{addr}/desk/cy")).unwrap(), Config::default()).await {
+            cy = Some(ws);
+            break;
+        }
+        C::sleep(Duration::from_millis(10)).await;
+    }
+    let mut cy = cy.expect("the closed connection's place was never given back");
+    assert_eq!(next::<C>(&mut cy).await, "welcome cy");
+    assert_eq!(closes.lock().unwrap().iter().map(|c| c.1).collect::<Vec<_>>(), [4000]);
+    bob.send(&Message::text("hi")).await.unwrap();
+    assert_eq!(next::<C>(&mut bob).await, "you said hi");
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [names_groups_and_the_handle];
+    scenarios: [names_groups_and_the_handle, closing_from_a_hook];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol: chinwag_futures::Smol => chinwag_futures::Smol;

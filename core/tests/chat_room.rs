@@ -145,3 +145,54 @@ fn mistakes_reach_only_the_sender() {
     assert_eq!(screens.take(bob), ["ann: /shrug"]);
     assert_eq!(screens.take(ann), ["ann: /shrug", "online (2): ann, bob"]);
 }
+
+#[test]
+fn direct_messages_find_a_name_in_either_normal_form() {
+    let (mut hub, mut screens) = (Hub::new(), Screens::default());
+    // Joined with a decomposed name: stored, and shown, as "é" (NFC).
+    let e = enter(&mut hub, &mut screens, "e\u{301}", None);
+    let zoe = enter(&mut hub, &mut screens, "Zoë", None);
+    let bob = enter(&mut hub, &mut screens, "bob", None);
+    screens.0.clear();
+    for (to, text) in [("e\u{301}", "decomposed"), ("\u{e9}", "composed")] {
+        room::say(&mut hub, bob, &format!("/msg {to} {text}"));
+        screens.collect(&mut hub);
+        let line = format!("bob -> \u{e9}: {text}");
+        assert_eq!(screens.take(e), [line.as_str()], "/msg {to:?}");
+        assert_eq!(screens.take(bob), [line.as_str()]);
+    }
+    // And the other way round: a composed name reached in decomposed form, quoted.
+    room::say(&mut hub, e, "/msg \"Zoe\u{308}\" hi");
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(zoe), ["\u{e9} -> Zoë: hi"]);
+    assert_eq!(screens.take(e), ["\u{e9} -> Zoë: hi"]);
+}
+
+proptest::proptest! {
+    /// Whatever mix of precomposed and combining characters a name is typed
+    /// with, at the door or in /msg, the same name reaches the same member.
+    #[test]
+    fn direct_messages_reach_canonically_equivalent_names(
+        typed in "[a-zA-Zé\u{e9}\u{c5}\u{1e9b}\u{f1}ë]{0,3}(e\u{301}|E\u{301}\u{323}|\u{212b}|A\u{30a}|n\u{303}|\u{17f}\u{323}\u{307})[a-z\u{301}\u{308}]{0,3}",
+        in_msg in 0..3u8,
+    ) {
+        use unicode_normalization::UnicodeNormalization;
+        let (mut hub, mut screens) = (Hub::new(), Screens::default());
+        let member = hub.open();
+        let stored = room::admit(&mut hub, member, &typed, None).unwrap();
+        proptest::prop_assert_eq!(&stored, &typed.nfc().collect::<String>());
+        room::join(&mut hub, member);
+        let sender = enter(&mut hub, &mut screens, "sender", None);
+        screens.0.clear();
+        let to: String = match in_msg {
+            0 => typed.clone(),
+            1 => typed.nfc().collect(),
+            _ => typed.nfd().collect(),
+        };
+        room::say(&mut hub, sender, &format!("/msg {to} hi"));
+        screens.collect(&mut hub);
+        let line = format!("sender -> {stored}: hi");
+        proptest::prop_assert_eq!(screens.take(member), vec![line.clone()]);
+        proptest::prop_assert_eq!(screens.take(sender), vec![line]);
+    }
+}

@@ -203,8 +203,15 @@ impl<'a> Context<'a> {
 
     /// Closes this connection with a code and reason. It leaves the hub now;
     /// `on_close` still runs when the close handshake ends.
-    pub fn close(&mut self, code: CloseCode, reason: &str) {
-        let _ = self.hub.disconnect(self.conn, code, reason);
+    ///
+    /// A code that may not be sent (see [`CloseCode::is_sendable`]: not 1005,
+    /// 1006, 1015, nor outside 1000–1014 and 3000–4999) or a reason over 123 bytes
+    /// is refused with [`HubError::InvalidClose`], and nothing happens: the
+    /// connection stays in the hub and open, as if the call had not been made.
+    /// (Refused, not clamped: a code or reason silently changed would tell the peer
+    /// something the service did not say.)
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), HubError> {
+        self.hub.disconnect(self.conn, code, reason).map(drop)
     }
 
     /// The whole hub, for anything the shortcuts above do not cover.

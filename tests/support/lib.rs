@@ -11,7 +11,7 @@ use chinwag_driver::{PendingRequest, Transport, read_request};
 use chinwag_service::{Handle, Limits};
 use std::future::{Future, poll_fn};
 use std::io::IoSlice;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -151,6 +151,32 @@ pub async fn raw_exchange<C: Runtime>(addr: SocketAddr, request: &[u8]) -> Strin
     let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
     write_all(&mut raw, request).await.unwrap();
     String::from_utf8_lossy(&read_to_end(&mut raw).await).into_owned()
+}
+
+/// A blocking TCP connection to `to` from the local address `source`, with a 10 s
+/// read timeout. Every 127.x.y.z address is a loopback address of its own, so
+/// connecting from 127.0.0.2 or 127.0.0.3 to a server on 127.0.0.1 makes another
+/// client as far as the server's per-IP limit can tell. (The runtimes connect only
+/// from the address the kernel picks, hence a plain socket bound before connecting;
+/// blocking is fine here, the servers under test run on threads of their own.)
+pub fn connect_from(source: IpAddr, to: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect(&to.into())?;
+    let stream = std::net::TcpStream::from(socket);
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(stream)
+}
+
+/// Sends `request` to `addr` from the local address `source` and reads the whole
+/// answer (see [`connect_from`] and [`raw_exchange`]).
+pub fn raw_exchange_from(source: IpAddr, addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = connect_from(source, addr).unwrap_or_else(|e| panic!("connecting from {source}: {e}"));
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Starts the chat server on runtime `S` with `config` and `limits`, in a thread of

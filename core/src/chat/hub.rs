@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
-use crate::{CloseCode, Message, SharedFrame};
+use crate::frame::MAX_CONTROL_PAYLOAD;
+use crate::{CloseCode, LocalError, Message, SharedFrame};
 
 /// The id of a connection in a [`Hub`]: unique for the hub's lifetime, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,6 +52,9 @@ pub enum HubError {
     NoSuchName(String),
     /// No group has this name.
     NoSuchGroup(String),
+    /// A close code that may not be sent, or a reason over 123 bytes
+    /// ([`LocalError::InvalidCloseCode`] or [`LocalError::CloseReasonTooLong`]).
+    InvalidClose(LocalError),
 }
 
 impl fmt::Display for HubError {
@@ -59,6 +63,7 @@ impl fmt::Display for HubError {
             Self::NoSuchConnection(id) => write!(f, "no connection {id}"),
             Self::NoSuchName(name) => write!(f, "no connection is named {name:?}"),
             Self::NoSuchGroup(group) => write!(f, "no group {group:?}"),
+            Self::InvalidClose(e) => write!(f, "cannot close with that: {e}"),
         }
     }
 }
@@ -122,7 +127,18 @@ impl Hub {
 
     /// Removes a connection as [`close`](Self::close) does, and asks the driver to
     /// close it with `code` and `reason`.
+    ///
+    /// A code that may not be sent ([`CloseCode::is_sendable`]) or a reason over 123
+    /// bytes is refused with [`HubError::InvalidClose`] and changes nothing: the
+    /// connection could not be closed with them, and a connection the hub forgot
+    /// while its socket stayed open would be unreachable yet still counted.
     pub fn disconnect(&mut self, conn: ConnId, code: CloseCode, reason: &str) -> Result<Attributes, HubError> {
+        if !code.is_sendable() {
+            return Err(HubError::InvalidClose(LocalError::InvalidCloseCode(code.0)));
+        }
+        if reason.len() > MAX_CONTROL_PAYLOAD - 2 {
+            return Err(HubError::InvalidClose(LocalError::CloseReasonTooLong));
+        }
         let attributes = self.close(conn).ok_or(HubError::NoSuchConnection(conn))?;
         self.deliveries.push_back(Delivery::Close { conn, code, reason: reason.to_owned() });
         Ok(attributes)
@@ -383,5 +399,26 @@ mod tests {
             Some(Delivery::Close { conn: a, code: CloseCode::POLICY_VIOLATION, reason: "bye".into() })
         );
         assert_eq!(hub.push(a, &text("x")), Err(HubError::NoSuchConnection(a)));
+    }
+
+    #[test]
+    fn an_invalid_close_is_refused_and_changes_nothing() {
+        let mut hub = Hub::new();
+        let a = hub.open();
+        hub.store_name(a, "ann").unwrap();
+        hub.add_to_group(a, "g").unwrap();
+        let long = "r".repeat(124);
+        for (code, reason, error) in [
+            (CloseCode::ABNORMAL, "", LocalError::InvalidCloseCode(1006)),
+            (CloseCode(999), "", LocalError::InvalidCloseCode(999)),
+            (CloseCode::NORMAL, long.as_str(), LocalError::CloseReasonTooLong),
+        ] {
+            assert_eq!(hub.disconnect(a, code, reason), Err(HubError::InvalidClose(error)));
+            assert!(hub.is_open(a));
+            assert_eq!((hub.named("ann"), hub.is_member(a, "g")), (Some(a), true));
+            assert_eq!(hub.poll_delivery(), None);
+        }
+        assert!(hub.disconnect(a, CloseCode(4999), &long[1..]).is_ok(), "123 bytes is the longest reason");
+        assert!(!hub.is_open(a));
     }
 }

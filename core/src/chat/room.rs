@@ -175,9 +175,12 @@ fn run_command(hub: &mut Hub, conn: ConnId, name: &str, command: &str) -> Vec<St
             let Some((to, text)) = split_name(args).filter(|(_, text)| !text.is_empty()) else {
                 return reply(hub, "error: usage: /msg NAME TEXT".to_owned());
             };
+            // Names are stored in NFC (see `check`): a name typed with combining
+            // accents must find the same member, and be shown as stored.
+            let to: String = to.nfc().collect();
             let line = format!("{name} -> {to}: {text}");
             let message = Message::text(line.clone());
-            match hub.push_to_name(to, &message) {
+            match hub.push_to_name(&to, &message) {
                 Ok(recipient) if recipient == conn => vec![line],
                 Ok(_) => {
                     let _ = hub.push(conn, &message);
