@@ -28,6 +28,14 @@ impl Service for Desk {
         if user == "banned" {
             return Decision::reject(chinwag_core::http::StatusCode::FORBIDDEN, "banned");
         }
+        if cx.query("early").is_some() {
+            // Delivered before the socket opens: must not be lost.
+            cx.push_text("early bird");
+        }
+        if cx.query("refuse_late").is_some() {
+            let _ = cx.close(CloseCode(4002), "not today");
+            return Decision::accept();
+        }
         cx.store_name(&user);
         cx.set_attribute("user", user);
         if let Some(group) = cx.query("group").map(|g| g.into_owned()) {
@@ -211,9 +219,30 @@ async fn closing_from_a_hook<S: Runtime, C: Runtime>() {
     assert_eq!(next::<C>(&mut bob).await, "you said hi");
 }
 
+/// What is delivered to a connection between `on_upgrade` accepting it and its 101
+/// being written (a push from its own hook, another connection's broadcast, a
+/// close) waits for its socket and is queued on it first, in order.
+async fn deliveries_before_the_socket_opens_are_kept<S: Runtime, C: Runtime>() {
+    let (addr, handle, _closes) = start::<S>();
+    let mut ws =
+        connect::<C>(&parse_url(&format!("ws://{addr}/desk/dee?early=1")).unwrap(), Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut ws).await, "early bird");
+    assert_eq!(next::<C>(&mut ws).await, "welcome dee");
+    assert_eq!(handle.connection_count(), 1);
+
+    // Closed by its own on_upgrade: the close follows the 101; nothing is left open.
+    let mut late = connect::<C>(&parse_url(&format!("ws://{addr}/desk/eve?refuse_late=1")).unwrap(), Config::default())
+        .await
+        .expect("accepted, then closed");
+    assert!(timeout::<C, _>(LIMIT, late.recv()).await.expect("closed in time").is_none());
+    let closed = late.close_info().unwrap();
+    assert_eq!((closed.code, closed.reason.as_str()), (CloseCode(4002), "not today"));
+    assert_eq!(handle.connection_count(), 1);
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [names_groups_and_the_handle, closing_from_a_hook];
+    scenarios: [names_groups_and_the_handle, closing_from_a_hook, deliveries_before_the_socket_opens_are_kept];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol: chinwag_futures::Smol => chinwag_futures::Smol;

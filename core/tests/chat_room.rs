@@ -119,6 +119,48 @@ fn direct_messages_and_rooms() {
     assert_eq!(screens.take(ann), ["cy left the chat", "Ann Lee joined #ops"], "the room was empty, and is new again");
 }
 
+/// A newcomer whose name is reserved (admitted at the upgrade) but whose socket is
+/// not open yet has not joined: the lines said meanwhile are not theirs, so their
+/// screen starts with their greeting.
+#[test]
+fn lines_reach_only_members_who_have_joined() {
+    let (mut hub, mut screens) = (Hub::new(), Screens::default());
+    let ann = enter(&mut hub, &mut screens, "ann", None);
+    screens.0.clear();
+    let bob = hub.open();
+    room::admit(&mut hub, bob, "bob", None).unwrap();
+    room::say(&mut hub, ann, "anyone?");
+    screens.collect(&mut hub);
+    assert!(screens.take(bob).is_empty(), "not joined yet");
+    room::join(&mut hub, bob);
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(bob), ["Hi bob! You have successfully connected to the chat", "bob connected to chat"]);
+    assert_eq!(screens.take(ann), ["ann: anyone?", "bob connected to chat"]);
+    room::say(&mut hub, bob, "/rooms");
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(bob), ["you are in no rooms"], "the main chat is not listed as a room");
+}
+
+#[test]
+fn a_room_is_one_room_in_either_normal_form() {
+    let (mut hub, mut screens) = (Hub::new(), Screens::default());
+    let ann = enter(&mut hub, &mut screens, "ann", None);
+    let bob = enter(&mut hub, &mut screens, "bob", None);
+    screens.0.clear();
+    room::say(&mut hub, ann, "/join caf\u{e9}"); // precomposed é
+    room::say(&mut hub, bob, "/join cafe\u{301}"); // e + combining acute
+    room::say(&mut hub, bob, "/say #cafe\u{301} hello");
+    screens.collect(&mut hub);
+    assert_eq!(
+        screens.take(ann),
+        ["ann joined #caf\u{e9}", "bob joined #caf\u{e9}", "#caf\u{e9} bob: hello"],
+        "one room, shown in NFC"
+    );
+    room::say(&mut hub, ann, "/rooms");
+    screens.collect(&mut hub);
+    assert_eq!(screens.take(ann), ["your rooms: #caf\u{e9}"]);
+}
+
 #[test]
 fn mistakes_reach_only_the_sender() {
     let (mut hub, mut screens) = (Hub::new(), Screens::default());

@@ -34,6 +34,7 @@
 //! encoded once and queued on each by reference; each connection's own task writes
 //! all it has queued with one vectored write.
 
+pub mod accept;
 mod handle;
 mod limits;
 mod route;

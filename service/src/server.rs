@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use crate::accept::{ACCEPT_BACKOFF, AcceptFailures};
 use crate::limits::{Counters, Over};
 use crate::route::{InvalidPattern, PathPattern};
 use crate::state::Shared;
@@ -75,6 +76,7 @@ impl<S: Service> Server<S> {
     /// timeout, plus a second) and returns.
     pub async fn serve<R: Runtime>(self, listener: R::Listener) -> io::Result<()> {
         let shared = self.shared.clone();
+        let mut failures = AcceptFailures::default();
         loop {
             let accepted = race(R::accept(&listener), wait_for_shutdown(&shared)).await;
             let Some(accepted) = accepted else { break };
@@ -82,11 +84,12 @@ impl<S: Service> Server<S> {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors and the like: pause, keep serving the others.
-                    tracing::warn!(error = %e, "accept failed");
-                    R::sleep(Duration::from_millis(50)).await;
+                    failures.failed(&e, Instant::now());
+                    R::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
+            failures.accepted(Instant::now());
             let ip = peer.ip();
             let open = shared.live.load(Ordering::Acquire);
             if let Err(over) = shared.admission.admit(&self.limits, open, ip) {
@@ -225,48 +228,62 @@ async fn connection<R: Runtime, S: Service>(
         return;
     }
 
-    // Decide under the lock, so that what on_upgrade checks (a free name, say) still
-    // holds when it is recorded.
-    let (conn, decision) = {
+    // Decide, open and join under one lock. What on_upgrade checks (a free name,
+    // say) still holds when it is recorded; and the 101 is only queued here, to be
+    // written by the connection's first write after the lock: by the time the
+    // client can see it, the connection is open in the hub and holds what its hooks
+    // sent it, so every delivery to it from then on reaches it.
+    let opened = {
         let mut state = shared.lock();
         let conn = state.hub.open();
         let mut cx = Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
-        let decision = service.on_upgrade(&mut cx);
-        if matches!(decision, Decision::Reject(_)) {
-            state.hub.close(conn);
+        match service.on_upgrade(&mut cx) {
+            Decision::Reject(rejection) => {
+                state.hub.close(conn);
+                state.dispatch();
+                Err((pending, rejection))
+            }
+            Decision::Accept(accept) => match pending.open(accept) {
+                Ok(ws) => {
+                    let (sender, receiver) = ws.split();
+                    let writer = sender.clone();
+                    if shared.is_shutting_down() {
+                        // Shutdown began during the handshake: close_all did not see us.
+                        let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
+                    }
+                    state.attach(conn, Box::new(sender));
+                    // A connection its own on_upgrade closed has left the hub: it is
+                    // closing, not opening.
+                    if state.hub.is_open(conn) {
+                        let mut cx =
+                            Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
+                        service.on_open(&mut cx);
+                    }
+                    state.dispatch();
+                    Ok((conn, receiver, writer))
+                }
+                Err(e) => {
+                    tracing::warn!(%conn, error = %e, "on_upgrade accepted with an answer the core refused");
+                    state.hub.close(conn);
+                    state.dispatch();
+                    return;
+                }
+            },
         }
-        state.dispatch();
-        (conn, decision)
     };
-    let accept = match decision {
-        Decision::Accept(accept) => accept,
-        Decision::Reject(rejection) => {
+    let (conn, mut receiver) = match opened {
+        Ok((conn, receiver, writer)) => {
+            // The 101 and what the hooks queued, in one write, now rather than when
+            // the connection is first ready to read. An error here is the receiving
+            // loop's to report.
+            let _ = writer.flush().await;
+            (conn, receiver)
+        }
+        Err((pending, rejection)) => {
             let _ = pending.reject(rejection).await;
             return;
         }
     };
-    let ws = match pending.accept(accept).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::debug!(%conn, error = %e, "the 101 response could not be written");
-            let mut state = shared.lock();
-            state.hub.close(conn);
-            state.dispatch();
-            return;
-        }
-    };
-    let (sender, mut receiver) = ws.split();
-    {
-        let mut state = shared.lock();
-        if shared.is_shutting_down() {
-            // Shutdown began during the handshake: close_all did not see us.
-            let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
-        }
-        state.attach(conn, Box::new(sender));
-        let mut cx = Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
-        service.on_open(&mut cx);
-        state.dispatch();
-    }
     drop((request, params));
 
     let mut flooded = false;

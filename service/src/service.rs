@@ -76,7 +76,9 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// The connection closed (`closed` says how). It is still in the hub, with its
-    /// names, groups and attributes, and leaves it right after this hook.
+    /// names, groups and attributes, and leaves it right after this hook; unless
+    /// the service closed it with [`Context::close`] (or the hub's `disconnect`),
+    /// which took it out of the hub at once: then its attributes are gone here.
     fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
         let _ = (cx, closed);
     }
@@ -202,7 +204,9 @@ impl<'a> Context<'a> {
     }
 
     /// Closes this connection with a code and reason. It leaves the hub now;
-    /// `on_close` still runs when the close handshake ends.
+    /// `on_close` still runs when the close handshake ends. Called from
+    /// `on_upgrade` of an accepted upgrade, the close follows the 101 and `on_open`
+    /// does not run.
     ///
     /// A code that may not be sent (see [`CloseCode::is_sendable`]: not 1005,
     /// 1006, 1015, nor outside 1000–1014 and 3000–4999) or a reason over 123 bytes

@@ -43,6 +43,20 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
         }
     }
 
+    /// Accepts an upgrade request and returns the open WebSocket at once, with the
+    /// 101 response queued ahead of anything sent on it: it is written with the
+    /// first write (`recv` writes what is queued before it waits, as do `send` and
+    /// `flush`). A server can then record the connection and queue its first
+    /// messages before the client can see the 101, and the 101 and those messages
+    /// leave in one write.
+    pub fn open(mut self, accept: Accept) -> Result<WebSocket<T, R>, Error> {
+        let now = Instant::now();
+        self.io.conn.accept(now, accept)?;
+        let opened = self.io.conn.poll_event(now);
+        debug_assert!(matches!(opened, Some(Event::Open(_))), "accept reports the opening first");
+        Ok(WebSocket::from_io(*self.io))
+    }
+
     /// Refuses the request with an error status and a plain-text reason, then closes
     /// the transport.
     pub async fn reject(mut self, rejection: Rejection) -> Result<(), Error> {

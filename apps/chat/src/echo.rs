@@ -3,9 +3,10 @@
 
 use chinwag_core::{Config, RequestKind};
 use chinwag_driver::{Runtime, read_request};
+use chinwag_service::accept::{ACCEPT_BACKOFF, AcceptFailures};
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::runtime::Program;
 
@@ -24,54 +25,21 @@ impl Program for EchoServer {
     }
 }
 
-/// How long to wait before accepting again after `accept` failed. Failures such as
-/// EMFILE (out of file descriptors) leave the pending connection queued and the
-/// listener ready, so retrying at once would spin a core until a descriptor is
-/// freed; the same pause as `chinwag_service::Server`.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// How long accepts must go without failing before a run of failures counts as
-/// over. At the descriptor limit, each connection that ends frees one descriptor
-/// and lets one accept through before the next fails: those successes do not end
-/// the trouble, and must not log a line each.
-const ACCEPT_RECOVERED_AFTER: Duration = Duration::from_secs(1);
-
-/// A run of failed accepts, logged once when it starts and once when it ends.
-struct AcceptTrouble {
-    started: Instant,
-    last_failure: Instant,
-    failures: u64,
-}
-
 /// Echoes every text and binary message back on every connection.
 async fn serve<R: Runtime>(addr: SocketAddr) -> io::Result<()> {
     let listener = R::bind(addr).await?;
     tracing::info!(addr = %R::local_addr(&listener)?, "echo server listening");
-    let mut trouble: Option<AcceptTrouble> = None;
+    let mut failures = AcceptFailures::default();
     loop {
         let (io, peer) = match R::accept(&listener).await {
             Ok(accepted) => accepted,
             Err(e) => {
-                let now = Instant::now();
-                match &mut trouble {
-                    Some(trouble) => {
-                        trouble.failures += 1;
-                        trouble.last_failure = now;
-                    }
-                    None => {
-                        tracing::warn!(error = %e, "accept failed; retrying every {ACCEPT_BACKOFF:?} (logged once until it works)");
-                        trouble = Some(AcceptTrouble { started: now, last_failure: now, failures: 1 });
-                    }
-                }
-                // The connections already open carry on meanwhile.
+                failures.failed(&e, Instant::now());
                 R::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        if let Some(t) = trouble.take_if(|t| t.last_failure.elapsed() >= ACCEPT_RECOVERED_AFTER) {
-            let lasted = t.last_failure - t.started;
-            tracing::info!(failures = t.failures, ?lasted, "accepting connections again");
-        }
+        failures.accepted(Instant::now());
         R::spawn(async move {
             if let Err(e) = echo_connection::<R>(io).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -11,8 +11,12 @@
 //! | a member sends text | everyone | `{name}: {text}` |
 //! | a member leaves | everyone else | `{name} left the chat` |
 //!
-//! Text that starts with `/` is a command; a client that never sends one sees
-//! exactly the lines above. `//text` sends `/text` as an ordinary line.
+//! "Everyone" is everyone who has joined: the main chat is a room of its own (the
+//! hub group [`CHAT`]), so a newcomer's screen starts with its greeting, even if
+//! others spoke while its handshake was completing. Text that starts with `/` is a
+//! command; a client that never sends one sees exactly the lines above. `//text`
+//! sends `/text` as an ordinary line. Names and room names are compared in Unicode
+//! normal form C.
 //!
 //! | command | effect |
 //! |---|---|
@@ -44,6 +48,13 @@ pub const MAX_AGE: u8 = 150;
 pub const NAME: &str = "name";
 /// The attribute that holds a member's age, when given.
 pub const AGE: &str = "age";
+
+/// The hub group of everyone who has joined the chat: the main chat is a room
+/// like the others, and its lines reach its members only. A connection admitted
+/// (its name reserved) whose socket is not open yet has not joined: it sees no
+/// line from before its greeting. The empty name is never a user's room (`/join`
+/// needs a name), and `/rooms` does not list it.
+pub const CHAT: &str = "";
 
 /// Why a newcomer is refused, as the HTTP status and plain-text reason of the
 /// handshake response.
@@ -117,7 +128,8 @@ pub fn join(hub: &mut Hub, conn: ConnId) -> Vec<String> {
         None => format!("{name} connected to chat"),
     };
     let _ = hub.push(conn, &Message::text(format!("Hi {name}! You have successfully connected to the chat")));
-    hub.broadcast(&Message::text(line.clone()));
+    let _ = hub.add_to_group(conn, CHAT);
+    let _ = hub.push_to_group(CHAT, &Message::text(line.clone()));
     vec![line]
 }
 
@@ -127,7 +139,8 @@ pub fn leave(hub: &mut Hub, conn: ConnId) -> Vec<String> {
     let Some(attributes) = hub.close(conn) else { return vec![] };
     let Some(name) = attributes.get(NAME) else { return vec![] };
     let line = format!("{name} left the chat");
-    hub.broadcast(&Message::text(line.clone()));
+    // The last member leaving leaves no group to tell: nobody is left to see it.
+    let _ = hub.push_to_group(CHAT, &Message::text(line.clone()));
     vec![line]
 }
 
@@ -142,7 +155,7 @@ pub fn say(hub: &mut Hub, conn: ConnId, text: &str) -> Vec<String> {
         None => text,
     };
     let line = format!("{name}: {text}");
-    hub.broadcast(&Message::text(line.clone()));
+    let _ = hub.push_to_group(CHAT, &Message::text(line.clone()));
     vec![line]
 }
 
@@ -201,10 +214,13 @@ fn run_command(hub: &mut Hub, conn: ConnId, name: &str, command: &str) -> Vec<St
             if room.chars().count() > MAX_ROOM_CHARS || room.chars().any(char::is_control) {
                 return reply(hub, format!("error: a room name is 1 to {MAX_ROOM_CHARS} characters without spaces"));
             }
-            room_command(hub, conn, name, verb, room, text)
+            // Rooms, like names, are one room whatever normal form a client types
+            // (a keyboard's "é" or "e" and a combining accent): kept in NFC.
+            let room: String = room.nfc().collect();
+            room_command(hub, conn, name, verb, &room, text)
         }
         "rooms" => {
-            let rooms: Vec<String> = hub.groups_of(conn).map(|r| format!("#{r}")).collect();
+            let rooms: Vec<String> = hub.groups_of(conn).filter(|r| *r != CHAT).map(|r| format!("#{r}")).collect();
             let list = if rooms.is_empty() {
                 "you are in no rooms".to_owned()
             } else {

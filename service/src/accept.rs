@@ -1,0 +1,85 @@
+//! What an accept loop does when `accept` fails.
+//!
+//! Failures such as EMFILE (out of file descriptors) leave the pending connection
+//! queued and the listener ready, so retrying at once would spin a core until a
+//! descriptor is freed, and logging each failure would write thousands of lines a
+//! second. An accept loop pauses for [`ACCEPT_BACKOFF`] after a failure and reports
+//! a run of failures with [`AcceptFailures`]: once when it starts, once when it is
+//! over.
+
+use std::time::{Duration, Instant};
+
+/// How long to wait before accepting again after `accept` failed. The connections
+/// already open carry on meanwhile.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long accepts must go without failing before a run of failures counts as
+/// over. At the descriptor limit, each connection that ends frees one descriptor
+/// and lets one accept through before the next fails: those successes do not end
+/// the trouble, and must not log a line each.
+pub const ACCEPT_RECOVERED_AFTER: Duration = Duration::from_secs(1);
+
+/// Tracks a run of failed accepts, logging it once when it starts and once when
+/// it ends.
+#[derive(Debug, Default)]
+pub struct AcceptFailures {
+    run: Option<Run>,
+}
+
+#[derive(Debug)]
+struct Run {
+    started: Instant,
+    last_failure: Instant,
+    failures: u64,
+}
+
+impl AcceptFailures {
+    /// `accept` failed at `now`: warns if this starts a run of failures. Sleep
+    /// [`ACCEPT_BACKOFF`] before accepting again.
+    pub fn failed(&mut self, error: &std::io::Error, now: Instant) {
+        match &mut self.run {
+            Some(run) => {
+                run.failures += 1;
+                run.last_failure = now;
+            }
+            None => {
+                tracing::warn!(%error, "accept failed; retrying every {ACCEPT_BACKOFF:?} (logged once until it works)");
+                self.run = Some(Run { started: now, last_failure: now, failures: 1 });
+            }
+        }
+    }
+
+    /// `accept` succeeded at `now`: ends the run of failures (logged) if the last
+    /// one was at least [`ACCEPT_RECOVERED_AFTER`] ago.
+    pub fn accepted(&mut self, now: Instant) {
+        if let Some(run) =
+            self.run.take_if(|run| now.saturating_duration_since(run.last_failure) >= ACCEPT_RECOVERED_AFTER)
+        {
+            let lasted = run.last_failure - run.started;
+            tracing::info!(failures = run.failures, ?lasted, "accepting connections again");
+        }
+    }
+
+    /// Whether a run of failures is under way.
+    pub fn in_trouble(&self) -> bool {
+        self.run.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_ends_only_after_a_quiet_spell() {
+        let error = std::io::Error::from_raw_os_error(24); // EMFILE
+        let t = Instant::now();
+        let mut failures = AcceptFailures::default();
+        failures.failed(&error, t);
+        failures.accepted(t + Duration::from_millis(60)); // one descriptor freed
+        failures.failed(&error, t + Duration::from_millis(70));
+        assert!(failures.in_trouble(), "a success between failures does not end the run");
+        failures.accepted(t + Duration::from_millis(70) + ACCEPT_RECOVERED_AFTER);
+        assert!(!failures.in_trouble());
+    }
+}
