@@ -105,6 +105,9 @@ pub(crate) struct Echo {
     pub(crate) rate: f64,
     /// Server CPU time (user + system) per message, in microseconds.
     pub(crate) cpu_us: f64,
+    /// Messages echoed in all, the warm-up included: the server's whole work, for
+    /// dividing its instruction count.
+    pub(crate) total: u64,
 }
 
 /// One echo run: `connections` clients, each with `in_flight` messages of `size`
@@ -152,6 +155,7 @@ pub(crate) async fn echo(
             Ok(Echo {
                 rate: messages / elapsed.as_secs_f64(),
                 cpu_us: (cpu_after - cpu_before).as_secs_f64() * 1e6 / messages.max(1.0),
+                total: completed.get(),
             })
         })
         .await

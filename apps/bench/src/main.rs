@@ -127,6 +127,30 @@ enum Mode {
         #[arg(long)]
         addr: SocketAddr,
     },
+    /// Echo load against a server started elsewhere (for example under `valgrind
+    /// --tool=callgrind`, to count its instructions per echo: run twice for
+    /// different durations and divide the difference of the totals by the
+    /// difference of the echoes). Prints the echoes done.
+    Load {
+        /// The server's address.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Connections.
+        #[arg(long, default_value_t = 10)]
+        connections: usize,
+        /// Message size, in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Messages each connection keeps in flight (1 = lock-step).
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+        /// How long to load it, in seconds (after a 0.5 s warm-up).
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Raw TCP instead of WebSocket.
+        #[arg(long)]
+        raw_tcp: bool,
+    },
 }
 
 #[derive(clap::Args, Clone, Copy)]
@@ -586,6 +610,13 @@ fn main() -> std::process::ExitCode {
     raise_file_limit();
     let result = match cli.mode {
         Mode::Server { kind, addr } => servers::run(kind, addr),
+        Mode::Load { addr, connections, size, in_flight, seconds, raw_tcp } => {
+            let warmup = Duration::from_millis(500);
+            let measure = Duration::from_secs_f64(seconds);
+            client_runtime()
+                .block_on(load::echo(addr, !raw_tcp, connections, size, in_flight, warmup, measure, &|| Duration::ZERO))
+                .map(|result| println!("{} echoes in all, {:.0}/s after the warm-up", result.total, result.rate))
+        }
         Mode::Echo { connections, sizes, in_flight, servers, timing } => {
             echo_mode(&connections, &sizes, in_flight, &servers, timing)
         }

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message of a `chinwag echo` server, counted by
+# callgrind (repeatable, unlike times on a shared machine). The server runs under
+# valgrind twice, loaded lock-step for a short and a long time by chinwag-bench on
+# fresh servers; the difference of the instruction totals over the difference of
+# the echoes cancels start-up, handshakes and warm-up.
+#
+# Usage: apps/bench/scripts/callgrind-echo.sh [chinwag binary] [size] [connections] [short s] [long s]
+#   (defaults: target/release/chinwag 1024 10 2 6; chinwag-bench is taken from target/release)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+source "$ROOT/tests/support/processes.sh"
+BIN="${1:-$ROOT/target/release/chinwag}"
+SIZE="${2:-1024}"
+CONNECTIONS="${3:-10}"
+SHORT="${4:-2}"
+LONG="${5:-6}"
+BENCH="$ROOT/target/release/chinwag-bench"
+command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
+
+# Waits until something listens on PORT (a minute at most: valgrind starts slowly).
+wait_port() {
+  for _ in $(seq 600); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+
+# One run: prints "instructions echoes".
+run() {
+  local seconds="$1" port out echoes
+  port="$(free_port)"
+  out="$WORK/callgrind.$seconds"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" echo --addr "127.0.0.1:$port" \
+    >"$WORK/server.$seconds.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port "$port" >&2
+  echoes="$("$BENCH" load --addr "127.0.0.1:$port" --connections "$CONNECTIONS" --size "$SIZE" --seconds "$seconds" | awk '{print $1}')"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$(awk '/^totals:/ {print $2}' "$out") $echoes"
+}
+
+read -r short_ir short_n < <(run "$SHORT")
+read -r long_ir long_n < <(run "$LONG")
+per=$(( (long_ir - short_ir) / (long_n - short_n) ))
+echo "size $SIZE, $CONNECTIONS connections: $short_n and $long_n echoes, $short_ir and $long_ir instructions"
+echo "instructions per echo: $per"
