@@ -71,19 +71,35 @@ if command -v cargo-fuzz >/dev/null 2>&1; then
   # The stable toolchain needs RUSTC_BOOTSTRAP for AddressSanitizer's -Z flags.
   (
     cd fuzz
+    # Every target runs even when one fails, so that one open bug does not hide
+    # another; the step fails at the end if any did.
+    failed=()
     for target in $(cargo fuzz list); do
-      if compgen -G "regressions/$target/*" >/dev/null; then
-        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" regressions/"$target"/* >/dev/null 2>&1 \
-          || { echo "fuzz regression of $target fails: cd fuzz && cargo fuzz run $target regressions/$target/*"; exit 1; }
-      fi
+      # A regression is replayed one input at a time, so that the report names it.
+      for input in regressions/"$target"/*; do
+        [ -e "$input" ] || continue
+        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$input" >/dev/null 2>&1 || {
+          echo "fuzz regression fails: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $target $input"
+          failed+=("$input")
+        }
+      done
       # Start from the kept corpus, in a copy: the run must not change the checkout.
       corpus="$(mktemp -d)"
       if [ -d "corpus/$target" ]; then cp -R "corpus/$target/." "$corpus/"; fi
-      RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$corpus" -- -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
-        >"$corpus.log" 2>&1 || { tail -40 "$corpus.log"; echo "fuzz target $target found a failure"; exit 1; }
-      grep -E "^#[0-9]+.*DONE" "$corpus.log" | sed "s/^/$target: /"
+      if RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$corpus" -- -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
+        >"$corpus.log" 2>&1; then
+        grep -E "^#[0-9]+.*DONE" "$corpus.log" | sed "s/^/$target: /"
+      else
+        tail -40 "$corpus.log"
+        echo "fuzz target $target found a failure (its input is in fuzz/artifacts/$target/)"
+        failed+=("$target")
+      fi
       rm -rf "$corpus" "$corpus.log"
     done
+    if [ ${#failed[@]} -gt 0 ]; then
+      echo "fuzzing failed: ${failed[*]}"
+      exit 1
+    fi
   )
 else
   echo "cargo-fuzz is installed but not on PATH: add ~/.cargo/bin to PATH"
