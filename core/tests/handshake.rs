@@ -160,3 +160,57 @@ fn client_handshake_failures() {
     c.receive_eof(t0());
     assert!(matches!(c.poll_event(t0()), Some(Event::HandshakeFailed(HandshakeError::TransportClosed))));
 }
+
+#[test]
+fn client_urls_are_checked() {
+    for (url, host, port) in [
+        ("ws://example.com/", "example.com", 80),
+        ("WSS://example.com/", "example.com", 443),
+        ("Ws://example.com:9001/x?y=1", "example.com", 9001),
+        ("ws://[::1]:9001/", "::1", 9001),
+        ("ws://user:secret@example.com:81/", "example.com", 81),
+        ("ws://127.0.0.1:65535/", "127.0.0.1", 65535),
+    ] {
+        let request = ClientRequest::new(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!((request.host(), request.port()), (host, port), "{url}");
+    }
+    for url in [
+        "http://example.com/",
+        "ws://example.com:x/",
+        "ws://example.com:99999/",
+        "ws://example.com:0/",
+        "ws://[]/",
+        "ws://[a]/",
+        "ws://[::1],:000y",
+        "ws://[::@]:03333",
+        "ws://[::1]x:80/",
+        "ws:///path",
+    ] {
+        assert!(ClientRequest::new(url).is_err(), "{url} was accepted");
+    }
+}
+
+/// Bytes after the request head are kept within `max_head_size`, whether they come
+/// in the same read as the head or later (found by the handshake_request fuzz
+/// target: in the same read they were kept without a bound).
+#[test]
+fn early_bytes_are_bounded_however_they_arrive() {
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let config = Config { max_head_size: 2048, ..Config::default() };
+    let mut stream = head.to_vec();
+    stream.extend_from_slice(&[b'x'; 2100]);
+    for cut in [stream.len(), head.len() + 1000, head.len()] {
+        let mut s = Connection::server(config.clone(), t0());
+        s.receive(t0(), &stream[..cut]);
+        let mut events = drain_events(&mut s, t0());
+        s.receive(t0(), &stream[cut..]);
+        events.extend(drain_events(&mut s, t0()));
+        assert!(
+            matches!(
+                &events[..],
+                [Event::HttpRequest(_), Event::HandshakeFailed(HandshakeError::Refused { status: 400, .. })]
+            ),
+            "cut at {cut}: {events:?}"
+        );
+    }
+}

@@ -631,3 +631,17 @@ fn Closed__close_timer_linger() {
     assert!(p.server.poll_transmit().is_none(), "output the peer never took is abandoned");
     assert!(p.server.is_finished());
 }
+
+/// A deadline armed for the very instant of the call (a zero timeout) is due at
+/// that same instant: time need not move for it to fire.
+#[test]
+fn a_zero_timeout_fires_without_the_clock_moving() {
+    let config = Config { close_timeout: Duration::ZERO, ..config() };
+    let mut p = Pair::open(config.clone(), config);
+    let now = p.now;
+    p.server.close(now, CloseCode::NORMAL, "").unwrap();
+    p.server.handle_timeout(now);
+    let events = drain_events(&mut p.server, now);
+    assert_closed(only_closed(&events), CloseCode::ABNORMAL, Initiator::Local, Some(ConnectionError::CloseTimeout));
+    assert!(p.server.is_finished());
+}

@@ -13,10 +13,10 @@
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
-use chinwag_core::CloseCode;
 use chinwag_core::chat::{ConnId, Delivery, Hub};
 use chinwag_core::frame::FrameHeader;
 use chinwag_core::gateway::{self, Identity, Topics, TypeRoute};
+use chinwag_core::{CloseCode, CloseFrame, Closed, ConnectionError, Initiator};
 use chinwag_fuzz::json;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -173,12 +173,44 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             }
             4 => {
                 let Some(conn) = conn else { continue };
+                // Any way a connection can end: who started it, what each end sent.
                 let code = CloseCode(u.arbitrary()?);
+                let reason = json::string(u)?;
+                let by_peer: bool = u.arbitrary()?;
+                let sent: Option<(u16, String)> =
+                    if u.arbitrary()? { Some((u.arbitrary()?, json::string(u)?)) } else { None };
+                let error = match u.int_in_range(0u8..=3)? {
+                    0 => None,
+                    1 => Some(ConnectionError::TransportClosed),
+                    2 => Some(ConnectionError::KeepaliveTimeout),
+                    _ => Some(ConnectionError::CloseTimeout),
+                };
+                let closed = Closed {
+                    code,
+                    reason: reason.clone(),
+                    initiator: if by_peer { Initiator::Peer } else { Initiator::Local },
+                    sent: sent.clone().map(|(code, reason)| CloseFrame { code: CloseCode(code), reason }),
+                    error,
+                };
                 let context = open.get(&conn).map_or(Value::Null, |o| o.context.clone());
-                let events = gateway::close(code, &topics, &context);
+                let events = gateway::close(&closed, &topics, &context);
                 assert_eq!(events.len(), usize::from(topics.on_close.is_some()));
+                // The end that closed speaks: the client's frame when it closed, the
+                // server's own when it did; what happened when no reason was given.
+                let (expect_code, expect_reason, initiator) = match (by_peer, &sent) {
+                    (false, Some((sent_code, sent_reason))) => (*sent_code, sent_reason.clone(), "server"),
+                    (false, None) => (code.0, reason.clone(), "server"),
+                    (true, _) => (code.0, reason.clone(), "client"),
+                };
+                let expect_reason = match error {
+                    Some(error) if expect_reason.is_empty() => error.to_string(),
+                    _ => expect_reason,
+                };
                 for event in &events {
-                    assert_eq!(event.body["closed"]["code"], json!(code.0));
+                    assert_eq!(
+                        event.body["closed"],
+                        json!({"code": expect_code, "reason": expect_reason, "initiator": initiator})
+                    );
                     assert_eq!(event.body["context"], context);
                 }
                 hub.close(conn);

@@ -69,6 +69,7 @@ impl Timers {
             max_frame_size: 1024,
             max_message_size: 2048,
             oversized: if self.skip_oversized { Oversized::Skip } else { Oversized::Close },
+            max_skipped_size: 8192,
             max_head_size: 1024,
             max_headers: 16,
             handshake_timeout: self.handshake,

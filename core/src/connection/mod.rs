@@ -306,10 +306,17 @@ impl Connection {
     /// reached. Every other input also takes `now` and does this first, so a call
     /// with a fresh `now` never acts on a stale clock. Time never goes backwards: an
     /// earlier `now` than a previous one counts as the previous one.
+    #[inline]
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.timers.advance(now) {
-            return; // nothing can be due: the common case, one comparison
+        if self.timers.advance(now) {
+            self.fire_due();
         }
+    }
+
+    /// Fires the deadlines that are due (rare: most calls find none).
+    #[cold]
+    #[inline(never)]
+    fn fire_due(&mut self) {
         if self.timers.handshake_expired() {
             if matches!(self.state(), State::Handshake) {
                 self.handshake_failed(HandshakeError::Timeout);
@@ -482,7 +489,8 @@ impl Connection {
     /// Received bytes are parsed as events are taken: one event's worth at a time, so
     /// that whatever the application sends in answer to an event is queued before
     /// the connection reacts to later input. That parsing can end the connection
-    /// (a close frame, a violation) and arm the linger, hence `now`.
+    /// (a close frame, a violation) and arm the linger, hence `now`; like every
+    /// input, the call first fires the deadlines due by `now`.
     pub fn poll_event(&mut self, now: Instant) -> Option<Event> {
         self.handle_timeout(now);
         if self.events.is_empty() && !self.input.is_empty() {
@@ -749,6 +757,7 @@ impl Connection {
     // ----- transitions ------------------------------------------------------------
 
     fn request_read(&mut self, head: &[u8], early: BytesMut) {
+        let early_len = early.len();
         match Request::parse(head, self.config.max_headers) {
             Ok(request) => {
                 let key = request.header("sec-websocket-key").map(|k| accept_key(k.as_bytes())).unwrap_or_default();
@@ -763,6 +772,12 @@ impl Connection {
                     RequestKind::Upgrade => Event::UpgradeRequest(Box::new(request)),
                     RequestKind::Http => Event::HttpRequest(Box::new(request)),
                 });
+                // What came after the head in the same read is kept within the same
+                // bound as what comes in later reads (and refused the same way, so
+                // that any split of the stream gives the same events).
+                if early_len > self.config.max_head_size {
+                    self.refuse_request(400, "data sent before the handshake completed");
+                }
             }
             Err(HandshakeError::Refused { status, reason }) => self.refuse_request(status, &reason),
             Err(other) => self.handshake_failed(other),

@@ -52,10 +52,13 @@ impl Timers {
 
     /// Moves the clock to `now` (never backwards) and says whether a deadline may
     /// be due.
+    #[inline(always)]
     pub(super) fn advance(&mut self, now: Instant) -> bool {
         if now > self.now {
             self.now = now;
         }
+        // Also at an unchanged time: a deadline armed for `now` itself (a zero
+        // timeout) is due.
         self.due.is_some_and(|due| self.now >= due)
     }
 

@@ -27,6 +27,11 @@ impl std::fmt::Display for InvalidRequest {
 
 impl std::error::Error for InvalidRequest {}
 
+/// Whether `port` is a TCP port written as digits only (no sign), 1 to 65535.
+fn valid_port(port: &str) -> bool {
+    port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
 /// Whether `s` is an HTTP token (RFC 9110 §5.6.2), as subprotocol names must be
 /// (RFC 6455 §4.1).
 fn is_token(s: &str) -> bool {
@@ -34,15 +39,45 @@ fn is_token(s: &str) -> bool {
 }
 
 impl ClientRequest {
-    /// A request for a `ws://` or `wss://` URL.
+    /// A request for a `ws://` or `wss://` URL (the scheme in any case, as URL
+    /// schemes are case-insensitive). The host must not be empty, an IPv6 literal
+    /// must be a valid IPv6 address (`ws://[::1]:9001/`), and a port, if given, a
+    /// number from 1 to 65535. User information (`user:password@`) is accepted and
+    /// never sent: send credentials in a header.
     pub fn new(url: &str) -> Result<Self, InvalidRequest> {
         let uri: Uri = url.parse().map_err(|e| InvalidRequest(format!("{url}: {e}")))?;
-        match uri.scheme_str() {
-            Some("ws" | "wss") => {}
-            _ => return Err(InvalidRequest(format!("{url}: the scheme must be ws or wss"))),
+        if !uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("ws") || s.eq_ignore_ascii_case("wss")) {
+            return Err(InvalidRequest(format!("{url}: the scheme must be ws or wss")));
         }
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(InvalidRequest(format!("{url}: no host")));
+        // User information (`user:password@`) is not part of RFC 6455's ws-URI; it
+        // is accepted as browsers accept it, and never sent (not even in Host).
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let host = uri.host().unwrap_or_default();
+        match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(literal) if literal.parse::<std::net::Ipv6Addr>().is_err() => {
+                return Err(InvalidRequest(format!("{url}: {host} is not an IPv6 address")));
+            }
+            Some(_) => {}
+            None if host.is_empty() || host.contains(['[', ']']) => {
+                return Err(InvalidRequest(format!("{url}: no valid host")));
+            }
+            None => {}
+        }
+        // The port as written (http's parser leaves a port that is not a number
+        // out rather than refusing it): empty means the scheme's default.
+        let after_host = match authority.find(']') {
+            Some(end) => &authority[end + 1..],
+            None => authority.find(':').map_or("", |at| &authority[at..]),
+        };
+        match after_host.strip_prefix(':') {
+            None if !after_host.is_empty() => {
+                return Err(InvalidRequest(format!("{url}: {after_host:?} follows the host")));
+            }
+            Some(port) if !port.is_empty() && !valid_port(port) => {
+                return Err(InvalidRequest(format!("{url}: the port {port} is not a number from 1 to 65535")));
+            }
+            _ => {}
         }
         Ok(Self { uri, subprotocols: Vec::new(), headers: HeaderMap::new() })
     }
@@ -71,7 +106,7 @@ impl ClientRequest {
 
     /// Whether the URL asks for TLS (`wss`).
     pub fn is_tls(&self) -> bool {
-        self.uri.scheme_str() == Some("wss")
+        self.uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("wss"))
     }
 
     /// The host to connect to.
