@@ -55,6 +55,7 @@ pub(crate) struct BusState {
 
 impl BusState {
     /// Records whether the publisher is connected, and wakes waiting connections.
+    #[cfg(feature = "redis")]
     pub(crate) fn set_publisher_connected(&self, connected: bool) {
         self.publisher_connected.store(connected, Ordering::Release);
         self.room.notify(usize::MAX);
