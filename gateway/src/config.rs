@@ -2,7 +2,7 @@
 //! socket gateway document (`gateway.socket.path`, `onconnect.publish`,
 //! `onmessage.publish`, `onmessage.types[].{type, publish}`, `onclose.publish`,
 //! `send.subscribe`, `broadcast.subscribe`), plus what chinwag needs beyond it:
-//! `listen`, `auth`, `bus`, `limits` and `heartbeat`.
+//! `listen`, `auth`, `bus`, `limits`, `heartbeat`, `admin` and `ready_requires_bus`.
 //!
 //! A bad file is refused as a whole, with the key and the problem
 //! ("gateway.socket.path: must start with /"); unknown keys are errors, so that a
@@ -52,6 +52,14 @@ pub struct Config {
     /// Close a client that has not answered within this many seconds after a ping
     /// (1 to [`MAX_HEARTBEAT_SECS`]).
     pub heartbeat_timeout_secs: u64,
+    /// The admin listener (metrics, health, readiness): `gateway.admin`, an address
+    /// or `off` (`None`); default 127.0.0.1:9091. Never the public port.
+    pub admin: Option<SocketAddr>,
+    /// Whether `/ready` answers 503 while the Redis bus is down
+    /// (`gateway.ready_requires_bus`, default false). Every node shares one Redis:
+    /// with it on, an outage takes every node out of the load balancer at once, and
+    /// clients cannot even connect; off, nodes keep serving what needs no bus.
+    pub ready_requires_bus: bool,
 }
 
 /// How clients authenticate.
@@ -160,6 +168,10 @@ struct GatewaySection {
     limits: LimitsSection,
     #[serde(default)]
     heartbeat: HeartbeatSection,
+    #[serde(default = "default_admin")]
+    admin: String,
+    #[serde(default)]
+    ready_requires_bus: bool,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +293,9 @@ impl Default for HeartbeatSection {
 fn default_listen() -> String {
     "127.0.0.1:4000".to_owned()
 }
+fn default_admin() -> String {
+    "127.0.0.1:9091".to_owned()
+}
 fn default_bus() -> String {
     "in-process".to_owned()
 }
@@ -319,6 +334,16 @@ impl Config {
             bad(&key, problem)
         })?;
         let g = file.gateway;
+        let admin = match g.admin.as_str() {
+            "off" => None,
+            addr => Some(addr.parse().map_err(|_| {
+                bad("gateway.admin", format!("{addr:?} is neither an address and port like 127.0.0.1:9091 nor off"))
+            })?),
+        };
+        // (Port 0 asks for any free port: two of those never clash.)
+        if admin.is_some_and(|a: SocketAddr| a.port() != 0) && admin == g.listen.parse().ok() {
+            return Err(bad("gateway.admin", "must not be the public address (gateway.listen)"));
+        }
         let listen = g.listen.parse().map_err(|_| {
             bad("gateway.listen", format!("{:?} is not an address and port like 127.0.0.1:4000", g.listen))
         })?;
@@ -424,6 +449,8 @@ impl Config {
             allowed_origins: g.limits.allowed_origins,
             heartbeat_interval_secs: g.heartbeat.interval_secs,
             heartbeat_timeout_secs: g.heartbeat.timeout_secs,
+            admin,
+            ready_requires_bus: g.ready_requires_bus,
         })
     }
 }

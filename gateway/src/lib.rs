@@ -16,6 +16,7 @@ pub mod bus;
 pub mod config;
 pub mod envelope;
 pub mod identity;
+mod metrics;
 pub mod service;
 
 pub use auth::{AuthError, Verifier};
@@ -77,6 +78,7 @@ impl Gateway {
             }
         };
         let mut service = GatewayService::new(config, authenticator, handlers);
+        let metrics = service.metrics.clone();
         if let Some(outbox) = &outbox {
             service = service.with_outbox(outbox.clone());
         }
@@ -85,8 +87,14 @@ impl Gateway {
             .map_err(|e| ConfigError { key: "gateway.socket.path".into(), problem: e.to_string() })?
             .config(connection)
             .limits(limits);
-        let handle = GatewayHandle::new(server.handle(), outbox);
+        let handle = GatewayHandle::new(server.handle(), outbox, metrics);
         Ok(Self { server, handle, bus })
+    }
+
+    /// What the admin listener serves for this gateway: its metrics (the server's,
+    /// the gateway's and the bus's) and readiness.
+    pub fn admin(&self) -> std::sync::Arc<dyn chinwag_service::ops::Admin> {
+        self.server.admin()
     }
 
     /// A handle for the rest of the program: sends, broadcasts, the bus's state,

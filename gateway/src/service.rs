@@ -11,6 +11,15 @@ use chinwag_core::chat::{ConnId, Hub};
 use chinwag_core::gateway::{self, Identity, Publish};
 use chinwag_core::http::StatusCode;
 use chinwag_core::{Accept, Closed, HttpResponse, Request, Utf8Bytes};
+use chinwag_service::ScrapedMetric;
+use chinwag_service::ops::Readiness;
+use chinwag_service::ops::prometheus_client::registry::Registry;
+
+use crate::metrics::{CommandKind, GatewayMetrics};
+
+/// The bus gauge's name and help: 1 while events can leave and commands arrive.
+const BUS_CONNECTED: (&str, &str) =
+    ("chinwag_gateway_bus_connected", "1 while the bus is connected (always, with the in-process bus)");
 use chinwag_service::{Context, Decision, Handle, Service};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -94,13 +103,22 @@ pub struct GatewayService {
     /// The bus to other processes, when one is configured.
     outbox: Option<Arc<Outbox>>,
     open: Mutex<HashMap<ConnId, Open>>,
+    pub(crate) metrics: GatewayMetrics,
 }
 
 impl GatewayService {
     /// A gateway for `config`, identifying clients with `authenticator`, with the
     /// in-process `handlers`.
     pub fn new(config: Config, authenticator: Authenticator, handlers: Handlers) -> Self {
-        Self { config: Arc::new(config), authenticator, handlers, outbox: None, open: Mutex::new(HashMap::new()) }
+        let metrics = GatewayMetrics::new(&config.topics);
+        Self {
+            config: Arc::new(config),
+            authenticator,
+            handlers,
+            outbox: None,
+            open: Mutex::new(HashMap::new()),
+            metrics,
+        }
     }
 
     /// Also publishes every event to a bus between processes.
@@ -118,17 +136,15 @@ impl GatewayService {
     /// any); with neither, the event is only logged.
     fn publish(&self, hub: &mut Hub, conn: ConnId, events: Vec<Publish>) {
         for event in events {
-            match self.handlers.by_topic.get(&event.topic) {
-                Some(handlers) => {
-                    tracing::debug!(topic = %event.topic, body = %event.body, "event");
-                    for handler in handlers {
-                        for command in handler(&event.body) {
-                            apply(hub, Some((conn, event.reply_type(), event.is_connect())), command);
-                        }
+            self.metrics.published(&event.topic);
+            // Event bodies hold what users typed and who they are: debug only.
+            tracing::debug!(topic = %event.topic, body = %event.body, "event");
+            if let Some(handlers) = self.handlers.by_topic.get(&event.topic) {
+                for handler in handlers {
+                    for command in handler(&event.body) {
+                        apply(hub, Some((conn, event.reply_type(), event.is_connect())), command, &self.metrics);
                     }
                 }
-                None if self.outbox.is_none() => tracing::info!(topic = %event.topic, body = %event.body, "event"),
-                None => {}
             }
             // Last, so that the event moves into the outbox rather than being copied.
             if let Some(outbox) = &self.outbox {
@@ -141,21 +157,26 @@ impl GatewayService {
 /// Carries out a command; `origin` is the connection, reply type and phase of the
 /// event it answers (replies and failures need one). Returns how many connections
 /// it reached.
-fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command) -> usize {
+fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command, metrics: &GatewayMetrics) -> usize {
     match (command, origin) {
         (Command::Reply(payload), Some((conn, reply_type, _))) => {
+            metrics.command(CommandKind::Reply);
             usize::from(gateway::reply(hub, conn, reply_type, payload))
         }
         (Command::Fail(payload), Some((conn, _, on_connect))) => {
+            metrics.command(CommandKind::Fail);
             usize::from(gateway::fail(hub, conn, on_connect, payload))
         }
         (Command::Send { username, namespace, message_type, payload }, _) => {
+            metrics.command(CommandKind::Send);
             gateway::send(hub, &username, namespace.as_deref(), &message_type, payload)
         }
         (Command::Broadcast { namespace, message_type, payload }, _) => {
+            metrics.command(CommandKind::Broadcast);
             gateway::broadcast(hub, namespace.as_deref(), &message_type, payload)
         }
         (command, None) => {
+            metrics.command(CommandKind::Unanswerable);
             tracing::warn!(?command, "a reply or failure with no event to answer: dropped");
             0
         }
@@ -271,6 +292,56 @@ impl Service for GatewayService {
         let events = gateway::close(closed, &self.config.topics, &open.context);
         self.publish(cx.hub(), conn, events);
     }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
+    }
+
+    fn scrape(&self, _hub: &Hub) -> Vec<ScrapedMetric> {
+        let Some(status) = self.outbox.as_ref().map(|o| o.status()) else {
+            // The in-process bus is always there.
+            return vec![ScrapedMetric::gauge(BUS_CONNECTED.0, BUS_CONNECTED.1, 1)];
+        };
+        vec![
+            ScrapedMetric::gauge(BUS_CONNECTED.0, BUS_CONNECTED.1, i64::from(status.connected)),
+            ScrapedMetric::gauge(
+                "chinwag_gateway_outbox_events",
+                "Events waiting in the outbox for the Redis publisher",
+                status.queued as i64,
+            ),
+            ScrapedMetric::counter(
+                "chinwag_gateway_events_dropped",
+                "Events dropped because the outbox was full (the bus was down or too slow)",
+                status.dropped,
+            ),
+            ScrapedMetric::counter(
+                "chinwag_gateway_events_lost",
+                "Events whose publication to Redis failed twice, or still queued at shutdown with Redis away",
+                status.lost,
+            ),
+            ScrapedMetric::counter(
+                "chinwag_gateway_commands_refused",
+                "Commands from the bus refused as malformed",
+                status.refused,
+            ),
+        ]
+    }
+
+    fn readiness(&self) -> Readiness {
+        match self.outbox.as_ref().map(|o| o.status()) {
+            None => Readiness::ready("bus: in-process"),
+            Some(status) if status.connected => {
+                Readiness::ready(format!("bus: connected to Redis (node {})", status.node))
+            }
+            Some(status) if self.config.ready_requires_bus => {
+                Readiness::not_ready(format!("bus: disconnected from Redis (node {})", status.node))
+            }
+            Some(status) => Readiness::ready(format!(
+                "bus: disconnected from Redis (node {}); serving without it (gateway.ready_requires_bus is off)",
+                status.node
+            )),
+        }
+    }
 }
 
 /// A handle on a running gateway for the rest of the program: what the `send` and
@@ -279,11 +350,12 @@ impl Service for GatewayService {
 pub struct GatewayHandle {
     handle: Handle,
     outbox: Option<Arc<Outbox>>,
+    metrics: GatewayMetrics,
 }
 
 impl GatewayHandle {
-    pub(crate) fn new(handle: Handle, outbox: Option<Arc<Outbox>>) -> Self {
-        Self { handle, outbox }
+    pub(crate) fn new(handle: Handle, outbox: Option<Arc<Outbox>>, metrics: GatewayMetrics) -> Self {
+        Self { handle, outbox, metrics }
     }
 
     /// The state of the bus between processes (`None` with the in-process bus).
@@ -294,7 +366,7 @@ impl GatewayHandle {
     /// Carries out a send or broadcast (replies and failures need an event and
     /// are ignored here). Returns how many connections it reached.
     pub fn command(&self, command: Command) -> usize {
-        self.handle.with_hub(|hub| apply(hub, None, command))
+        self.handle.with_hub(|hub| apply(hub, None, command, &self.metrics))
     }
 
     /// Answers an event from outside the in-process handlers (a handler on another
@@ -306,7 +378,7 @@ impl GatewayHandle {
         self.handle.with_hub(|hub| {
             let open = hub.is_open(conn);
             if open {
-                apply(hub, Some((conn, reply_type, on_connect)), command);
+                apply(hub, Some((conn, reply_type, on_connect)), command, &self.metrics);
             }
             open
         })

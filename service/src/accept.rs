@@ -7,6 +7,9 @@
 //! a run of failures with [`AcceptFailures`]: once when it starts, once when it is
 //! over.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// How long to wait before accepting again after `accept` failed. The connections
@@ -64,6 +67,22 @@ impl AcceptFailures {
     pub fn in_trouble(&self) -> bool {
         self.run.is_some()
     }
+}
+
+/// `Some` with the output of `accept` (or any first future), or `None` if `stop`
+/// finished first: an accept loop's way to end when the server stops.
+pub async fn race<A: Future, B: Future>(accept: A, stop: B) -> Option<A::Output> {
+    let (mut accept, mut stop) = (pin!(accept), pin!(stop));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = accept.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -55,6 +55,19 @@ impl Handle {
         self.shared.counters.snapshot()
     }
 
+    /// Starts draining: `/ready` answers 503 from now on, so that load balancers
+    /// stop sending new clients, while the server keeps serving (new connections
+    /// included). Call [`shutdown`](Self::shutdown) when the drain delay is over.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+        self.shared.metrics.draining.set(1);
+    }
+
+    /// Whether [`drain`](Self::drain) was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+
     /// Stops accepting connections and closes every open one with 1001 (going
     /// away); `serve` returns once their close handshakes are done (or their close
     /// timeout passed). Messages queued before the close are written first.

@@ -37,6 +37,7 @@
 pub mod accept;
 mod handle;
 mod limits;
+pub mod ops;
 mod route;
 mod server;
 mod service;
@@ -46,4 +47,4 @@ pub use handle::Handle;
 pub use limits::{Limits, Stats};
 pub use route::{BadParam, InvalidPattern, Params, PathPattern, query_pairs, query_param};
 pub use server::Server;
-pub use service::{Context, Decision, Service};
+pub use service::{Context, Decision, ScrapedMetric, ScrapedValue, Service};

@@ -2,22 +2,24 @@
 
 use chinwag_core::http::StatusCode;
 use chinwag_core::limit::{FLOOD_REASON, MessageRate, Verdict};
-use chinwag_core::{CloseCode, Closed, Config, ConnectionError, Message, Rejection, RequestKind};
+use chinwag_core::{CloseCode, Closed, Config, ConnectionError, HandshakeError, Message, Rejection, RequestKind};
 use chinwag_driver::{Incoming, Runtime, read_request};
-use std::future::{Future, poll_fn};
 use std::io;
 use std::net::IpAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use crate::accept::{ACCEPT_BACKOFF, AcceptFailures};
+use crate::accept::{ACCEPT_BACKOFF, AcceptFailures, race};
 use crate::limits::{Counters, Over};
+use crate::ops::process::{encode_counter, encode_gauge};
+use crate::ops::{Admin, DisconnectReason, Metrics, Readiness, RefusalReason};
 use crate::route::{InvalidPattern, PathPattern};
+use crate::service::{ScrapedMetric, ScrapedValue};
 use crate::state::Shared;
 use crate::{Context, Decision, Handle, Limits, Service};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 
 /// A WebSocket server for a [`Service`], on any [`Runtime`].
 pub struct Server<S> {
@@ -26,6 +28,78 @@ pub struct Server<S> {
     config: Config,
     limits: Arc<Limits>,
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+}
+
+/// The admin listener's view of a server.
+struct ServerAdmin<S> {
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    service: Arc<S>,
+}
+
+impl<S: Service> Admin for ServerAdmin<S> {
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn readiness(&self) -> Readiness {
+        let service = self.service.readiness();
+        let (ready, state) = if self.shared.is_shutting_down() {
+            (false, "shutting down")
+        } else if self.shared.draining.load(Ordering::Acquire) {
+            (false, "draining before shutting down")
+        } else {
+            (service.ready, "serving")
+        };
+        let detail = match service.detail.as_str() {
+            "" => state.to_owned(),
+            detail => format!("{state}; {detail}"),
+        };
+        Readiness { ready, detail }
+    }
+}
+
+/// Metrics computed when Prometheus scrapes: the backlog of every connection, and
+/// the service's gauges.
+struct Scrape<S> {
+    shared: Arc<Shared>,
+    service: Arc<S>,
+}
+
+impl<S> std::fmt::Debug for Scrape<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+impl<S: Service> Collector for Scrape<S> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (backlog, scraped) = {
+            let state = self.shared.lock();
+            (state.backlog(), self.service.scrape(&state.hub))
+        };
+        let (bytes, backlogged) = backlog;
+        let fixed = [
+            ScrapedMetric::gauge(
+                "chinwag_outgoing_backlog_bytes",
+                "Bytes queued for clients and not yet written, all connections together",
+                bytes as i64,
+            ),
+            ScrapedMetric::gauge(
+                "chinwag_backlogged_connections",
+                "Connections whose outgoing backlog is over its high-water mark (slow readers)",
+                backlogged as i64,
+            ),
+        ];
+        for scraped in fixed.iter().chain(&scraped) {
+            match scraped.value {
+                ScrapedValue::Gauge(value) => encode_gauge(&mut encoder, scraped.name, scraped.help, value)?,
+                ScrapedValue::Counter(value) => encode_counter(&mut encoder, scraped.name, scraped.help, value)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// At most this many connections over a limit are kept open at once to be told so
@@ -37,13 +111,30 @@ impl<S: Service> Server<S> {
     /// A server for `service` that accepts upgrades on any path, with the default
     /// [`Config`].
     pub fn new(service: S) -> Self {
+        let service = Arc::new(service);
+        let mut metrics = Metrics::new();
+        let shared = Arc::new(Shared::new(metrics.server().clone()));
+        service.register_metrics(metrics.registry());
+        let scrape = Scrape { shared: shared.clone(), service: service.clone() };
+        metrics.registry().register_collector(Box::new(scrape));
         Self {
-            service: Arc::new(service),
+            service,
             pattern: None,
             config: Config::default(),
             limits: Arc::new(Limits::default()),
-            shared: Arc::new(Shared::new()),
+            shared,
+            metrics: Arc::new(metrics),
         }
+    }
+
+    /// What the admin listener serves for this server: its metrics and readiness
+    /// (see [`ops::admin::serve`](crate::ops::admin::serve)).
+    pub fn admin(&self) -> Arc<dyn Admin> {
+        Arc::new(ServerAdmin {
+            metrics: self.metrics.clone(),
+            shared: self.shared.clone(),
+            service: self.service.clone(),
+        })
     }
 
     /// Accepts upgrades only on paths that match `pattern` (for example
@@ -99,12 +190,18 @@ impl<S: Service> Server<S> {
             let (service, pattern, config, limits, shared) =
                 (self.service.clone(), self.pattern.clone(), self.config.clone(), self.limits.clone(), shared.clone());
             shared.task_started();
-            R::spawn(async move {
-                connection::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io).await;
-                tracing::trace!(%peer, "connection task ended");
-                shared.admission.release(ip);
-                shared.task_ended();
-            });
+            // Every line a connection logs (its hooks' too) says which one and
+            // from where; `conn` is known once it is in the hub.
+            let span = tracing::info_span!("connection", client = %peer, conn = tracing::field::Empty);
+            R::spawn(tracing::Instrument::instrument(
+                async move {
+                    connection::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io).await;
+                    tracing::trace!("connection task ended");
+                    shared.admission.release(ip);
+                    shared.task_ended();
+                },
+                span,
+            ));
         }
         // Let the open connections finish their close handshakes.
         let grace = self.config.close_timeout + Duration::from_secs(1);
@@ -142,6 +239,10 @@ impl<S: Service> Server<S> {
             ),
         };
         Counters::bump(counter);
+        self.shared.metrics.refused(match over {
+            Over::ServerFull => RefusalReason::ServerFull,
+            Over::PerIp => RefusalReason::TooManyPerIp,
+        });
         tracing::warn!(%ip, ?over, "connection refused: over a limit");
         if self.shared.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
             self.shared.refusing.fetch_sub(1, Ordering::AcqRel);
@@ -168,21 +269,6 @@ async fn wait_for_shutdown(shared: &Shared) {
     }
 }
 
-/// `Some` with the output of `first`, or `None` if `second` finished first.
-async fn race<A: Future, B: Future>(first: A, second: B) -> Option<A::Output> {
-    let (mut first, mut second) = (pin!(first), pin!(second));
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = first.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        if second.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
 /// One connection, from its first byte to its last hook.
 async fn connection<R: Runtime, S: Service>(
     shared: &Shared,
@@ -195,6 +281,17 @@ async fn connection<R: Runtime, S: Service>(
     let pending = match read_request::<_, R::Timer>(io, config).await {
         Ok(pending) => pending,
         Err(e) => {
+            // The core answered a malformed request itself (400, 426, 431), or the
+            // client was too slow; a client that just went away is no refusal.
+            match &e {
+                chinwag_driver::Error::Handshake(HandshakeError::Refused { status, .. }) => {
+                    shared.metrics.refused(RefusalReason::for_status(*status));
+                }
+                chinwag_driver::Error::Handshake(HandshakeError::Timeout) => {
+                    shared.metrics.refused(RefusalReason::Timeout);
+                }
+                _ => {}
+            }
             tracing::debug!(error = %e, "handshake failed");
             return;
         }
@@ -209,20 +306,24 @@ async fn connection<R: Runtime, S: Service>(
         None => Default::default(),
         Some(Some(Ok(params))) => params,
         Some(Some(Err(bad))) => {
+            shared.metrics.refused(RefusalReason::BadRequest);
             let _ = pending.reject(Rejection::new(StatusCode::BAD_REQUEST, bad.0)).await;
             return;
         }
         Some(None) => {
+            shared.metrics.refused(RefusalReason::NotFound);
             let _ = pending.reject(Rejection::new(StatusCode::NOT_FOUND, "no WebSocket endpoint at this path")).await;
             return;
         }
     };
     if shared.is_shutting_down() {
+        shared.metrics.refused(RefusalReason::ShuttingDown);
         let _ = pending.reject(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")).await;
         return;
     }
     if let Err(refused) = limits.origins.check(&request) {
         Counters::bump(&shared.counters.refused_origin);
+        shared.metrics.refused(RefusalReason::Origin);
         tracing::info!(origin = %refused.origin, "upgrade refused by the Origin check");
         let _ = pending.reject(Rejection::new(StatusCode::FORBIDDEN, refused.to_string())).await;
         return;
@@ -236,9 +337,11 @@ async fn connection<R: Runtime, S: Service>(
     let opened = {
         let mut state = shared.lock();
         let conn = state.hub.open();
+        tracing::Span::current().record("conn", tracing::field::display(conn));
         let mut cx = Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
         match service.on_upgrade(&mut cx) {
             Decision::Reject(rejection) => {
+                shared.metrics.refused(RefusalReason::for_status(rejection.status.as_u16()));
                 state.hub.close(conn);
                 state.dispatch();
                 Err((pending, rejection))
@@ -252,6 +355,8 @@ async fn connection<R: Runtime, S: Service>(
                         let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
                     }
                     state.attach(conn, Box::new(sender));
+                    shared.metrics.connections_opened.inc();
+                    shared.metrics.connections.inc();
                     // A connection its own on_upgrade closed has left the hub: it is
                     // closing, not opening.
                     if state.hub.is_open(conn) {
@@ -291,6 +396,10 @@ async fn connection<R: Runtime, S: Service>(
     loop {
         service.ready().await;
         let Some(incoming) = receiver.recv_incoming().await else { break };
+        if let Incoming::Message(message) = &incoming {
+            shared.metrics.messages_received.inc();
+            shared.metrics.received_bytes.inc_by(message.payload().len() as u64);
+        }
         let verdict = rate.as_mut().map_or(Verdict::Allow, |rate| rate.check(Instant::now()));
         let mut state = shared.lock();
         let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
@@ -329,6 +438,8 @@ async fn connection<R: Runtime, S: Service>(
     if closed.error == Some(ConnectionError::SlowConsumer) {
         tracing::debug!(%conn, "the connection closed for reading too slowly ended");
     }
+    shared.metrics.connections.dec();
+    shared.metrics.disconnected(DisconnectReason::of(&closed, flooded, shared.is_shutting_down()));
     let mut state = shared.lock();
     state.detach(conn);
     let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };

@@ -7,6 +7,7 @@ use chinwag_core::http::StatusCode;
 use chinwag_core::{Accept, CloseCode, Closed, HttpResponse, Message, Rejection, Request, Utf8Bytes};
 use std::borrow::Cow;
 
+use crate::ops::Readiness;
 use crate::route::{Params, query_param};
 
 /// A WebSocket service: hooks called for each connection's life cycle.
@@ -81,6 +82,60 @@ pub trait Service: Send + Sync + 'static {
     /// which took it out of the hub at once: then its attributes are gone here.
     fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
         let _ = (cx, closed);
+    }
+
+    /// Registers the service's own metrics, once, when the server is made (the
+    /// gateway: events published by topic). They are served with the server's on
+    /// the admin listener.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
+
+    /// Values read when metrics are scraped (the chat: users online and rooms,
+    /// from the hub; the gateway: its bus). Computed under the hub's lock: keep it
+    /// cheap.
+    fn scrape(&self, hub: &Hub) -> Vec<ScrapedMetric> {
+        let _ = hub;
+        Vec::new()
+    }
+
+    /// What `/ready` says of the service beyond draining: whether it can take new
+    /// clients, and the state of what it depends on (the gateway: its bus).
+    fn readiness(&self) -> Readiness {
+        Readiness::ready("")
+    }
+}
+
+/// A value a service reports when metrics are scraped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapedMetric {
+    /// The metric's name (`chinwag_*`, with its unit; a counter's `_total` is
+    /// added).
+    pub name: &'static str,
+    /// What it measures.
+    pub help: &'static str,
+    /// Its value now.
+    pub value: ScrapedValue,
+}
+
+/// The kind and value of a [`ScrapedMetric`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrapedValue {
+    /// A value that goes up and down.
+    Gauge(i64),
+    /// A count that only goes up (kept by the service, read at the scrape).
+    Counter(u64),
+}
+
+impl ScrapedMetric {
+    /// A gauge.
+    pub fn gauge(name: &'static str, help: &'static str, value: i64) -> Self {
+        Self { name, help, value: ScrapedValue::Gauge(value) }
+    }
+
+    /// A counter.
+    pub fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
+        Self { name, help, value: ScrapedValue::Counter(value) }
     }
 }
 

@@ -7,6 +7,7 @@ use chinwag_driver::{Sender, Timer, Transport};
 use std::time::Instant;
 
 use crate::limits::{Admission, Counters};
+use crate::ops::ServerMetrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,6 +20,10 @@ pub(crate) trait Outlet: Send {
     /// not an error.
     fn push(&self, now: Instant, frame: &SharedFrame) -> bool;
     fn close(&self, code: CloseCode, reason: &str);
+    /// Bytes queued and not yet written (read when metrics are scraped).
+    fn buffered(&self) -> usize;
+    /// Whether the backlog is over its high-water mark (read when scraped).
+    fn backlogged(&self) -> bool;
 }
 
 impl<T: Transport + Send, R: Timer + Send> Outlet for Sender<T, R> {
@@ -29,12 +34,21 @@ impl<T: Transport + Send, R: Timer + Send> Outlet for Sender<T, R> {
     fn close(&self, code: CloseCode, reason: &str) {
         let _ = self.push_close(code, reason);
     }
+
+    fn buffered(&self) -> usize {
+        self.buffered_amount()
+    }
+
+    fn backlogged(&self) -> bool {
+        self.is_backlogged()
+    }
 }
 
 pub(crate) struct State {
     pub(crate) hub: Hub,
     outlets: HashMap<ConnId, Box<dyn Outlet>>,
     counters: Arc<Counters>,
+    metrics: ServerMetrics,
 }
 
 impl State {
@@ -52,17 +66,27 @@ impl State {
         // One clock reading for the whole dispatch: it is one moment for every
         // recipient, and is read here, not cached from a connection's task.
         let mut now = None;
+        let (mut messages, mut bytes) = (0u64, 0u64);
         while let Some(delivery) = self.hub.poll_delivery() {
             match delivery {
                 Delivery::Frame { to, frame } => {
                     let now = *now.get_or_insert_with(Instant::now);
-                    for conn in to {
-                        if let Some(outlet) = self.outlets.get(&conn)
-                            && !outlet.push(now, &frame)
-                        {
-                            Counters::bump(&self.counters.closed_slow);
-                            tracing::warn!(%conn, "closed a connection that reads too slowly (outgoing backlog over the limit)");
+                    let mut queued = 0u64;
+                    for conn in &to {
+                        if let Some(outlet) = self.outlets.get(conn) {
+                            if outlet.push(now, &frame) {
+                                queued += 1;
+                            } else {
+                                Counters::bump(&self.counters.closed_slow);
+                                tracing::warn!(%conn, "closed a connection that reads too slowly (outgoing backlog over the limit)");
+                            }
                         }
+                    }
+                    messages += queued;
+                    bytes += queued * frame.as_bytes().len() as u64;
+                    if to.len() > 1 {
+                        // A broadcast: how long it took to reach every member's queue.
+                        self.metrics.broadcast_seconds.observe(now.elapsed().as_secs_f64());
                     }
                 }
                 Delivery::Close { conn, code, reason } => {
@@ -72,6 +96,18 @@ impl State {
                 }
             }
         }
+        // One add per dispatch, not per recipient.
+        if messages > 0 {
+            self.metrics.messages_sent.inc_by(messages);
+            self.metrics.sent_bytes.inc_by(bytes);
+        }
+    }
+
+    /// The bytes queued for all connections, and how many are backlogged.
+    pub(crate) fn backlog(&self) -> (usize, usize) {
+        self.outlets.values().fold((0, 0), |(bytes, backlogged), outlet| {
+            (bytes + outlet.buffered(), backlogged + usize::from(outlet.backlogged()))
+        })
     }
 
     /// Starts closing one connection: it stays in the hub (names, groups) until its
@@ -104,13 +140,22 @@ pub(crate) struct Shared {
     pub(crate) refusing: AtomicUsize,
     /// How often each limit acted.
     pub(crate) counters: Arc<Counters>,
+    /// The metrics' handles.
+    pub(crate) metrics: ServerMetrics,
+    /// Set when the server starts draining: `/ready` turns 503.
+    pub(crate) draining: AtomicBool,
 }
 
 impl Shared {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(metrics: ServerMetrics) -> Self {
         let counters = Arc::new(Counters::default());
         Self {
-            state: Mutex::new(State { hub: Hub::new(), outlets: HashMap::new(), counters: counters.clone() }),
+            state: Mutex::new(State {
+                hub: Hub::new(),
+                outlets: HashMap::new(),
+                counters: counters.clone(),
+                metrics: metrics.clone(),
+            }),
             shutting_down: AtomicBool::new(false),
             shutdown: event_listener::Event::new(),
             live: AtomicUsize::new(0),
@@ -118,6 +163,8 @@ impl Shared {
             admission: Admission::default(),
             refusing: AtomicUsize::new(0),
             counters,
+            metrics,
+            draining: AtomicBool::new(false),
         }
     }
 

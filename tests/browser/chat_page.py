@@ -91,7 +91,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     server = subprocess.Popen(
-        [args.binary, "--addr", f"127.0.0.1:{port}", "--runtime", args.runtime],
+        [args.binary, "--addr", f"127.0.0.1:{port}", "--admin-addr", "off", "--runtime", args.runtime],
         stderr=subprocess.PIPE, text=True,
     )
     profiles = [tempfile.mkdtemp(prefix="chinwag-chrome-") for _ in range(2)]

@@ -14,16 +14,22 @@ source tests/support/processes.sh
 fail() { echo "FAIL: $*"; for f in "$WORK"/*.log "$WORK"/*.out; do echo "--- $f"; cat "$f"; done; exit 1; }
 
 REDIS_PORT="$(free_port)"; NODE1="127.0.0.1:$(free_port)"; NODE2="127.0.0.1:$(free_port)"
+# Each node has an admin listener of its own (metrics, health, readiness).
+ADMIN1="127.0.0.1:$(free_port)"; ADMIN2="127.0.0.1:$(free_port)"; ADMIN3="127.0.0.1:$(free_port)"
 BUS="redis://127.0.0.1:$REDIS_PORT"
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" >"$WORK/redis.log" 2>&1 & PIDS+=($!)
 wait_line "$WORK/redis.log" "Ready to accept connections"
-"$CHINWAG" gateway --config conf/socket.dev.yaml --bus "$BUS" --listen "$NODE1" >"$WORK/node1.log" 2>&1 & PIDS+=($!)
-"$CHINWAG" gateway --config conf/socket.dev.yaml --bus "$BUS" --listen "$NODE2" >"$WORK/node2.log" 2>&1 & PIDS+=($!)
+"$CHINWAG" gateway --config conf/socket.dev.yaml --bus "$BUS" --listen "$NODE1" --admin-addr "$ADMIN1" >"$WORK/node1.log" 2>&1 & PIDS+=($!)
+"$CHINWAG" gateway --config conf/socket.dev.yaml --bus "$BUS" --listen "$NODE2" --admin-addr "$ADMIN2" >"$WORK/node2.log" 2>&1 & PIDS+=($!)
 "$PY" examples/gateway-handler/handler.py --redis "$BUS" >"$WORK/handler.out" 2>"$WORK/handler.log" & PIDS+=($!)
 wait_line "$WORK/node1.log" "subscribed on Redis"
 wait_line "$WORK/node2.log" "subscribed on Redis"
 wait_line "$WORK/handler.out" "^ready"
+for admin in "$ADMIN1" "$ADMIN2"; do
+  ready="$("$PY" -c "import sys, urllib.request; print(urllib.request.urlopen(f'http://{sys.argv[1]}/ready').read().decode())" "$admin")"
+  case "$ready" in "ready: serving; bus: connected to Redis"*) ;; *) fail "node with admin $admin: /ready says: $ready";; esac
+done
 
 # Clients keep their input open (a FIFO each) until the check is done.
 mkfifo "$WORK/alex.in" "$WORK/alex2.in" "$WORK/bob.in"
@@ -53,7 +59,7 @@ echo "two nodes: a send crossed nodes within its namespace, and nothing crossed 
 # from `chinwag token` is accepted, no token is refused with 401.
 export GATEWAY_JWT_SECRET="$(head -c 32 /dev/urandom | base64)"
 NODE3="127.0.0.1:$(free_port)"
-"$CHINWAG" gateway --config conf/socket.yaml --bus "$BUS" --listen "$NODE3" >"$WORK/node3.log" 2>&1 & PIDS+=($!)
+"$CHINWAG" gateway --config conf/socket.yaml --bus "$BUS" --listen "$NODE3" --admin-addr "$ADMIN3" >"$WORK/node3.log" 2>&1 & PIDS+=($!)
 wait_line "$WORK/node3.log" "subscribed on Redis"
 TOKEN="$("$CHINWAG" token --config conf/socket.yaml --username carol)"
 mkfifo "$WORK/carol.in"

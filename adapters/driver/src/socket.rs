@@ -389,6 +389,13 @@ impl<T: Transport, R: Timer> Sender<T, R> {
         self.shared.lock().conn.buffered_amount()
     }
 
+    /// Whether the bytes queued are over
+    /// [`Config::backlog_high_water`](chinwag_core::Config::backlog_high_water): the
+    /// peer reads more slowly than it is sent to.
+    pub fn is_backlogged(&self) -> bool {
+        self.shared.lock().conn.is_backlogged()
+    }
+
     /// The coarse state of the connection.
     pub fn state(&self) -> State {
         self.shared.lock().conn.state()

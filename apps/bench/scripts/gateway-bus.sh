@@ -18,7 +18,7 @@ REDIS_PORT="$(free_port)"; NODE="127.0.0.1:$(free_port)"
 sed 's/^  bus: .*/  bus: "in-process"\n  limits: { message_rate: 0 }/' conf/socket.dev.yaml >"$WORK/gateway.yaml"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" >"$WORK/redis.log" 2>&1 & PIDS+=($!)
 wait_line "$WORK/redis.log" "Ready to accept connections"
-"$CHINWAG" gateway --config "$WORK/gateway.yaml" --bus "redis://127.0.0.1:$REDIS_PORT" --listen "$NODE" \
+"$CHINWAG" gateway --config "$WORK/gateway.yaml" --bus "redis://127.0.0.1:$REDIS_PORT" --listen "$NODE" --admin-addr off \
   >"$WORK/node.log" 2>&1 & PIDS+=($!)
 wait_line "$WORK/node.log" "subscribed on Redis"
 redis-cli -p "$REDIS_PORT" subscribe socket:generalMessage >"$WORK/events" & PIDS+=($!)

@@ -207,7 +207,9 @@ impl ServerProcess {
         }
         Self::spawn("chinwag", |addr| {
             let mut command = Command::new(&binary);
-            command.args(["--addr", &addr.to_string(), "--runtime", runtime]).env("RUST_LOG", "warn");
+            command
+                .args(["--addr", &addr.to_string(), "--admin-addr", "off", "--runtime", runtime])
+                .env("RUST_LOG", "warn");
             Ok(command)
         })
     }

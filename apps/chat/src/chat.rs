@@ -5,7 +5,7 @@ use bytes::Bytes;
 use chinwag_core::chat::{Hub, room};
 use chinwag_core::http::{HeaderValue, Method, StatusCode, header};
 use chinwag_core::{Closed, Config, HttpResponse, Request, Utf8Bytes};
-use chinwag_service::{Context, Decision, Limits, PathPattern, Server, Service, query_param};
+use chinwag_service::{Context, Decision, Limits, PathPattern, ScrapedMetric, Server, Service, query_param};
 use std::sync::LazyLock;
 
 /// The WebSocket endpoint.
@@ -113,6 +113,15 @@ impl Service for ChatService {
     fn on_close(&self, cx: &mut Context<'_>, _closed: &Closed) {
         let conn = cx.id();
         log(room::leave(cx.hub(), conn));
+    }
+
+    fn scrape(&self, hub: &Hub) -> Vec<ScrapedMetric> {
+        let users = hub.group_members(room::CHAT).count();
+        let rooms = hub.group_count() - usize::from(users > 0);
+        vec![
+            ScrapedMetric::gauge("chinwag_chat_users", "Users in the chat (joined, under their names)", users as i64),
+            ScrapedMetric::gauge("chinwag_chat_rooms", "Rooms with at least one member", rooms as i64),
+        ]
     }
 }
 

@@ -1,13 +1,26 @@
 //! `chinwag echo`: a WebSocket echo server, the target of conformance runs and
 //! benchmarks.
+//!
+//! Its loop stays lean: nothing is counted per message. What operators get costs
+//! per connection only: a registry of open connections (so that a shutdown reaches
+//! every one of them with 1001), their count, and, with `--admin-addr`, the admin
+//! listener (connections, the process's memory, CPU and descriptors, readiness).
 
-use chinwag_core::{Config, RequestKind};
+use chinwag_core::{CloseCode, Config, RequestKind};
 use chinwag_driver::{Runtime, read_request};
-use chinwag_service::accept::{ACCEPT_BACKOFF, AcceptFailures};
+use chinwag_service::accept::{ACCEPT_BACKOFF, AcceptFailures, race};
+use chinwag_service::ops::prometheus_client::metrics::counter::Counter;
+use chinwag_service::ops::prometheus_client::metrics::gauge::Gauge;
+use chinwag_service::ops::prometheus_client::registry::Registry;
+use chinwag_service::ops::{Admin, ProcessCollector, Readiness};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use crate::ops::{AdminAddr, on_termination, start_admin};
 use crate::runtime::Program;
 
 /// The settings of the echo server: large messages (Autobahn sends up to 16 MiB).
@@ -16,22 +29,130 @@ pub fn config() -> Config {
 }
 
 /// The echo server, listening on an address.
-pub struct EchoServer(pub SocketAddr);
+pub struct EchoServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Where its admin listener listens.
+    pub admin: AdminAddr,
+    /// How long it keeps serving after SIGTERM, with `/ready` at 503.
+    pub drain_delay: Duration,
+}
 
 impl Program for EchoServer {
     type Output = io::Result<()>;
     async fn run<R: Runtime>(self) -> io::Result<()> {
-        serve::<R>(self.0).await
+        let echo = Arc::new(Echo::new());
+        let (drain, shutdown) = (echo.clone(), echo.clone());
+        on_termination(self.drain_delay, move || drain.drain(), move || shutdown.shutdown())?;
+        start_admin::<R>(self.admin, echo.clone()).await?;
+        serve::<R>(self.addr, echo).await
     }
 }
 
-/// Echoes every text and binary message back on every connection.
-async fn serve<R: Runtime>(addr: SocketAddr) -> io::Result<()> {
+/// What the echo server's connections share: who is open, for the shutdown.
+struct Echo {
+    /// A close (1001) for each open connection, by its number.
+    open: Mutex<HashMap<u64, Box<dyn Fn() + Send>>>,
+    next: AtomicU64,
+    draining: AtomicBool,
+    shutting_down: AtomicBool,
+    /// Notified when shutdown starts and when the last connection ends.
+    changed: event_listener::Event,
+    registry: Registry,
+    connections: Gauge,
+    opened: Counter,
+}
+
+impl Echo {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let (connections, opened) = (Gauge::default(), Counter::default());
+        registry.register("chinwag_connections", "Open WebSocket connections", connections.clone());
+        registry.register("chinwag_connections_opened", "WebSocket connections opened", opened.clone());
+        registry.register_collector(Box::new(ProcessCollector));
+        Self {
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            changed: event_listener::Event::new(),
+            registry,
+            connections,
+            opened,
+        }
+    }
+
+    fn open_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Box<dyn Fn() + Send>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Closes every open connection with 1001 and stops accepting.
+    fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for close in self.open_map().values() {
+            close();
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Records an open connection; `None` if shutdown began (it is closed then).
+    fn enter(&self, close: Box<dyn Fn() + Send>) -> Option<u64> {
+        let mut open = self.open_map();
+        if self.shutting_down.load(Ordering::Acquire) {
+            close();
+            return None;
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        open.insert(id, close);
+        self.connections.inc();
+        self.opened.inc();
+        Some(id)
+    }
+
+    fn leave(&self, id: Option<u64>) {
+        let Some(id) = id else { return };
+        let mut open = self.open_map();
+        open.remove(&id);
+        self.connections.dec();
+        if open.is_empty() {
+            self.changed.notify(usize::MAX);
+        }
+    }
+}
+
+impl Admin for Echo {
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        let _ = chinwag_service::ops::prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    fn readiness(&self) -> Readiness {
+        if self.shutting_down.load(Ordering::Acquire) {
+            Readiness::not_ready("shutting down")
+        } else if self.draining.load(Ordering::Acquire) {
+            Readiness::not_ready("draining before shutting down")
+        } else {
+            Readiness::ready("serving")
+        }
+    }
+}
+
+/// Echoes every text and binary message back on every connection, until
+/// shutdown; then waits for the close handshakes, up to the close timeout and a
+/// second.
+async fn serve<R: Runtime>(addr: SocketAddr, echo: Arc<Echo>) -> io::Result<()> {
     let listener = R::bind(addr).await?;
     tracing::info!(addr = %R::local_addr(&listener)?, "echo server listening");
     let mut failures = AcceptFailures::default();
     loop {
-        let (io, peer) = match R::accept(&listener).await {
+        let accepted = race(R::accept(&listener), until(&echo, |e| e.shutting_down.load(Ordering::Acquire))).await;
+        let Some(accepted) = accepted else { break };
+        let (io, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 failures.failed(&e, Instant::now());
@@ -40,15 +161,23 @@ async fn serve<R: Runtime>(addr: SocketAddr) -> io::Result<()> {
             }
         };
         failures.accepted(Instant::now());
+        let echo = echo.clone();
         R::spawn(async move {
-            if let Err(e) = echo_connection::<R>(io).await {
+            if let Err(e) = echo_connection::<R>(io, &echo).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    let grace = config().close_timeout + Duration::from_secs(1);
+    let closed = until(&echo, |e| e.open_map().is_empty());
+    if race(closed, R::sleep(grace)).await.is_none() {
+        tracing::warn!(open = echo.open_map().len(), "connections still open after the grace period");
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
-async fn echo_connection<R: Runtime>(io: R::Io) -> Result<(), chinwag_driver::Error> {
+async fn echo_connection<R: Runtime>(io: R::Io, echo: &Echo) -> Result<(), chinwag_driver::Error> {
     let pending = read_request::<_, R::Timer>(io, config()).await?;
     if *pending.request().kind() != RequestKind::Upgrade {
         let page = chinwag_core::HttpResponse::new(
@@ -59,10 +188,31 @@ async fn echo_connection<R: Runtime>(io: R::Io) -> Result<(), chinwag_driver::Er
         return pending.respond(page).await;
     }
     let mut ws = pending.accept(chinwag_core::Accept::new()).await?;
+    let sender = ws.sender();
+    let id = echo.enter(Box::new(move || {
+        let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
+    }));
     // Feeding (not sending) lets a burst of pipelined messages be answered with one
     // write: `recv` writes what is queued before it waits for more input.
+    let mut result = Ok(());
     while let Some(message) = ws.recv().await {
-        ws.feed(&message).await?;
+        if let Err(e) = ws.feed(&message).await {
+            result = Err(e);
+            break;
+        }
     }
-    Ok(())
+    echo.leave(id);
+    result
+}
+
+/// Resolves once `done(echo)` holds, checked whenever the echo server's state
+/// changes.
+async fn until(echo: &Echo, done: impl Fn(&Echo) -> bool) {
+    loop {
+        let listener = echo.changed.listen();
+        if done(echo) {
+            return;
+        }
+        listener.await;
+    }
 }

@@ -6,4 +6,5 @@
 pub mod chat;
 pub mod client;
 pub mod echo;
+pub mod ops;
 pub mod runtime;

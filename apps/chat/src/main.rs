@@ -1,5 +1,6 @@
 //! `chinwag`: the chinwag WebSocket server and its tools.
 
+use chinwag::ops::{AdminAddr, DEFAULT_ADMIN_ADDR, OpsArgs, init_logging, on_termination, start_admin};
 use chinwag::{client, echo, runtime};
 use chinwag_core::Config;
 use chinwag_core::handshake::OriginPolicy;
@@ -17,16 +18,18 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Address the chat server listens on (when no subcommand is given).
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "CHINWAG_ADDR", default_value = "127.0.0.1:9090")]
     addr: SocketAddr,
     /// Runtime to run on.
-    #[arg(long, value_enum, default_value = "tokio", global = true)]
+    #[arg(long, env = "CHINWAG_RUNTIME", value_enum, default_value = "tokio", global = true)]
     runtime: RuntimeKind,
     /// Threads for tokio: 1 is a single current-thread runtime (fastest on small
     /// machines where clients share the cores, see docs/benchmarks.md); more is a
     /// multi-thread runtime.
-    #[arg(long, default_value_t = 1, global = true)]
+    #[arg(long, env = "CHINWAG_THREADS", default_value_t = 1, global = true)]
     threads: usize,
+    #[command(flatten)]
+    ops: OpsArgs,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -35,26 +38,26 @@ struct Cli {
 #[derive(clap::Args)]
 struct LimitArgs {
     /// Open connections at most; over it, requests get 503.
-    #[arg(long, default_value_t = Limits::default().max_connections)]
+    #[arg(long, env = "CHINWAG_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
     /// Open connections per client IP address at most; over it, requests get 429.
-    #[arg(long, default_value_t = Limits::default().max_connections_per_ip)]
+    #[arg(long, env = "CHINWAG_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
     max_connections_per_ip: usize,
     /// Messages per second each connection may send on average (0: no limit); over
     /// it messages are dropped with a warning, and a client that keeps flooding is
     /// closed with 1008.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, env = "CHINWAG_MESSAGE_RATE", default_value_t = 50.0)]
     message_rate: f64,
     /// Messages a connection may send at once after a quiet spell.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "CHINWAG_MESSAGE_BURST", default_value_t = 100)]
     message_burst: u32,
     /// Bytes queued for a client that does not read, at most; over it the client is
     /// closed with 1008.
-    #[arg(long, default_value_t = chinwag::chat::config().max_backlog)]
+    #[arg(long, env = "CHINWAG_MAX_BACKLOG", default_value_t = chinwag::chat::config().max_backlog)]
     max_backlog: usize,
     /// Web pages from other origins allowed to connect (repeat for several; `*` for
     /// any). Pages from the server's own host are always allowed.
-    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    #[arg(long = "allow-origin", env = "CHINWAG_ALLOW_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     allow_origins: Vec<String>,
 }
 
@@ -79,22 +82,22 @@ enum Command {
     /// Echo every text and binary message back (messages up to 64 MiB).
     Echo {
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9001")]
+        #[arg(long, env = "CHINWAG_ADDR", default_value = "127.0.0.1:9001")]
         addr: SocketAddr,
     },
     /// The socket gateway, configured from a YAML file (see the README): typed JSON
     /// messages to an event bus, sends to users in namespaces, broadcasts.
     Gateway {
         /// The configuration file.
-        #[arg(long, default_value = "conf/socket.yaml")]
+        #[arg(long, env = "CHINWAG_CONFIG", default_value = "conf/socket.yaml")]
         config: std::path::PathBuf,
         /// Listen here instead of the file's `gateway.listen` (several nodes from
         /// one file).
-        #[arg(long)]
+        #[arg(long, env = "CHINWAG_LISTEN")]
         listen: Option<SocketAddr>,
         /// Use this bus instead of the file's `gateway.bus`: `in-process` or a
         /// `redis://host:port` URL.
-        #[arg(long)]
+        #[arg(long, env = "CHINWAG_BUS")]
         bus: Option<chinwag_gateway::config::Bus>,
     },
     /// A token for the gateway in `--config` (HS256, its secret from the
@@ -126,20 +129,23 @@ enum Command {
 }
 
 /// `chinwag`: the chat server, until Ctrl-C or SIGTERM.
-struct ChatServer(SocketAddr, Config, Limits);
+struct ChatServer {
+    addr: SocketAddr,
+    config: Config,
+    limits: Limits,
+    admin: AdminAddr,
+    drain_delay: std::time::Duration,
+}
 
 impl Program for ChatServer {
     type Output = std::io::Result<()>;
     async fn run<R: Runtime>(self) -> std::io::Result<()> {
-        let server = chinwag::chat::server_with(self.1, self.2);
+        let server = chinwag::chat::server_with(self.config, self.limits);
         let handle = server.handle();
-        // Ctrl-C or SIGTERM: every client gets close 1001 (going away), then we exit.
-        ctrlc::set_handler(move || {
-            tracing::info!("shutting down: closing every connection with 1001");
-            handle.shutdown();
-        })
-        .map_err(std::io::Error::other)?;
-        let listener = R::bind(self.0).await?;
+        let drain = handle.clone();
+        on_termination(self.drain_delay, move || drain.drain(), move || handle.shutdown())?;
+        start_admin::<R>(self.admin, server.admin()).await?;
+        let listener = R::bind(self.addr).await?;
         tracing::info!(
             "chat server on http://{} (WebSocket at ws://{}{})",
             R::local_addr(&listener)?,
@@ -153,18 +159,22 @@ impl Program for ChatServer {
 }
 
 /// `chinwag gateway`: the socket gateway, until Ctrl-C or SIGTERM.
-struct GatewayServer(chinwag_gateway::Gateway, SocketAddr, String);
+struct GatewayServer {
+    gateway: chinwag_gateway::Gateway,
+    listen: SocketAddr,
+    path: String,
+    admin: AdminAddr,
+    drain_delay: std::time::Duration,
+}
 
 impl Program for GatewayServer {
     type Output = std::io::Result<()>;
     async fn run<R: Runtime>(self) -> std::io::Result<()> {
-        let GatewayServer(gateway, listen, path) = self;
+        let GatewayServer { gateway, listen, path, admin, drain_delay } = self;
         let handle = gateway.handle();
-        ctrlc::set_handler(move || {
-            tracing::info!("shutting down: closing every connection with 1001");
-            handle.service().shutdown();
-        })
-        .map_err(std::io::Error::other)?;
+        let drain = handle.clone();
+        on_termination(drain_delay, move || drain.service().drain(), move || handle.service().shutdown())?;
+        start_admin::<R>(admin, gateway.admin()).await?;
         let listener = R::bind(listen).await?;
         match gateway.handle().bus_status() {
             Some(bus) => tracing::info!(
@@ -188,6 +198,7 @@ fn gateway(
     path: &std::path::Path,
     listen: Option<SocketAddr>,
     bus: Option<chinwag_gateway::config::Bus>,
+    ops: &OpsArgs,
 ) -> Result<GatewayServer, String> {
     use chinwag_gateway::config::Auth;
     let mut config = chinwag_gateway::Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -206,9 +217,16 @@ fn gateway(
         }
     };
     let (listen, route) = (config.listen, config.path.clone());
+    // The flag (or CHINWAG_ADMIN_ADDR) wins over the file, so that several nodes
+    // can run from one file.
+    let admin = ops.admin_addr.unwrap_or(match config.admin {
+        Some(addr) => AdminAddr::At(addr),
+        None => AdminAddr::Off,
+    });
+    let drain_delay = ops.drain_delay()?;
     let gateway = chinwag_gateway::Gateway::new(config, authenticator, chinwag_gateway::Handlers::new())
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(GatewayServer(gateway, listen, route))
+    Ok(GatewayServer { gateway, listen, path: route, admin, drain_delay })
 }
 
 /// `chinwag token`: prints a token the gateway in `path` accepts.
@@ -225,17 +243,34 @@ fn token(path: &std::path::Path, username: &str, lifetime_secs: u64) -> std::io:
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.ops.log_format);
     let (rt, threads) = (cli.runtime, cli.threads);
+    let drain_delay = match cli.ops.drain_delay() {
+        Ok(delay) => delay,
+        Err(e) => {
+            eprintln!("chinwag: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let default_admin = DEFAULT_ADMIN_ADDR.parse().expect("a valid default");
     let result = match cli.command {
-        None => rt.run(threads, ChatServer(cli.addr, cli.limits.config(), cli.limits.limits())),
-        Some(Command::Echo { addr }) => rt.run(threads, echo::EchoServer(addr)),
-        Some(Command::Gateway { config, listen, bus }) => match gateway(&config, listen, bus) {
+        None => rt.run(
+            threads,
+            ChatServer {
+                addr: cli.addr,
+                config: cli.limits.config(),
+                limits: cli.limits.limits(),
+                admin: cli.ops.admin_addr.unwrap_or(default_admin),
+                drain_delay,
+            },
+        ),
+        Some(Command::Echo { addr }) => {
+            // The benchmark server: no admin listener unless asked for.
+            let admin = cli.ops.admin_addr.unwrap_or(AdminAddr::Off);
+            rt.run(threads, echo::EchoServer { addr, admin, drain_delay })
+        }
+        Some(Command::Gateway { config, listen, bus }) => match gateway(&config, listen, bus, &cli.ops) {
             Ok(server) => rt.run(threads, server),
             Err(e) => Err(std::io::Error::other(e)),
         },

@@ -8,74 +8,16 @@
 //! These tests wait for real time (idle clients): each runs in its own thread, so
 //! the file takes about as long as its slowest test.
 
+mod support;
+
 use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use support::Server;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The server's close timeout (chinwag_core::Config's default).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENTS: usize = 20;
-
-/// A `chinwag` process, killed if the test fails before it exits.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    /// Starts the binary with `args` on a free port and waits for the line that
-    /// names its address.
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the chinwag binary runs");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // "... on http://127.0.0.1:PORT ..." or "... on ws://127.0.0.1:PORT/..."
-                if let Some(at) = line.find("//127.0.0.1:") {
-                    let digits: String = line[at + 12..].chars().take_while(char::is_ascii_digit).collect();
-                    let _ = tx.send(digits.parse::<u16>().expect("a port"));
-                }
-            }
-        });
-        let port = rx.recv_timeout(Duration::from_secs(30)).expect("the server printed its address");
-        Self { child, port }
-    }
-
-    /// Sends SIGTERM, as `docker stop` and Kubernetes do.
-    fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit, up to `limit`; returns how long it took.
-    fn wait_exit(&mut self, since: Instant, limit: Duration) -> Duration {
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return since.elapsed();
-            }
-            assert!(since.elapsed() < limit, "the server did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What one client saw until its connection ended.
 #[derive(Debug, Default)]
@@ -119,8 +61,9 @@ fn idle_then_terminate(server: &mut Server, url: impl Fn(usize) -> String, idle:
         .collect();
     std::thread::sleep(idle);
     let signalled = Instant::now();
-    server.terminate();
-    let took = server.wait_exit(signalled, CLOSE_TIMEOUT + Duration::from_secs(1));
+    server.signal("TERM");
+    let (status, took) = server.wait_exit(signalled, CLOSE_TIMEOUT + Duration::from_secs(1));
+    assert!(status.success(), "exit status {status}");
     let seen: Vec<Seen> = rt.block_on(async {
         let mut all = Vec::new();
         for client in clients {
@@ -142,8 +85,9 @@ fn idle_then_terminate(server: &mut Server, url: impl Fn(usize) -> String, idle:
 }
 
 fn chat(runtime: &str, idle: Duration) -> Vec<Seen> {
-    let mut server = Server::start(&["--addr", "127.0.0.1:0", "--runtime", runtime]);
-    let port = server.port;
+    let mut server =
+        Server::start(&["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--runtime", runtime], &[], true);
+    let port = server.addr.port();
     idle_then_terminate(&mut server, |i| format!("ws://127.0.0.1:{port}/chat/idler{i}?age=3"), idle)
 }
 
@@ -196,8 +140,12 @@ fn gateway(runtime: &str, heartbeat_secs: Option<u64>, idle: Duration) -> Vec<Se
         ),
     )
     .unwrap();
-    let mut server = Server::start(&["gateway", "--config", config.to_str().unwrap(), "--runtime", runtime]);
-    let port = server.port;
+    let mut server = Server::start(
+        &["gateway", "--config", config.to_str().unwrap(), "--admin-addr", "off", "--runtime", runtime],
+        &[],
+        false,
+    );
+    let port = server.addr.port();
     let seen = idle_then_terminate(
         &mut server,
         |i| format!("ws://127.0.0.1:{port}/connect?namespace=ns&username=idler{i}"),

@@ -63,8 +63,9 @@ impl BusState {
 }
 
 impl BusState {
-    pub(crate) fn snapshot(&self, node: &str) -> BusStatus {
+    pub(crate) fn snapshot(&self, node: &str, queued: usize) -> BusStatus {
         BusStatus {
+            queued,
             node: node.to_owned(),
             connected: self.publisher_connected.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire),
             published: self.published.load(Ordering::Relaxed),
@@ -95,6 +96,8 @@ pub struct BusStatus {
     pub applied: u64,
     /// Commands refused as malformed (each is logged with its reason).
     pub refused: u64,
+    /// Events waiting in the outbox for the publisher.
+    pub queued: usize,
 }
 
 /// Where a gateway's events leave for the bus. Cheap to call from service hooks:
@@ -112,7 +115,7 @@ impl Outbox {
     }
 
     pub(crate) fn status(&self) -> BusStatus {
-        self.state.snapshot(&self.node)
+        self.state.snapshot(&self.node, self.queue.len())
     }
 
     /// Returns once the outbox has room, or at once while the bus is disconnected:

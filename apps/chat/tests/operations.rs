@@ -1,0 +1,328 @@
+//! The binary as operators run it: the admin listener (metrics that agree with
+//! the traffic, health, readiness), a drain a load balancer can follow, the
+//! configuration from the environment, JSON logs; for the chat, the gateway and
+//! the echo server, on tokio and async-std.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use std::time::{Duration, Instant};
+use support::{Server, metric_in};
+use tokio_tungstenite::tungstenite::Message;
+
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn join(server: &Server, path: &str) -> Ws {
+    let (ws, response) =
+        tokio_tungstenite::connect_async(format!("ws://{}{path}", server.addr)).await.expect("connects");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// The frame a server sends for a short text: two header bytes and the text.
+fn frame_len(text: &str) -> u64 {
+    assert!(text.len() < 126);
+    2 + text.len() as u64
+}
+
+fn chat(runtime_name: &str) -> Server {
+    Server::start(&["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--runtime", runtime_name], &[], true)
+}
+
+/// Known traffic through the chat; every counter must say exactly what happened.
+fn counters_agree_with_traffic(runtime_name: &str) {
+    let server = chat(runtime_name);
+    assert_eq!(server.admin_get("/health"), (200, "ok\n".to_owned()));
+    assert_eq!(server.admin_get("/ready"), (200, "ready: serving\n".to_owned()));
+    runtime().block_on(async {
+        let mut ann = join(&server, "/chat/ann").await;
+        assert_eq!(next_text(&mut ann).await, "Hi ann! You have successfully connected to the chat");
+        assert_eq!(next_text(&mut ann).await, "ann connected to chat");
+        let mut bob = join(&server, "/chat/bob?age=7").await;
+        assert_eq!(next_text(&mut bob).await, "Hi bob! You have successfully connected to the chat");
+        assert_eq!(next_text(&mut bob).await, "bob with age 7 connected to chat");
+        assert_eq!(next_text(&mut ann).await, "bob with age 7 connected to chat");
+        // Two refusals: a name in use (409) and no endpoint (404).
+        for path in ["/chat/ann", "/nowhere"] {
+            assert!(tokio_tungstenite::connect_async(format!("ws://{}{path}", server.addr)).await.is_err());
+        }
+        assert_eq!(server.metric("chinwag_chat_users"), 2.0);
+        assert_eq!(server.metric("chinwag_connections"), 2.0);
+        ann.send(Message::text("hello")).await.unwrap();
+        bob.send(Message::text("hi")).await.unwrap();
+        for ws in [&mut ann, &mut bob] {
+            assert_eq!(next_text(ws).await, "ann: hello");
+            assert_eq!(next_text(ws).await, "bob: hi");
+        }
+        ann.send(Message::text("/join ops")).await.unwrap();
+        assert_eq!(next_text(&mut ann).await, "ann joined #ops");
+        assert_eq!(server.metric("chinwag_chat_rooms"), 1.0);
+        ann.close(None).await.unwrap();
+        while ann.next().await.is_some() {}
+        assert_eq!(next_text(&mut bob).await, "ann left the chat");
+        bob.close(None).await.unwrap();
+        while bob.next().await.is_some() {}
+    });
+    // The server counts a connection as ended after its own task is done.
+    for _ in 0..200 {
+        if server.metric("chinwag_connections") == 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, metrics) = server.admin_get("/metrics");
+    assert_eq!(status, 200);
+    let get = |series: &str| metric_in(&metrics, series).unwrap_or_else(|| panic!("no {series}"));
+    // What each client was sent, one entry per recipient.
+    let sent = [
+        ("Hi ann! You have successfully connected to the chat", 1),
+        ("ann connected to chat", 1),
+        ("Hi bob! You have successfully connected to the chat", 1),
+        ("bob with age 7 connected to chat", 2),
+        ("ann: hello", 2),
+        ("bob: hi", 2),
+        ("ann joined #ops", 1),
+        ("ann left the chat", 1),
+    ];
+    let messages: u64 = sent.iter().map(|(_, n)| n).sum();
+    let bytes: u64 = sent.iter().map(|(text, n)| n * frame_len(text)).sum();
+    assert_eq!(get("chinwag_connections"), 0.0);
+    assert_eq!(get("chinwag_connections_opened_total"), 2.0);
+    assert_eq!(get("chinwag_messages_received_total"), 3.0);
+    assert_eq!(get("chinwag_received_bytes_total"), (5 + 2 + "/join ops".len()) as f64);
+    assert_eq!(get("chinwag_messages_sent_total"), messages as f64);
+    assert_eq!(get("chinwag_sent_bytes_total"), bytes as f64);
+    assert_eq!(get("chinwag_handshakes_refused_total{reason=\"conflict\"}"), 1.0);
+    assert_eq!(get("chinwag_handshakes_refused_total{reason=\"not_found\"}"), 1.0);
+    assert_eq!(get("chinwag_disconnects_total{reason=\"normal\"}"), 2.0);
+    // The lines for both members (bob's join, two chat lines) were broadcasts.
+    assert_eq!(get("chinwag_broadcast_delivery_seconds_count"), 3.0);
+    assert_eq!(get("chinwag_chat_users"), 0.0);
+    assert!(get("process_resident_memory_bytes") > 1e6);
+    assert!(get("process_open_fds") >= 3.0);
+}
+
+#[test]
+fn tokio_counters_agree_with_traffic() {
+    counters_agree_with_traffic("tokio");
+}
+
+#[test]
+fn async_std_counters_agree_with_traffic() {
+    counters_agree_with_traffic("async-std");
+}
+
+/// SIGTERM with a drain delay: `/ready` turns 503 at once, clients are still served
+/// (new ones too) for the delay, then every one gets 1001 and the process exits 0.
+fn drain(runtime_name: &str) {
+    let delay = Duration::from_secs(2);
+    let mut server = Server::start(
+        &["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--drain-delay", "2", "--runtime", runtime_name],
+        &[],
+        true,
+    );
+    runtime().block_on(async {
+        let mut ann = join(&server, "/chat/ann").await;
+        next_text(&mut ann).await;
+        next_text(&mut ann).await;
+        let signalled = Instant::now();
+        server.signal("TERM");
+        let mut flipped = None;
+        for _ in 0..100 {
+            if server.admin_get("/ready").0 == 503 {
+                flipped = Some(signalled.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let flipped = flipped.expect("/ready turned 503");
+        assert!(flipped < Duration::from_millis(500), "/ready turned 503 after {flipped:?}");
+        assert_eq!(server.admin_get("/ready").1, "not ready: draining before shutting down\n");
+        assert_eq!(server.metric("chinwag_draining"), 1.0);
+        // Still serving: a new client joins and talks.
+        let mut bob = join(&server, "/chat/bob").await;
+        next_text(&mut bob).await;
+        next_text(&mut bob).await;
+        bob.send(Message::text("still open?")).await.unwrap();
+        assert_eq!(next_text(&mut bob).await, "bob: still open?");
+        // Then 1001 for both, after the delay.
+        for ws in [&mut ann, &mut bob] {
+            let close = loop {
+                match tokio::time::timeout(delay + Duration::from_secs(3), ws.next()).await.expect("closed in time") {
+                    Some(Ok(Message::Close(frame))) => break frame,
+                    Some(Ok(_)) => {}
+                    other => panic!("expected a close, got {other:?}"),
+                }
+            };
+            let frame = close.expect("a close code");
+            assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1001, "server shutting down"));
+            while ws.next().await.is_some() {}
+        }
+        let closed_after = signalled.elapsed();
+        assert!(closed_after >= delay, "closed after {closed_after:?}, before the drain delay");
+        let (status, took) = server.wait_exit(signalled, delay + CLOSE_TIMEOUT + Duration::from_secs(1));
+        assert!(status.success(), "exit status {status}");
+        eprintln!("{runtime_name}: /ready 503 after {flipped:?}; 1001 after {closed_after:?}; exit after {took:?}");
+    });
+}
+
+#[test]
+fn tokio_drain() {
+    drain("tokio");
+}
+
+#[test]
+fn async_std_drain() {
+    drain("async-std");
+}
+
+/// A second SIGTERM (or Ctrl-C) does not wait for the drain.
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server =
+        Server::start(&["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--drain-delay", "60"], &[], true);
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.admin_get("/ready").0, 503);
+    let second = Instant::now();
+    server.signal("INT");
+    let (status, took) = server.wait_exit(second, Duration::from_secs(2));
+    assert_eq!(status.code(), Some(1), "a forced exit is not a clean one");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+/// An admin address that cannot be bound stops the server at start, naming the flag.
+#[test]
+fn an_admin_address_in_use_stops_the_server() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chinwag"))
+        .args(["--addr", "127.0.0.1:0", "--admin-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("--admin-addr {addr}")), "{stderr}");
+}
+
+/// Every flag also comes from the environment; `--help` shows the variables; JSON
+/// logs carry the connection and the client's address on its lines.
+#[test]
+fn configuration_from_the_environment_and_json_logs() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_chinwag")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for var in ["CHINWAG_ADDR", "CHINWAG_ADMIN_ADDR", "CHINWAG_DRAIN_DELAY", "CHINWAG_LOG_FORMAT", "CHINWAG_RUNTIME"] {
+        assert!(help.contains(&format!("[env: {var}=")), "--help does not show {var}:\n{help}");
+    }
+    let server = Server::start(
+        &[],
+        &[
+            ("CHINWAG_ADDR", "127.0.0.1:0"),
+            ("CHINWAG_ADMIN_ADDR", "127.0.0.1:0"),
+            ("CHINWAG_LOG_FORMAT", "json"),
+            ("CHINWAG_RUNTIME", "async-std"),
+        ],
+        true,
+    );
+    assert_eq!(server.admin_get("/ready").0, 200);
+    runtime().block_on(async {
+        let mut ws = join(&server, "/chat/jay").await;
+        next_text(&mut ws).await;
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.log.lock().unwrap().clone();
+    let mut joined = None;
+    for line in &log {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        if value["fields"]["message"] == "jay connected to chat" {
+            joined = Some(value);
+        }
+    }
+    let joined = joined.expect("the join line was logged");
+    assert!(joined["span"]["conn"].is_string(), "the connection's id: {joined}");
+    assert!(joined["span"]["client"].as_str().unwrap().starts_with("127.0.0.1:"), "the client's address: {joined}");
+}
+
+/// The gateway's admin listener: readiness says the bus's state; its own metrics.
+#[test]
+fn gateway_admin() {
+    let dir = std::env::temp_dir().join(format!("chinwag-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.yaml");
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf/socket.dev.yaml"))
+        .unwrap()
+        .replace("listen: \"127.0.0.1:4000\"", "listen: \"127.0.0.1:0\"\n  admin: \"127.0.0.1:0\"");
+    std::fs::write(&config, yaml).unwrap();
+    let server = Server::start(&["gateway", "--config", config.to_str().unwrap()], &[], true);
+    assert_eq!(server.admin_get("/ready"), (200, "ready: serving; bus: in-process\n".to_owned()));
+    runtime().block_on(async {
+        let mut ws = join(&server, "/connect?namespace=acme&username=alex").await;
+        ws.send(Message::text(r#"{"type":"message_type_one","payload":1}"#)).await.unwrap();
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, metrics) = server.admin_get("/metrics");
+    let get = |series: &str| metric_in(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
+    assert_eq!(get("chinwag_gateway_events_published_total{topic=\"socket:connection\"}"), 1.0);
+    assert_eq!(get("chinwag_gateway_events_published_total{topic=\"socket:generalMessage\"}"), 1.0);
+    assert_eq!(get("chinwag_gateway_events_published_total{topic=\"socket:type_one\"}"), 1.0);
+    assert_eq!(get("chinwag_gateway_events_published_total{topic=\"socket:close\"}"), 1.0);
+    assert_eq!(get("chinwag_gateway_bus_connected"), 1.0);
+    assert_eq!(get("chinwag_messages_received_total"), 1.0);
+    assert_eq!(get("chinwag_connections_opened_total"), 1.0);
+    // The events' bodies hold what users send: not logged at info.
+    let log = server.log.lock().unwrap().clone();
+    assert!(!log.iter().any(|line| line.contains("message_type_one")), "{log:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The echo server: no admin listener by default; with one, its connections and
+/// readiness; SIGTERM closes its clients with 1001.
+#[test]
+fn echo_admin_and_shutdown() {
+    let mut server = Server::start(&["echo", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"], &[], true);
+    runtime().block_on(async {
+        let mut ws = join(&server, "/").await;
+        ws.send(Message::text("ping?")).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, "ping?");
+        assert_eq!(server.metric("chinwag_connections"), 1.0);
+        assert_eq!(server.admin_get("/ready").0, 200);
+        let signalled = Instant::now();
+        server.signal("TERM");
+        let frame = loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.expect("a code"),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close, got {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(frame.code), 1001);
+        while ws.next().await.is_some() {}
+        let (status, _) = server.wait_exit(signalled, CLOSE_TIMEOUT + Duration::from_secs(1));
+        assert!(status.success());
+    });
+    // Without the flag, nothing listens besides the echo port.
+    let plain = Server::start(&["echo", "--addr", "127.0.0.1:0"], &[], false);
+    assert!(plain.admin.is_none());
+    assert!(!plain.log.lock().unwrap().iter().any(|l| l.contains("admin on")));
+}
