@@ -263,16 +263,16 @@ fn configuration_from_the_environment_and_json_logs() {
 }
 
 /// The gateway's admin listener: readiness says the bus's state; its own metrics.
-#[test]
-fn gateway_admin() {
-    let dir = std::env::temp_dir().join(format!("chinwag-ops-{}", std::process::id()));
+fn gateway_admin(runtime_name: &str) {
+    let dir = std::env::temp_dir().join(format!("chinwag-ops-{}-{runtime_name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("gateway.yaml");
     let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf/socket.dev.yaml"))
         .unwrap()
         .replace("listen: \"127.0.0.1:4000\"", "listen: \"127.0.0.1:0\"\n  admin: \"127.0.0.1:0\"");
     std::fs::write(&config, yaml).unwrap();
-    let server = Server::start(&["gateway", "--config", config.to_str().unwrap()], &[], true);
+    let server =
+        Server::start(&["gateway", "--config", config.to_str().unwrap(), "--runtime", runtime_name], &[], true);
     assert_eq!(server.admin_get("/ready"), (200, "ready: serving; bus: in-process\n".to_owned()));
     runtime().block_on(async {
         let mut ws = join(&server, "/connect?namespace=acme&username=alex").await;
@@ -296,11 +296,24 @@ fn gateway_admin() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn tokio_gateway_admin() {
+    gateway_admin("tokio");
+}
+
+#[test]
+fn async_std_gateway_admin() {
+    gateway_admin("async-std");
+}
+
 /// The echo server: no admin listener by default; with one, its connections and
 /// readiness; SIGTERM closes its clients with 1001.
-#[test]
-fn echo_admin_and_shutdown() {
-    let mut server = Server::start(&["echo", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"], &[], true);
+fn echo_admin_and_shutdown(runtime_name: &str) {
+    let mut server = Server::start(
+        &["echo", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--runtime", runtime_name],
+        &[],
+        true,
+    );
     runtime().block_on(async {
         let mut ws = join(&server, "/").await;
         ws.send(Message::text("ping?")).await.unwrap();
@@ -322,7 +335,17 @@ fn echo_admin_and_shutdown() {
         assert!(status.success());
     });
     // Without the flag, nothing listens besides the echo port.
-    let plain = Server::start(&["echo", "--addr", "127.0.0.1:0"], &[], false);
+    let plain = Server::start(&["echo", "--addr", "127.0.0.1:0", "--runtime", runtime_name], &[], false);
     assert!(plain.admin.is_none());
     assert!(!plain.log.lock().unwrap().iter().any(|l| l.contains("admin on")));
+}
+
+#[test]
+fn tokio_echo_admin_and_shutdown() {
+    echo_admin_and_shutdown("tokio");
+}
+
+#[test]
+fn async_std_echo_admin_and_shutdown() {
+    echo_admin_and_shutdown("async-std");
 }
