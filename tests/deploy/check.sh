@@ -32,8 +32,9 @@ part() { printf -- '--- %s\n' "$*"; }
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-[ -x "$BIN/hadolint" ] && [ -x "$BIN/kubernetes-validate" ] \
-  || fail "hadolint or kubernetes-validate missing from $BIN: run tests/setup-python.sh (tests/requirements.txt lists them)"
+if [ ! -x "$BIN/hadolint" ] || [ ! -x "$BIN/kubernetes-validate" ]; then
+  fail "hadolint or kubernetes-validate missing from $BIN: run tests/setup-python.sh (tests/requirements.txt lists them)"
+fi
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
