@@ -43,6 +43,9 @@ cargo build --release --quiet -p chinwag -p chinwag-bench
 step "gateway: the README's two-node example (redis-server, two nodes, the Python handler)"
 tests/gateway/two_nodes.sh target/release/chinwag "$PY"
 
+step "deployment kit: hadolint, kubernetes-validate, docker-compose config, the binary as each manifest runs it"
+tests/deploy/check.sh target/release/chinwag "$PY"
+
 step "Autobahn conformance (cases 1-10, both runtimes, both roles)"
 tests/conformance/run.sh target/release/chinwag
 
