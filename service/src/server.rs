@@ -14,7 +14,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::accept::{ACCEPT_BACKOFF, AcceptFailures};
-use crate::limits::{Counters, Over};
+use crate::admission::{Accepted, Over};
+use crate::limits::Counters;
 use crate::route::{InvalidPattern, PathPattern};
 use crate::state::Shared;
 use crate::{Context, Decision, Handle, Limits, Service};
@@ -92,17 +93,19 @@ impl<S: Service> Server<S> {
             failures.accepted(Instant::now());
             let ip = peer.ip();
             let open = shared.live.load(Ordering::Acquire);
-            if let Err(over) = shared.admission.admit(&self.limits, open, ip) {
-                self.refuse::<R>(io, over, ip);
-                continue;
-            }
+            let accepted = match shared.admission.admit_peer(&self.limits, open, ip) {
+                Ok(accepted) => accepted,
+                Err(over) => {
+                    self.refuse::<R>(io, over, ip);
+                    continue;
+                }
+            };
             let (service, pattern, config, limits, shared) =
                 (self.service.clone(), self.pattern.clone(), self.config.clone(), self.limits.clone(), shared.clone());
             shared.task_started();
             R::spawn(async move {
-                connection::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io).await;
+                connection::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io, accepted).await;
                 tracing::trace!(%peer, "connection task ended");
-                shared.admission.release(ip);
                 shared.task_ended();
             });
         }
@@ -129,20 +132,8 @@ impl<S: Service> Server<S> {
     /// of its own (bounded by the handshake timeout); or drops it at once when
     /// [`MAX_REFUSING`] are already being answered.
     fn refuse<R: Runtime>(&self, io: R::Io, over: Over, ip: IpAddr) {
-        let (counter, status, reason) = match over {
-            Over::ServerFull => (
-                &self.shared.counters.refused_server_full,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is at its connection limit; try again later",
-            ),
-            Over::PerIp => (
-                &self.shared.counters.refused_per_ip,
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from your address",
-            ),
-        };
-        Counters::bump(counter);
-        tracing::warn!(%ip, ?over, "connection refused: over a limit");
+        Counters::bump(over.counter(&self.shared.counters));
+        tracing::warn!(peer = %ip, ?over, "connection refused: over a limit");
         if self.shared.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
             self.shared.refusing.fetch_sub(1, Ordering::AcqRel);
             return; // dropping `io` closes it
@@ -150,7 +141,7 @@ impl<S: Service> Server<S> {
         let (config, shared) = (self.config.clone(), self.shared.clone());
         R::spawn(async move {
             if let Ok(pending) = read_request::<_, R::Timer>(io, config).await {
-                let _ = pending.reject(Rejection::new(status, reason)).await;
+                let _ = pending.reject(over.rejection()).await;
             }
             shared.refusing.fetch_sub(1, Ordering::AcqRel);
         });
@@ -183,7 +174,8 @@ async fn race<A: Future, B: Future>(first: A, second: B) -> Option<A::Output> {
     .await
 }
 
-/// One connection, from its first byte to its last hook.
+/// One connection, from its first byte to its last hook. `accepted` holds its
+/// place under the per-IP limit, given back when this returns.
 async fn connection<R: Runtime, S: Service>(
     shared: &Shared,
     service: &S,
@@ -191,11 +183,22 @@ async fn connection<R: Runtime, S: Service>(
     config: Config,
     limits: &Limits,
     io: R::Io,
+    mut accepted: Accepted,
 ) {
     let pending = match read_request::<_, R::Timer>(io, config).await {
         Ok(pending) => pending,
         Err(e) => {
-            tracing::debug!(error = %e, "handshake failed");
+            tracing::debug!(peer = %accepted.peer, error = %e, "handshake failed");
+            return;
+        }
+    };
+    // The per-IP check of a trusted proxy's client, now that it is known.
+    let client = match shared.admission.admit_request(limits, &mut accepted, pending.request()) {
+        Ok(client) => client,
+        Err((over, client)) => {
+            Counters::bump(over.counter(&shared.counters));
+            tracing::warn!(%client, peer = %accepted.peer, ?over, "connection refused: over a limit");
+            let _ = pending.reject(over.rejection()).await;
             return;
         }
     };
@@ -223,7 +226,7 @@ async fn connection<R: Runtime, S: Service>(
     }
     if let Err(refused) = limits.origins.check(&request) {
         Counters::bump(&shared.counters.refused_origin);
-        tracing::info!(origin = %refused.origin, "upgrade refused by the Origin check");
+        tracing::info!(%client, origin = %refused.origin, "upgrade refused by the Origin check");
         let _ = pending.reject(Rejection::new(StatusCode::FORBIDDEN, refused.to_string())).await;
         return;
     }
@@ -236,7 +239,7 @@ async fn connection<R: Runtime, S: Service>(
     let opened = {
         let mut state = shared.lock();
         let conn = state.hub.open();
-        let mut cx = Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
+        let mut cx = Context { conn, hub: &mut state.hub, client, request: Some(&request), params: Some(&params) };
         match service.on_upgrade(&mut cx) {
             Decision::Reject(rejection) => {
                 state.hub.close(conn);
@@ -255,8 +258,13 @@ async fn connection<R: Runtime, S: Service>(
                     // A connection its own on_upgrade closed has left the hub: it is
                     // closing, not opening.
                     if state.hub.is_open(conn) {
-                        let mut cx =
-                            Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
+                        let mut cx = Context {
+                            conn,
+                            hub: &mut state.hub,
+                            client,
+                            request: Some(&request),
+                            params: Some(&params),
+                        };
                         service.on_open(&mut cx);
                     }
                     state.dispatch();
@@ -293,7 +301,7 @@ async fn connection<R: Runtime, S: Service>(
         let Some(incoming) = receiver.recv_incoming().await else { break };
         let verdict = rate.as_mut().map_or(Verdict::Allow, |rate| rate.check(Instant::now()));
         let mut state = shared.lock();
-        let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
+        let mut cx = Context { conn, hub: &mut state.hub, client, request: None, params: None };
         match verdict {
             Verdict::Allow => match &incoming {
                 Incoming::Message(Message::Text(text)) => service.on_text(&mut cx, text),
@@ -331,7 +339,7 @@ async fn connection<R: Runtime, S: Service>(
     }
     let mut state = shared.lock();
     state.detach(conn);
-    let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
+    let mut cx = Context { conn, hub: &mut state.hub, client, request: None, params: None };
     service.on_close(&mut cx, &closed);
     state.hub.close(conn);
     state.dispatch();

@@ -6,7 +6,8 @@ use chinwag_core::{CloseCode, SharedFrame};
 use chinwag_driver::{Sender, Timer, Transport};
 use std::time::Instant;
 
-use crate::limits::{Admission, Counters};
+use crate::admission::Admission;
+use crate::limits::Counters;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -98,7 +99,7 @@ pub(crate) struct Shared {
     /// Connection tasks still running.
     pub(crate) live: AtomicUsize,
     pub(crate) all_done: event_listener::Event,
-    /// Open connections per IP address.
+    /// Open connections per client address.
     pub(crate) admission: Admission,
     /// Connections over a limit being told so.
     pub(crate) refusing: AtomicUsize,
