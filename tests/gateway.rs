@@ -1,6 +1,7 @@
 //! The gateway with the in-process bus, end to end on every runtime: connect
 //! replies, typed routing, replies and failures, bad input, sends to a user in a
-//! namespace, broadcasts, close events, the heartbeat and the message rate.
+//! namespace, broadcasts, close events, the heartbeat, the message rate, and the
+//! client address behind a trusted proxy.
 //! Identities come from the development mode (`?username=`); the JWT check has its
 //! own tests. That a client got nothing is proved with a fence message, never by
 //! waiting for nothing to arrive.
@@ -314,9 +315,59 @@ async fn origins_from_the_config<S: Runtime, C: Runtime>() {
     assert!(accepted.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{accepted}");
 }
 
+async fn the_context_names_the_client<S: Runtime, C: Runtime>() {
+    let (addr, _handle, events) =
+        start_with::<S>(", trusted_proxies: [\"127.0.0.1\", \"10.0.0.0/8\"], max_connections_per_ip: 1");
+    let through_proxy = |user: &str, chain: &str| {
+        parse_url(&format!("ws://{addr}/connect?username={user}&namespace=acme"))
+            .unwrap()
+            .with_header("x-forwarded-for".parse().unwrap(), chain.parse().unwrap())
+    };
+    // Through the trusted proxy (127.0.0.1, behind another at 10.0.0.2): the
+    // right-most address that is not a trusted proxy.
+    let mut alex =
+        connect::<C>(&through_proxy("alex", "198.51.100.1, 203.0.113.7, 10.0.0.2"), Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "onconnect", "payload": {"hello": "alex"}}));
+    send::<C>(&alex, json!({"type": "other", "payload": "where am I"})).await;
+    wait_for::<C>(&events, |e| e.iter().any(|(_, b)| b["message"]["payload"] == "where am I")).await;
+    {
+        let events = events.lock().unwrap();
+        let (_, body) = events.iter().find(|(_, b)| b["message"]["payload"] == "where am I").unwrap();
+        assert_eq!(body["context"]["client_address"], "203.0.113.7");
+        assert_eq!(body["context"]["headers"]["x-forwarded-for"], "198.51.100.1, 203.0.113.7, 10.0.0.2");
+    }
+    // The per-IP limit (1) counts that address too.
+    let refused = connect::<C>(&through_proxy("alexis", "203.0.113.7"), Config::default()).await;
+    assert!(
+        matches!(refused, Err(chinwag_driver::Error::Handshake(chinwag_core::HandshakeError::UnexpectedStatus(429)))),
+        "{:?}",
+        refused.map(drop)
+    );
+    // The proxy's own request, and a peer that is not trusted, whatever it
+    // claims: their own addresses.
+    let bob = join::<C>(addr, "bob", Some("acme")).await;
+    drop(bob);
+    let request = upgrade_request(addr, "/connect?username=carol&namespace=acme").replacen(
+        "\r\n\r\n",
+        "\r\nX-Forwarded-For: 203.0.113.99\r\n\r\n",
+        1,
+    );
+    let mut carol = chinwag_tests::connect_from([127, 0, 0, 2].into(), addr).unwrap();
+    std::io::Write::write_all(&mut carol, request.as_bytes()).unwrap();
+    let mut head = [0; 12];
+    std::io::Read::read_exact(&mut carol, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    drop(carol);
+    for (user, address) in [("bob", "127.0.0.1"), ("carol", "127.0.0.2")] {
+        wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == user))
+            .await;
+        assert_eq!(close_event(&events, user)["context"]["client_address"], address, "{user}");
+    }
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, floods_are_warned_then_closed, origins_from_the_config];
+    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, floods_are_warned_then_closed, origins_from_the_config, the_context_names_the_client];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

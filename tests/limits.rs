@@ -62,7 +62,7 @@ async fn raw_response<C: Runtime>(addr: SocketAddr, path: &str, extra: &str) -> 
 }
 
 async fn connection_limits<S: Runtime, C: Runtime>() {
-    let limits = Limits { max_connections: 3, max_connections_per_ip: 2, ..Limits::default() };
+    let limits = Limits { max_connections: 3, max_connections_per_ip: Some(2), ..Limits::default() };
     let (addr, handle) = start_chat::<S>(chinwag::chat::config(), limits);
     // Each limit alone: from 127.0.0.1 the per-IP limit (2) is reached while the
     // server (3) is not full; from 127.0.0.3, with no connection of its own, only

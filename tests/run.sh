@@ -26,6 +26,9 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
+step "cargo doc (broken links in the API documentation are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 step "what the integration tests run beside the code: redis-server, the Python venv"
 redis_before="$(pgrep -x redis-server || true)"
 need_debian redis-server

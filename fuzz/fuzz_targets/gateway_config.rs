@@ -5,7 +5,7 @@
 //! that an accepted configuration obeys every rule the module documents (a path
 //! starting with `/` without query, non-empty topics, none reserved for reply
 //! channels, none both published and subscribed, distinct message types, limits
-//! of at least 1, a usable auth); that it writes back to YAML that parses to the
+//! of at least 1 (a per-IP limit of 0 being none), a usable auth); that it writes back to YAML that parses to the
 //! same configuration; and that a gateway can be made from it
 //! (`Gateway::new` takes the checked path as a route).
 #![no_main]
@@ -153,6 +153,18 @@ fn assembled(u: &mut Unstructured<'_>) -> Result<String> {
             writeln!(y, "    allowed_origins: [{}]", origins.iter().map(|o| quoted(o)).collect::<Vec<_>>().join(", "))
                 .unwrap();
         }
+        if u.arbitrary()? {
+            let ranges: Vec<String> = (0..u.int_in_range(0..=3)?)
+                .map(|_| {
+                    one_of(
+                        u,
+                        &["10.0.0.0/8", "10.0.0.1/8", "::1", "fd00::/8", "::ffff:10.0.0.0/104", "0.0.0.0/33", "", "x"],
+                    )
+                })
+                .collect::<Result<_>>()?;
+            writeln!(y, "    trusted_proxies: [{}]", ranges.iter().map(|r| quoted(r)).collect::<Vec<_>>().join(", "))
+                .unwrap();
+        }
     }
     if u.arbitrary()? {
         y += "  heartbeat:\n";
@@ -223,11 +235,12 @@ fn written(config: &Config) -> String {
     writeln!(
         y,
         "  limits:\n    max_message_size: {}\n    max_connections: {}\n    max_connections_per_ip: {}\n    \
-         message_rate: {rate:?}\n    message_burst: {burst}\n    allowed_origins: [{}]",
+         message_rate: {rate:?}\n    message_burst: {burst}\n    allowed_origins: [{}]\n    trusted_proxies: [{}]",
         config.max_message_size,
         config.max_connections,
-        config.max_connections_per_ip,
-        config.allowed_origins.iter().map(|o| quoted(o)).collect::<Vec<_>>().join(", ")
+        config.max_connections_per_ip.unwrap_or(0),
+        config.allowed_origins.iter().map(|o| quoted(o)).collect::<Vec<_>>().join(", "),
+        config.trusted_proxies.ranges().iter().map(|r| quoted(&r.to_string())).collect::<Vec<_>>().join(", ")
     )
     .unwrap();
     writeln!(
@@ -273,7 +286,8 @@ fn check_rules(config: &Config, text: &str) {
             route.message_type
         );
     }
-    assert!(config.max_message_size >= 1 && config.max_connections >= 1 && config.max_connections_per_ip >= 1);
+    assert!(config.max_message_size >= 1 && config.max_connections >= 1);
+    assert!(config.max_connections_per_ip.is_none_or(|n| n >= 1), "a per-IP limit of 0 is no limit\n{text}");
     if let Some((rate, burst)) = config.message_rate {
         assert!(rate.is_finite() && rate > 0.0 && burst >= 1, "rate {rate} burst {burst}\n{text}");
     }

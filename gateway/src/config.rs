@@ -2,7 +2,8 @@
 //! socket gateway document (`gateway.socket.path`, `onconnect.publish`,
 //! `onmessage.publish`, `onmessage.types[].{type, publish}`, `onclose.publish`,
 //! `send.subscribe`, `broadcast.subscribe`), plus what chinwag needs beyond it:
-//! `listen`, `auth`, `bus`, `limits`, `heartbeat`, `admin` and `ready_requires_bus`.
+//! `listen`, `auth`, `bus`, `limits` (with `trusted_proxies`), `heartbeat`, `admin` and
+//! `ready_requires_bus`.
 //!
 //! A bad file is refused as a whole, with the key and the problem
 //! ("gateway.socket.path: must start with /"); unknown keys are errors, so that a
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chinwag_core::gateway::{Topics, TypeRoute};
+use chinwag_core::handshake::{Cidr, TrustedProxies};
 
 /// A configuration that was read and checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +40,15 @@ pub struct Config {
     pub max_message_size: usize,
     /// Open connections at most; over it, handshakes get 503.
     pub max_connections: usize,
-    /// Open connections per client IP address at most; over it, 429.
-    pub max_connections_per_ip: usize,
+    /// Open connections per client address at most (`None`, the default: no
+    /// limit; `0` in the file); over it, 429. Behind a reverse proxy, without
+    /// `trusted_proxies` this limits the proxy (all its clients together).
+    pub max_connections_per_ip: Option<usize>,
+    /// The reverse proxies whose `Forwarded` or `X-Forwarded-For` header gives the
+    /// client address (`limits.trusted_proxies`: CIDR ranges or addresses). The
+    /// client address is what `max_connections_per_ip` counts and the events'
+    /// `context.client_address`.
+    pub trusted_proxies: TrustedProxies,
     /// Messages per second each connection may send on average, and at once after
     /// a quiet spell (`None`: no limit). Over it, messages are dropped, the client
     /// gets an error message ([`RATE_WARNING`](crate::service::RATE_WARNING)) once
@@ -238,7 +247,8 @@ struct LimitsSection {
     max_message_size: usize,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
-    #[serde(default = "default_max_connections_per_ip")]
+    /// 0: no limit.
+    #[serde(default)]
     max_connections_per_ip: usize,
     #[serde(default = "default_message_rate")]
     message_rate: f64,
@@ -246,6 +256,8 @@ struct LimitsSection {
     message_burst: u32,
     #[serde(default)]
     allowed_origins: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 impl Default for LimitsSection {
@@ -253,20 +265,19 @@ impl Default for LimitsSection {
         Self {
             max_message_size: default_max_message_size(),
             max_connections: default_max_connections(),
-            max_connections_per_ip: default_max_connections_per_ip(),
+            max_connections_per_ip: 0,
             message_rate: default_message_rate(),
             message_burst: default_message_burst(),
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
-// The service's defaults (chinwag_service::Limits), which suit a gateway too.
+// The service's defaults (chinwag_service::Limits), which suit a gateway too: no
+// per-IP limit among them, as behind a proxy every client has the proxy's address.
 fn default_max_connections() -> usize {
     10_000
-}
-fn default_max_connections_per_ip() -> usize {
-    256
 }
 fn default_message_rate() -> f64 {
     50.0
@@ -417,11 +428,9 @@ impl Config {
             return Err(bad("gateway.limits.max_message_size", "must be at least 1 byte"));
         }
         let limits = &g.limits;
-        for (key, value) in [
-            ("max_connections", limits.max_connections),
-            ("max_connections_per_ip", limits.max_connections_per_ip),
-            ("message_burst", limits.message_burst as usize),
-        ] {
+        for (key, value) in
+            [("max_connections", limits.max_connections), ("message_burst", limits.message_burst as usize)]
+        {
             if value == 0 {
                 return Err(bad(&format!("gateway.limits.{key}"), "must be at least 1"));
             }
@@ -432,6 +441,14 @@ impl Config {
         if let Some(origin) = limits.allowed_origins.iter().find(|o| o.is_empty()) {
             return Err(bad("gateway.limits.allowed_origins", format!("{origin:?} is not an origin")));
         }
+        let trusted_proxies = limits
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, range)| {
+                range.parse::<Cidr>().map_err(|e| bad(&format!("gateway.limits.trusted_proxies[{i}]"), e.to_string()))
+            })
+            .collect::<Result<TrustedProxies, _>>()?;
         check_heartbeat("gateway.heartbeat.interval_secs", g.heartbeat.interval_secs)?;
         check_heartbeat("gateway.heartbeat.timeout_secs", g.heartbeat.timeout_secs)?;
         Ok(Config {
@@ -444,7 +461,8 @@ impl Config {
             bus,
             max_message_size: g.limits.max_message_size,
             max_connections: g.limits.max_connections,
-            max_connections_per_ip: g.limits.max_connections_per_ip,
+            max_connections_per_ip: Some(g.limits.max_connections_per_ip).filter(|&n| n > 0),
+            trusted_proxies,
             message_rate: (g.limits.message_rate > 0.0).then_some((g.limits.message_rate, g.limits.message_burst)),
             allowed_origins: g.limits.allowed_origins,
             heartbeat_interval_secs: g.heartbeat.interval_secs,
@@ -568,7 +586,8 @@ gateway:
         assert_eq!(config.bus, Bus::InProcess);
         assert_eq!(config.max_message_size, 64 << 10);
         assert_eq!((config.heartbeat_interval_secs, config.heartbeat_timeout_secs), (30, 30));
-        assert_eq!((config.max_connections, config.max_connections_per_ip), (10_000, 256));
+        assert_eq!((config.max_connections, config.max_connections_per_ip), (10_000, None));
+        assert!(config.trusted_proxies.is_empty());
         assert_eq!(config.message_rate, Some((50.0, 100)));
         assert!(config.allowed_origins.is_empty());
     }
@@ -577,10 +596,16 @@ gateway:
     fn limits() {
         let text = format!(
             "{DOCUMENT}  limits:\n    max_connections: 5\n    max_connections_per_ip: 2\n    message_rate: 0\n    \
-             allowed_origins: [\"https://app.example\", \"*\"]\n"
+             allowed_origins: [\"https://app.example\", \"*\"]\n    \
+             trusted_proxies: [\"10.0.0.0/8\", \"192.0.2.7\", \"fd00::/8\", \"::1\"]\n"
         );
         let config = parse(&text).unwrap();
-        assert_eq!((config.max_connections, config.max_connections_per_ip), (5, 2));
+        assert_eq!((config.max_connections, config.max_connections_per_ip), (5, Some(2)));
+        let trusted: Vec<String> = config.trusted_proxies.ranges().iter().map(|r| r.to_string()).collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8", "::1/128"]);
+        assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        let unlimited = parse(&format!("{DOCUMENT}  limits:\n    max_connections_per_ip: 0\n")).unwrap();
+        assert_eq!(unlimited.max_connections_per_ip, None, "0: no per-IP limit");
         assert_eq!(config.message_rate, None, "0: no rate limit");
         assert_eq!(config.allowed_origins, ["https://app.example", "*"]);
         let rated = parse(&format!("{DOCUMENT}  limits:\n    message_rate: 2.5\n    message_burst: 4\n")).unwrap();
@@ -649,6 +674,31 @@ gateway:
                 format!("{DOCUMENT}  limits:\n    allowed_origins: [\"\"]\n"),
                 "gateway.limits.allowed_origins",
                 "not an origin",
+            ),
+            (
+                format!("{DOCUMENT}  limits:\n    trusted_proxies: [\"10.0.0.0/8\", \"proxy.internal\"]\n"),
+                "gateway.limits.trusted_proxies[1]",
+                "not an IP address or a CIDR range",
+            ),
+            (
+                format!("{DOCUMENT}  limits:\n    trusted_proxies: [\"10.0.0.1/8\"]\n"),
+                "gateway.limits.trusted_proxies[0]",
+                "did you mean 10.0.0.0/8?",
+            ),
+            (
+                format!("{DOCUMENT}  limits:\n    trusted_proxies: [\"fd00::/129\"]\n"),
+                "gateway.limits.trusted_proxies[0]",
+                "at most 128 bits",
+            ),
+            (
+                format!("{DOCUMENT}  limits:\n    trusted_proxies: \"10.0.0.0/8\"\n"),
+                "gateway.limits.trusted_proxies",
+                "invalid type",
+            ),
+            (
+                format!("{DOCUMENT}  limits:\n    max_connections_per_ip: -1\n"),
+                "gateway.limits.max_connections_per_ip",
+                "expected usize",
             ),
             (
                 DOCUMENT.replace("subscribe: \"socket:broadcast\"", "subscribe: \"socket:send\""),

@@ -67,6 +67,7 @@ impl Gateway {
         let limits = chinwag_service::Limits {
             max_connections: config.max_connections,
             max_connections_per_ip: config.max_connections_per_ip,
+            trusted_proxies: config.trusted_proxies.clone(),
             message_rate: config.message_rate.map(|(rate, burst)| RateLimit::new(rate, burst)),
             origins: config.allowed_origins.iter().fold(OriginPolicy::same_host(), |policy, o| policy.allow(o)),
         };

@@ -23,6 +23,7 @@ const BUS_CONNECTED: (&str, &str) =
 use chinwag_service::{Context, Decision, Handle, Service};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::auth::unix_now;
@@ -184,9 +185,10 @@ fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command, 
 }
 
 /// The context an event carries beyond username, namespace and connection: the
+/// client's address (behind trusted proxies, the one their header names), the
 /// namespace as a parameter (as the gateway document reads it), the query, and
 /// the headers worth having.
-fn extra(request: &Request, identity: &Identity) -> Map<String, Value> {
+fn extra(request: &Request, identity: &Identity, client: IpAddr) -> Map<String, Value> {
     let query: Map<String, Value> = request
         .query()
         .map(|q| chinwag_service::query_pairs(q).map(|(k, v)| (k, Value::String(v))).collect())
@@ -196,6 +198,7 @@ fn extra(request: &Request, identity: &Identity) -> Map<String, Value> {
         .filter_map(|name| Some((name.to_string(), Value::String(request.header(name)?.to_owned()))))
         .collect();
     let mut extra = Map::new();
+    extra.insert("client_address".into(), Value::String(client.to_string()));
     extra.insert("params".into(), json!({"namespace": identity.namespace}));
     extra.insert("query".into(), Value::Object(query));
     extra.insert("headers".into(), Value::Object(headers));
@@ -228,7 +231,7 @@ impl Service for GatewayService {
         let Some(request) = cx.request() else { return Decision::reject(StatusCode::BAD_REQUEST, "no request") };
         match identify(request, &self.authenticator, unix_now()) {
             Ok(identity) => {
-                let extra = extra(request, &identity);
+                let extra = extra(request, &identity, cx.client_address());
                 let conn = cx.id();
                 // Recorded now, under the lock; the connect event goes out at open,
                 // when a reply can reach the client.
@@ -237,7 +240,8 @@ impl Service for GatewayService {
                 Decision::Accept(Accept::new())
             }
             Err(refusal) => {
-                tracing::info!(status = %refusal.status, reason = %refusal.reason, "handshake refused");
+                let client = cx.client_address();
+                tracing::info!(%client, status = %refusal.status, reason = %refusal.reason, "handshake refused");
                 Decision::reject(refusal.status, refusal.reason)
             }
         }

@@ -35,6 +35,7 @@
 //! all it has queued with one vectored write.
 
 pub mod accept;
+mod admission;
 mod handle;
 mod limits;
 pub mod ops;

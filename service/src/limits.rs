@@ -1,12 +1,9 @@
 //! What a server admits: connection counts, the incoming message rate, origins; and
 //! the counters that say how often each limit acted.
 
-use chinwag_core::handshake::OriginPolicy;
+use chinwag_core::handshake::{OriginPolicy, TrustedProxies};
 use chinwag_core::limit::RateLimit;
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 /// The server-wide limits of a [`Server`](crate::Server), beyond the per-connection
 /// sizes and timers of its [`Config`](chinwag_core::Config).
@@ -18,9 +15,17 @@ pub struct Limits {
     /// Open TCP connections (WebSocket or plain HTTP) at most. Over it, a request
     /// is answered with 503 and a reason. Default 10,000.
     pub max_connections: usize,
-    /// Open TCP connections from one IP address at most. Over it, a request is
-    /// answered with 429 and a reason. Default 256.
-    pub max_connections_per_ip: usize,
+    /// Open TCP connections from one client address at most (`None`: no limit).
+    /// Over it, a request is answered with 429 and a reason. Default: no limit,
+    /// because every client behind a reverse proxy, an ingress or a NAT shares one
+    /// address: behind a proxy, a limit per address without
+    /// [`trusted_proxies`](Self::trusted_proxies) limits the proxy, that is all its
+    /// clients together.
+    ///
+    /// The client address is the TCP peer's, or, for a peer in `trusted_proxies`,
+    /// the one its forwarding header names. A peer that is the client is counted
+    /// when it connects; a trusted proxy's client once its request head is read.
+    pub max_connections_per_ip: Option<usize>,
     /// The incoming message rate of each connection (`None`: no limit). Over it,
     /// messages are dropped and [`Service::on_rate_limited`] warns the peer; a peer
     /// that keeps flooding is closed with 1008. Default 50 per second, bursts of 100.
@@ -31,27 +36,37 @@ pub struct Limits {
     /// requests get 403. Default: the server's own host, and clients that send no
     /// `Origin`.
     pub origins: OriginPolicy,
+    /// The reverse proxies whose `Forwarded` or `X-Forwarded-For` header names the
+    /// client (see [`chinwag_core::handshake::forwarded`] for exactly what is read).
+    /// The client address counts against `max_connections_per_ip`, appears in the
+    /// logs, and is [`Context::client_address`](crate::Context::client_address).
+    /// Default: none, and those headers are never read (a client could write any
+    /// address in them).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
-            max_connections_per_ip: 256,
+            max_connections_per_ip: None,
             message_rate: Some(RateLimit::new(50.0, 100)),
             origins: OriginPolicy::same_host(),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
 
 impl Limits {
-    /// No connection limits, no rate limit, every origin: for benchmarks and tests.
+    /// No connection limits, no rate limit, every origin, no trusted proxy: for
+    /// benchmarks and tests.
     pub fn unlimited() -> Self {
         Self {
             max_connections: usize::MAX,
-            max_connections_per_ip: usize::MAX,
+            max_connections_per_ip: None,
             message_rate: None,
             origins: OriginPolicy::any(),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -62,7 +77,8 @@ impl Limits {
 pub struct Stats {
     /// Requests answered with 503 because the server was full.
     pub refused_server_full: u64,
-    /// Requests answered with 429 because their IP address had too many connections.
+    /// Requests answered with 429 because their client address had too many
+    /// connections.
     pub refused_per_ip: u64,
     /// Upgrade requests answered with 403 by the Origin check.
     pub refused_origin: u64,
@@ -102,81 +118,5 @@ impl Counters {
             closed_flooding: get(&self.closed_flooding),
             messages_dropped: get(&self.messages_dropped),
         }
-    }
-}
-
-/// Why a new connection is not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Over {
-    /// `max_connections`.
-    ServerFull,
-    /// `max_connections_per_ip`.
-    PerIp,
-}
-
-/// Open connections per IP address.
-#[derive(Debug, Default)]
-pub(crate) struct Admission {
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl Admission {
-    /// Counts a new connection from `ip`, `open` being the connections open before
-    /// it; or says which limit it is over (and counts nothing). Every admitted
-    /// connection is [`release`](Self::release)d when it ends.
-    pub(crate) fn admit(&self, limits: &Limits, open: usize, ip: IpAddr) -> Result<(), Over> {
-        if open >= limits.max_connections {
-            return Err(Over::ServerFull);
-        }
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= limits.max_connections_per_ip {
-            if *count == 0 {
-                per_ip.remove(&ip);
-            }
-            return Err(Over::PerIp);
-        }
-        *count += 1;
-        Ok(())
-    }
-
-    /// A connection admitted from `ip` ended.
-    pub(crate) fn release(&self, ip: IpAddr) {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&ip);
-            }
-        }
-    }
-
-    #[cfg(test)]
-    fn count(&self, ip: IpAddr) -> usize {
-        self.per_ip.lock().unwrap().get(&ip).copied().unwrap_or(0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_ip_counts_come_and_go() {
-        let limits = Limits { max_connections_per_ip: 2, max_connections: 3, ..Limits::default() };
-        let admission = Admission::default();
-        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
-        assert_eq!(admission.admit(&limits, 0, a), Ok(()));
-        assert_eq!(admission.admit(&limits, 1, a), Ok(()));
-        assert_eq!(admission.admit(&limits, 2, a), Err(Over::PerIp));
-        assert_eq!(admission.admit(&limits, 2, b), Ok(()));
-        assert_eq!(admission.admit(&limits, 3, b), Err(Over::ServerFull));
-        admission.release(a);
-        assert_eq!(admission.count(a), 1);
-        admission.release(a);
-        admission.release(b);
-        assert_eq!(admission.count(a), 0);
-        assert_eq!(admission.count(b), 0);
-        assert!(admission.per_ip.lock().unwrap().is_empty(), "no entries left behind");
     }
 }

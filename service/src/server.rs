@@ -11,7 +11,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::accept::{ACCEPT_BACKOFF, AcceptFailures, race};
-use crate::limits::{Counters, Over};
+use crate::admission::{Accepted, Over};
+use crate::limits::Counters;
 use crate::ops::process::{encode_counter, encode_gauge};
 use crate::ops::{Admin, DisconnectReason, Metrics, Readiness, RefusalReason};
 use crate::route::{InvalidPattern, PathPattern};
@@ -29,6 +30,14 @@ pub struct Server<S> {
     limits: Arc<Limits>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+}
+
+/// The refusal metric's reason for a connection over a limit.
+fn refusal_reason(over: Over) -> RefusalReason {
+    match over {
+        Over::ServerFull => RefusalReason::ServerFull,
+        Over::PerIp => RefusalReason::TooManyPerIp,
+    }
 }
 
 /// The admin listener's view of a server.
@@ -183,21 +192,24 @@ impl<S: Service> Server<S> {
             failures.accepted(Instant::now());
             let ip = peer.ip();
             let open = shared.live.load(Ordering::Acquire);
-            if let Err(over) = shared.admission.admit(&self.limits, open, ip) {
-                self.refuse::<R>(io, over, ip);
-                continue;
-            }
+            let accepted = match shared.admission.admit_peer(&self.limits, open, ip) {
+                Ok(accepted) => accepted,
+                Err(over) => {
+                    self.refuse::<R>(io, over, ip);
+                    continue;
+                }
+            };
             let (service, pattern, config, limits, shared) =
                 (self.service.clone(), self.pattern.clone(), self.config.clone(), self.limits.clone(), shared.clone());
             shared.task_started();
             // Every line a connection logs (its hooks' too) says which one and
-            // from where; `conn` is known once it is in the hub.
+            // from where: the TCP peer until the request names the client behind
+            // a trusted proxy; `conn` once it is in the hub.
             let span = tracing::info_span!("connection", client = %peer, conn = tracing::field::Empty);
             R::spawn(tracing::Instrument::instrument(
                 async move {
-                    connection::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io).await;
+                    connection::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io, accepted).await;
                     tracing::trace!("connection task ended");
-                    shared.admission.release(ip);
                     shared.task_ended();
                 },
                 span,
@@ -226,24 +238,9 @@ impl<S: Service> Server<S> {
     /// of its own (bounded by the handshake timeout); or drops it at once when
     /// [`MAX_REFUSING`] are already being answered.
     fn refuse<R: Runtime>(&self, io: R::Io, over: Over, ip: IpAddr) {
-        let (counter, status, reason) = match over {
-            Over::ServerFull => (
-                &self.shared.counters.refused_server_full,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is at its connection limit; try again later",
-            ),
-            Over::PerIp => (
-                &self.shared.counters.refused_per_ip,
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from your address",
-            ),
-        };
-        Counters::bump(counter);
-        self.shared.metrics.refused(match over {
-            Over::ServerFull => RefusalReason::ServerFull,
-            Over::PerIp => RefusalReason::TooManyPerIp,
-        });
-        tracing::warn!(%ip, ?over, "connection refused: over a limit");
+        Counters::bump(over.counter(&self.shared.counters));
+        self.shared.metrics.refused(refusal_reason(over));
+        tracing::warn!(peer = %ip, ?over, "connection refused: over a limit");
         if self.shared.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
             self.shared.refusing.fetch_sub(1, Ordering::AcqRel);
             return; // dropping `io` closes it
@@ -251,7 +248,7 @@ impl<S: Service> Server<S> {
         let (config, shared) = (self.config.clone(), self.shared.clone());
         R::spawn(async move {
             if let Ok(pending) = read_request::<_, R::Timer>(io, config).await {
-                let _ = pending.reject(Rejection::new(status, reason)).await;
+                let _ = pending.reject(over.rejection()).await;
             }
             shared.refusing.fetch_sub(1, Ordering::AcqRel);
         });
@@ -269,7 +266,8 @@ async fn wait_for_shutdown(shared: &Shared) {
     }
 }
 
-/// One connection, from its first byte to its last hook.
+/// One connection, from its first byte to its last hook. `accepted` holds its
+/// place under the per-IP limit, given back when this returns.
 async fn connection<R: Runtime, S: Service>(
     shared: &Shared,
     service: &S,
@@ -277,6 +275,7 @@ async fn connection<R: Runtime, S: Service>(
     config: Config,
     limits: &Limits,
     io: R::Io,
+    mut accepted: Accepted,
 ) {
     let pending = match read_request::<_, R::Timer>(io, config).await {
         Ok(pending) => pending,
@@ -292,10 +291,25 @@ async fn connection<R: Runtime, S: Service>(
                 }
                 _ => {}
             }
-            tracing::debug!(error = %e, "handshake failed");
+            tracing::debug!(peer = %accepted.peer, error = %e, "handshake failed");
             return;
         }
     };
+    // The per-IP check of a trusted proxy's client, now that it is known.
+    let client = match shared.admission.admit_request(limits, &mut accepted, pending.request()) {
+        Ok(client) => client,
+        Err((over, client)) => {
+            Counters::bump(over.counter(&shared.counters));
+            shared.metrics.refused(refusal_reason(over));
+            tracing::warn!(%client, peer = %accepted.peer, ?over, "connection refused: over a limit");
+            let _ = pending.reject(over.rejection()).await;
+            return;
+        }
+    };
+    if client != accepted.peer {
+        // A trusted proxy's client: its lines name it, not the proxy.
+        tracing::Span::current().record("client", tracing::field::display(client));
+    }
     let request = pending.request().clone();
     if *request.kind() == RequestKind::Http {
         let response = service.on_http(&request, &shared.lock().hub);
@@ -324,7 +338,7 @@ async fn connection<R: Runtime, S: Service>(
     if let Err(refused) = limits.origins.check(&request) {
         Counters::bump(&shared.counters.refused_origin);
         shared.metrics.refused(RefusalReason::Origin);
-        tracing::info!(origin = %refused.origin, "upgrade refused by the Origin check");
+        tracing::info!(%client, origin = %refused.origin, "upgrade refused by the Origin check");
         let _ = pending.reject(Rejection::new(StatusCode::FORBIDDEN, refused.to_string())).await;
         return;
     }
@@ -338,7 +352,7 @@ async fn connection<R: Runtime, S: Service>(
         let mut state = shared.lock();
         let conn = state.hub.open();
         tracing::Span::current().record("conn", tracing::field::display(conn));
-        let mut cx = Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
+        let mut cx = Context { conn, hub: &mut state.hub, client, request: Some(&request), params: Some(&params) };
         match service.on_upgrade(&mut cx) {
             Decision::Reject(rejection) => {
                 shared.metrics.refused(RefusalReason::for_status(rejection.status.as_u16()));
@@ -360,8 +374,13 @@ async fn connection<R: Runtime, S: Service>(
                     // A connection its own on_upgrade closed has left the hub: it is
                     // closing, not opening.
                     if state.hub.is_open(conn) {
-                        let mut cx =
-                            Context { conn, hub: &mut state.hub, request: Some(&request), params: Some(&params) };
+                        let mut cx = Context {
+                            conn,
+                            hub: &mut state.hub,
+                            client,
+                            request: Some(&request),
+                            params: Some(&params),
+                        };
                         service.on_open(&mut cx);
                     }
                     state.dispatch();
@@ -402,7 +421,7 @@ async fn connection<R: Runtime, S: Service>(
         }
         let verdict = rate.as_mut().map_or(Verdict::Allow, |rate| rate.check(Instant::now()));
         let mut state = shared.lock();
-        let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
+        let mut cx = Context { conn, hub: &mut state.hub, client, request: None, params: None };
         match verdict {
             Verdict::Allow => match &incoming {
                 Incoming::Message(Message::Text(text)) => service.on_text(&mut cx, text),
@@ -442,7 +461,7 @@ async fn connection<R: Runtime, S: Service>(
     shared.metrics.disconnected(DisconnectReason::of(&closed, flooded, shared.is_shutting_down()));
     let mut state = shared.lock();
     state.detach(conn);
-    let mut cx = Context { conn, hub: &mut state.hub, request: None, params: None };
+    let mut cx = Context { conn, hub: &mut state.hub, client, request: None, params: None };
     service.on_close(&mut cx, &closed);
     state.hub.close(conn);
     state.dispatch();

@@ -6,6 +6,7 @@ use chinwag_core::chat::{ConnId, Hub, HubError};
 use chinwag_core::http::StatusCode;
 use chinwag_core::{Accept, CloseCode, Closed, HttpResponse, Message, Rejection, Request, Utf8Bytes};
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use crate::ops::Readiness;
 use crate::route::{Params, query_param};
@@ -160,12 +161,14 @@ impl Decision {
     }
 }
 
-/// What a hook knows and can do: the connection it is about, the request that
-/// opened it (in `on_upgrade` and `on_open`), and the connector operations of the
-/// hub (push to this connection, broadcast, named connections, groups).
+/// What a hook knows and can do: the connection it is about, its client's
+/// address, the request that opened it (in `on_upgrade` and `on_open`), and the
+/// connector operations of the hub (push to this connection, broadcast, named
+/// connections, groups).
 pub struct Context<'a> {
     pub(crate) conn: ConnId,
     pub(crate) hub: &'a mut Hub,
+    pub(crate) client: IpAddr,
     pub(crate) request: Option<&'a Request>,
     pub(crate) params: Option<&'a Params>,
 }
@@ -174,6 +177,14 @@ impl<'a> Context<'a> {
     /// This connection's id.
     pub fn id(&self) -> ConnId {
         self.conn
+    }
+
+    /// The client's address: the TCP peer's, or, when the peer is one of
+    /// [`Limits::trusted_proxies`](crate::Limits::trusted_proxies), the address its
+    /// forwarding header names (IPv4-mapped IPv6 addresses as IPv4). The address
+    /// the per-IP limit counts and the server's logs name.
+    pub fn client_address(&self) -> IpAddr {
+        self.client
     }
 
     /// The upgrade request (in `on_upgrade` and `on_open`).

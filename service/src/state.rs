@@ -6,7 +6,8 @@ use chinwag_core::{CloseCode, SharedFrame};
 use chinwag_driver::{Sender, Timer, Transport};
 use std::time::Instant;
 
-use crate::limits::{Admission, Counters};
+use crate::admission::Admission;
+use crate::limits::Counters;
 use crate::ops::ServerMetrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -134,7 +135,7 @@ pub(crate) struct Shared {
     /// Connection tasks still running.
     pub(crate) live: AtomicUsize,
     pub(crate) all_done: event_listener::Event,
-    /// Open connections per IP address.
+    /// Open connections per client address.
     pub(crate) admission: Admission,
     /// Connections over a limit being told so.
     pub(crate) refusing: AtomicUsize,

@@ -179,6 +179,20 @@ pub fn raw_exchange_from(source: IpAddr, addr: SocketAddr, request: &[u8]) -> St
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Raises this process's open-file limit to its hard limit, for tests that hold
+/// thousands of sockets (a thousand clients and the server's side of each).
+pub fn raise_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by
+    // pointer, which lives across both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Starts the chat server on runtime `S` with `config` and `limits`, in a thread of
 /// its own.
 pub fn start_chat<S: Runtime>(config: Config, limits: Limits) -> (SocketAddr, Handle) {
@@ -246,7 +260,7 @@ gateway:
   heartbeat: { interval_secs: 1, timeout_secs: 1 }
 "#;
 
-/// [`GATEWAY_CONFIG`] plus `extra`: more keys of its `gateway` section, as YAML
+/// The gateway tests' configuration (`GATEWAY_CONFIG`) plus `extra`: more keys of its `gateway` section, as YAML
 /// lines indented by two spaces.
 pub fn gateway_config(extra: &str) -> chinwag_gateway::Config {
     let text = format!("{GATEWAY_CONFIG}{extra}");

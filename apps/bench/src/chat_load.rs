@@ -10,7 +10,7 @@ use chinwag_core::frame::FrameHeader;
 use chinwag_core::{Config, Message};
 use chinwag_driver::parse_url;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -19,22 +19,16 @@ use tokio::sync::Barrier;
 
 use crate::load::{handshake, percentile, tcp_connect};
 
-/// Clients per source address: under the chat's default limit of 256 per IP.
-const CLIENTS_PER_ADDRESS: usize = 200;
 /// How long receivers keep reading after the last line was sent.
 const DRAIN: Duration = Duration::from_secs(3);
 
 type Ws = chinwag_tokio::WebSocket<TcpStream>;
 
-/// The source address of client `i` (127.0.0.1, 127.0.0.2, ...).
-fn source(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / CLIENTS_PER_ADDRESS) as u8))
-}
-
-/// Joins the chat as `name` from `source`; returns after the greeting and the
-/// join line.
-async fn join(addr: SocketAddr, name: &str, source: IpAddr) -> std::io::Result<Ws> {
-    let stream = tcp_connect(addr, Some(source)).await?;
+/// Joins the chat as `name`; returns after the greeting and the join line. Every
+/// client connects from 127.0.0.1, as clients behind a reverse proxy or a NAT
+/// share one address: the chat's default limits must (and do) admit them all.
+async fn join(addr: SocketAddr, name: &str) -> std::io::Result<Ws> {
+    let stream = tcp_connect(addr, None).await?;
     let request = parse_url(&format!("ws://{addr}/chat/{name}")).map_err(std::io::Error::other)?;
     let mut ws = chinwag_tokio::client_handshake(stream, &request, Config::default())
         .await
@@ -193,7 +187,7 @@ pub(crate) async fn soak(
 ) -> std::io::Result<(Tally, Vec<(Duration, u64)>)> {
     let mut sockets = Vec::with_capacity(clients);
     for i in 0..clients {
-        let mut ws = join(addr, &format!("c{i}"), source(i)).await?;
+        let mut ws = join(addr, &format!("c{i}")).await?;
         let room = i / room_size;
         ws.send(&Message::text(format!("/join r{room}"))).await.map_err(std::io::Error::other)?;
         // Our own join line says we are in: the hub added us before sending it.
@@ -259,7 +253,7 @@ pub(crate) async fn slow_client(
 ) -> std::io::Result<(Tally, Option<SlowOutcome>)> {
     let mut sockets = Vec::with_capacity(clients);
     for i in 0..clients {
-        sockets.push(join(addr, &format!("c{i}"), source(i)).await?);
+        sockets.push(join(addr, &format!("c{i}")).await?);
     }
     let mut slow_stream = None;
     if slow {

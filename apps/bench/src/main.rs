@@ -78,7 +78,7 @@ enum Mode {
     /// reordered (both must be 0) and the server's memory (must stay flat once
     /// warm). Exits with an error if any of that fails.
     Soak {
-        /// Clients (spread over 127.0.0.1, 127.0.0.2, ...: 200 per address).
+        /// Clients, all from 127.0.0.1 (as behind a reverse proxy or a NAT).
         #[arg(long, default_value_t = 1000)]
         clients: usize,
         /// Clients per room.

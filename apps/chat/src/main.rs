@@ -3,7 +3,7 @@
 use chinwag::ops::{AdminAddr, DEFAULT_ADMIN_ADDR, OpsArgs, init_logging, on_termination, start_admin};
 use chinwag::{client, echo, runtime};
 use chinwag_core::Config;
-use chinwag_core::handshake::OriginPolicy;
+use chinwag_core::handshake::{Cidr, OriginPolicy};
 use chinwag_core::limit::RateLimit;
 use chinwag_driver::Runtime;
 use chinwag_service::Limits;
@@ -40,9 +40,16 @@ struct LimitArgs {
     /// Open connections at most; over it, requests get 503.
     #[arg(long, env = "CHINWAG_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
-    /// Open connections per client IP address at most; over it, requests get 429.
-    #[arg(long, env = "CHINWAG_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
+    /// Open connections per client address at most (0, the default: no limit);
+    /// over it, requests get 429. Behind a reverse proxy, set --trusted-proxy too,
+    /// or this limits the proxy: all its clients together.
+    #[arg(long, env = "CHINWAG_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     max_connections_per_ip: usize,
+    /// A reverse proxy whose Forwarded or X-Forwarded-For header names the client:
+    /// a CIDR range or an address, IPv4 or IPv6 (repeat for several). Headers from
+    /// other peers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<Cidr>,
     /// Messages per second each connection may send on average (0: no limit); over
     /// it messages are dropped with a warning, and a client that keeps flooding is
     /// closed with 1008.
@@ -66,7 +73,8 @@ impl LimitArgs {
         let origins = self.allow_origins.iter().fold(OriginPolicy::same_host(), |policy, o| policy.allow(o));
         Limits {
             max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
+            max_connections_per_ip: Some(self.max_connections_per_ip).filter(|&n| n > 0),
+            trusted_proxies: self.trusted_proxies.iter().copied().collect(),
             message_rate: (self.message_rate > 0.0).then(|| RateLimit::new(self.message_rate, self.message_burst)),
             origins,
         }

@@ -45,17 +45,17 @@ pub struct Config {
     /// [`Connection::is_backlogged`](crate::Connection::is_backlogged) reports true,
     /// so a driver stops queueing until the transport catches up.
     pub backlog_high_water: usize,
-    /// The hard bound on the outgoing backlog, in bytes. A message queued while
-    /// the backlog is already over it is refused with [`LocalError::Backlogged`], and
-    /// the connection is closed with 1008 (policy violation, reason "too slow:
-    /// outgoing backlog over the limit"): a peer that stops reading must not make the
-    /// server hold unbounded memory for it, nor slow down anyone else. What was
-    /// queued before stays queued, ahead of the close frame; the close timeout then
-    /// bounds how long it may take. The closing reports
-    /// [`ConnectionError::SlowConsumer`]. Keep it at or above `backlog_high_water`,
-    /// or a driver's waiting `send` can trip it.
+    /// The hard bound on the outgoing backlog, in bytes. A data message to be
+    /// queued while the backlog is already over it is not queued: the peer reads too
+    /// slowly, so the connection is failed at once with a 1008 close frame (policy
+    /// violation, reason "too slow: outgoing backlog over the limit") behind what
+    /// was queued before, and reported as [`ConnectionError::SlowConsumer`]; the
+    /// send returns [`LocalError::Closed`]. A peer that stops reading must not make
+    /// the server hold unbounded memory for it, nor slow down anyone else. The close
+    /// timeout then bounds how long the queued output may take. Keep it at or above
+    /// `backlog_high_water`, or a driver's waiting `send` can trip it.
     ///
-    /// [`LocalError::Backlogged`]: crate::LocalError::Backlogged
+    /// [`LocalError::Closed`]: crate::LocalError::Closed
     /// [`ConnectionError::SlowConsumer`]: crate::ConnectionError::SlowConsumer
     pub max_backlog: usize,
 }

@@ -6,8 +6,11 @@
 //! that a program whose HTTP server already parsed the request (hyper, axum, ...) can
 //! validate it with [`validate_upgrade`] and write [`accept_key`] in its own response,
 //! then drive the frames with [`Connection::open`](crate::Connection::open).
+//!
+//! [`forwarded`] finds a request's client address behind trusted reverse proxies.
 
 mod client;
+pub mod forwarded;
 mod head;
 mod origin;
 mod request;
@@ -15,6 +18,7 @@ pub(crate) mod response;
 
 pub(crate) use client::ResponseCheck;
 pub use client::{ClientRequest, InvalidRequest};
+pub use forwarded::{Cidr, ClientAddress, InvalidCidr, TrustedProxies, client_address};
 pub(crate) use head::HeadReader;
 pub use origin::{OriginPolicy, OriginRefused};
 pub use request::{Request, RequestKind, validate_upgrade};

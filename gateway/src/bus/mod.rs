@@ -1,6 +1,6 @@
 //! The event bus between the gateway and handlers in other processes.
 //!
-//! Events leave through an [`Outbox`]: a bounded queue that service hooks fill
+//! Events leave through an outbox: a bounded queue that service hooks fill
 //! without waiting (they run under the hub's lock), drained by the bus's publisher
 //! task. Commands come back through the bus's subscriber task, which applies them
 //! with a [`GatewayHandle`](crate::GatewayHandle). [`BusStatus`] says whether both

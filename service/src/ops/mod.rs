@@ -6,7 +6,7 @@
 //!   and bytes both ways, broadcast latency) and the process's own (resident
 //!   memory, CPU time, open descriptors). A service adds its own with
 //!   [`Service::register_metrics`](crate::Service::register_metrics) and
-//!   [`Service::gauges`](crate::Service::gauges).
+//!   [`Service::scrape`](crate::Service::scrape).
 //! - [`Readiness`]: whether the server takes new clients (not while draining), and
 //!   what the service says of itself (the gateway: its bus).
 //! - [`admin::serve`]: `GET /metrics`, `GET /health`, `GET /ready` on a listener.
