@@ -324,6 +324,7 @@ async fn jwt_identities_at_the_handshake<S: Runtime, C: Runtime>() {
         jsonwebtoken::DecodingKey::from_secret(SECRET),
         "ID_TOKEN",
     );
+    let verifier = verifier.namespaces(chinwag_core::gateway::NamespacePolicy::Any);
     let cluster = Cluster::start::<S>(vec![Authenticator::Jwt(Box::new(verifier))]);
     let node = &cluster.nodes[0];
     let now = chinwag_gateway::auth::unix_now();

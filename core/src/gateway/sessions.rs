@@ -69,6 +69,8 @@ pub struct Sessions {
     approval: Option<Duration>,
     sessions: HashMap<ConnId, Session>,
     deadlines: BTreeSet<(Instant, ConnId, Timeout)>,
+    approvals_timed_out: u64,
+    tokens_expired: u64,
 }
 
 impl Sessions {
@@ -144,6 +146,12 @@ impl Sessions {
     /// How many connections wait for approval.
     pub fn pending(&self) -> usize {
         self.sessions.values().filter(|s| s.pending && !s.closing).count()
+    }
+
+    /// How many connections were closed so far because their connect handler did
+    /// not answer in time, and because their token expired.
+    pub fn timed_out(&self) -> (u64, u64) {
+        (self.approvals_timed_out, self.tokens_expired)
     }
 
     /// How many connections are known (pending, admitted or closing).
@@ -262,8 +270,14 @@ impl Sessions {
             }
             self.deadlines.pop_first();
             let (code, reason) = match why {
-                Timeout::Approval => (CloseCode::POLICY_VIOLATION, APPROVAL_TIMEOUT_REASON),
-                Timeout::TokenExpired => (TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON),
+                Timeout::Approval => {
+                    self.approvals_timed_out += 1;
+                    (CloseCode::POLICY_VIOLATION, APPROVAL_TIMEOUT_REASON)
+                }
+                Timeout::TokenExpired => {
+                    self.tokens_expired += 1;
+                    (TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON)
+                }
             };
             // A connection the hub already forgot (the server closed it) is
             // closing all the same.
@@ -421,6 +435,7 @@ mod tests {
         assert_eq!(sessions.handle_timeout(t0 + s(31), &mut hub), [(admitted, Timeout::TokenExpired)]);
         assert_eq!(sessions.send(t0 + s(31), &mut hub, "ok", None, "t", json!(1)), 0);
         assert_eq!(sessions.poll_timeout(), None);
+        assert_eq!(sessions.timed_out(), (1, 2));
         assert!(TOKEN_EXPIRED_CODE.is_sendable() && (4000..=4999).contains(&TOKEN_EXPIRED_CODE.0));
         assert!(APPROVAL_TIMEOUT_REASON.len() <= 123 && TOKEN_EXPIRED_REASON.len() <= 123);
     }
