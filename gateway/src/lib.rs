@@ -227,5 +227,39 @@ mod tests {
             .expect("a day and a second");
         assert_eq!(refused.key, "gateway.heartbeat.timeout_secs");
         assert_eq!(new(Config { heartbeat_timeout_secs: config::MAX_HEARTBEAT_SECS, ..config() }), None);
+        let refused = new(Config { approve_timeout_secs: Some(0), ..config() }).expect("no time to approve");
+        assert_eq!(refused.key, "gateway.socket.onconnect.approve_timeout_secs");
+    }
+
+    fn jwt(policy: Option<NamespacePolicy>) -> Authenticator {
+        let verifier = Verifier::new(
+            config::Algorithm::HS256,
+            jsonwebtoken::DecodingKey::from_secret(b"a test secret of at least thirty-two bytes"),
+            "ID_TOKEN",
+        );
+        Authenticator::Jwt(Box::new(match policy {
+            Some(policy) => verifier.namespaces(policy),
+            None => verifier,
+        }))
+    }
+
+    /// A JWT gateway must say who may join which namespace; approval with the
+    /// in-process bus needs a connect handler, or every connection would time out.
+    #[test]
+    fn unsafe_tenancy_is_refused_at_start() {
+        let refused = Gateway::new(config(), jwt(None), Handlers::new()).err().expect("no namespace policy");
+        assert_eq!(refused.key, "gateway.auth.jwt");
+        assert!(refused.problem.contains("namespaces_claim"), "{refused}");
+        for policy in [NamespacePolicy::Any, NamespacePolicy::Claim("namespaces".into())] {
+            assert!(Gateway::new(config(), jwt(Some(policy)), Handlers::new()).is_ok());
+        }
+        let mut approving = config();
+        approving.topics.on_connect = Some("socket:connection".into());
+        approving.approve_timeout_secs = Some(5);
+        let refused = Gateway::new(approving.clone(), jwt(None), Handlers::new()).err().expect("nobody approves");
+        assert_eq!(refused.key, "gateway.socket.onconnect.approve");
+        assert!(refused.problem.contains("socket:connection"), "{refused}");
+        let handlers = Handlers::new().on("socket:connection", |_| vec![Command::Reply(serde_json::json!("hi"))]);
+        assert!(Gateway::new(approving, jwt(None), handlers).is_ok(), "approval is a policy of its own");
     }
 }
