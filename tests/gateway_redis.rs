@@ -565,7 +565,7 @@ async fn tenancy_by_approval<S: Runtime, C: Runtime>() {
     // A reply to her connect event admits her: it is the next thing she gets.
     let reply = json!({"reply_to": carol_connect["reply_to"], "reply": {"hello": "carol, by hand"}});
     cluster.publish(
-        &chinwag_gateway::envelope::reply_channel(&carol_connect["reply_to"]["node"].as_str().unwrap()),
+        &chinwag_gateway::envelope::reply_channel(carol_connect["reply_to"]["node"].as_str().unwrap()),
         reply,
     );
     assert_eq!(next::<C>(&mut carol).await, json!({"type": "onconnect", "payload": {"hello": "carol, by hand"}}));
