@@ -564,10 +564,8 @@ async fn tenancy_by_approval<S: Runtime, C: Runtime>() {
     assert_eq!(next::<C>(&mut carol).await, not_admitted, "the first thing carol gets: nothing reached her before");
     // A reply to her connect event admits her: it is the next thing she gets.
     let reply = json!({"reply_to": carol_connect["reply_to"], "reply": {"hello": "carol, by hand"}});
-    cluster.publish(
-        &chinwag_gateway::envelope::reply_channel(carol_connect["reply_to"]["node"].as_str().unwrap()),
-        reply,
-    );
+    cluster
+        .publish(&chinwag_gateway::envelope::reply_channel(carol_connect["reply_to"]["node"].as_str().unwrap()), reply);
     assert_eq!(next::<C>(&mut carol).await, json!({"type": "onconnect", "payload": {"hello": "carol, by hand"}}));
     // From now on she is reached like anyone.
     fence::<C>(&cluster, 2, &mut [&mut alex, &mut bob, &mut carol]).await;
