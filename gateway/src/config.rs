@@ -2,8 +2,9 @@
 //! socket gateway document (`gateway.socket.path`, `onconnect.publish`,
 //! `onmessage.publish`, `onmessage.types[].{type, publish}`, `onclose.publish`,
 //! `send.subscribe`, `broadcast.subscribe`), plus what chinwag needs beyond it:
-//! `listen`, `auth`, `bus`, `limits` (with `trusted_proxies`), `heartbeat`, `admin` and
-//! `ready_requires_bus`.
+//! `listen`, `auth` (with its namespace policy, audiences, issuers, leeway and
+//! keys), `onconnect.approve`, `bus`, `limits` (with `trusted_proxies`),
+//! `heartbeat`, `admin` and `ready_requires_bus`.
 //!
 //! A bad file is refused as a whole, with the key and the problem
 //! ("gateway.socket.path: must start with /"); unknown keys are errors, so that a
