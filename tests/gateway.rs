@@ -1,9 +1,13 @@
 //! The gateway with the in-process bus, end to end on every runtime: connect
 //! replies, typed routing, replies and failures, bad input, sends to a user in a
 //! namespace, broadcasts, close events, the heartbeat, the message rate, and the
-//! client address behind a trusted proxy.
-//! Identities come from the development mode (`?username=`); the JWT check has its
-//! own tests. That a client got nothing is proved with a fence message, never by
+//! client address behind a trusted proxy; approval by an in-process connect
+//! handler (pending connections, late approval, the deadline); JWT tokens as
+//! identity providers issue them (claims in `context.headers.jwt`, audience,
+//! issuer, leeway, the namespaces claim, expiry while connected) and a JWKS key
+//! file rotated while the gateway runs.
+//! Identities come from the development mode (`?username=`) unless a test says
+//! otherwise. That a client got nothing is proved with a fence message, never by
 //! waiting for nothing to arrive.
 
 use chinwag_core::{Config, Message};
@@ -365,9 +369,351 @@ async fn the_context_names_the_client<S: Runtime, C: Runtime>() {
     }
 }
 
+/// The tests' configuration with a heartbeat of 30 s: for tests whose clients
+/// wait seconds without reading (a client answers pings only while it reads).
+fn quiet_config() -> chinwag_gateway::Config {
+    let mut config = chinwag_tests::gateway_config("");
+    (config.heartbeat_interval_secs, config.heartbeat_timeout_secs) = (30, 30);
+    config
+}
+
+/// A gateway of `config`, `authenticator` and `handlers` on runtime `S`.
+fn serve<S: Runtime>(
+    config: chinwag_gateway::Config,
+    authenticator: Authenticator,
+    handlers: Handlers,
+) -> (SocketAddr, GatewayHandle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        S::block_on(async move {
+            let gateway = Gateway::new(config, authenticator, handlers).unwrap();
+            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            tx.send((S::local_addr(&listener).unwrap(), gateway.handle())).unwrap();
+            gateway.serve::<S>(listener).await.unwrap();
+        })
+    });
+    rx.recv().unwrap()
+}
+
+/// Handlers that record every event, greet users at connect but for "mallory"
+/// (failed) and "slow" and "late" (no answer: they wait for approval).
+fn approving_handlers(events: &Events) -> Handlers {
+    let record = |topic: &'static str| {
+        let events = events.clone();
+        move |body: &Value| {
+            events.lock().unwrap().push((topic.to_owned(), body.clone()));
+            Vec::new()
+        }
+    };
+    let connects = events.clone();
+    Handlers::new()
+        .on("socket:connection", move |body| {
+            connects.lock().unwrap().push(("socket:connection".to_owned(), body.clone()));
+            // The gateway document's style: the user from the verified token.
+            match body["context"]["headers"]["jwt"]["preferred_username"].as_str().unwrap_or_default() {
+                "mallory" => vec![Command::Fail(json!({"message": "not you"}))],
+                "slow" | "late" => Vec::new(),
+                user => vec![Command::Reply(json!({"hello": user}))],
+            }
+        })
+        .on("socket:generalMessage", record("socket:generalMessage"))
+        .on("socket:close", record("socket:close"))
+}
+
+/// Approval by an in-process connect handler: admitted at once when it replies;
+/// a connection it does not answer is pending (reached by no send or broadcast,
+/// its messages unpublished and answered with an error) until a reply from
+/// elsewhere admits it, or the deadline closes it with 1008.
+async fn approval_in_process<S: Runtime, C: Runtime>() {
+    let events: Events = Arc::default();
+    let mut config = quiet_config();
+    config.approve_timeout_secs = Some(2);
+    let (addr, handle) = serve::<S>(config, Authenticator::DevelopmentUsernames, approving_handlers(&events));
+    let mut alex = join::<C>(addr, "alex", Some("acme")).await;
+    let open = |user: &str| {
+        let url = parse_url(&format!("ws://{addr}/connect?username={user}&namespace=acme")).unwrap();
+        async move { connect::<C>(&url, Config::default()).await.unwrap() }
+    };
+    let (mut slow, mut late) = (open("slow").await, open("late").await);
+    wait_for::<C>(&events, |e| e.iter().filter(|(t, _)| t == "socket:connection").count() == 3).await;
+    // Nothing reaches them: only alex is counted.
+    let broadcast = |ns: Option<&str>, n: u32| Command::Broadcast {
+        namespace: ns.map(str::to_owned),
+        message_type: "news".into(),
+        payload: json!(n),
+    };
+    assert_eq!(handle.command(broadcast(Some("acme"), 1)), 1);
+    assert_eq!(handle.command(broadcast(None, 2)), 1);
+    let send = |user: &str| Command::Send {
+        username: user.into(),
+        namespace: None,
+        message_type: "note".into(),
+        payload: json!(3),
+    };
+    assert_eq!(handle.command(send("late")), 0);
+    assert_eq!(next::<C>(&mut alex).await["payload"], 1);
+    assert_eq!(next::<C>(&mut alex).await["payload"], 2);
+    // What a pending connection says is not published; it is told.
+    self::send::<C>(&late, json!({"type": "other", "payload": "anyone?"})).await;
+    let not_admitted = json!({"type": "error", "payload": {"message": chinwag_core::gateway::NOT_ADMITTED}});
+    assert_eq!(next::<C>(&mut late).await, not_admitted);
+    // An answer from outside (a handler elsewhere) admits late: the reply is the
+    // next thing it gets, then everything addressed to it.
+    let conn = {
+        let events = events.lock().unwrap();
+        let (_, body) =
+            events.iter().find(|(t, b)| t == "socket:connection" && b["context"]["username"] == "late").unwrap();
+        body["context"]["connection"].as_u64().unwrap()
+    };
+    assert!(handle.answer(conn, "onconnect", true, Command::Reply(json!("welcome"))));
+    assert_eq!(next::<C>(&mut late).await, json!({"type": "onconnect", "payload": "welcome"}));
+    assert_eq!(handle.command(send("late")), 1);
+    assert_eq!(next::<C>(&mut late).await["payload"], 3);
+    // slow is never answered: closed at the deadline with the reason, having got nothing.
+    assert!(timeout::<C, _>(LIMIT, slow.recv()).await.expect("closed in time").is_none());
+    let close = slow.close_info().unwrap();
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (chinwag_core::CloseCode::POLICY_VIOLATION, chinwag_core::gateway::APPROVAL_TIMEOUT_REASON)
+    );
+    wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "slow")).await;
+    assert_eq!(close_event(&events, "slow")["closed"]["code"], 1008);
+    // mallory is refused at once.
+    let mut mallory = open("mallory").await;
+    assert_eq!(next::<C>(&mut mallory).await, json!({"type": "error", "payload": {"message": "not you"}}));
+    assert!(timeout::<C, _>(LIMIT, mallory.recv()).await.expect("closed in time").is_none());
+    let published = events.lock().unwrap().iter().filter(|(t, _)| t == "socket:generalMessage").count();
+    assert_eq!(published, 0, "nothing a pending connection said was published");
+    fence::<C>(&handle, 9, &mut [&mut alex, &mut late]).await;
+}
+
+const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
+
+fn cookie_url(addr: SocketAddr, namespace: &str, token: &str) -> chinwag_core::ClientRequest {
+    parse_url(&format!("ws://{addr}/connect?namespace={namespace}"))
+        .unwrap()
+        .with_header("cookie".parse().unwrap(), format!("ID_TOKEN={token}").parse().unwrap())
+}
+
+fn hs256(claims: Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).unwrap()
+}
+
+/// The status line and body of the answer to an upgrade with `token`.
+async fn refused<C: Runtime>(addr: SocketAddr, namespace: &str, token: &str) -> (String, String) {
+    let request = upgrade_request(addr, &format!("/connect?namespace={namespace}"))
+        .replace("\r\n\r\n", &format!("\r\nCookie: ID_TOKEN={token}\r\n\r\n"));
+    let response = chinwag_tests::raw_exchange::<C>(addr, request.as_bytes()).await;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+/// Tokens as an identity provider issues them: the audience and issuer checked
+/// (401 with the reason), the leeway, the namespaces claim (403), every verified
+/// claim in the events' `context.headers.jwt`, and a connection closed with 4001
+/// when its token expires; with `close_on_expiry` off, it stays.
+async fn tokens_from_an_identity_provider<S: Runtime, C: Runtime>() {
+    let verifier = |close_on_expiry: bool| {
+        let verifier = chinwag_gateway::Verifier::new(
+            chinwag_gateway::config::Algorithm::HS256,
+            jsonwebtoken::DecodingKey::from_secret(SECRET),
+            "ID_TOKEN",
+        )
+        .audiences(vec!["chinwag".into()])
+        .issuers(vec!["https://idp.example".into()])
+        .leeway(30)
+        .namespaces(chinwag_core::gateway::NamespacePolicy::Claim("tenants".into()))
+        .close_on_expiry(close_on_expiry);
+        Authenticator::Jwt(Box::new(verifier))
+    };
+    let events: Events = Arc::default();
+    let (addr, handle) = serve::<S>(quiet_config(), verifier(true), approving_handlers(&events));
+    let now = chinwag_gateway::auth::unix_now();
+    let claims = |user: &str, exp: u64| {
+        json!({"preferred_username": user, "exp": exp, "aud": ["chinwag", "other"], "iss": "https://idp.example",
+               "tenants": ["acme"], "email": format!("{user}@example.com"), "roles": ["admin"]})
+    };
+    let with = |user: &str, key: &str, value: Value| {
+        let mut claims = claims(user, now + 300);
+        claims[key] = value;
+        hs256(claims)
+    };
+    let mut alex =
+        connect::<C>(&cookie_url(addr, "acme", &hs256(claims("alex", now + 300))), Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut alex).await, json!({"type": "onconnect", "payload": {"hello": "alex"}}));
+    // Every verified claim, as the gateway document's handlers read them.
+    let connected = {
+        let events = events.lock().unwrap();
+        events.iter().find(|(t, b)| t == "socket:connection" && b["context"]["username"] == "alex").unwrap().1.clone()
+    };
+    assert_eq!(connected["context"]["headers"]["jwt"], claims("alex", now + 300));
+    assert_eq!(connected["context"]["params"]["namespace"], "acme");
+    // Refusals, each with its sentence.
+    let cases = [
+        (
+            with("x", "aud", json!("elsewhere")),
+            "acme",
+            "401",
+            "the token is meant for another audience (its aud does not name this server)",
+        ),
+        (
+            with("x", "iss", json!("https://evil.example")),
+            "acme",
+            "401",
+            "the token is from an issuer (iss) this server does not accept",
+        ),
+        (hs256(claims("x", now - 31)), "acme", "401", "the token has expired (or has no exp)"),
+        (
+            hs256(claims("x", now + 300)),
+            "globex",
+            "403",
+            "the token's tenants claim does not allow the namespace \"globex\"",
+        ),
+    ];
+    for (token, namespace, status, reason) in cases {
+        let (line, body) = refused::<C>(addr, namespace, &token).await;
+        assert!(line.contains(status), "{reason}: {line}");
+        assert_eq!(body, reason);
+    }
+    // Within the leeway: expired 20 s ago, still accepted (and closed 10 s from now).
+    let mut lenient =
+        connect::<C>(&cookie_url(addr, "acme", &hs256(claims("lenient", now - 20))), Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut lenient).await["payload"]["hello"], "lenient");
+    // A token that expires in 2 s (with the leeway: exp 28 s ago): closed with 4001.
+    let now = chinwag_gateway::auth::unix_now();
+    let started = std::time::Instant::now();
+    let mut brief =
+        connect::<C>(&cookie_url(addr, "acme", &hs256(claims("brief", now - 28))), Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut brief).await["payload"]["hello"], "brief");
+    assert!(timeout::<C, _>(LIMIT, brief.recv()).await.expect("closed in time").is_none());
+    let waited = started.elapsed();
+    assert!(waited > Duration::from_millis(500) && waited < Duration::from_secs(4), "closed after {waited:?}");
+    let close = brief.close_info().unwrap();
+    assert_eq!((close.code.0, close.reason.as_str()), (4001, chinwag_core::gateway::TOKEN_EXPIRED_REASON));
+    wait_for::<C>(&events, |e| e.iter().any(|(t, b)| t == "socket:close" && b["context"]["username"] == "brief")).await;
+    assert_eq!(
+        close_event(&events, "brief")["closed"],
+        json!({"code": 4001, "reason": chinwag_core::gateway::TOKEN_EXPIRED_REASON, "initiator": "server"})
+    );
+    fence::<C>(&handle, 1, &mut [&mut alex, &mut lenient]).await;
+
+    // close_on_expiry off: the connection outlives its token.
+    let (addr, handle) = serve::<S>(quiet_config(), verifier(false), approving_handlers(&events));
+    let now = chinwag_gateway::auth::unix_now();
+    let mut kept =
+        connect::<C>(&cookie_url(addr, "acme", &hs256(claims("kept", now - 29))), Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut kept).await["payload"]["hello"], "kept");
+    C::sleep(Duration::from_millis(2500)).await;
+    fence::<C>(&handle, 2, &mut [&mut kept]).await;
+}
+
+/// A folder of its own for a test's key files, removed at the end.
+struct Folder(std::path::PathBuf);
+
+impl Folder {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("chinwag-gw-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    /// Writes `name` atomically, as a deployment replaces a key file.
+    fn write(&self, name: &str, contents: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(self.0.join(".next"), contents).unwrap();
+        std::fs::rename(self.0.join(".next"), &path).unwrap();
+        path
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn test_key(name: &str) -> Vec<u8> {
+    std::fs::read(chinwag_tests::processes::repository().join("gateway/tests/keys").join(name)).unwrap()
+}
+
+/// A JWKS of the test keys: (file name of the JWK, kid).
+fn jwks(keys: &[(&str, &str)]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(file, kid)| {
+            let mut key: Value = serde_json::from_slice(&test_key(file)).unwrap();
+            key["kid"] = json!(kid);
+            key["use"] = json!("sig");
+            key
+        })
+        .collect();
+    json!({"keys": keys}).to_string()
+}
+
+/// Keys rotated while the gateway runs: the JWKS file changes and the gateway
+/// notices on its own (no restart, no signal); tokens with the new kid are
+/// accepted, tokens whose kid left get 401 with the reason.
+async fn jwks_rotation_by_file_change<S: Runtime, C: Runtime>() {
+    let folder = Folder::new(&format!("rotation-{}", std::any::type_name::<S>().len()));
+    let path = folder.write("jwks.json", &jwks(&[("rs256-public.jwk.json", "2025")]));
+    let config = chinwag_gateway::config::JwtConfig {
+        algorithm: chinwag_gateway::config::Algorithm::RS256,
+        key: chinwag_gateway::config::KeySource::JwksFile(path),
+        cookie: "ID_TOKEN".into(),
+        audiences: Vec::new(),
+        issuers: Vec::new(),
+        leeway_secs: 0,
+        namespaces: Some(chinwag_core::gateway::NamespacePolicy::Any),
+        close_on_expiry: true,
+    };
+    let verifier = chinwag_gateway::Verifier::from_config(&config).unwrap();
+    let events: Events = Arc::default();
+    let (addr, _handle) = serve::<S>(
+        chinwag_tests::gateway_config(""),
+        Authenticator::Jwt(Box::new(verifier)),
+        approving_handlers(&events),
+    );
+    let now = chinwag_gateway::auth::unix_now();
+    let token = |private: &str, kid: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&test_key(private)).unwrap();
+        jsonwebtoken::encode(&header, &json!({"preferred_username": "alex", "exp": now + 300}), &key).unwrap()
+    };
+    let (old, new) = (token("rs256-private.pem", "2025"), token("rs256-other-private.pem", "2026"));
+    let mut first = connect::<C>(&cookie_url(addr, "acme", &old), Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut first).await["payload"]["hello"], "alex");
+    let unknown = "the token's key id (kid) is not one of this server's keys";
+    assert_eq!(refused::<C>(addr, "acme", &new).await, ("HTTP/1.1 401 Unauthorized".to_owned(), unknown.to_owned()));
+    // The identity provider publishes its new key beside the old one.
+    folder.write("jwks.json", &jwks(&[("rs256-public.jwk.json", "2025"), ("rs256-other-public.jwk.json", "2026")]));
+    let started = std::time::Instant::now();
+    let mut second = loop {
+        match connect::<C>(&cookie_url(addr, "acme", &new), Config::default()).await {
+            Ok(ws) => break ws,
+            Err(_) if started.elapsed() < Duration::from_secs(5) => C::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("the new key was never taken: {e}"),
+        }
+    };
+    assert_eq!(next::<C>(&mut second).await["payload"]["hello"], "alex");
+    // Then retires the old one.
+    folder.write("jwks.json", &jwks(&[("rs256-other-public.jwk.json", "2026")]));
+    let started = std::time::Instant::now();
+    while refused::<C>(addr, "acme", &old).await.1 != unknown {
+        assert!(started.elapsed() < Duration::from_secs(5), "the old key was never retired");
+        C::sleep(Duration::from_millis(100)).await;
+    }
+    // A broken file leaves the keys in use.
+    folder.write("jwks.json", "{\"keys\": [");
+    C::sleep(Duration::from_millis(1500)).await;
+    let mut third = connect::<C>(&cookie_url(addr, "acme", &new), Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut third).await["payload"]["hello"], "alex");
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, floods_are_warned_then_closed, origins_from_the_config, the_context_names_the_client];
+    scenarios: [approval_in_process, tokens_from_an_identity_provider, jwks_rotation_by_file_change, messages_replies_and_failures, a_failed_connect_closes, sends_never_cross_namespaces, the_heartbeat_closes_silent_clients, answers_from_outside, floods_are_warned_then_closed, origins_from_the_config, the_context_names_the_client];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

@@ -3,7 +3,10 @@
 //! (examples/gateway-handler/handler.py) answering their events from its own
 //! process. Connect replies and failures, typed routing, sends to a user in a
 //! namespace on any node, broadcasts, close events, the heartbeat, JWT identities
-//! at the handshake, and a Redis restart; on every runtime.
+//! at the handshake, and a Redis restart; and tenancy under both namespace
+//! policies (the token's claim, the connect handler's approval): a user cannot
+//! receive another tenant's broadcasts nor publish into its namespace; on every
+//! runtime.
 //!
 //! The test also watches the bus itself (a [`BusObserver`]) and publishes the
 //! envelopes a service in any language would.
@@ -32,9 +35,12 @@ struct Node {
 }
 
 impl Node {
-    fn start<S: Runtime>(redis_url: &str, authenticator: Authenticator) -> Self {
-        let config =
+    /// A node; `approve`: seconds a new connection may wait for its connect
+    /// handler's approval (`None`: admitted at once).
+    fn start<S: Runtime>(redis_url: &str, authenticator: Authenticator, approve: Option<u64>) -> Self {
+        let mut config =
             chinwag_tests::gateway_config(&format!("  bus: \"{redis_url}\"\n  limits: {{ message_rate: 0 }}\n"));
+        config.approve_timeout_secs = approve;
         let gateway = Gateway::new(config, authenticator, Handlers::new()).unwrap();
         let handle = gateway.handle();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -72,10 +78,16 @@ struct Cluster {
 
 impl Cluster {
     fn start<S: Runtime>(authenticators: Vec<Authenticator>) -> Self {
+        Self::start_with::<S>(authenticators, None, &[])
+    }
+
+    /// Nodes with `authenticators` and `approve` (see [`Node::start`]), and the
+    /// handler with `handler_args`.
+    fn start_with<S: Runtime>(authenticators: Vec<Authenticator>, approve: Option<u64>, handler_args: &[&str]) -> Self {
         let redis = RedisServer::start();
-        let handler = PythonHandler::start(&redis.url());
+        let handler = PythonHandler::start_with(&redis.url(), handler_args);
         let observer = BusObserver::start(&redis.url(), &EVENT_TOPICS);
-        let nodes: Vec<Node> = authenticators.into_iter().map(|a| Node::start::<S>(&redis.url(), a)).collect();
+        let nodes: Vec<Node> = authenticators.into_iter().map(|a| Node::start::<S>(&redis.url(), a, approve)).collect();
         let cluster = Self { nodes, observer, handler, redis };
         cluster.wait_connected(true);
         cluster
@@ -324,6 +336,7 @@ async fn jwt_identities_at_the_handshake<S: Runtime, C: Runtime>() {
         jsonwebtoken::DecodingKey::from_secret(SECRET),
         "ID_TOKEN",
     );
+    let verifier = verifier.namespaces(chinwag_core::gateway::NamespacePolicy::Any);
     let cluster = Cluster::start::<S>(vec![Authenticator::Jwt(Box::new(verifier))]);
     let node = &cluster.nodes[0];
     let now = chinwag_gateway::auth::unix_now();
@@ -387,9 +400,200 @@ async fn jwt_identities_at_the_handshake<S: Runtime, C: Runtime>() {
     assert_eq!(connects, 1, "refused handshakes publish nothing");
 }
 
+/// The tests' HS256 verifier, with no namespace policy of its own.
+fn hs256() -> Verifier {
+    Verifier::new(chinwag_gateway::config::Algorithm::HS256, jsonwebtoken::DecodingKey::from_secret(SECRET), "ID_TOKEN")
+}
+
+/// Connects to `node` in `namespace` with `cookie`, and takes the handler's hello.
+async fn join_with<C: Runtime>(node: &Node, namespace: &str, cookie: &str, user: &str) -> Client<C> {
+    let url = parse_url(&format!("ws://{}/connect?namespace={namespace}", node.addr))
+        .unwrap()
+        .with_header(header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+    let mut ws = connect::<C>(&url, Config::default()).await.unwrap();
+    assert_eq!(next::<C>(&mut ws).await, json!({"type": "onconnect", "payload": {"hello": user}}));
+    ws
+}
+
+/// The status line and body of the answer to an upgrade to `namespace` with `cookie`.
+async fn refusal<C: Runtime>(node: &Node, namespace: &str, cookie: &str) -> (String, String) {
+    let request = upgrade_request(node.addr, &format!("/connect?namespace={namespace}"))
+        .replace("\r\n\r\n", &format!("\r\nCookie: {cookie}\r\n\r\n"));
+    let response = raw_exchange::<C>(node.addr, request.as_bytes()).await;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+/// Whatever `ws` receives until it is closed: every message, then the close.
+async fn until_closed<C: Runtime>(ws: &mut Client<C>) -> (Vec<Value>, chinwag_core::Closed) {
+    let mut got = Vec::new();
+    loop {
+        match timeout::<C, _>(LIMIT, ws.recv()).await.expect("closed in time") {
+            Some(Message::Text(text)) => got.push(serde_json::from_str(&text).unwrap()),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => return (got, ws.close_info().expect("a close frame")),
+        }
+    }
+}
+
+/// The namespaces claim: a user joins only the namespaces its token lists (403
+/// for another, before anything is published), gets nothing of another tenant's
+/// broadcasts, and what it says is published as its own namespace's.
+async fn tenancy_by_the_token_claim<S: Runtime, C: Runtime>() {
+    let claim = || {
+        let policy = chinwag_core::gateway::NamespacePolicy::Claim("namespaces".into());
+        Authenticator::Jwt(Box::new(hs256().namespaces(policy)))
+    };
+    let cluster = Cluster::start::<S>(vec![claim(), claim()]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let now = chinwag_gateway::auth::unix_now();
+    let hs256 = jsonwebtoken::Algorithm::HS256;
+    let token = |user: &str, namespaces: Value| {
+        let claims = json!({"preferred_username": user, "exp": now + 300, "email": format!("{user}@example.com"), "namespaces": namespaces});
+        token_cookie(hs256, SECRET, claims)
+    };
+    let mut alex = join_with::<C>(a, "acme", &token("alex", json!(["acme"])), "alex").await;
+    let mut bob = join_with::<C>(b, "acme", &token("bob", json!(["globex", "acme"])), "bob").await;
+    let eve_token = token("eve", json!(["globex"]));
+    let mut eve = join_with::<C>(b, "globex", &eve_token, "eve").await;
+
+    // eve asks for acme, on either node: 403 with the reason, and nothing published.
+    for node in [a, b] {
+        let (status, body) = refusal::<C>(node, "acme", &eve_token).await;
+        assert_eq!(status, "HTTP/1.1 403 Forbidden");
+        assert_eq!(body, "the token's namespaces claim does not allow the namespace \"acme\"");
+    }
+    let (status, body) =
+        refusal::<C>(a, "acme", &token_cookie(hs256, SECRET, json!({"preferred_username": "x", "exp": now + 300})))
+            .await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 403 Forbidden", "the token has no namespaces claim, so it may join no namespace")
+    );
+    let (status, body) = refusal::<C>(a, "acme", &token("x", json!("acme"))).await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    assert!(body.contains("is not a list of namespace names"), "{body}");
+    // "*" allows any namespace.
+    let mut root = join_with::<C>(a, "initech", &token("root", json!(["*"])), "root").await;
+
+    // The connect event carries the verified claims in headers.jwt, as the
+    // document's handler reads them (the Python handler greeted each by that name).
+    let connect = cluster.event::<C>("socket:connection", |e| e["context"]["username"] == "eve").await;
+    assert_eq!(connect["context"]["headers"]["jwt"]["preferred_username"], "eve");
+    assert_eq!(connect["context"]["headers"]["jwt"]["email"], "eve@example.com");
+    assert_eq!(connect["context"]["headers"]["jwt"]["namespaces"], json!(["globex"]));
+    assert_eq!(connect["context"]["params"]["namespace"], "globex");
+
+    // acme's broadcast (bob announces in acme) reaches acme only.
+    send::<C>(&bob, json!({"type": "announce", "payload": {"text": "acme only"}})).await;
+    let announcement = json!({"type": "announcement", "payload": {"from": "bob", "text": "acme only"}});
+    assert_eq!(next::<C>(&mut alex).await, announcement);
+    assert_eq!(next::<C>(&mut bob).await, announcement);
+    fence::<C>(&cluster, 1, &mut [&mut eve, &mut root, &mut alex, &mut bob]).await;
+    // eve's messages are globex's: her "tell" to alex is a send to alex in globex,
+    // where alex is not; and nothing from her is ever published as acme's.
+    send::<C>(&eve, json!({"type": "tell", "payload": {"to": "alex", "text": "psst"}})).await;
+    let told = cluster.event::<C>("socket:generalMessage", |e| e["context"]["username"] == "eve").await;
+    assert_eq!(told["context"]["namespace"], "globex");
+    fence::<C>(&cluster, 2, &mut [&mut alex, &mut bob, &mut eve, &mut root]).await;
+    let seen = cluster.observer.seen();
+    assert!(
+        !seen.iter().any(|(_, e)| e["context"]["username"] == "eve" && e["context"]["namespace"] != "globex"),
+        "eve published outside globex: {seen:#?}"
+    );
+}
+
+/// Approval by the connect handler: the Python handler admits the members of
+/// acme; anyone else is refused (1008) and gets nothing of acme meanwhile. With no
+/// handler answering, a new connection is pending: no send or broadcast reaches
+/// it, its messages are not published, a reply admits it, and no reply closes
+/// it at the deadline.
+async fn tenancy_by_approval<S: Runtime, C: Runtime>() {
+    let approval = || Authenticator::Jwt(Box::new(hs256()));
+    let mut cluster =
+        Cluster::start_with::<S>(vec![approval(), approval()], Some(2), &["--members", "acme=alex,bob,carol,dave"]);
+    let now = chinwag_gateway::auth::unix_now();
+    let token = |user: &str| {
+        token_cookie(jsonwebtoken::Algorithm::HS256, SECRET, json!({"preferred_username": user, "exp": now + 300}))
+    };
+    let mut alex = join_with::<C>(&cluster.nodes[0], "acme", &token("alex"), "alex").await;
+    let mut bob = join_with::<C>(&cluster.nodes[1], "acme", &token("bob"), "bob").await;
+
+    // eve is no member of acme: refused by the handler, then closed; a message she
+    // sends at once is not published, and nothing but errors reaches her.
+    let url = parse_url(&format!("ws://{}/connect?namespace=acme", cluster.nodes[0].addr))
+        .unwrap()
+        .with_header(header::COOKIE, HeaderValue::from_str(&token("eve")).unwrap());
+    let mut eve = connect::<C>(&url, Config::default()).await.unwrap();
+    send::<C>(&eve, json!({"type": "message_type_one", "payload": "let me in"})).await;
+    cluster.publish("socket:broadcast", json!({"namespace": "acme", "type": "news", "payload": "for acme"}));
+    let (got, close) = until_closed::<C>(&mut eve).await;
+    assert!(got.iter().all(|m| m["type"] == "error"), "eve got {got:?}");
+    assert!(got.contains(&json!({"type": "error", "payload": {"message": "eve is not a member of acme"}})), "{got:?}");
+    assert_eq!((close.code, close.reason.as_str()), (CloseCode::POLICY_VIOLATION, "refused by the connect handler"));
+    for ws in [&mut alex, &mut bob] {
+        assert_eq!(next::<C>(ws).await, json!({"type": "news", "payload": "for acme"}));
+    }
+
+    // No handler: new connections wait.
+    cluster.handler.stop();
+    let pending = |node: &Node, user: &str| {
+        let url = parse_url(&format!("ws://{}/connect?namespace=acme", node.addr))
+            .unwrap()
+            .with_header(header::COOKIE, HeaderValue::from_str(&token(user)).unwrap());
+        async move { connect::<C>(&url, Config::default()).await.unwrap() }
+    };
+    let mut carol = pending(&cluster.nodes[1], "carol").await;
+    let mut dave = pending(&cluster.nodes[0], "dave").await;
+    let carol_connect = cluster.event::<C>("socket:connection", |e| e["context"]["username"] == "carol").await;
+    cluster.event::<C>("socket:connection", |e| e["context"]["username"] == "dave").await;
+    // Everything that would reach them if they were admitted.
+    cluster.publish("socket:broadcast", json!({"namespace": "acme", "type": "news", "payload": 1}));
+    cluster.publish("socket:broadcast", json!({"type": "news", "payload": 2}));
+    cluster.publish("socket:send", json!({"username": "carol", "namespace": "acme", "type": "note", "payload": 3}));
+    cluster.publish("socket:send", json!({"username": "carol", "type": "note", "payload": 4}));
+    cluster.publish("socket:send", json!({"username": "dave", "type": "note", "payload": 5}));
+    for ws in [&mut alex, &mut bob] {
+        assert_eq!(next::<C>(ws).await["payload"], 1);
+        assert_eq!(next::<C>(ws).await["payload"], 2);
+    }
+    fence::<C>(&cluster, 1, &mut [&mut alex, &mut bob]).await;
+    // carol speaks while pending: she is told it went nowhere, and nothing is published.
+    send::<C>(&carol, json!({"type": "message_type_one", "payload": "hello?"})).await;
+    let not_admitted = json!({"type": "error", "payload": {"message": chinwag_core::gateway::NOT_ADMITTED}});
+    assert_eq!(next::<C>(&mut carol).await, not_admitted, "the first thing carol gets: nothing reached her before");
+    // A reply to her connect event admits her: it is the next thing she gets.
+    let reply = json!({"reply_to": carol_connect["reply_to"], "reply": {"hello": "carol, by hand"}});
+    cluster
+        .publish(&chinwag_gateway::envelope::reply_channel(carol_connect["reply_to"]["node"].as_str().unwrap()), reply);
+    assert_eq!(next::<C>(&mut carol).await, json!({"type": "onconnect", "payload": {"hello": "carol, by hand"}}));
+    // From now on she is reached like anyone.
+    fence::<C>(&cluster, 2, &mut [&mut alex, &mut bob, &mut carol]).await;
+    // dave is never answered: closed at the deadline, with the reason, and his
+    // close event says so. Before it, he got nothing.
+    let (got, close) = until_closed::<C>(&mut dave).await;
+    assert_eq!(got, Vec::<Value>::new());
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (CloseCode::POLICY_VIOLATION, chinwag_core::gateway::APPROVAL_TIMEOUT_REASON)
+    );
+    let closed = cluster.event::<C>("socket:close", |e| e["context"]["username"] == "dave").await;
+    assert_eq!(
+        closed["closed"],
+        json!({"code": 1008, "reason": chinwag_core::gateway::APPROVAL_TIMEOUT_REASON, "initiator": "server"})
+    );
+    let seen = cluster.observer.seen();
+    assert!(
+        !seen.iter().any(|(t, e)| t != "socket:connection"
+            && t != "socket:close"
+            && ["eve", "carol", "dave"].contains(&e["context"]["username"].as_str().unwrap_or_default())),
+        "a pending or refused connection published: {seen:#?}"
+    );
+}
+
 chinwag_tests::runtime_suite! {
     limit: Duration::from_secs(90);
-    scenarios: [two_nodes_one_handler, heartbeat_and_a_redis_restart, jwt_identities_at_the_handshake, a_burst_waits_instead_of_dropping];
+    scenarios: [two_nodes_one_handler, heartbeat_and_a_redis_restart, jwt_identities_at_the_handshake, a_burst_waits_instead_of_dropping, tenancy_by_the_token_claim, tenancy_by_approval];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
 }

@@ -1,11 +1,21 @@
 #!/usr/bin/env python3
 """An event handler for the chinwag gateway's Redis bus, in Python.
 
-It listens to the gateway's topics on Redis and answers with the envelopes the
-README describes (section "The Redis bus"):
+The handlers below are written as the socket gateway document writes them: each
+gets a message `msg` and reads `msg.context.headers.jwt.preferred_username` (the
+user, from the verified token), `msg.context.params.namespace` (the tenant) and
+`msg.message` (what the client sent), and answers with `msg.reply(payload)` or
+`msg.fail(payload)`. The `Message` class turns the gateway's events into such
+messages and their answers into the envelopes the README describes (section
+"The Redis bus"); a handler in the document's style runs on it unchanged.
 
-- connect (socket:connection): replies {"hello": username}, or fails a user
-  named "mallory", which closes her connection;
+What this example does:
+
+- connect (socket:connection): replies {"hello": user}. It fails a user named
+  "mallory", and, with --members, a user who is not a member of the namespace
+  asked for: a failed connect closes the connection (1008). A gateway with
+  `socket.onconnect.approve: true` admits a connection only on this reply, so
+  the members table then decides who may join which namespace;
 - typed messages: socket:type_one replies {"echo": payload};
   socket:type_two fails with {"message": "nope"} (the connection stays open);
 - every message (socket:generalMessage): a message of type "tell" with
@@ -16,7 +26,8 @@ README describes (section "The Redis bus"):
 
 Run it beside `chinwag gateway` (any number of nodes on the same Redis):
 
-    python3 examples/gateway-handler/handler.py --redis redis://127.0.0.1:6379
+    python3 examples/gateway-handler/handler.py --redis redis://127.0.0.1:6379 \
+        --members acme=alex,bob --members globex=eve
 
 It needs the `redis` package (pip install redis). It prints "ready" once
 subscribed, one line per event to standard error, and reconnects if Redis
@@ -36,23 +47,48 @@ def log(*parts):
     print(*parts, file=sys.stderr, flush=True)
 
 
-class Handler:
+class Fields(dict):
+    """A JSON object whose members read as attributes, as the document's handlers
+    read them (`msg.context.params.namespace`); a missing member reads as None."""
+
+    def __getattr__(self, name):
+        return wrap(self.get(name))
+
+
+def wrap(value):
+    return Fields(value) if isinstance(value, dict) else value
+
+
+class Message:
+    """One event from the gateway, with the document's `reply` and `fail`."""
+
+    def __init__(self, bus, event):
+        self._bus = bus
+        self._reply_to = event["reply_to"]
+        self.event = event["event"]
+        self.context = wrap(event["context"])
+        self.message = wrap(event.get("message"))
+        self.closed = wrap(event.get("closed"))
+
+    def reply(self, payload):
+        """Answers the client the event came from (its node routes it); a reply
+        to a connect event admits a connection that waits for approval."""
+        self._answer({"reply_to": self._reply_to, "reply": payload})
+
+    def fail(self, payload):
+        """Fails the event: an error to the client (closed, if it was connect)."""
+        self._answer({"reply_to": self._reply_to, "fail": payload})
+
+    def _answer(self, envelope):
+        self._bus.publish("chinwag:reply:" + self._reply_to["node"], json.dumps(envelope))
+
+
+class Gateway:
+    """Sends and broadcasts, on any node."""
+
     def __init__(self, bus, topics):
         self.bus = bus
         self.topics = topics
-
-    # -- the envelopes the gateway reads ------------------------------------
-    def reply(self, event, payload):
-        """Answers the client the event came from (its node routes it)."""
-        self._answer(event, {"reply_to": event["reply_to"], "reply": payload})
-
-    def fail(self, event, payload):
-        """Fails the event: an error to the client (closed, if it was connect)."""
-        self._answer(event, {"reply_to": event["reply_to"], "fail": payload})
-
-    def _answer(self, event, envelope):
-        channel = "chinwag:reply:" + event["reply_to"]["node"]
-        self.bus.publish(channel, json.dumps(envelope))
 
     def send(self, username, namespace, message_type, payload):
         """To every connection of a user in a namespace, on any node."""
@@ -64,27 +100,51 @@ class Handler:
         envelope = {"namespace": namespace, "type": message_type, "payload": payload}
         self.bus.publish(self.topics.broadcast, json.dumps(envelope))
 
-    # -- what this example does with events ----------------------------------
-    def handle(self, topic, event):
-        context = event["context"]
-        user, namespace = context["username"], context["namespace"]
-        log(f"{topic}: {event['event']} from {user} in {namespace} (node {event['reply_to']['node']})")
-        if topic == self.topics.connect:
-            if user == "mallory":
-                self.fail(event, {"message": "not you"})
-            else:
-                self.reply(event, {"hello": user})
-        elif topic == self.topics.type_one:
-            self.reply(event, {"echo": event["message"].get("payload")})
-        elif topic == self.topics.type_two:
-            self.fail(event, {"message": "nope"})
-        elif topic == self.topics.general:
-            message = event["message"]
-            payload = message.get("payload") or {}
-            if message["type"] == "tell" and isinstance(payload, dict) and "to" in payload:
-                self.send(payload["to"], namespace, "told", {"from": user, "text": payload.get("text")})
-            elif message["type"] == "announce" and isinstance(payload, dict):
-                self.broadcast(namespace, "announcement", {"from": user, "text": payload.get("text")})
+
+class Members:
+    """Who may join which namespace (--members NAMESPACE=USER,USER). A namespace
+    that is not listed is open to every user."""
+
+    def __init__(self, entries):
+        self.by_namespace = {}
+        for entry in entries:
+            namespace, _, users = entry.partition("=")
+            self.by_namespace.setdefault(namespace, set()).update(u for u in users.split(",") if u)
+
+    def allows(self, user, namespace):
+        return namespace not in self.by_namespace or user in self.by_namespace[namespace]
+
+
+# -- the handlers, in the gateway document's style ---------------------------------
+
+
+def on_connect(msg, members):
+    user = msg.context.headers.jwt.preferred_username
+    namespace = msg.context.params.namespace
+    if user == "mallory":
+        msg.fail({"message": "not you"})
+    elif not members.allows(user, namespace):
+        msg.fail({"message": f"{user} is not a member of {namespace}"})
+    else:
+        msg.reply({"hello": user})
+
+
+def on_type_one(msg):
+    msg.reply({"echo": msg.message.payload})
+
+
+def on_type_two(msg):
+    msg.fail({"message": "nope"})
+
+
+def on_message(msg, gateway):
+    user = msg.context.headers.jwt.preferred_username
+    namespace = msg.context.params.namespace
+    payload = msg.message.payload
+    if msg.message.type == "tell" and isinstance(payload, dict) and "to" in payload:
+        gateway.send(payload["to"], namespace, "told", {"from": user, "text": payload.get("text")})
+    elif msg.message.type == "announce" and isinstance(payload, dict):
+        gateway.broadcast(namespace, "announcement", {"from": user, "text": payload.get("text")})
 
 
 def main():
@@ -97,10 +157,20 @@ def main():
     parser.add_argument("--close", default="socket:close", help="onclose.publish")
     parser.add_argument("--send", default="socket:send", help="send.subscribe")
     parser.add_argument("--broadcast", default="socket:broadcast", help="broadcast.subscribe")
+    parser.add_argument("--members", action="append", default=[], metavar="NAMESPACE=USER,USER",
+                        help="only these users may join NAMESPACE (repeat for several namespaces)")
     topics = parser.parse_args()
     bus = redis.Redis.from_url(topics.redis)
-    handler = Handler(bus, topics)
-    listened = [topics.connect, topics.general, topics.type_one, topics.type_two, topics.close]
+    gateway = Gateway(bus, topics)
+    members = Members(topics.members)
+    handlers = {
+        topics.connect: lambda msg: on_connect(msg, members),
+        topics.type_one: on_type_one,
+        topics.type_two: on_type_two,
+        topics.general: lambda msg: on_message(msg, gateway),
+        topics.close: lambda msg: None,
+    }
+    listened = list(handlers)
     while True:
         try:
             pubsub = bus.pubsub()
@@ -117,9 +187,11 @@ def main():
                     continue
                 topic = message["channel"].decode()
                 try:
-                    event = json.loads(message["data"])
-                    handler.handle(topic, event)
-                except (ValueError, KeyError, TypeError) as error:
+                    msg = Message(bus, json.loads(message["data"]))
+                    user = msg.context.headers.jwt.preferred_username
+                    log(f"{topic}: {msg.event} from {user} in {msg.context.params.namespace}")
+                    handlers[topic](msg)
+                except (ValueError, KeyError, TypeError, AttributeError) as error:
                     log(f"{topic}: unusable event ({error!r}): {message['data'][:200]!r}")
         except redis.ConnectionError as error:
             log(f"redis: {error}; reconnecting in 0.5 s")

@@ -5,13 +5,14 @@
 //! that an accepted configuration obeys every rule the module documents (a path
 //! starting with `/` without query, non-empty topics, none reserved for reply
 //! channels, none both published and subscribed, distinct message types, limits
-//! of at least 1 (a per-IP limit of 0 being none), a usable auth); that it writes back to YAML that parses to the
-//! same configuration; and that a gateway can be made from it
-//! (`Gateway::new` takes the checked path as a route).
+//! of at least 1 (a per-IP limit of 0 being none), a usable auth with a
+//! namespace policy, approval timeouts and leeways within their bounds); that it
+//! writes back to YAML that parses to the same configuration; and that a gateway
+//! can be made from it (`Gateway::new` takes the checked path as a route).
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
-use chinwag_gateway::config::{Algorithm, Auth, Bus, KeySource};
+use chinwag_gateway::config::{Algorithm, Auth, Bus, KeySource, NamespacePolicy};
 use chinwag_gateway::envelope::REPLY_CHANNEL_PREFIX;
 use chinwag_gateway::{Authenticator, Config, Gateway, Handlers};
 use std::fmt::Write as _;
@@ -41,6 +42,7 @@ gateway:
     jwt:
       algorithm: HS256
       secret_env: GATEWAY_JWT_SECRET
+      namespaces_claim: namespaces
 "#;
 
 const BASE: &str = "/etc/chinwag";
@@ -84,6 +86,13 @@ fn assembled(u: &mut Unstructured<'_>) -> Result<String> {
     for key in ["onconnect", "onclose"] {
         if u.arbitrary()? {
             writeln!(y, "    {key}:\n      publish: {}", quoted(&one_of(u, TOPICS)?)).unwrap();
+            if key == "onconnect" && u.arbitrary()? {
+                writeln!(y, "      approve: {}", u.arbitrary::<bool>()?).unwrap();
+            }
+            if key == "onconnect" && u.arbitrary()? {
+                writeln!(y, "      approve_timeout_secs: {}", one_of(u, &["0", "1", "10", "3600", "3601", "-1"])?)
+                    .unwrap();
+            }
         }
     }
     if u.arbitrary()? {
@@ -124,7 +133,28 @@ fn assembled(u: &mut Unstructured<'_>) -> Result<String> {
                     .unwrap();
             }
             if u.arbitrary()? {
+                writeln!(y, "      public_keys_file: {}", quoted(&one_of(u, &["keys/jwks.json", ""])?)).unwrap();
+            }
+            if u.arbitrary()? {
                 writeln!(y, "      cookie: {}", quoted(&one_of(u, &["SESSION", ""])?)).unwrap();
+            }
+            for key in ["audience", "issuer"] {
+                if u.arbitrary()? {
+                    let value = one_of(u, &["chinwag", "[a, b]", "[]", "\"\"", "[\"\"]", "7"])?;
+                    writeln!(y, "      {key}: {value}").unwrap();
+                }
+            }
+            if u.arbitrary()? {
+                writeln!(y, "      leeway_secs: {}", one_of(u, &["0", "30", "300", "301", "-1"])?).unwrap();
+            }
+            if u.arbitrary()? {
+                writeln!(y, "      namespaces_claim: {}", quoted(&one_of(u, &["namespaces", "", " "])?)).unwrap();
+            }
+            if u.arbitrary()? {
+                writeln!(y, "      any_namespace: {}", u.arbitrary::<bool>()?).unwrap();
+            }
+            if u.arbitrary()? {
+                writeln!(y, "      close_on_expiry: {}", u.arbitrary::<bool>()?).unwrap();
             }
         }
         if u.arbitrary()? {
@@ -185,6 +215,9 @@ fn written(config: &Config) -> String {
     let topics = &config.topics;
     if let Some(t) = &topics.on_connect {
         writeln!(y, "    onconnect:\n      publish: {}", quoted(t)).unwrap();
+        if let Some(secs) = config.approve_timeout_secs {
+            writeln!(y, "      approve: true\n      approve_timeout_secs: {secs}").unwrap();
+        }
     }
     if let Some(t) = &topics.on_close {
         writeln!(y, "    onclose:\n      publish: {}", quoted(t)).unwrap();
@@ -217,12 +250,34 @@ fn written(config: &Config) -> String {
                 quoted(&jwt.cookie)
             )
             .unwrap();
+            let list =
+                |names: &[String]| format!("[{}]", names.iter().map(|n| quoted(n)).collect::<Vec<_>>().join(", "));
             match &jwt.key {
-                KeySource::SecretEnv(env) => writeln!(y, "      secret_env: {}", quoted(env)).unwrap(),
+                KeySource::SecretEnv(vars) => writeln!(y, "      secret_env: {}", list(vars)).unwrap(),
                 KeySource::PublicKeyFile(file) => {
                     writeln!(y, "      public_key_file: {}", quoted(file.to_str().expect("made from a string")))
                         .unwrap()
                 }
+                KeySource::JwksFile(file) => {
+                    writeln!(y, "      public_keys_file: {}", quoted(file.to_str().expect("made from a string")))
+                        .unwrap()
+                }
+            }
+            writeln!(
+                y,
+                "      audience: {}\n      issuer: {}\n      leeway_secs: {}\n      close_on_expiry: {}",
+                list(&jwt.audiences),
+                list(&jwt.issuers),
+                jwt.leeway_secs,
+                jwt.close_on_expiry
+            )
+            .unwrap();
+            match &jwt.namespaces {
+                Some(NamespacePolicy::Claim(claim)) => {
+                    writeln!(y, "      namespaces_claim: {}", quoted(claim)).unwrap()
+                }
+                Some(NamespacePolicy::Any) => y += "      any_namespace: true\n",
+                None => {}
             }
         }
     }
@@ -293,13 +348,28 @@ fn check_rules(config: &Config, text: &str) {
     }
     assert!(config.allowed_origins.iter().all(|o| !o.is_empty()));
     assert!(config.heartbeat_interval_secs >= 1 && config.heartbeat_timeout_secs >= 1);
+    if let Some(secs) = config.approve_timeout_secs {
+        assert!((1..=3600).contains(&secs), "approve_timeout_secs {secs}\n{text}");
+        assert!(topics.on_connect.is_some(), "approval without a connect event\n{text}");
+    }
     if let Auth::Jwt(jwt) = &config.auth {
         assert!(!jwt.cookie.is_empty());
         match (&jwt.algorithm, &jwt.key) {
-            (Algorithm::HS256, KeySource::SecretEnv(env)) => assert!(!env.is_empty()),
-            (Algorithm::RS256 | Algorithm::ES256, KeySource::PublicKeyFile(_)) => {}
+            (Algorithm::HS256, KeySource::SecretEnv(vars)) => {
+                assert!(!vars.is_empty() && vars.iter().all(|v| !v.is_empty()))
+            }
+            (Algorithm::RS256 | Algorithm::ES256, KeySource::PublicKeyFile(_) | KeySource::JwksFile(_)) => {}
             (algorithm, key) => panic!("{algorithm:?} with {key:?}\n{text}"),
         }
+        assert!(
+            jwt.namespaces.is_some() || config.approve_timeout_secs.is_some(),
+            "a JWT gateway without a namespace policy or approval\n{text}"
+        );
+        if let Some(NamespacePolicy::Claim(claim)) = &jwt.namespaces {
+            assert!(!claim.trim().is_empty());
+        }
+        assert!(jwt.leeway_secs <= 300, "leeway {}\n{text}", jwt.leeway_secs);
+        assert!(jwt.audiences.iter().chain(&jwt.issuers).all(|n| !n.trim().is_empty()));
     }
     if let Bus::Redis(url) = &config.bus {
         assert!(url.starts_with("redis://") && url.len() > "redis://".len());
@@ -321,9 +391,14 @@ fn check(text: &str) {
     let again = written(&config);
     assert_eq!(Config::parse(&again, base).as_ref(), Ok(&config), "written back:\n{again}\nfrom:\n{text}");
     // The gateway takes the checked path as its route (in this build a Redis bus
-    // is refused, as documented).
+    // is refused, as documented; so is approval with the in-process bus and no
+    // connect handler).
     if let Err(e) = Gateway::new(config.clone(), Authenticator::DevelopmentUsernames, Handlers::new()) {
-        assert!(matches!(config.bus, Bus::Redis(_)), "Gateway::new refused a checked configuration: {e}");
+        let approval_in_process = config.approve_timeout_secs.is_some() && config.bus == Bus::InProcess;
+        assert!(
+            matches!(config.bus, Bus::Redis(_)) || approval_in_process,
+            "Gateway::new refused a checked configuration: {e}"
+        );
     }
 }
 

@@ -2,8 +2,9 @@
 //! socket gateway document (`gateway.socket.path`, `onconnect.publish`,
 //! `onmessage.publish`, `onmessage.types[].{type, publish}`, `onclose.publish`,
 //! `send.subscribe`, `broadcast.subscribe`), plus what chinwag needs beyond it:
-//! `listen`, `auth`, `bus`, `limits` (with `trusted_proxies`), `heartbeat`, `admin` and
-//! `ready_requires_bus`.
+//! `listen`, `auth` (with its namespace policy, audiences, issuers, leeway and
+//! keys), `onconnect.approve`, `bus`, `limits` (with `trusted_proxies`),
+//! `heartbeat`, `admin` and `ready_requires_bus`.
 //!
 //! A bad file is refused as a whole, with the key and the problem
 //! ("gateway.socket.path: must start with /"); unknown keys are errors, so that a
@@ -14,6 +15,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use chinwag_core::gateway::NamespacePolicy;
 use chinwag_core::gateway::{Topics, TypeRoute};
 use chinwag_core::handshake::{Cidr, TrustedProxies};
 
@@ -33,6 +35,11 @@ pub struct Config {
     pub broadcast_topic: Option<String>,
     /// How clients prove who they are.
     pub auth: Auth,
+    /// Whether a new connection waits for the connect handler's reply before it
+    /// is admitted (`socket.onconnect.approve`), and for how many seconds at most
+    /// (`approve_timeout_secs`, 1 to [`MAX_APPROVE_TIMEOUT_SECS`]); `None`: admitted
+    /// at once.
+    pub approve_timeout_secs: Option<u64>,
     /// Where events go.
     pub bus: Bus,
     /// The largest message a client may send, in bytes (larger: an error message,
@@ -87,10 +94,27 @@ pub enum Auth {
 pub struct JwtConfig {
     /// The one algorithm accepted.
     pub algorithm: Algorithm,
-    /// Where the key comes from.
+    /// Where the keys come from.
     pub key: KeySource,
     /// The cookie that holds the token.
     pub cookie: String,
+    /// The accepted audiences (`audience`: one or a list): a token's `aud` must
+    /// name one of them. Empty: `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// The accepted issuers (`issuer`: one or a list): a token's `iss` must be one
+    /// of them. Empty: `iss` is not checked.
+    pub issuers: Vec<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf` (`leeway_secs`, 0 to
+    /// [`MAX_LEEWAY_SECS`]; default 0).
+    pub leeway_secs: u64,
+    /// Who may join which namespace (`namespaces_claim: NAME`, or `any_namespace:
+    /// true`); `None` when the file states neither, which only a gateway whose
+    /// connect handler approves each connection may do.
+    pub namespaces: Option<NamespacePolicy>,
+    /// Whether a connection is closed when its token expires
+    /// ([`TOKEN_EXPIRED_CODE`](chinwag_core::gateway::TOKEN_EXPIRED_CODE);
+    /// `close_on_expiry`, default true).
+    pub close_on_expiry: bool,
 }
 
 /// The accepted JWT signature algorithm (one, so that a token cannot choose).
@@ -104,13 +128,19 @@ pub enum Algorithm {
     ES256,
 }
 
-/// Where the JWT key comes from.
+/// Where the JWT keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
-    /// An HS256 secret in an environment variable (never in the file).
-    SecretEnv(String),
+    /// HS256 secrets in environment variables (never in the file): one, or
+    /// several during a rotation (a token signed with any of them is accepted;
+    /// `chinwag token` signs with the first).
+    SecretEnv(Vec<String>),
     /// A PEM public key file (RS256, ES256), relative to the config file.
     PublicKeyFile(PathBuf),
+    /// A JWKS file (RS256, ES256), relative to the config file: the JSON key set
+    /// identity providers publish, keys chosen by the token's `kid`; read again on
+    /// SIGHUP and when it changes.
+    JwksFile(PathBuf),
 }
 
 /// The event bus.
@@ -187,7 +217,7 @@ struct GatewaySection {
 #[serde(deny_unknown_fields)]
 struct SocketSection {
     path: String,
-    onconnect: Option<Publish>,
+    onconnect: Option<OnConnect>,
     onmessage: Option<OnMessage>,
     onclose: Option<Publish>,
     send: Option<Subscribe>,
@@ -198,6 +228,32 @@ struct SocketSection {
 #[serde(deny_unknown_fields)]
 struct Publish {
     publish: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnConnect {
+    publish: String,
+    #[serde(default)]
+    approve: bool,
+    approve_timeout_secs: Option<u64>,
+}
+
+/// One string, or a list of them (an audience, an issuer, a secret's variable).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(one) => vec![one],
+            Self::Many(many) => many,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -234,10 +290,24 @@ struct AuthSection {
 #[serde(deny_unknown_fields)]
 struct JwtSection {
     algorithm: Algorithm,
-    secret_env: Option<String>,
+    secret_env: Option<OneOrMany>,
     public_key_file: Option<String>,
+    public_keys_file: Option<String>,
     #[serde(default = "default_cookie")]
     cookie: String,
+    audience: Option<OneOrMany>,
+    issuer: Option<OneOrMany>,
+    #[serde(default)]
+    leeway_secs: u64,
+    namespaces_claim: Option<String>,
+    #[serde(default)]
+    any_namespace: bool,
+    #[serde(default = "default_true")]
+    close_on_expiry: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -370,7 +440,26 @@ impl Config {
                 Ok(value)
             }
         };
-        let on_connect = socket.onconnect.map(|p| topic("gateway.socket.onconnect.publish", p.publish)).transpose()?;
+        let (on_connect, approve_timeout_secs) = match socket.onconnect {
+            None => (None, None),
+            Some(OnConnect { publish, approve, approve_timeout_secs }) => {
+                let publish = topic("gateway.socket.onconnect.publish", publish)?;
+                let timeout = match (approve, approve_timeout_secs) {
+                    (true, secs) => Some(secs.unwrap_or(DEFAULT_APPROVE_TIMEOUT_SECS)),
+                    (false, None) => None,
+                    (false, Some(_)) => {
+                        return Err(bad(
+                            "gateway.socket.onconnect.approve_timeout_secs",
+                            "has no effect without approve: true",
+                        ));
+                    }
+                };
+                if let Some(secs) = timeout {
+                    check_approve_timeout(secs)?;
+                }
+                (Some(publish), timeout)
+            }
+        };
         let on_close = socket.onclose.map(|p| topic("gateway.socket.onclose.publish", p.publish)).transpose()?;
         let (on_message, entries) = match socket.onmessage {
             Some(m) => (m.publish.map(|p| topic("gateway.socket.onmessage.publish", p)).transpose()?, m.types),
@@ -423,6 +512,7 @@ impl Config {
             }
             Some(AuthSection { jwt: Some(jwt), .. }) => Auth::Jwt(jwt_config(jwt, base)?),
         };
+        check_namespace_policy(&auth, approve_timeout_secs)?;
         let bus = g.bus.parse::<Bus>().map_err(|problem| bad("gateway.bus", problem))?;
         if g.limits.max_message_size < 1 {
             return Err(bad("gateway.limits.max_message_size", "must be at least 1 byte"));
@@ -458,6 +548,7 @@ impl Config {
             send_topic,
             broadcast_topic,
             auth,
+            approve_timeout_secs,
             bus,
             max_message_size: g.limits.max_message_size,
             max_connections: g.limits.max_connections,
@@ -504,27 +595,129 @@ pub(crate) fn check_heartbeat(key: &str, secs: u64) -> Result<(), ConfigError> {
     }
 }
 
+/// The default of `socket.onconnect.approve_timeout_secs`.
+pub const DEFAULT_APPROVE_TIMEOUT_SECS: u64 = 10;
+
+/// The longest `approve_timeout_secs`: an hour. A pending connection holds a
+/// place under `max_connections` and gets nothing; a handler slower than that
+/// is a broken one.
+pub const MAX_APPROVE_TIMEOUT_SECS: u64 = 3600;
+
+/// The largest `leeway_secs`: five minutes. Clocks that disagree by more are
+/// broken, and a larger leeway would keep expired tokens valid.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
+/// An approval timeout: 1 second to [`MAX_APPROVE_TIMEOUT_SECS`].
+pub(crate) fn check_approve_timeout(secs: u64) -> Result<(), ConfigError> {
+    let key = "gateway.socket.onconnect.approve_timeout_secs";
+    if secs == 0 {
+        Err(bad(key, "must be at least 1 second"))
+    } else if secs > MAX_APPROVE_TIMEOUT_SECS {
+        Err(bad(key, format!("must be at most {MAX_APPROVE_TIMEOUT_SECS} seconds (an hour)")))
+    } else {
+        Ok(())
+    }
+}
+
+/// What the refusal of a JWT gateway without a namespace policy says.
+pub const NO_NAMESPACE_POLICY: &str = "no namespace policy: any user with a valid token could join any namespace \
+     (?namespace=) and get its broadcasts. State one: namespaces_claim: CLAIM (the token lists the namespaces its \
+     user may join), or socket.onconnect.approve: true (a connect handler admits each connection), or \
+     any_namespace: true (a single tenant: every user may join every namespace)";
+
+/// With JWT users the file must say who may join which namespace: a claim,
+/// approval by the connect handler, or any namespace, said explicitly.
+/// (Development usernames are anyone's anyway: any namespace.)
+pub(crate) fn check_namespace_policy(auth: &Auth, approve_timeout_secs: Option<u64>) -> Result<(), ConfigError> {
+    match auth {
+        Auth::Jwt(JwtConfig { namespaces: None, .. }) if approve_timeout_secs.is_none() => {
+            Err(bad("gateway.auth.jwt", NO_NAMESPACE_POLICY))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn names(key: &str, what: &str, value: Option<OneOrMany>) -> Result<Vec<String>, ConfigError> {
+    let names = value.map(OneOrMany::into_vec).unwrap_or_default();
+    if names.iter().any(|n| n.trim().is_empty()) {
+        return Err(bad(key, format!("{what} cannot be empty")));
+    }
+    Ok(names)
+}
+
 fn jwt_config(jwt: JwtSection, base: &Path) -> Result<JwtConfig, ConfigError> {
-    let key = match (jwt.algorithm, jwt.secret_env, jwt.public_key_file) {
-        (Algorithm::HS256, Some(env), None) if !env.is_empty() => KeySource::SecretEnv(env),
-        (Algorithm::HS256, _, _) => {
+    let file = |f: String| (!f.is_empty()).then(|| base.join(f));
+    let pem = jwt.public_key_file.map(file);
+    let jwks = jwt.public_keys_file.map(file);
+    let key = match (jwt.algorithm, jwt.secret_env, pem, jwks) {
+        (Algorithm::HS256, Some(env), None, None) => {
+            let vars = env.into_vec();
+            if vars.is_empty() || vars.iter().any(|v| v.is_empty()) {
+                return Err(bad("gateway.auth.jwt.secret_env", "a variable's name cannot be empty"));
+            }
+            KeySource::SecretEnv(vars)
+        }
+        (Algorithm::HS256, _, _, _) => {
             return Err(bad(
                 "gateway.auth.jwt",
-                "HS256 takes secret_env (the name of the variable holding the secret), and no public_key_file",
+                "HS256 takes secret_env (the name of the variable holding the secret, or a list of them during \
+                 a rotation), and no public_key_file or public_keys_file",
             ));
         }
-        (_, None, Some(file)) if !file.is_empty() => KeySource::PublicKeyFile(base.join(file)),
-        (algorithm, _, _) => {
+        (_, None, Some(_), Some(_)) => {
             return Err(bad(
                 "gateway.auth.jwt",
-                format!("{algorithm:?} takes public_key_file (a PEM file), and no secret_env"),
+                "public_key_file (one PEM key) and public_keys_file (a JWKS key set) exclude each other: choose one",
+            ));
+        }
+        (_, None, Some(Some(pem)), None) => KeySource::PublicKeyFile(pem),
+        (_, None, None, Some(Some(jwks))) => KeySource::JwksFile(jwks),
+        (algorithm, _, _, _) => {
+            return Err(bad(
+                "gateway.auth.jwt",
+                format!(
+                    "{algorithm:?} takes public_key_file (a PEM file) or public_keys_file (a JWKS file), \
+                     and no secret_env"
+                ),
             ));
         }
     };
     if jwt.cookie.is_empty() {
         return Err(bad("gateway.auth.jwt.cookie", "a cookie name cannot be empty"));
     }
-    Ok(JwtConfig { algorithm: jwt.algorithm, key, cookie: jwt.cookie })
+    let audiences = names("gateway.auth.jwt.audience", "an audience", jwt.audience)?;
+    let issuers = names("gateway.auth.jwt.issuer", "an issuer", jwt.issuer)?;
+    if jwt.leeway_secs > MAX_LEEWAY_SECS {
+        return Err(bad(
+            "gateway.auth.jwt.leeway_secs",
+            format!("must be at most {MAX_LEEWAY_SECS} seconds: a larger leeway keeps expired tokens valid"),
+        ));
+    }
+    let namespaces = match (jwt.namespaces_claim, jwt.any_namespace) {
+        (Some(_), true) => {
+            return Err(bad(
+                "gateway.auth.jwt",
+                "namespaces_claim and any_namespace exclude each other: with any_namespace the claim would not \
+                 be checked",
+            ));
+        }
+        (Some(claim), false) if claim.trim().is_empty() => {
+            return Err(bad("gateway.auth.jwt.namespaces_claim", "a claim name cannot be empty"));
+        }
+        (Some(claim), false) => Some(NamespacePolicy::Claim(claim)),
+        (None, true) => Some(NamespacePolicy::Any),
+        (None, false) => None,
+    };
+    Ok(JwtConfig {
+        algorithm: jwt.algorithm,
+        key,
+        cookie: jwt.cookie,
+        audiences,
+        issuers,
+        leeway_secs: jwt.leeway_secs,
+        namespaces,
+        close_on_expiry: jwt.close_on_expiry,
+    })
 }
 
 #[cfg(test)]
@@ -555,6 +748,7 @@ gateway:
     jwt:
       algorithm: HS256
       secret_env: GATEWAY_JWT_SECRET
+      namespaces_claim: namespaces
 "#;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -577,8 +771,13 @@ gateway:
             config.auth,
             Auth::Jwt(JwtConfig {
                 algorithm: Algorithm::HS256,
-                key: KeySource::SecretEnv("GATEWAY_JWT_SECRET".into()),
-                cookie: "ID_TOKEN".into()
+                key: KeySource::SecretEnv(vec!["GATEWAY_JWT_SECRET".into()]),
+                cookie: "ID_TOKEN".into(),
+                audiences: Vec::new(),
+                issuers: Vec::new(),
+                leeway_secs: 0,
+                namespaces: Some(NamespacePolicy::Claim("namespaces".into())),
+                close_on_expiry: true,
             })
         );
         // Defaults for what the document does not say.
@@ -590,6 +789,56 @@ gateway:
         assert!(config.trusted_proxies.is_empty());
         assert_eq!(config.message_rate, Some((50.0, 100)));
         assert!(config.allowed_origins.is_empty());
+        assert_eq!(config.approve_timeout_secs, None);
+    }
+
+    /// With JWT users the file states who may join which namespace; without it,
+    /// the gateway is refused with the three ways explained.
+    #[test]
+    fn jwt_gateways_state_a_namespace_policy() {
+        let without = DOCUMENT.replace("      namespaces_claim: namespaces\n", "");
+        let refused = parse(&without).unwrap_err();
+        assert_eq!(refused.key, "gateway.auth.jwt");
+        for way in ["namespaces_claim", "socket.onconnect.approve: true", "any_namespace: true"] {
+            assert!(refused.problem.contains(way), "{way}: {refused}");
+        }
+        let jwt = |text: &str| match parse(text).unwrap().auth {
+            Auth::Jwt(jwt) => jwt,
+            Auth::DevelopmentUsernames => panic!("jwt"),
+        };
+        let any = without.replace("GATEWAY_JWT_SECRET\n", "GATEWAY_JWT_SECRET\n      any_namespace: true\n");
+        assert_eq!(jwt(&any).namespaces, Some(NamespacePolicy::Any));
+        // Approval alone is a policy: the connect handler decides.
+        let approved = without
+            .replace("publish: \"socket:connection\"\n", "publish: \"socket:connection\"\n      approve: true\n");
+        let config = parse(&approved).unwrap();
+        assert_eq!(config.approve_timeout_secs, Some(DEFAULT_APPROVE_TIMEOUT_SECS));
+        assert_eq!(jwt(&approved).namespaces, None);
+        let both = DOCUMENT.replace(
+            "publish: \"socket:connection\"\n",
+            "publish: \"socket:connection\"\n      approve: true\n      approve_timeout_secs: 3\n",
+        );
+        let config = parse(&both).unwrap();
+        assert_eq!(config.approve_timeout_secs, Some(3));
+        assert_eq!(jwt(&both).namespaces, Some(NamespacePolicy::Claim("namespaces".into())));
+    }
+
+    #[test]
+    fn tokens_as_identity_providers_issue_them() {
+        let text = DOCUMENT.replace(
+            "      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n",
+            "      algorithm: RS256\n      public_keys_file: keys/jwks.json\n      audience: chinwag\n      \
+             issuer: [\"https://a.example\", \"https://b.example\"]\n      leeway_secs: 30\n      \
+             close_on_expiry: false\n",
+        );
+        let Auth::Jwt(jwt) = parse(&text).unwrap().auth else { panic!("jwt") };
+        assert_eq!(jwt.key, KeySource::JwksFile("/etc/chinwag/keys/jwks.json".into()));
+        assert_eq!(jwt.audiences, ["chinwag"]);
+        assert_eq!(jwt.issuers, ["https://a.example", "https://b.example"]);
+        assert_eq!((jwt.leeway_secs, jwt.close_on_expiry), (30, false));
+        let rotation = DOCUMENT.replace("secret_env: GATEWAY_JWT_SECRET", "secret_env: [NEW_SECRET, OLD_SECRET]");
+        let Auth::Jwt(jwt) = parse(&rotation).unwrap().auth else { panic!("jwt") };
+        assert_eq!(jwt.key, KeySource::SecretEnv(vec!["NEW_SECRET".into(), "OLD_SECRET".into()]));
     }
 
     #[test]
@@ -615,10 +864,10 @@ gateway:
     #[test]
     fn chinwags_own_keys() {
         let text = DOCUMENT.replace(
-            "  auth:\n    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n",
+            "  auth:\n    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n      namespaces_claim: namespaces\n",
             "  listen: \"0.0.0.0:9100\"\n  bus: \"redis://127.0.0.1:6379\"\n  limits:\n    max_message_size: 1024\n  \
              heartbeat:\n    interval_secs: 5\n    timeout_secs: 2\n  auth:\n    jwt:\n      algorithm: ES256\n      \
-             public_key_file: keys/jwt.pem\n      cookie: SESSION\n",
+             public_key_file: keys/jwt.pem\n      cookie: SESSION\n      any_namespace: true\n",
         );
         let config = parse(&text).unwrap();
         assert_eq!(config.listen, "0.0.0.0:9100".parse().unwrap());
@@ -655,7 +904,7 @@ gateway:
             (DOCUMENT.replace("algorithm: HS256", "algorithm: RS256"), "gateway.auth.jwt", "public_key_file"),
             (
                 DOCUMENT
-                    .replace("  auth:\n    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n", ""),
+                    .replace("  auth:\n    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n      namespaces_claim: namespaces\n", ""),
                 "gateway.auth",
                 "missing",
             ),
@@ -737,6 +986,65 @@ gateway:
                 "gateway.heartbeat.timeout_secs",
                 "at most 86400",
             ),
+            (
+                DOCUMENT.replace(
+                    "algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET",
+                    "algorithm: ES256\n      public_key_file: a.pem\n      public_keys_file: b.json",
+                ),
+                "gateway.auth.jwt",
+                "exclude each other",
+            ),
+            (
+                DOCUMENT.replace("secret_env: GATEWAY_JWT_SECRET", "secret_env: GATEWAY_JWT_SECRET\n      public_keys_file: k"),
+                "gateway.auth.jwt",
+                "HS256 takes secret_env",
+            ),
+            (DOCUMENT.replace("secret_env: GATEWAY_JWT_SECRET", "secret_env: [A, \"\"]"), "gateway.auth.jwt.secret_env", "empty"),
+            (
+                DOCUMENT.replace("namespaces_claim: namespaces", "namespaces_claim: namespaces\n      any_namespace: true"),
+                "gateway.auth.jwt",
+                "exclude each other",
+            ),
+            (DOCUMENT.replace("namespaces_claim: namespaces", "namespaces_claim: \"\""), "gateway.auth.jwt.namespaces_claim", "empty"),
+            (
+                DOCUMENT.replace("namespaces_claim: namespaces", "namespaces_claim: namespaces\n      leeway_secs: 301"),
+                "gateway.auth.jwt.leeway_secs",
+                "at most 300",
+            ),
+            (
+                DOCUMENT.replace("namespaces_claim: namespaces", "namespaces_claim: namespaces\n      audience: [\"\"]"),
+                "gateway.auth.jwt.audience",
+                "empty",
+            ),
+            (
+                DOCUMENT.replace("namespaces_claim: namespaces", "namespaces_claim: namespaces\n      issuer: 7"),
+                "gateway.auth.jwt.issuer",
+                "",
+            ),
+            (
+                DOCUMENT.replace(
+                    "publish: \"socket:connection\"\n",
+                    "publish: \"socket:connection\"\n      approve_timeout_secs: 5\n",
+                ),
+                "gateway.socket.onconnect.approve_timeout_secs",
+                "without approve: true",
+            ),
+            (
+                DOCUMENT.replace(
+                    "publish: \"socket:connection\"\n",
+                    "publish: \"socket:connection\"\n      approve: true\n      approve_timeout_secs: 0\n",
+                ),
+                "gateway.socket.onconnect.approve_timeout_secs",
+                "at least 1",
+            ),
+            (
+                DOCUMENT.replace(
+                    "publish: \"socket:connection\"\n",
+                    "publish: \"socket:connection\"\n      approve: true\n      approve_timeout_secs: 3601\n",
+                ),
+                "gateway.socket.onconnect.approve_timeout_secs",
+                "at most 3600",
+            ),
             ("gateway: [".to_owned(), "gateway", "invalid type"),
             ("gateway:\n  socket: {path: \"/x\"\n  ]]".to_owned(), "gateway.socket", "line 3"),
         ];
@@ -765,7 +1073,7 @@ gateway:
     #[test]
     fn development_usernames_are_explicit() {
         let text = DOCUMENT.replace(
-            "    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n",
+            "    jwt:\n      algorithm: HS256\n      secret_env: GATEWAY_JWT_SECRET\n      namespaces_claim: namespaces\n",
             "    development_usernames: true\n",
         );
         assert_eq!(parse(&text).unwrap().auth, Auth::DevelopmentUsernames);

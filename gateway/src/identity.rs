@@ -1,11 +1,13 @@
 //! Who is connecting, decided at the handshake: the username (from the JWT, or in
-//! development mode from `?username=`) and the namespace (from `?namespace=`).
-//! A refusal carries the HTTP status and the reason the client gets.
+//! development mode from `?username=`) and the namespace (from `?namespace=`,
+//! allowed by the token's namespaces claim when the gateway reads one). A refusal
+//! carries the HTTP status and the reason the client gets.
 
 use chinwag_core::Request;
-use chinwag_core::gateway::Identity;
+use chinwag_core::gateway::{self, Identity, NamespacePolicy};
 use chinwag_core::http::StatusCode;
 use chinwag_service::query_param;
+use serde_json::{Map, Value};
 
 use crate::auth::Verifier;
 
@@ -21,10 +23,24 @@ pub enum Authenticator {
     DevelopmentUsernames,
 }
 
-/// A handshake refused: the status (401 or 400) and the reason.
+/// Who a client is, once its request passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identified {
+    /// Its user and namespace.
+    pub identity: Identity,
+    /// The verified token's claims, as events carry them in
+    /// `context.headers.jwt`; in development mode, `{"preferred_username": NAME}`.
+    pub claims: Map<String, Value>,
+    /// When the token stops being accepted (Unix seconds: `exp` plus the leeway),
+    /// if the connection is to be closed then.
+    pub expires: Option<f64>,
+}
+
+/// A handshake refused: the status (401, 403 or 400) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// 401 when the client could not be identified, 400 for a bad namespace.
+    /// 401 when the client could not be identified, 403 for a namespace its token
+    /// does not allow, 400 for a malformed namespace.
     pub status: StatusCode,
     /// Plain text for the response body.
     pub reason: String,
@@ -46,22 +62,37 @@ fn check_name(what: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The identity of the client that sent `request`, at `now` (Unix seconds).
-pub fn identify(request: &Request, authenticator: &Authenticator, now: u64) -> Result<Identity, Refusal> {
-    let username = match authenticator {
-        Authenticator::Jwt(verifier) => verifier
-            .authenticate(request.headers(), now)
-            .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?,
-        Authenticator::DevelopmentUsernames => query_param(request.query(), "username")
-            .map(|u| u.into_owned())
-            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "development mode: add ?username=NAME"))?,
+/// The identity of the client that sent `request`, at `now` (Unix seconds): its
+/// token's user and claims, and the namespace it asked for, if its token allows
+/// it (403 otherwise: nothing about the connection is published).
+pub fn identify(request: &Request, authenticator: &Authenticator, now: u64) -> Result<Identified, Refusal> {
+    let (username, claims, expires, policy) = match authenticator {
+        Authenticator::Jwt(verifier) => {
+            let verified =
+                verifier.verify(request.headers(), now).map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?;
+            let expires = verifier.closes_on_expiry().then_some(verified.expires);
+            // No policy stated: the connect handler approves (Gateway::new refuses
+            // a gateway without approval).
+            let policy = verifier.namespace_policy().cloned().unwrap_or(NamespacePolicy::Any);
+            (verified.username, verified.claims, expires, policy)
+        }
+        Authenticator::DevelopmentUsernames => {
+            let username = query_param(request.query(), "username")
+                .map(|u| u.into_owned())
+                .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "development mode: add ?username=NAME"))?;
+            let mut claims = Map::new();
+            claims.insert("preferred_username".into(), Value::String(username.clone()));
+            (username, claims, None, NamespacePolicy::Any)
+        }
     };
     check_name("username", &username).map_err(|e| refuse(StatusCode::UNAUTHORIZED, e))?;
     let namespace = query_param(request.query(), "namespace").map(|n| n.into_owned());
     if let Some(ns) = &namespace {
         check_name("namespace", ns).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
     }
-    Ok(Identity { username, namespace })
+    gateway::authorize(&policy, &claims, namespace.as_deref())
+        .map_err(|e| refuse(StatusCode::FORBIDDEN, e.to_string()))?;
+    Ok(Identified { identity: Identity { username, namespace }, claims, expires })
 }
 
 #[cfg(test)]
@@ -87,9 +118,11 @@ mod tests {
     fn development_usernames() {
         let dev = Authenticator::DevelopmentUsernames;
         let id = identify(&request("/connect?namespace=acme&username=alex", ""), &dev, 0).unwrap();
-        assert_eq!(id, Identity { username: "alex".into(), namespace: Some("acme".into()) });
+        assert_eq!(id.identity, Identity { username: "alex".into(), namespace: Some("acme".into()) });
+        assert_eq!(Value::Object(id.claims), serde_json::json!({"preferred_username": "alex"}));
+        assert_eq!(id.expires, None);
         let id = identify(&request("/connect?username=Ann%20Lee", ""), &dev, 0).unwrap();
-        assert_eq!(id, Identity { username: "Ann Lee".into(), namespace: None });
+        assert_eq!(id.identity, Identity { username: "Ann Lee".into(), namespace: None });
         assert_eq!(identify(&request("/connect?namespace=acme", ""), &dev, 0).unwrap_err().status, 401);
         assert_eq!(identify(&request("/connect?username=%20x", ""), &dev, 0).unwrap_err().status, 401);
         let long = "n".repeat(65);

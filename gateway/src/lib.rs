@@ -2,9 +2,11 @@
 //!
 //! Clients connect at `{path}?namespace=X`, identified by a JWT; their typed JSON
 //! messages become events on an event bus, and the bus answers, sends to users and
-//! broadcasts, never across namespaces. The rules are in
-//! [`chinwag_core::gateway`]; this crate reads the configuration (and, as it
-//! grows, authenticates clients and connects the bus).
+//! broadcasts, never across namespaces. Who may join a namespace is the token's
+//! namespaces claim, the connect handler's approval, or, said explicitly, anyone.
+//! The rules are in [`chinwag_core::gateway`]; this crate reads the
+//! configuration, authenticates clients, keeps the time of their deadlines and
+//! connects the bus.
 //!
 //! Start one with [`Gateway::new`] and serve it with [`Gateway::serve`] on any
 //! runtime. With `bus: redis://...` (the `redis` feature, on by default) events
@@ -19,16 +21,25 @@ pub mod identity;
 mod metrics;
 pub mod service;
 
-pub use auth::{AuthError, Verifier};
+pub use auth::{AuthError, KeySummary, Verified, Verifier};
 pub use bus::BusStatus;
 pub use config::{Config, ConfigError};
-pub use identity::{Authenticator, Refusal, identify};
+pub use identity::{Authenticator, Identified, Refusal, identify};
 pub use service::{Command, GatewayHandle, GatewayService, Handlers};
 
+use chinwag_core::gateway::NamespacePolicy;
 use chinwag_core::handshake::OriginPolicy;
 use chinwag_core::limit::RateLimit;
 use chinwag_driver::Runtime;
-use std::time::Duration;
+use futures_lite::future::or;
+use std::time::{Duration, Instant};
+
+/// How often the gateway looks at its JWT key file for a change.
+pub const KEY_FILE_POLL: Duration = Duration::from_secs(1);
+
+/// The longest the deadline timer sleeps with nothing due (it is woken earlier
+/// when a deadline is set).
+const IDLE_WAKE: Duration = Duration::from_secs(60);
 
 /// How long a stopping gateway waits for its bus to publish what is queued (the
 /// close events of its last connections).
@@ -42,17 +53,22 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway for `config` (its path, message size, heartbeat and bus),
-    /// identifying clients with `authenticator`, with the in-process `handlers`
-    /// (which run as well when a Redis bus is configured). Refused if the bus
-    /// cannot be used by this build, or if a configuration built by hand (not by
-    /// [`Config::parse`]) has a path or heartbeat that [`Config::parse`] refuses.
+    /// A gateway for `config` (its path, message size, heartbeat, approval and
+    /// bus), identifying clients with `authenticator`, with the in-process
+    /// `handlers` (which run as well when a Redis bus is configured). Refused if
+    /// the bus cannot be used by this build; if a JWT authenticator has no
+    /// namespace policy and connections are not approved (anyone could join any
+    /// namespace); if approval is on with the in-process bus and no handler for
+    /// the connect topic (every connection would time out); or if a configuration
+    /// built by hand (not by [`Config::parse`]) has a value that
+    /// [`Config::parse`] refuses.
     pub fn new(config: Config, authenticator: Authenticator, handlers: Handlers) -> Result<Self, ConfigError> {
         // Config's fields are public: what parse checks is checked again here, so
         // that a bad value is an error rather than a panic when serving.
         config::check_path(&config.path)?;
         config::check_heartbeat("gateway.heartbeat.interval_secs", config.heartbeat_interval_secs)?;
         config::check_heartbeat("gateway.heartbeat.timeout_secs", config.heartbeat_timeout_secs)?;
+        check_tenancy(&config, &authenticator, &handlers)?;
         let connection = chinwag_core::Config {
             max_frame_size: config.max_message_size,
             max_message_size: config.max_message_size,
@@ -78,8 +94,9 @@ impl Gateway {
                 (Some(outbox), Some(bus))
             }
         };
-        let mut service = GatewayService::new(config, authenticator, handlers);
+        let mut service = GatewayService::new(config, authenticator.clone(), handlers);
         let metrics = service.metrics.clone();
+        let tenancy = service.tenancy.clone();
         if let Some(outbox) = &outbox {
             service = service.with_outbox(outbox.clone());
         }
@@ -88,7 +105,7 @@ impl Gateway {
             .map_err(|e| ConfigError { key: "gateway.socket.path".into(), problem: e.to_string() })?
             .config(connection)
             .limits(limits);
-        let handle = GatewayHandle::new(server.handle(), outbox, metrics);
+        let handle = GatewayHandle::new(server.handle(), outbox, metrics, tenancy, authenticator);
         Ok(Self { server, handle, bus })
     }
 
@@ -105,15 +122,82 @@ impl Gateway {
     }
 
     /// Serves `listener` on runtime `R` until the gateway is shut down, with the
-    /// bus's tasks on the same runtime; on the way out, the bus gets a moment to
+    /// bus's tasks, the deadline timer (approvals, token expiries) and the key
+    /// file's watch on the same runtime; on the way out, the bus gets a moment to
     /// publish the last close events.
     pub async fn serve<R: Runtime>(self, listener: R::Listener) -> std::io::Result<()> {
         let running = self.bus.map(|bus| bus.start::<R>(self.handle.clone()));
-        let result = self.server.serve::<R>(listener).await;
+        // The timers run as long as the server does: `or` drops them with it.
+        let timers = or(deadlines::<R>(self.handle.clone()), watch_keys::<R>(self.handle.clone()));
+        let result = or(self.server.serve::<R>(listener), async {
+            timers.await;
+            unreachable!("the timers never return")
+        })
+        .await;
         if let Some(running) = running {
             running.stop::<R>(BUS_FLUSH_GRACE).await;
         }
         result
+    }
+}
+
+/// The tenancy rules a gateway is refused for at start (see [`Gateway::new`]).
+fn check_tenancy(config: &Config, authenticator: &Authenticator, handlers: &Handlers) -> Result<(), ConfigError> {
+    if let Some(secs) = config.approve_timeout_secs {
+        config::check_approve_timeout(secs)?;
+    }
+    let approval = config.approve_timeout_secs.is_some();
+    if let Authenticator::Jwt(verifier) = authenticator {
+        match verifier.namespace_policy() {
+            None if !approval => {
+                return Err(ConfigError {
+                    key: "gateway.auth.jwt".into(),
+                    problem: config::NO_NAMESPACE_POLICY.into(),
+                });
+            }
+            Some(NamespacePolicy::Any) if !approval => tracing::warn!(
+                "gateway.auth.jwt.any_namespace: every user with a valid token may join every namespace; \
+                 for a single tenant only"
+            ),
+            _ => {}
+        }
+    }
+    if approval && config.bus == config::Bus::InProcess {
+        let topic = config.topics.on_connect.as_deref().unwrap_or_default();
+        if !handlers.handles(topic) {
+            return Err(ConfigError {
+                key: "gateway.socket.onconnect.approve".into(),
+                problem: format!(
+                    "the in-process bus has no handler for {topic:?}, so no connection would ever be approved: \
+                     each would wait and be closed at approve_timeout_secs. Use a Redis bus (--bus \
+                     redis://HOST:PORT) with a connect handler, or turn approval off"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Closes connections at their deadlines: sleeps until the earliest, or until a
+/// new connection sets an earlier one.
+async fn deadlines<R: Runtime>(handle: GatewayHandle) {
+    loop {
+        let earlier = handle.tenancy.earlier_deadline.listen();
+        let next = handle.fire_deadlines();
+        let wait = next.map_or(IDLE_WAKE, |at| at.saturating_duration_since(Instant::now()));
+        or(R::sleep(wait), earlier).await;
+    }
+}
+
+/// Reloads the JWT keys when their file changes (nothing to do without one).
+async fn watch_keys<R: Runtime>(handle: GatewayHandle) {
+    if !handle.keys_in_a_file() {
+        return std::future::pending().await;
+    }
+    let mut last_error = None;
+    loop {
+        R::sleep(KEY_FILE_POLL).await;
+        handle.reload_keys_if_changed(&mut last_error);
     }
 }
 
@@ -143,5 +227,39 @@ mod tests {
             .expect("a day and a second");
         assert_eq!(refused.key, "gateway.heartbeat.timeout_secs");
         assert_eq!(new(Config { heartbeat_timeout_secs: config::MAX_HEARTBEAT_SECS, ..config() }), None);
+        let refused = new(Config { approve_timeout_secs: Some(0), ..config() }).expect("no time to approve");
+        assert_eq!(refused.key, "gateway.socket.onconnect.approve_timeout_secs");
+    }
+
+    fn jwt(policy: Option<NamespacePolicy>) -> Authenticator {
+        let verifier = Verifier::new(
+            config::Algorithm::HS256,
+            jsonwebtoken::DecodingKey::from_secret(b"a test secret of at least thirty-two bytes"),
+            "ID_TOKEN",
+        );
+        Authenticator::Jwt(Box::new(match policy {
+            Some(policy) => verifier.namespaces(policy),
+            None => verifier,
+        }))
+    }
+
+    /// A JWT gateway must say who may join which namespace; approval with the
+    /// in-process bus needs a connect handler, or every connection would time out.
+    #[test]
+    fn unsafe_tenancy_is_refused_at_start() {
+        let refused = Gateway::new(config(), jwt(None), Handlers::new()).err().expect("no namespace policy");
+        assert_eq!(refused.key, "gateway.auth.jwt");
+        assert!(refused.problem.contains("namespaces_claim"), "{refused}");
+        for policy in [NamespacePolicy::Any, NamespacePolicy::Claim("namespaces".into())] {
+            assert!(Gateway::new(config(), jwt(Some(policy)), Handlers::new()).is_ok());
+        }
+        let mut approving = config();
+        approving.topics.on_connect = Some("socket:connection".into());
+        approving.approve_timeout_secs = Some(5);
+        let refused = Gateway::new(approving.clone(), jwt(None), Handlers::new()).err().expect("nobody approves");
+        assert_eq!(refused.key, "gateway.socket.onconnect.approve");
+        assert!(refused.problem.contains("socket:connection"), "{refused}");
+        let handlers = Handlers::new().on("socket:connection", |_| vec![Command::Reply(serde_json::json!("hi"))]);
+        assert!(Gateway::new(approving, jwt(None), handlers).is_ok(), "approval is a policy of its own");
     }
 }

@@ -41,6 +41,7 @@ pub(crate) struct GatewayMetrics {
     /// The configured topics' counters, looked up without building a label.
     topics: HashMap<String, Counter>,
     commands: Family<[(&'static str, &'static str); 1], Counter>,
+    key_reloads: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 impl GatewayMetrics {
@@ -57,7 +58,11 @@ impl GatewayMetrics {
         for kind in CommandKind::ALL {
             let _ = commands.get_or_create(&[("kind", kind.label())]);
         }
-        Self { events, topics, commands }
+        let key_reloads = Family::default();
+        for outcome in ["loaded", "failed"] {
+            let _ = key_reloads.get_or_create(&[("outcome", outcome)]);
+        }
+        Self { events, topics, commands, key_reloads }
     }
 
     pub(crate) fn register(&self, registry: &mut Registry) {
@@ -65,6 +70,11 @@ impl GatewayMetrics {
             "chinwag_gateway_events_published",
             "Events the gateway published, by topic",
             self.events.clone(),
+        );
+        registry.register(
+            "chinwag_gateway_key_reloads",
+            "JWT key reloads (SIGHUP, or the key file changed), by outcome: loaded, or failed (the keys in use stay)",
+            self.key_reloads.clone(),
         );
         registry.register(
             "chinwag_gateway_commands",
@@ -81,6 +91,20 @@ impl GatewayMetrics {
             }
             None => {
                 self.events.get_or_create(&[("topic", topic.to_owned())]).inc();
+            }
+        }
+    }
+
+    /// Counts a reload of the JWT keys, and logs it.
+    pub(crate) fn key_reload<T: std::fmt::Display>(&self, outcome: &Result<T, String>) {
+        match outcome {
+            Ok(summary) => {
+                tracing::info!("JWT keys loaded from {summary}");
+                self.key_reloads.get_or_create(&[("outcome", "loaded")]).inc();
+            }
+            Err(error) => {
+                tracing::error!("JWT keys not reloaded, the keys in use stay: {error}");
+                self.key_reloads.get_or_create(&[("outcome", "failed")]).inc();
             }
         }
     }

@@ -6,9 +6,14 @@
 //! Handlers run while the gateway's hub is locked, like every service hook: keep
 //! them short, and hand slow work to a task that answers through a
 //! [`GatewayHandle`].
+//!
+//! Each connection's phase (pending approval or admitted) and deadlines are kept
+//! by [`chinwag_core::gateway::Sessions`]; this module reads the clock and passes
+//! it in, and [`Gateway::serve`](crate::Gateway::serve) runs the timer that wakes
+//! at the next deadline.
 
 use chinwag_core::chat::{ConnId, Hub};
-use chinwag_core::gateway::{self, Identity, Publish};
+use chinwag_core::gateway::{self, Identity, Publish, Sessions};
 use chinwag_core::http::StatusCode;
 use chinwag_core::{Accept, Closed, HttpResponse, Request, Utf8Bytes};
 use chinwag_service::ScrapedMetric;
@@ -24,12 +29,13 @@ use chinwag_service::{Context, Decision, Handle, Service};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::auth::unix_now;
+use crate::auth::{KeySummary, unix_now};
 use crate::bus::{BusStatus, Outbox};
 use crate::config::Config;
-use crate::identity::{Authenticator, identify};
+use crate::identity::{Authenticator, Identified, identify};
 
 /// What a handler asks the gateway to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,11 +95,39 @@ impl Handlers {
         self.by_topic.entry(topic.to_owned()).or_default().push(Box::new(handler));
         self
     }
+
+    /// Whether some handler is registered for `topic`.
+    pub fn handles(&self, topic: &str) -> bool {
+        self.by_topic.contains_key(topic)
+    }
 }
 
-/// What the gateway keeps per connection: its context, built once at open.
-struct Open {
-    context: Value,
+/// The connections' phases and deadlines, shared by the service's hooks, the
+/// handle and the deadline timer. Always locked after the hub, never before.
+#[derive(Default)]
+pub(crate) struct Tenancy {
+    sessions: Mutex<Sessions>,
+    /// Notified when a deadline earlier than every other one is set, so that the
+    /// timer sleeping until the old earliest wakes up.
+    pub(crate) earlier_deadline: event_listener::Event,
+}
+
+impl Tenancy {
+    fn new(approval: Option<Duration>) -> Self {
+        Self { sessions: Mutex::new(Sessions::new(approval)), earlier_deadline: event_listener::Event::new() }
+    }
+
+    pub(crate) fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `expires` (Unix seconds, from a token) as a time of the monotonic clock whose
+/// reading is `now`; `None` if no `Instant` can hold it (never reached).
+fn deadline_at(now: Instant, expires: f64) -> Option<Instant> {
+    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let left = Duration::try_from_secs_f64((expires - unix_now).max(0.0)).ok()?;
+    now.checked_add(left)
 }
 
 /// The gateway service.
@@ -103,7 +137,7 @@ pub struct GatewayService {
     handlers: Handlers,
     /// The bus to other processes, when one is configured.
     outbox: Option<Arc<Outbox>>,
-    open: Mutex<HashMap<ConnId, Open>>,
+    pub(crate) tenancy: Arc<Tenancy>,
     pub(crate) metrics: GatewayMetrics,
 }
 
@@ -112,24 +146,14 @@ impl GatewayService {
     /// in-process `handlers`.
     pub fn new(config: Config, authenticator: Authenticator, handlers: Handlers) -> Self {
         let metrics = GatewayMetrics::new(&config.topics);
-        Self {
-            config: Arc::new(config),
-            authenticator,
-            handlers,
-            outbox: None,
-            open: Mutex::new(HashMap::new()),
-            metrics,
-        }
+        let tenancy = Arc::new(Tenancy::new(config.approve_timeout_secs.map(Duration::from_secs)));
+        Self { config: Arc::new(config), authenticator, handlers, outbox: None, tenancy, metrics }
     }
 
     /// Also publishes every event to a bus between processes.
     pub(crate) fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
         self.outbox = Some(outbox);
         self
-    }
-
-    fn open_map(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Open>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Publishes `events` about `conn`: runs each one's in-process handlers and
@@ -143,7 +167,8 @@ impl GatewayService {
             if let Some(handlers) = self.handlers.by_topic.get(&event.topic) {
                 for handler in handlers {
                     for command in handler(&event.body) {
-                        apply(hub, Some((conn, event.reply_type(), event.is_connect())), command, &self.metrics);
+                        let origin = Some((conn, event.reply_type(), event.is_connect()));
+                        apply(hub, &self.tenancy, origin, command, &self.metrics);
                     }
                 }
             }
@@ -155,26 +180,35 @@ impl GatewayService {
     }
 }
 
-/// Carries out a command; `origin` is the connection, reply type and phase of the
-/// event it answers (replies and failures need one). Returns how many connections
-/// it reached.
-fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command, metrics: &GatewayMetrics) -> usize {
+/// Carries out a command now; `origin` is the connection, reply type and phase
+/// of the event it answers (replies and failures need one). Returns how many
+/// connections it reached. A reply to a connect event admits a pending
+/// connection; sends and broadcasts reach admitted connections only.
+fn apply(
+    hub: &mut Hub,
+    tenancy: &Tenancy,
+    origin: Option<(ConnId, &str, bool)>,
+    command: Command,
+    metrics: &GatewayMetrics,
+) -> usize {
+    let now = Instant::now();
+    let mut sessions = tenancy.sessions();
     match (command, origin) {
-        (Command::Reply(payload), Some((conn, reply_type, _))) => {
+        (Command::Reply(payload), Some((conn, reply_type, on_connect))) => {
             metrics.command(CommandKind::Reply);
-            usize::from(gateway::reply(hub, conn, reply_type, payload))
+            usize::from(sessions.reply(now, hub, conn, reply_type, on_connect, payload))
         }
         (Command::Fail(payload), Some((conn, _, on_connect))) => {
             metrics.command(CommandKind::Fail);
-            usize::from(gateway::fail(hub, conn, on_connect, payload))
+            usize::from(sessions.fail(now, hub, conn, on_connect, payload))
         }
         (Command::Send { username, namespace, message_type, payload }, _) => {
             metrics.command(CommandKind::Send);
-            gateway::send(hub, &username, namespace.as_deref(), &message_type, payload)
+            sessions.send(now, hub, &username, namespace.as_deref(), &message_type, payload)
         }
         (Command::Broadcast { namespace, message_type, payload }, _) => {
             metrics.command(CommandKind::Broadcast);
-            gateway::broadcast(hub, namespace.as_deref(), &message_type, payload)
+            sessions.broadcast(now, hub, namespace.as_deref(), &message_type, payload)
         }
         (command, None) => {
             metrics.command(CommandKind::Unanswerable);
@@ -186,17 +220,19 @@ fn apply(hub: &mut Hub, origin: Option<(ConnId, &str, bool)>, command: Command, 
 
 /// The context an event carries beyond username, namespace and connection: the
 /// client's address (behind trusted proxies, the one their header names), the
-/// namespace as a parameter (as the gateway document reads it), the query, and
-/// the headers worth having.
-fn extra(request: &Request, identity: &Identity, client: IpAddr) -> Map<String, Value> {
+/// namespace as a parameter (as the gateway document reads it), the query, the
+/// headers worth having, and the verified token's claims as `headers.jwt` (where
+/// the gateway document's handlers read `preferred_username`).
+fn extra(request: &Request, identity: &Identity, claims: Map<String, Value>, client: IpAddr) -> Map<String, Value> {
     let query: Map<String, Value> = request
         .query()
         .map(|q| chinwag_service::query_pairs(q).map(|(k, v)| (k, Value::String(v))).collect())
         .unwrap_or_default();
-    let headers: Map<String, Value> = ["user-agent", "origin", "x-forwarded-for", "x-request-id"]
+    let mut headers: Map<String, Value> = ["user-agent", "origin", "x-forwarded-for", "x-request-id"]
         .iter()
         .filter_map(|name| Some((name.to_string(), Value::String(request.header(name)?.to_owned()))))
         .collect();
+    headers.insert("jwt".into(), Value::Object(claims));
     let mut extra = Map::new();
     extra.insert("client_address".into(), Value::String(client.to_string()));
     extra.insert("params".into(), json!({"namespace": identity.namespace}));
@@ -230,13 +266,17 @@ impl Service for GatewayService {
     fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
         let Some(request) = cx.request() else { return Decision::reject(StatusCode::BAD_REQUEST, "no request") };
         match identify(request, &self.authenticator, unix_now()) {
-            Ok(identity) => {
-                let extra = extra(request, &identity, cx.client_address());
+            Ok(Identified { identity, claims, expires }) => {
+                let extra = extra(request, &identity, claims, cx.client_address());
                 let conn = cx.id();
+                let now = Instant::now();
+                let expires_at = expires.and_then(|expires| deadline_at(now, expires));
                 // Recorded now, under the lock; the connect event goes out at open,
                 // when a reply can reach the client.
-                let context = gateway::register(cx.hub(), conn, &identity, &extra);
-                self.open_map().insert(conn, Open { context });
+                let earlier = self.tenancy.sessions().open(now, cx.hub(), conn, identity, &extra, expires_at);
+                if earlier {
+                    self.tenancy.earlier_deadline.notify(usize::MAX);
+                }
                 Decision::Accept(Accept::new())
             }
             Err(refusal) => {
@@ -249,21 +289,13 @@ impl Service for GatewayService {
 
     fn on_open(&self, cx: &mut Context<'_>) {
         let conn = cx.id();
-        let open = self.open_map();
-        let Some(Open { context }) = open.get(&conn) else { return };
-        let events = gateway::connected(&self.config.topics, context);
-        drop(open);
+        let events = self.tenancy.sessions().connected(&self.config.topics, conn);
         self.publish(cx.hub(), conn, events);
     }
 
     fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
         let conn = cx.id();
-        // Borrowed, not cloned: every message would otherwise copy the context's
-        // JSON. (Hooks run under the hub's lock, so this lock is never contended.)
-        let open = self.open_map();
-        let Some(Open { context }) = open.get(&conn) else { return };
-        let events = gateway::message(cx.hub(), conn, text, &self.config.topics, context);
-        drop(open);
+        let events = self.tenancy.sessions().message(Instant::now(), cx.hub(), conn, text, &self.config.topics);
         if let Ok(events) = events {
             self.publish(cx.hub(), conn, events);
         }
@@ -292,8 +324,7 @@ impl Service for GatewayService {
 
     fn on_close(&self, cx: &mut Context<'_>, closed: &Closed) {
         let conn = cx.id();
-        let Some(open) = self.open_map().remove(&conn) else { return };
-        let events = gateway::close(closed, &self.config.topics, &open.context);
+        let events = self.tenancy.sessions().close(conn, closed, &self.config.topics);
         self.publish(cx.hub(), conn, events);
     }
 
@@ -302,11 +333,34 @@ impl Service for GatewayService {
     }
 
     fn scrape(&self, _hub: &Hub) -> Vec<ScrapedMetric> {
+        let (pending, (approvals_timed_out, tokens_expired)) = {
+            let sessions = self.tenancy.sessions();
+            (sessions.pending(), sessions.timed_out())
+        };
+        let tenancy = [
+            ScrapedMetric::gauge(
+                "chinwag_gateway_pending_connections",
+                "Connections waiting for their connect handler's approval",
+                pending as i64,
+            ),
+            ScrapedMetric::counter(
+                "chinwag_gateway_approval_timeouts",
+                "Connections closed because the connect handler did not approve them in time",
+                approvals_timed_out,
+            ),
+            ScrapedMetric::counter(
+                "chinwag_gateway_tokens_expired",
+                "Connections closed because their token expired while they were connected",
+                tokens_expired,
+            ),
+        ];
         let Some(status) = self.outbox.as_ref().map(|o| o.status()) else {
             // The in-process bus is always there.
-            return vec![ScrapedMetric::gauge(BUS_CONNECTED.0, BUS_CONNECTED.1, 1)];
+            let mut scraped = vec![ScrapedMetric::gauge(BUS_CONNECTED.0, BUS_CONNECTED.1, 1)];
+            scraped.extend(tenancy);
+            return scraped;
         };
-        vec![
+        let mut scraped = vec![
             ScrapedMetric::gauge(BUS_CONNECTED.0, BUS_CONNECTED.1, i64::from(status.connected)),
             ScrapedMetric::gauge(
                 "chinwag_gateway_outbox_events",
@@ -328,7 +382,9 @@ impl Service for GatewayService {
                 "Commands from the bus refused as malformed",
                 status.refused,
             ),
-        ]
+        ];
+        scraped.extend(tenancy);
+        scraped
     }
 
     fn readiness(&self) -> Readiness {
@@ -355,11 +411,65 @@ pub struct GatewayHandle {
     handle: Handle,
     outbox: Option<Arc<Outbox>>,
     metrics: GatewayMetrics,
+    pub(crate) tenancy: Arc<Tenancy>,
+    authenticator: Authenticator,
 }
 
 impl GatewayHandle {
-    pub(crate) fn new(handle: Handle, outbox: Option<Arc<Outbox>>, metrics: GatewayMetrics) -> Self {
-        Self { handle, outbox, metrics }
+    pub(crate) fn new(
+        handle: Handle,
+        outbox: Option<Arc<Outbox>>,
+        metrics: GatewayMetrics,
+        tenancy: Arc<Tenancy>,
+        authenticator: Authenticator,
+    ) -> Self {
+        Self { handle, outbox, metrics, tenancy, authenticator }
+    }
+
+    /// Closes the connections whose deadline (approval, token expiry) is due now:
+    /// what the gateway's timer calls when it wakes.
+    pub(crate) fn fire_deadlines(&self) -> Option<Instant> {
+        self.handle.with_hub(|hub| {
+            let mut sessions = self.tenancy.sessions();
+            for (conn, why) in sessions.handle_timeout(Instant::now(), hub) {
+                tracing::info!(%conn, ?why, "closing a connection at its deadline");
+            }
+            sessions.poll_timeout()
+        })
+    }
+
+    /// Reads the JWT keys again from their file (the binary calls this on
+    /// SIGHUP), logs the outcome and counts it. On an error the keys in use stay.
+    /// `None` in development mode, which has no keys.
+    pub fn reload_keys(&self) -> Option<Result<KeySummary, String>> {
+        let Authenticator::Jwt(verifier) = &self.authenticator else { return None };
+        let outcome = verifier.reload();
+        self.metrics.key_reload(&outcome);
+        Some(outcome)
+    }
+
+    /// Reloads the JWT keys if their file changed since they were read (the
+    /// gateway polls this every second). An error is logged and counted once,
+    /// not at every poll: `last_error` is the one seen last.
+    pub(crate) fn reload_keys_if_changed(&self, last_error: &mut Option<String>) {
+        let Authenticator::Jwt(verifier) = &self.authenticator else { return };
+        match verifier.reload_if_changed() {
+            Ok(None) => *last_error = None,
+            Ok(Some(summary)) => {
+                *last_error = None;
+                self.metrics.key_reload(&Ok(summary));
+            }
+            Err(error) if last_error.as_ref() != Some(&error) => {
+                self.metrics.key_reload::<KeySummary>(&Err(error.clone()));
+                *last_error = Some(error);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Whether the JWT keys come from a file that can change.
+    pub(crate) fn keys_in_a_file(&self) -> bool {
+        matches!(&self.authenticator, Authenticator::Jwt(verifier) if verifier.watches_a_file())
     }
 
     /// The state of the bus between processes (`None` with the in-process bus).
@@ -370,7 +480,7 @@ impl GatewayHandle {
     /// Carries out a send or broadcast (replies and failures need an event and
     /// are ignored here). Returns how many connections it reached.
     pub fn command(&self, command: Command) -> usize {
-        self.handle.with_hub(|hub| apply(hub, None, command, &self.metrics))
+        self.handle.with_hub(|hub| apply(hub, &self.tenancy, None, command, &self.metrics))
     }
 
     /// Answers an event from outside the in-process handlers (a handler on another
@@ -382,7 +492,7 @@ impl GatewayHandle {
         self.handle.with_hub(|hub| {
             let open = hub.is_open(conn);
             if open {
-                apply(hub, Some((conn, reply_type, on_connect)), command, &self.metrics);
+                apply(hub, &self.tenancy, Some((conn, reply_type, on_connect)), command, &self.metrics);
             }
             open
         })

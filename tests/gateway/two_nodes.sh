@@ -60,8 +60,9 @@ echo "two nodes: a send crossed nodes within its namespace, and nothing crossed 
 export GATEWAY_JWT_SECRET="$(head -c 32 /dev/urandom | base64)"
 NODE3="127.0.0.1:$(free_port)"
 "$CHINWAG" gateway --config conf/socket.yaml --bus "$BUS" --listen "$NODE3" --admin-addr "$ADMIN3" >"$WORK/node3.log" 2>&1 & PIDS+=($!)
+NODE3_PID=$!
 wait_line "$WORK/node3.log" "subscribed on Redis"
-TOKEN="$("$CHINWAG" token --config conf/socket.yaml --username carol)"
+TOKEN="$("$CHINWAG" token --config conf/socket.yaml --username carol --namespace acme)"
 mkfifo "$WORK/carol.in"
 "$CHINWAG" client --header "Cookie: ID_TOKEN=$TOKEN" "ws://$NODE3/connect?namespace=acme" \
   <"$WORK/carol.in" >"$WORK/carol.out" 2>&1 & PIDS+=($!)
@@ -72,4 +73,17 @@ if "$CHINWAG" client "ws://$NODE3/connect?namespace=acme&username=carol" </dev/n
   fail "a client without a token was let in"
 fi
 grep -q "401" "$WORK/anonymous.out" || fail "no 401 for a client without a token"
-echo "JWT node: a token from chinwag token was accepted, a client without one got 401"
+# conf/socket.yaml reads the namespaces claim: carol's token allows acme only.
+if "$CHINWAG" client --header "Cookie: ID_TOKEN=$TOKEN" "ws://$NODE3/connect?namespace=globex" \
+  </dev/null >"$WORK/globex.out" 2>&1; then
+  fail "carol joined a namespace her token does not allow"
+fi
+grep -q "403" "$WORK/globex.out" || fail "no 403 for a namespace the token does not allow"
+# SIGHUP reloads the keys and does not stop the node.
+kill -HUP "$NODE3_PID"
+# (The first "JWT keys loaded" line is the start's.)
+for _ in $(seq 50); do [ "$(grep -c "JWT keys loaded" "$WORK/node3.log")" -ge 2 ] && break; sleep 0.1; done
+[ "$(grep -c "JWT keys loaded" "$WORK/node3.log")" -ge 2 ] || fail "SIGHUP did not reload the keys"
+sleep 0.5
+kill -0 "$NODE3_PID" 2>/dev/null || fail "SIGHUP stopped the node"
+echo "JWT node: a token from chinwag token was accepted for its namespace, refused (403) for another; no token got 401; SIGHUP reloaded the keys"

@@ -116,9 +116,16 @@ pub struct PythonHandler {
 impl PythonHandler {
     /// Starts it on `redis_url` and waits until it has subscribed.
     pub fn start(redis_url: &str) -> Self {
+        Self::start_with(redis_url, &[])
+    }
+
+    /// Starts it on `redis_url` with more arguments (`--members acme=alex`) and
+    /// waits until it has subscribed.
+    pub fn start_with(redis_url: &str, args: &[&str]) -> Self {
         let mut child = Command::new(python())
             .arg(repository().join("examples/gateway-handler/handler.py"))
             .args(["--redis", redis_url])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -160,6 +167,12 @@ impl PythonHandler {
                 }
             }
         }
+    }
+
+    /// Stops it: no handler answers events any more.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// What it wrote to standard error so far.

@@ -1,6 +1,6 @@
 //! `chinwag`: the chinwag WebSocket server and its tools.
 
-use chinwag::ops::{AdminAddr, DEFAULT_ADMIN_ADDR, OpsArgs, init_logging, on_termination, start_admin};
+use chinwag::ops::{AdminAddr, DEFAULT_ADMIN_ADDR, OpsArgs, init_logging, on_signals, on_termination, start_admin};
 use chinwag::{client, echo, runtime};
 use chinwag_core::Config;
 use chinwag_core::handshake::{Cidr, OriginPolicy};
@@ -117,6 +117,11 @@ enum Command {
         /// The user (the token's preferred_username).
         #[arg(long)]
         username: String,
+        /// A namespace the user may join, put in the gateway's namespaces claim
+        /// (repeat for several; `*` for any). Without one, a gateway that reads
+        /// the claim lets the token join no namespace.
+        #[arg(long = "namespace", value_name = "NAMESPACE")]
+        namespaces: Vec<String>,
         /// How long the token is valid, in seconds.
         #[arg(long, default_value_t = 3600)]
         lifetime_secs: u64,
@@ -180,8 +185,14 @@ impl Program for GatewayServer {
     async fn run<R: Runtime>(self) -> std::io::Result<()> {
         let GatewayServer { gateway, listen, path, admin, drain_delay } = self;
         let handle = gateway.handle();
-        let drain = handle.clone();
-        on_termination(drain_delay, move || drain.service().drain(), move || handle.service().shutdown())?;
+        let (drain, keys) = (handle.clone(), handle.clone());
+        // SIGHUP reads the JWT keys again (the outcome is logged and counted).
+        let reload = Box::new(move || {
+            if keys.reload_keys().is_none() {
+                tracing::info!("SIGHUP: development mode has no keys to reload");
+            }
+        });
+        on_signals(drain_delay, move || drain.service().drain(), move || handle.service().shutdown(), Some(reload))?;
         start_admin::<R>(admin, gateway.admin()).await?;
         let listener = R::bind(listen).await?;
         match gateway.handle().bus_status() {
@@ -213,10 +224,12 @@ fn gateway(
     config.listen = listen.unwrap_or(config.listen);
     config.bus = bus.unwrap_or(config.bus);
     let authenticator = match &config.auth {
-        Auth::Jwt(jwt) => chinwag_gateway::Authenticator::Jwt(Box::new(
-            chinwag_gateway::Verifier::from_config(jwt)
-                .map_err(|e| format!("{}: gateway.auth.jwt: {e}", path.display()))?,
-        )),
+        Auth::Jwt(jwt) => {
+            let verifier = chinwag_gateway::Verifier::from_config(jwt)
+                .map_err(|e| format!("{}: gateway.auth.jwt: {e}", path.display()))?;
+            tracing::info!("JWT keys loaded from {}", verifier.summary());
+            chinwag_gateway::Authenticator::Jwt(Box::new(verifier))
+        }
         Auth::DevelopmentUsernames => {
             tracing::warn!(
                 "development mode: clients name themselves with ?username=, unchecked; never use this in production"
@@ -238,14 +251,23 @@ fn gateway(
 }
 
 /// `chinwag token`: prints a token the gateway in `path` accepts.
-fn token(path: &std::path::Path, username: &str, lifetime_secs: u64) -> std::io::Result<()> {
+fn token(path: &std::path::Path, username: &str, namespaces: &[String], lifetime_secs: u64) -> std::io::Result<()> {
     let config =
         chinwag_gateway::Config::load(path).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
     let chinwag_gateway::config::Auth::Jwt(jwt) = &config.auth else {
         return Err(std::io::Error::other(format!("{}: the gateway does not use JWT", path.display())));
     };
+    if let (Some(chinwag_gateway::config::NamespacePolicy::Claim(claim)), true) =
+        (&jwt.namespaces, namespaces.is_empty())
+    {
+        eprintln!(
+            "chinwag token: the gateway reads the namespaces a user may join from the {claim} claim; without \
+             --namespace this token may join none"
+        );
+    }
     let now = chinwag_gateway::auth::unix_now();
-    let token = chinwag_gateway::auth::hs256_token(jwt, username, now, lifetime_secs).map_err(std::io::Error::other)?;
+    let token = chinwag_gateway::auth::hs256_token(jwt, username, namespaces, now, lifetime_secs)
+        .map_err(std::io::Error::other)?;
     println!("{token}");
     Ok(())
 }
@@ -282,7 +304,9 @@ fn main() -> ExitCode {
             Ok(server) => rt.run(threads, server),
             Err(e) => Err(std::io::Error::other(e)),
         },
-        Some(Command::Token { config, username, lifetime_secs }) => token(&config, &username, lifetime_secs),
+        Some(Command::Token { config, username, namespaces, lifetime_secs }) => {
+            token(&config, &username, &namespaces, lifetime_secs)
+        }
         Some(Command::Client { url, autobahn: true, .. }) => rt.run(threads, client::Autobahn(url)),
         Some(Command::Client { url, autobahn: false, headers }) => {
             rt.run(threads, client::Interactive { url, headers })

@@ -94,18 +94,21 @@ pub async fn start_admin<R: Runtime>(addr: AdminAddr, admin: Arc<dyn Admin>) -> 
     Ok(())
 }
 
-/// Installs the handler of SIGTERM and Ctrl-C: the first one calls `drain` at once
-/// (readiness turns 503), then `shutdown` after `delay` (every connection gets
-/// 1001; the server returns once their close handshakes are done); a second one
-/// exits the process at once, with status 1.
-pub fn on_termination(
+/// Installs the handler of SIGTERM and Ctrl-C (SIGINT): the first one calls
+/// `drain` at once (readiness turns 503), then `shutdown` after `delay` (every
+/// connection gets 1001; the server returns once their close handshakes are
+/// done); a second one exits the process at once, with status 1. SIGHUP does not
+/// shut down: it calls `reload`, if any (the gateway reads its JWT keys again),
+/// else it is logged and ignored.
+pub fn on_signals(
     delay: Duration,
     drain: impl Fn() + Send + 'static,
     shutdown: impl Fn() + Send + Sync + 'static,
+    reload: Option<Box<dyn Fn() + Send>>,
 ) -> std::io::Result<()> {
     let signals = AtomicUsize::new(0);
     let shutdown = Arc::new(shutdown);
-    ctrlc::set_handler(move || {
+    let terminate = move || {
         if signals.fetch_add(1, Ordering::AcqRel) > 0 {
             tracing::warn!("second signal: exiting at once, without waiting for close handshakes");
             std::process::exit(1);
@@ -123,6 +126,40 @@ pub fn on_termination(
             tracing::info!("shutting down: closing every connection with 1001");
             shutdown();
         });
-    })
-    .map_err(std::io::Error::other)
+    };
+    let reload = move || match &reload {
+        Some(reload) => reload(),
+        None => tracing::info!("SIGHUP: nothing to reload"),
+    };
+    listen(terminate, reload)
+}
+
+/// [`on_signals`] without anything to reload.
+pub fn on_termination(
+    delay: Duration,
+    drain: impl Fn() + Send + 'static,
+    shutdown: impl Fn() + Send + Sync + 'static,
+) -> std::io::Result<()> {
+    on_signals(delay, drain, shutdown, None)
+}
+
+/// Runs `terminate` at each SIGTERM or SIGINT and `reload` at each SIGHUP, on a
+/// thread of their own (never in the signal handler itself, where almost nothing
+/// is allowed).
+#[cfg(unix)]
+fn listen(terminate: impl Fn() + Send + 'static, reload: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            if signal == SIGHUP { reload() } else { terminate() }
+        }
+    })?;
+    Ok(())
+}
+
+/// Without Unix signals, Ctrl-C is the one there is: nothing reloads.
+#[cfg(not(unix))]
+fn listen(terminate: impl Fn() + Send + 'static, _reload: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    ctrlc::set_handler(terminate).map_err(std::io::Error::other)
 }

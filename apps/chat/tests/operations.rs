@@ -1,7 +1,7 @@
 //! The binary as operators run it: the admin listener (metrics that agree with
 //! the traffic, health, readiness), a drain a load balancer can follow, the
-//! configuration from the environment, JSON logs; for the chat, the gateway and
-//! the echo server, on tokio and async-std.
+//! configuration from the environment, JSON logs, SIGHUP reloading the gateway's
+//! keys; for the chat, the gateway and the echo server, on tokio and async-std.
 
 mod support;
 
@@ -352,4 +352,104 @@ fn tokio_echo_admin_and_shutdown() {
 #[test]
 fn async_std_echo_admin_and_shutdown() {
     echo_admin_and_shutdown("async-std");
+}
+
+/// The gateway's test keys (gateway/tests/keys).
+fn test_key(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../../gateway/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// A JWKS of the test keys: (file name of the JWK, kid).
+fn jwks(keys: &[(&str, &str)]) -> String {
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(file, kid)| {
+            let mut key: serde_json::Value = serde_json::from_slice(&test_key(file)).unwrap();
+            key["kid"] = (*kid).into();
+            key
+        })
+        .collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+/// Connects to the gateway with an RS256 token signed by `private` under `kid`:
+/// the handshake's status.
+async fn connect_with_key(server: &Server, private: &str, kid: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&test_key(private)).unwrap();
+    let token =
+        jsonwebtoken::encode(&header, &serde_json::json!({"preferred_username": "alex", "exp": exp}), &key).unwrap();
+    let mut request = format!("ws://{}/connect?namespace=acme", server.addr).into_client_request().unwrap();
+    request.headers_mut().insert("cookie", format!("ID_TOKEN={token}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// SIGHUP reads the gateway's JWKS again (counted and logged) and does not stop
+/// it; a key added to the file is accepted after it; SIGTERM still shuts down.
+fn gateway_keys_reload_on_sighup(runtime_name: &str) {
+    let dir = std::env::temp_dir().join(format!("chinwag-ops-hup-{}-{runtime_name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("jwks.json"), jwks(&[("rs256-public.jwk.json", "2025")])).unwrap();
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "gateway:\n  listen: \"127.0.0.1:0\"\n  admin: \"127.0.0.1:0\"\n  socket:\n    path: \"/connect\"\n  \
+         auth:\n    jwt:\n      algorithm: RS256\n      public_keys_file: jwks.json\n      any_namespace: true\n",
+    )
+    .unwrap();
+    let mut server =
+        Server::start(&["gateway", "--config", config.to_str().unwrap(), "--runtime", runtime_name], &[], true);
+    let reloads = |server: &Server| server.metric("chinwag_gateway_key_reloads_total{outcome=\"loaded\"}");
+    assert_eq!(reloads(&server), 0.0);
+    runtime().block_on(async {
+        assert_eq!(connect_with_key(&server, "rs256-private.pem", "2025").await, 101);
+        assert_eq!(connect_with_key(&server, "rs256-other-private.pem", "2026").await, 401);
+    });
+    // The file is unchanged, so only the signal can reload it.
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reloads(&server) < 1.0 {
+        assert!(Instant::now() < deadline, "SIGHUP reloaded nothing: {:?}", server.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.admin_get("/ready").0, 200, "SIGHUP does not stop the gateway");
+    assert!(server.child.try_wait().unwrap().is_none());
+    // A new key, then SIGHUP: tokens signed with it are accepted.
+    std::fs::write(
+        dir.join("jwks.json"),
+        jwks(&[("rs256-public.jwk.json", "2025"), ("rs256-other-public.jwk.json", "2026")]),
+    )
+    .unwrap();
+    server.signal("HUP");
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while connect_with_key(&server, "rs256-other-private.pem", "2026").await != 101 {
+            assert!(Instant::now() < deadline, "the new key was not taken");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.iter().any(|line| line.contains("JWT keys loaded from") && line.contains("kid 2025, 2026")), "{log:?}");
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let (status, _) = server.wait_exit(signalled, CLOSE_TIMEOUT + Duration::from_secs(1));
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tokio_gateway_keys_reload_on_sighup() {
+    gateway_keys_reload_on_sighup("tokio");
+}
+
+#[test]
+fn async_std_gateway_keys_reload_on_sighup() {
+    gateway_keys_reload_on_sighup("async-std");
 }

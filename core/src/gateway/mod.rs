@@ -11,6 +11,13 @@
 //! the identity unambiguously (see [`user_group`]), and a property test checks the
 //! rule on random users, namespaces, connections and sends.
 //!
+//! Who may join which namespace is decided here too ([`authorize`], from a token's
+//! claim), and so is the life of a connection the connect handler must approve
+//! first: [`Sessions`] keeps each connection's context, whether it is still
+//! pending, and its deadlines (the approval's, the token's expiry), with time
+//! passed in as `now` like every other input of the core. A pending connection is
+//! in no routing group, so no send or broadcast can reach it.
+//!
 //! Messages to clients are JSON objects `{"type": ..., "payload": ...}`:
 //! - a reply to the connect event has type `onconnect`;
 //! - a reply to a message has the type of the topic the message was published to;
@@ -21,6 +28,14 @@ use serde_json::{Map, Value, json};
 
 use crate::chat::{ConnId, Hub};
 use crate::{CloseCode, Closed, Initiator, Message};
+
+mod sessions;
+mod tenancy;
+
+pub use sessions::{
+    APPROVAL_TIMEOUT_REASON, NOT_ADMITTED, Sessions, TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON, Timeout,
+};
+pub use tenancy::{ANY_NAMESPACE, NamespacePolicy, NamespaceRefusal, authorize};
 
 /// Connection attribute: the username.
 pub const USERNAME: &str = "username";
@@ -100,6 +115,13 @@ pub fn namespace_group(namespace: &str) -> String {
     json!(["ns", namespace]).to_string()
 }
 
+/// The group of every admitted connection: what a broadcast to all reaches. (Not
+/// the hub's own broadcast, which would reach connections still waiting for their
+/// connect handler's approval.)
+pub fn everyone_group() -> String {
+    json!(["all"]).to_string()
+}
+
 /// The context every event about `conn` carries: username, namespace, connection
 /// id, and what the adapter adds in `extra` (path parameters, query, headers).
 pub fn context(hub: &Hub, conn: ConnId, extra: &Map<String, Value>) -> Value {
@@ -114,14 +136,31 @@ pub fn context(hub: &Hub, conn: ConnId, extra: &Map<String, Value>) -> Value {
 /// groups) and returns its context, to keep for every event about it: the
 /// connect event ([`connected`]), its messages and its close.
 pub fn register(hub: &mut Hub, conn: ConnId, identity: &Identity, extra: &Map<String, Value>) -> Value {
+    let context = record(hub, conn, identity, extra);
+    join(hub, conn, identity);
+    context
+}
+
+/// Records who `conn` is (its attributes) and returns its context, without
+/// making it reachable: a connection that waits for approval is recorded, and
+/// [`join`]s its groups once admitted.
+pub fn record(hub: &mut Hub, conn: ConnId, identity: &Identity, extra: &Map<String, Value>) -> Value {
     let _ = hub.set_attribute(conn, USERNAME, identity.username.as_str());
     if let Some(ns) = &identity.namespace {
         let _ = hub.set_attribute(conn, NAMESPACE, ns.as_str());
+    }
+    context(hub, conn, extra)
+}
+
+/// Makes `conn` reachable: it joins the groups that sends and broadcasts go to
+/// (its namespace's, its user's, its user's in its namespace, everyone's).
+pub fn join(hub: &mut Hub, conn: ConnId, identity: &Identity) {
+    if let Some(ns) = &identity.namespace {
         let _ = hub.add_to_group(conn, &namespace_group(ns));
     }
     let _ = hub.add_to_group(conn, &user_group(&identity.username));
     let _ = hub.add_to_group(conn, &user_namespace_group(&identity.username, identity.namespace.as_deref()));
-    context(hub, conn, extra)
+    let _ = hub.add_to_group(conn, &everyone_group());
 }
 
 /// The connection is open: the connect event to publish (if the gateway publishes
@@ -154,6 +193,12 @@ pub enum BadMessage {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The connection waits for its connect handler's approval: its messages are
+    /// not published until then (the client is told, see [`NOT_ADMITTED`]).
+    NotAdmitted,
+    /// The connection is closing (refused, timed out, its token expired): what it
+    /// still sends is dropped without an answer.
+    Closing,
 }
 
 impl std::fmt::Display for BadMessage {
@@ -166,6 +211,8 @@ impl std::fmt::Display for BadMessage {
             Self::TooBig { len, limit } => {
                 write!(f, "the message is {len} bytes; the limit is {limit} bytes; it was not delivered")
             }
+            Self::NotAdmitted => f.write_str(NOT_ADMITTED),
+            Self::Closing => f.write_str("the connection is closing"),
         }
     }
 }
@@ -301,14 +348,15 @@ pub fn send(hub: &mut Hub, username: &str, namespace: Option<&str>, message_type
     hub.push_to_group(&group, &message).unwrap_or(0)
 }
 
-/// Sends `{"type", "payload"}` to every connection (`namespace`: only those in it).
-/// Returns how many.
+/// Sends `{"type", "payload"}` to every admitted connection (`namespace`: only
+/// those in it). Returns how many.
 pub fn broadcast(hub: &mut Hub, namespace: Option<&str>, message_type: &str, payload: Value) -> usize {
     let message = Message::text(json!({"type": message_type, "payload": payload}).to_string());
-    match namespace {
-        Some(ns) => hub.push_to_group(&namespace_group(ns), &message).unwrap_or(0),
-        None => hub.broadcast(&message),
-    }
+    let group = match namespace {
+        Some(ns) => namespace_group(ns),
+        None => everyone_group(),
+    };
+    hub.push_to_group(&group, &message).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -375,13 +423,18 @@ mod tests {
         Identity { username: user.into(), namespace: ns.map(str::to_owned) }
     }
 
+    /// The payload of one encoded server frame.
+    pub(super) fn payload(frame: &[u8]) -> &[u8] {
+        let (header, len) = crate::frame::FrameHeader::decode(frame).unwrap().unwrap();
+        &frame[len..len + header.payload_len as usize]
+    }
+
     /// Every (recipient, text) queued so far.
     fn delivered(hub: &mut Hub) -> Vec<(ConnId, Value)> {
         let mut out = Vec::new();
         while let Some(d) = hub.poll_delivery() {
             if let Delivery::Frame { to, frame } = d {
-                let body = &frame.as_bytes()[2..];
-                let value: Value = serde_json::from_slice(body).unwrap();
+                let value: Value = serde_json::from_slice(payload(frame.as_bytes())).unwrap();
                 out.extend(to.into_iter().map(|c| (c, value.clone())));
             }
         }
@@ -468,6 +521,238 @@ mod tests {
             3 => (0u8..4, proptest::option::of(0u8..3)).prop_map(|(u, n)| Op::Send(u, n)),
             1 => proptest::option::of(0u8..3).prop_map(Op::Broadcast),
         ]
+    }
+
+    /// A token's namespaces claim, as the property test draws it.
+    #[derive(Debug, Clone)]
+    enum ClaimDraw {
+        Missing,
+        Null,
+        NotAList,
+        WithANumber(Vec<u8>),
+        Names(Vec<u8>),
+        Everything,
+    }
+
+    impl ClaimDraw {
+        fn json(&self) -> Map<String, Value> {
+            let names = |ns: &[u8]| ns.iter().map(|n| json!(format!("ns{n}"))).collect::<Vec<_>>();
+            let claim = match self {
+                Self::Missing => return Map::new(),
+                Self::Null => Value::Null,
+                Self::NotAList => json!("ns0"),
+                Self::WithANumber(ns) => Value::Array(names(ns).into_iter().chain([json!(1)]).collect()),
+                Self::Names(ns) => Value::Array(names(ns)),
+                Self::Everything => json!(["*"]),
+            };
+            let mut claims = Map::new();
+            claims.insert("namespaces".into(), claim);
+            claims
+        }
+
+        /// The model: may this token join `namespace`?
+        fn allows(&self, namespace: Option<u8>) -> bool {
+            match (self, namespace) {
+                (_, None) => true,
+                (Self::Names(ns), Some(n)) => ns.contains(&n),
+                (Self::Everything, Some(_)) => true,
+                _ => false,
+            }
+        }
+    }
+
+    fn claim_draw() -> impl Strategy<Value = ClaimDraw> {
+        let names = || proptest::collection::vec(0u8..4, 0..3);
+        prop_oneof![
+            1 => Just(ClaimDraw::Missing),
+            1 => Just(ClaimDraw::Null),
+            1 => Just(ClaimDraw::NotAList),
+            1 => names().prop_map(ClaimDraw::WithANumber),
+            4 => names().prop_map(ClaimDraw::Names),
+            1 => Just(ClaimDraw::Everything),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Open {
+            user: u8,
+            claim: ClaimDraw,
+            namespace: Option<u8>,
+            token_secs: Option<u64>,
+        },
+        Approve(usize),
+        Refuse(usize),
+        Say(usize),
+        Send(u8, Option<u8>),
+        Broadcast(Option<u8>),
+        /// Time passes; the adapter's timer fires then, or is late (the next
+        /// call must fire what is due).
+        Wait(u64, bool),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0u8..3, claim_draw(), proptest::option::of(0u8..4), proptest::option::of(1u64..40))
+                .prop_map(|(user, claim, namespace, token_secs)| Step::Open { user, claim, namespace, token_secs }),
+            2 => any::<usize>().prop_map(Step::Approve),
+            1 => any::<usize>().prop_map(Step::Refuse),
+            1 => any::<usize>().prop_map(Step::Say),
+            2 => (0u8..3, proptest::option::of(0u8..4)).prop_map(|(u, n)| Step::Send(u, n)),
+            2 => proptest::option::of(0u8..4).prop_map(Step::Broadcast),
+            2 => (0u64..15, any::<bool>()).prop_map(|(secs, tick)| Step::Wait(secs, tick)),
+        ]
+    }
+
+    /// A connection as the model sees it.
+    #[derive(Debug, Clone)]
+    struct Modelled {
+        identity: Identity,
+        admitted: bool,
+        approve_by: Option<u64>,
+        expires: Option<u64>,
+    }
+
+    /// The model's connections whose deadline is due at `clock`, removed, with the
+    /// code each is closed with (the earliest deadline wins; at a tie, approval).
+    fn fire(model: &mut BTreeMap<ConnId, Modelled>, clock: u64) -> Vec<(ConnId, u16)> {
+        let mut closed = Vec::new();
+        for (conn, m) in model.clone() {
+            let approval = m.approve_by.filter(|_| !m.admitted).map(|t| (t, 1008));
+            let expiry = m.expires.map(|t| (t, 4001));
+            if let Some((t, code)) = approval.into_iter().chain(expiry).min()
+                && t <= clock
+            {
+                closed.push((conn, code));
+                model.remove(&conn);
+            }
+        }
+        closed
+    }
+
+    proptest! {
+        /// Random users, tokens (their namespaces claims: missing, malformed,
+        /// lists, "*"), requested namespaces, approvals, refusals, token expiries
+        /// and time: a connection exists only in a namespace its token allows;
+        /// with approval on, no send or broadcast reaches a pending connection and
+        /// nothing it says is published; each deadline closes its connection with
+        /// its code; and admitted connections get exactly what is addressed to them.
+        #[test]
+        fn admission_and_pending(approval in proptest::option::of(1u64..10), steps in proptest::collection::vec(step(), 1..60)) {
+            let t0 = std::time::Instant::now();
+            let at = |secs: u64| t0 + std::time::Duration::from_secs(secs);
+            let policy = NamespacePolicy::Claim("namespaces".into());
+            let mut hub = Hub::new();
+            let mut sessions = Sessions::new(approval.map(std::time::Duration::from_secs));
+            let mut model: BTreeMap<ConnId, Modelled> = BTreeMap::new();
+            let mut clock = 0u64;
+            let nth = |model: &BTreeMap<ConnId, Modelled>, k: usize| model.keys().nth(k % model.len().max(1)).copied();
+            for step in steps {
+                // The model's deadlines due by now close their connections first.
+                // (Unless nothing is called: a late timer fires nothing.)
+                let mut expected_closes =
+                    if matches!(step, Step::Wait(_, false)) { Vec::new() } else { fire(&mut model, clock) };
+                let mut expected: BTreeSet<ConnId> = BTreeSet::new();
+                let mut replies: Vec<ConnId> = Vec::new();
+                match &step {
+                    Step::Open { user, claim, namespace, token_secs } => {
+                        let ns = namespace.map(|n| format!("ns{n}"));
+                        let verdict = authorize(&policy, &claim.json(), ns.as_deref());
+                        prop_assert_eq!(verdict.is_ok(), claim.allows(*namespace), "{:?} for {:?}", claim, ns);
+                        if verdict.is_ok() {
+                            let conn = hub.open();
+                            let identity = id(&format!("user{user}"), ns.as_deref());
+                            let expires = token_secs.map(|s| clock + s);
+                            sessions.open(at(clock), &mut hub, conn, identity.clone(), &Map::new(), expires.map(at));
+                            model.insert(conn, Modelled {
+                                identity,
+                                admitted: approval.is_none(),
+                                approve_by: approval.map(|a| clock + a),
+                                expires,
+                            });
+                        }
+                    }
+                    Step::Approve(k) => {
+                        if let Some(conn) = nth(&model, *k) {
+                            prop_assert!(sessions.reply(at(clock), &mut hub, conn, CONNECT_REPLY_TYPE, true, json!("hi")));
+                            model.get_mut(&conn).unwrap().admitted = true;
+                            replies.push(conn);
+                        }
+                    }
+                    Step::Refuse(k) => {
+                        if let Some(conn) = nth(&model, *k) {
+                            prop_assert!(sessions.fail(at(clock), &mut hub, conn, true, json!("no")));
+                            model.remove(&conn);
+                            replies.push(conn);
+                            expected_closes.push((conn, 1008));
+                        }
+                    }
+                    Step::Say(k) => {
+                        if let Some(conn) = nth(&model, *k) {
+                            let said = sessions.message(at(clock), &mut hub, conn, r#"{"type":"one"}"#, &topics());
+                            if model[&conn].admitted {
+                                let events = said.unwrap();
+                                prop_assert!(events.iter().all(|e| e.body["context"]["namespace"] == json!(model[&conn].identity.namespace)));
+                            } else {
+                                prop_assert_eq!(said, Err(BadMessage::NotAdmitted), "a pending connection publishes nothing");
+                                replies.push(conn);
+                            }
+                        }
+                    }
+                    Step::Send(u, n) => {
+                        let (user, ns) = (format!("user{u}"), n.map(|n| format!("ns{n}")));
+                        let reached = sessions.send(at(clock), &mut hub, &user, ns.as_deref(), "t", json!(null));
+                        expected = model.iter()
+                            .filter(|(_, m)| m.admitted && m.identity.username == user && (ns.is_none() || m.identity.namespace == ns))
+                            .map(|(c, _)| *c).collect();
+                        prop_assert_eq!(reached, expected.len());
+                    }
+                    Step::Broadcast(n) => {
+                        let ns = n.map(|n| format!("ns{n}"));
+                        let reached = sessions.broadcast(at(clock), &mut hub, ns.as_deref(), "t", json!(null));
+                        expected = model.iter()
+                            .filter(|(_, m)| m.admitted && (ns.is_none() || m.identity.namespace == ns))
+                            .map(|(c, _)| *c).collect();
+                        prop_assert_eq!(reached, expected.len());
+                    }
+                    Step::Wait(secs, tick) => {
+                        clock += secs;
+                        if *tick {
+                            sessions.handle_timeout(at(clock), &mut hub);
+                        }
+                    }
+                }
+                if !matches!(step, Step::Wait(_, false)) {
+                    // A step that found nothing to act on fires what is due all the
+                    // same (a no-op after any call, which fired it first).
+                    sessions.handle_timeout(at(clock), &mut hub);
+                }
+                let mut got: Vec<ConnId> = Vec::new();
+                let mut closes: Vec<(ConnId, u16)> = Vec::new();
+                while let Some(d) = hub.poll_delivery() {
+                    match d {
+                        Delivery::Frame { to, .. } => got.extend(to),
+                        Delivery::Close { conn, code, .. } => closes.push((conn, code.0)),
+                    }
+                }
+                let mut wanted: Vec<ConnId> = replies.into_iter().chain(expected).collect();
+                wanted.sort();
+                got.sort();
+                prop_assert_eq!(got, wanted, "after {:?}", step);
+                closes.sort();
+                expected_closes.sort();
+                if let Step::Wait(_, true) = step {
+                    // Deadlines due during the wait fire in the wait.
+                    expected_closes.extend(fire(&mut model, clock));
+                    expected_closes.sort();
+                }
+                prop_assert_eq!(closes, expected_closes, "after {:?}", step);
+                for (conn, m) in &model {
+                    prop_assert_eq!(sessions.is_admitted(*conn), m.admitted);
+                    prop_assert_eq!(sessions.is_pending(*conn), !m.admitted);
+                }
+            }
+        }
     }
 
     proptest! {
