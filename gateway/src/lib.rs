@@ -126,10 +126,29 @@ impl Gateway {
     /// file's watch on the same runtime; on the way out, the bus gets a moment to
     /// publish the last close events.
     pub async fn serve<R: Runtime>(self, listener: R::Listener) -> std::io::Result<()> {
+        self.run::<R, _>(|server| server.serve::<R>(listener)).await
+    }
+
+    /// Serves `listeners` as [`serve`](Self::serve) does, with the connections
+    /// spread over one thread per listener
+    /// ([`Server::serve_threads`](chinwag_service::Server::serve_threads)); the
+    /// bus's tasks and the timers stay on this one.
+    pub async fn serve_threads<R: Runtime>(
+        self,
+        listeners: chinwag_service::threads::Listeners,
+    ) -> std::io::Result<()> {
+        self.run::<R, _>(|server| server.serve_threads::<R>(listeners)).await
+    }
+
+    /// Runs `serve` with the bus's tasks and the timers beside it.
+    async fn run<R: Runtime, F: Future<Output = std::io::Result<()>>>(
+        self,
+        serve: impl FnOnce(chinwag_service::Server<GatewayService>) -> F,
+    ) -> std::io::Result<()> {
         let running = self.bus.map(|bus| bus.start::<R>(self.handle.clone()));
         // The timers run as long as the server does: `or` drops them with it.
         let timers = or(deadlines::<R>(self.handle.clone()), watch_keys::<R>(self.handle.clone()));
-        let result = or(self.server.serve::<R>(listener), async {
+        let result = or(serve(self.server), async {
             timers.await;
             unreachable!("the timers never return")
         })

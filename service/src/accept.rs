@@ -9,6 +9,8 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -23,10 +25,14 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub const ACCEPT_RECOVERED_AFTER: Duration = Duration::from_secs(1);
 
 /// Tracks a run of failed accepts, logging it once when it starts and once when
-/// it ends.
+/// it ends. Shared by every thread accepting from one listener (they all fail
+/// together when the process is out of descriptors), so that a run is one line,
+/// not one per thread.
 #[derive(Debug, Default)]
 pub struct AcceptFailures {
-    run: Option<Run>,
+    /// Whether `run` is `Some`: lets a successful accept skip the lock.
+    trouble: AtomicBool,
+    run: Mutex<Option<Run>>,
 }
 
 #[derive(Debug)]
@@ -37,27 +43,37 @@ struct Run {
 }
 
 impl AcceptFailures {
+    fn run(&self) -> MutexGuard<'_, Option<Run>> {
+        self.run.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// `accept` failed at `now`: warns if this starts a run of failures. Sleep
     /// [`ACCEPT_BACKOFF`] before accepting again.
-    pub fn failed(&mut self, error: &std::io::Error, now: Instant) {
-        match &mut self.run {
+    pub fn failed(&self, error: &std::io::Error, now: Instant) {
+        let mut run = self.run();
+        match &mut *run {
             Some(run) => {
                 run.failures += 1;
-                run.last_failure = now;
+                run.last_failure = run.last_failure.max(now);
             }
             None => {
                 tracing::warn!(%error, "accept failed; retrying every {ACCEPT_BACKOFF:?} (logged once until it works)");
-                self.run = Some(Run { started: now, last_failure: now, failures: 1 });
+                *run = Some(Run { started: now, last_failure: now, failures: 1 });
+                self.trouble.store(true, Ordering::Release);
             }
         }
     }
 
     /// `accept` succeeded at `now`: ends the run of failures (logged) if the last
     /// one was at least [`ACCEPT_RECOVERED_AFTER`] ago.
-    pub fn accepted(&mut self, now: Instant) {
-        if let Some(run) =
-            self.run.take_if(|run| now.saturating_duration_since(run.last_failure) >= ACCEPT_RECOVERED_AFTER)
+    pub fn accepted(&self, now: Instant) {
+        if !self.trouble.load(Ordering::Acquire) {
+            return;
+        }
+        let mut run = self.run();
+        if let Some(run) = run.take_if(|run| now.saturating_duration_since(run.last_failure) >= ACCEPT_RECOVERED_AFTER)
         {
+            self.trouble.store(false, Ordering::Release);
             let lasted = run.last_failure - run.started;
             tracing::info!(failures = run.failures, ?lasted, "accepting connections again");
         }
@@ -65,7 +81,7 @@ impl AcceptFailures {
 
     /// Whether a run of failures is under way.
     pub fn in_trouble(&self) -> bool {
-        self.run.is_some()
+        self.trouble.load(Ordering::Acquire)
     }
 }
 
@@ -93,7 +109,7 @@ mod tests {
     fn a_run_ends_only_after_a_quiet_spell() {
         let error = std::io::Error::from_raw_os_error(24); // EMFILE
         let t = Instant::now();
-        let mut failures = AcceptFailures::default();
+        let failures = AcceptFailures::default();
         failures.failed(&error, t);
         failures.accepted(t + Duration::from_millis(60)); // one descriptor freed
         failures.failed(&error, t + Duration::from_millis(70));

@@ -43,6 +43,7 @@ mod route;
 mod server;
 mod service;
 mod state;
+pub mod threads;
 
 pub use handle::Handle;
 pub use limits::{Limits, Stats};

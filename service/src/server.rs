@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::accept::{ACCEPT_BACKOFF, AcceptFailures, race};
+use crate::accept::{ACCEPT_BACKOFF, race};
 use crate::admission::{Accepted, Over};
 use crate::limits::Counters;
 use crate::ops::process::{encode_counter, encode_gauge};
@@ -173,12 +173,57 @@ impl<S: Service> Server<S> {
 
     /// Serves connections from `listener` until [`Handle::shutdown`], then waits for
     /// the open connections to finish their close handshakes (at most the close
-    /// timeout, plus a second) and returns.
+    /// timeout, plus a second) and returns. Every connection runs on the runtime
+    /// this is called on; [`serve_threads`](Self::serve_threads) spreads them over
+    /// several threads.
     pub async fn serve<R: Runtime>(self, listener: R::Listener) -> io::Result<()> {
+        self.accept_until_shutdown::<R>(&listener).await;
+        drop(listener);
+        self.drain::<R>().await;
+        Ok(())
+    }
+
+    /// Serves connections on as many threads as there are `listeners` (see
+    /// [`threads`](crate::threads)): this one and one new thread per other
+    /// listener, each with an executor of its own ([`Runtime::block_on_thread`])
+    /// and a listener of its own on the same address, so that a connection stays on
+    /// the thread that accepted it (no work stealing, no wake-up across threads
+    /// between its reads and writes; a broadcast reaches every thread's
+    /// connections through the one hub). Returns like [`serve`](Self::serve), once
+    /// every thread has drained.
+    ///
+    /// A runtime that spreads tasks over a pool of its own (`!R::THREAD_PER_CORE`:
+    /// async-std, smol) needs one listener only.
+    ///
+    /// # Errors
+    /// When a listener cannot be registered or a thread cannot start (see
+    /// [`serve_on_threads`](crate::threads::serve_on_threads)): the server is shut
+    /// down, and the threads that did start return.
+    pub async fn serve_threads<R: Runtime>(self, listeners: crate::threads::Listeners) -> io::Result<()> {
+        let server = Arc::new(self);
+        let stopper = server.shared.clone();
+        let serve = move |listener: R::Listener| {
+            let server = server.clone();
+            async move {
+                server.accept_until_shutdown::<R>(&listener).await;
+                drop(listener);
+                server.drain::<R>().await;
+            }
+        };
+        crate::threads::serve_on_threads::<R, _, _>(listeners, serve, move || {
+            stopper.shutting_down.store(true, Ordering::Release);
+            stopper.shutdown.notify(usize::MAX);
+        })
+        .await
+    }
+
+    /// Accepts connections from `listener` and spawns each one's task on the
+    /// calling runtime, until shutdown.
+    async fn accept_until_shutdown<R: Runtime>(&self, listener: &R::Listener) {
         let shared = self.shared.clone();
-        let mut failures = AcceptFailures::default();
+        let failures = &shared.accept_failures;
         loop {
-            let accepted = race(R::accept(&listener), wait_for_shutdown(&shared)).await;
+            let accepted = race(R::accept(listener), wait_for_shutdown(&shared)).await;
             let Some(accepted) = accepted else { break };
             let (io, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -215,7 +260,12 @@ impl<S: Service> Server<S> {
                 span,
             ));
         }
-        // Let the open connections finish their close handshakes.
+    }
+
+    /// Lets the open connections finish their close handshakes, waiting at most
+    /// the close timeout plus a second.
+    async fn drain<R: Runtime>(&self) {
+        let shared = &self.shared;
         let grace = self.config.close_timeout + Duration::from_secs(1);
         let drained = async {
             loop {
@@ -229,7 +279,6 @@ impl<S: Service> Server<S> {
         if race(drained, R::sleep(grace)).await.is_none() {
             tracing::warn!(open = shared.live.load(Ordering::Acquire), "connections still open after the grace period");
         }
-        Ok(())
     }
 }
 

@@ -145,6 +145,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: ServerMetrics,
     /// Set when the server starts draining: `/ready` turns 503.
     pub(crate) draining: AtomicBool,
+    /// Failed accepts, on every thread that accepts.
+    pub(crate) accept_failures: crate::accept::AcceptFailures,
 }
 
 impl Shared {
@@ -166,6 +168,7 @@ impl Shared {
             counters,
             metrics,
             draining: AtomicBool::new(false),
+            accept_failures: crate::accept::AcceptFailures::default(),
         }
     }
 

@@ -23,6 +23,22 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs a future to completion on a new instance of the runtime (the program's
     /// entry point).
     fn block_on<F: Future>(future: F) -> F::Output;
+    /// Whether [`block_on_thread`](Self::block_on_thread) keeps every task it
+    /// spawns on the calling thread. A server then uses N cores by running N such
+    /// threads, each accepting from the same listener: a connection lives on one
+    /// thread from its accept to its end, with no work stealing and no wake-up
+    /// across threads between its reads and its writes. A runtime whose executor
+    /// is a pool of its own (async-std, smol) says `false`: it spreads tasks over
+    /// its threads itself, and one accepting thread is enough.
+    const THREAD_PER_CORE: bool;
+    /// Runs a future to completion on the calling thread, with an executor of its
+    /// own when [`THREAD_PER_CORE`](Self::THREAD_PER_CORE) (else as
+    /// [`block_on`](Self::block_on)).
+    fn block_on_thread<F: Future>(future: F) -> F::Output;
+    /// A listener bound elsewhere (shared between threads with
+    /// `std::net::TcpListener::try_clone`), made ready for this runtime on the
+    /// calling thread. Call it from within the runtime that will accept from it.
+    fn listener_from_std(listener: std::net::TcpListener) -> io::Result<Self::Listener>;
     /// Binds a TCP listener.
     fn bind(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
     /// The address a listener is bound to.

@@ -158,6 +158,16 @@ macro_rules! async_io_runtime {
                 $block_on(future)
             }
 
+            const THREAD_PER_CORE: bool = false;
+
+            fn block_on_thread<F: Future>(future: F) -> F::Output {
+                $block_on(future)
+            }
+
+            fn listener_from_std(listener: std::net::TcpListener) -> io::Result<Self::Listener> {
+                <Self::Listener>::try_from(listener)
+            }
+
             async fn bind(addr: std::net::SocketAddr) -> io::Result<Self::Listener> {
                 <Self::Listener>::bind(addr).await
             }

@@ -153,6 +153,17 @@ impl Runtime for Tokio {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime").block_on(future)
     }
 
+    const THREAD_PER_CORE: bool = true;
+
+    fn block_on_thread<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(future)
+    }
+
+    fn listener_from_std(listener: std::net::TcpListener) -> io::Result<Self::Listener> {
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    }
+
     async fn bind(addr: SocketAddr) -> io::Result<Self::Listener> {
         tokio::net::TcpListener::bind(addr).await
     }

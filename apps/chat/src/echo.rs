@@ -16,6 +16,7 @@ use chinwag_service::ops::{Admin, ProcessCollector, Readiness};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub fn config() -> Config {
 pub struct EchoServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Threads serving connections (see `chinwag_service::threads`).
+    pub threads: NonZeroUsize,
     /// Where its admin listener listens.
     pub admin: AdminAddr,
     /// How long it keeps serving after SIGTERM, with `/ready` at 503.
@@ -45,7 +48,13 @@ impl Program for EchoServer {
         let (drain, shutdown) = (echo.clone(), echo.clone());
         on_termination(self.drain_delay, move || drain.drain(), move || shutdown.shutdown())?;
         start_admin::<R>(self.admin, echo.clone()).await?;
-        serve::<R>(self.addr, echo).await
+        let listeners = crate::runtime::bind::<R>(self.addr, self.threads)?;
+        tracing::info!(addr = %listeners.local_addr()?, threads = listeners.count(), "echo server listening");
+        let stopper = echo.clone();
+        let serve = move |listener| serve::<R>(listener, echo.clone());
+        chinwag_service::threads::serve_on_threads::<R, _, _>(listeners, serve, move || stopper.shutdown()).await?;
+        tracing::info!("stopped");
+        Ok(())
     }
 }
 
@@ -58,6 +67,8 @@ struct Echo {
     shutting_down: AtomicBool,
     /// Notified when shutdown starts and when the last connection ends.
     changed: event_listener::Event,
+    /// Failed accepts, on every thread that accepts.
+    accept_failures: AcceptFailures,
     registry: Registry,
     connections: Gauge,
     opened: Counter,
@@ -76,6 +87,7 @@ impl Echo {
             draining: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             changed: event_listener::Event::new(),
+            accept_failures: AcceptFailures::default(),
             registry,
             connections,
             opened,
@@ -142,13 +154,11 @@ impl Admin for Echo {
     }
 }
 
-/// Echoes every text and binary message back on every connection, until
-/// shutdown; then waits for the close handshakes, up to the close timeout and a
-/// second.
-async fn serve<R: Runtime>(addr: SocketAddr, echo: Arc<Echo>) -> io::Result<()> {
-    let listener = R::bind(addr).await?;
-    tracing::info!(addr = %R::local_addr(&listener)?, "echo server listening");
-    let mut failures = AcceptFailures::default();
+/// Echoes every text and binary message back on every connection accepted from
+/// `listener`, until shutdown; then waits for the close handshakes, up to the
+/// close timeout and a second.
+async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>) {
+    let failures = &echo.accept_failures;
     loop {
         let accepted = race(R::accept(&listener), until(&echo, |e| e.shutting_down.load(Ordering::Acquire))).await;
         let Some(accepted) = accepted else { break };
@@ -173,8 +183,6 @@ async fn serve<R: Runtime>(addr: SocketAddr, echo: Arc<Echo>) -> io::Result<()> 
     if race(closed, R::sleep(grace)).await.is_none() {
         tracing::warn!(open = echo.open_map().len(), "connections still open after the grace period");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 async fn echo_connection<R: Runtime>(io: R::Io, echo: &Echo) -> Result<(), chinwag_driver::Error> {

@@ -10,6 +10,7 @@ use chinwag_service::Limits;
 use clap::{Parser, Subcommand};
 use runtime::{Program, RuntimeKind};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -23,11 +24,12 @@ struct Cli {
     /// Runtime to run on.
     #[arg(long, env = "CHINWAG_RUNTIME", value_enum, default_value = "tokio", global = true)]
     runtime: RuntimeKind,
-    /// Threads for tokio: 1 is a single current-thread runtime (fastest on small
-    /// machines where clients share the cores, see docs/benchmarks.md); more is a
-    /// multi-thread runtime.
-    #[arg(long, env = "CHINWAG_THREADS", default_value_t = 1, global = true)]
-    threads: usize,
+    /// Threads serving connections on tokio, each with a runtime of its own that
+    /// keeps the connections it accepted [default: one per core this process may
+    /// use, a container's CPU limit included]. async-std spreads connections over
+    /// its own pool instead (ASYNC_STD_THREAD_COUNT).
+    #[arg(long, env = "CHINWAG_THREADS", global = true)]
+    threads: Option<NonZeroUsize>,
     #[command(flatten)]
     ops: OpsArgs,
     #[command(flatten)]
@@ -144,6 +146,7 @@ enum Command {
 /// `chinwag`: the chat server, until Ctrl-C or SIGTERM.
 struct ChatServer {
     addr: SocketAddr,
+    threads: NonZeroUsize,
     config: Config,
     limits: Limits,
     admin: AdminAddr,
@@ -158,14 +161,14 @@ impl Program for ChatServer {
         let drain = handle.clone();
         on_termination(self.drain_delay, move || drain.drain(), move || handle.shutdown())?;
         start_admin::<R>(self.admin, server.admin()).await?;
-        let listener = R::bind(self.addr).await?;
+        let listeners = runtime::bind::<R>(self.addr, self.threads)?;
+        let addr = listeners.local_addr()?;
         tracing::info!(
-            "chat server on http://{} (WebSocket at ws://{}{})",
-            R::local_addr(&listener)?,
-            R::local_addr(&listener)?,
+            threads = listeners.count(),
+            "chat server on http://{addr} (WebSocket at ws://{addr}{})",
             chinwag::chat::ROUTE
         );
-        server.serve::<R>(listener).await?;
+        server.serve_threads::<R>(listeners).await?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -175,6 +178,7 @@ impl Program for ChatServer {
 struct GatewayServer {
     gateway: chinwag_gateway::Gateway,
     listen: SocketAddr,
+    threads: NonZeroUsize,
     path: String,
     admin: AdminAddr,
     drain_delay: std::time::Duration,
@@ -183,7 +187,7 @@ struct GatewayServer {
 impl Program for GatewayServer {
     type Output = std::io::Result<()>;
     async fn run<R: Runtime>(self) -> std::io::Result<()> {
-        let GatewayServer { gateway, listen, path, admin, drain_delay } = self;
+        let GatewayServer { gateway, listen, threads, path, admin, drain_delay } = self;
         let handle = gateway.handle();
         let (drain, keys) = (handle.clone(), handle.clone());
         // SIGHUP reads the JWT keys again (the outcome is logged and counted).
@@ -194,19 +198,17 @@ impl Program for GatewayServer {
         });
         on_signals(drain_delay, move || drain.service().drain(), move || handle.service().shutdown(), Some(reload))?;
         start_admin::<R>(admin, gateway.admin()).await?;
-        let listener = R::bind(listen).await?;
+        let listeners = runtime::bind::<R>(listen, threads)?;
+        let (addr, threads) = (listeners.local_addr()?, listeners.count());
         match gateway.handle().bus_status() {
             Some(bus) => tracing::info!(
-                "gateway node {} on ws://{}{path}?namespace=NAMESPACE, bus on Redis",
-                bus.node,
-                R::local_addr(&listener)?
+                threads,
+                "gateway node {} on ws://{addr}{path}?namespace=NAMESPACE, bus on Redis",
+                bus.node
             ),
-            None => tracing::info!(
-                "gateway on ws://{}{path}?namespace=NAMESPACE, in-process bus",
-                R::local_addr(&listener)?
-            ),
+            None => tracing::info!(threads, "gateway on ws://{addr}{path}?namespace=NAMESPACE, in-process bus"),
         }
-        gateway.serve::<R>(listener).await?;
+        gateway.serve_threads::<R>(listeners).await?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -217,6 +219,7 @@ fn gateway(
     path: &std::path::Path,
     listen: Option<SocketAddr>,
     bus: Option<chinwag_gateway::config::Bus>,
+    threads: NonZeroUsize,
     ops: &OpsArgs,
 ) -> Result<GatewayServer, String> {
     use chinwag_gateway::config::Auth;
@@ -247,7 +250,7 @@ fn gateway(
     let drain_delay = ops.drain_delay()?;
     let gateway = chinwag_gateway::Gateway::new(config, authenticator, chinwag_gateway::Handlers::new())
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(GatewayServer { gateway, listen, path: route, admin, drain_delay })
+    Ok(GatewayServer { gateway, listen, threads, path: route, admin, drain_delay })
 }
 
 /// `chinwag token`: prints a token the gateway in `path` accepts.
@@ -275,7 +278,8 @@ fn token(path: &std::path::Path, username: &str, namespaces: &[String], lifetime
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.ops.log_format);
-    let (rt, threads) = (cli.runtime, cli.threads);
+    let rt = cli.runtime;
+    let threads = cli.threads.unwrap_or_else(chinwag_service::threads::default_threads);
     let drain_delay = match cli.ops.drain_delay() {
         Ok(delay) => delay,
         Err(e) => {
@@ -285,32 +289,28 @@ fn main() -> ExitCode {
     };
     let default_admin = DEFAULT_ADMIN_ADDR.parse().expect("a valid default");
     let result = match cli.command {
-        None => rt.run(
+        None => rt.run(ChatServer {
             threads,
-            ChatServer {
-                addr: cli.addr,
-                config: cli.limits.config(),
-                limits: cli.limits.limits(),
-                admin: cli.ops.admin_addr.unwrap_or(default_admin),
-                drain_delay,
-            },
-        ),
+            addr: cli.addr,
+            config: cli.limits.config(),
+            limits: cli.limits.limits(),
+            admin: cli.ops.admin_addr.unwrap_or(default_admin),
+            drain_delay,
+        }),
         Some(Command::Echo { addr }) => {
             // The benchmark server: no admin listener unless asked for.
             let admin = cli.ops.admin_addr.unwrap_or(AdminAddr::Off);
-            rt.run(threads, echo::EchoServer { addr, admin, drain_delay })
+            rt.run(echo::EchoServer { addr, threads, admin, drain_delay })
         }
-        Some(Command::Gateway { config, listen, bus }) => match gateway(&config, listen, bus, &cli.ops) {
-            Ok(server) => rt.run(threads, server),
+        Some(Command::Gateway { config, listen, bus }) => match gateway(&config, listen, bus, threads, &cli.ops) {
+            Ok(server) => rt.run(server),
             Err(e) => Err(std::io::Error::other(e)),
         },
         Some(Command::Token { config, username, namespaces, lifetime_secs }) => {
             token(&config, &username, &namespaces, lifetime_secs)
         }
-        Some(Command::Client { url, autobahn: true, .. }) => rt.run(threads, client::Autobahn(url)),
-        Some(Command::Client { url, autobahn: false, headers }) => {
-            rt.run(threads, client::Interactive { url, headers })
-        }
+        Some(Command::Client { url, autobahn: true, .. }) => rt.run(client::Autobahn(url)),
+        Some(Command::Client { url, autobahn: false, headers }) => rt.run(client::Interactive { url, headers }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

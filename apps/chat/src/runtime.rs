@@ -1,7 +1,10 @@
 //! The runtime chosen on the command line.
 
 use chinwag_driver::Runtime;
+use chinwag_service::threads::Listeners;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 
 /// Which runtime to run on (`--runtime`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,26 +24,24 @@ pub trait Program {
 }
 
 impl RuntimeKind {
-    /// Runs `program` to completion on this runtime.
+    /// Runs `program` to completion on this runtime, from the calling thread.
     ///
-    /// On tokio, `threads` picks the scheduler: 1 (the default) is a single
-    /// current-thread runtime, more is a multi-thread runtime with that many workers.
-    /// One thread won every measurement on the 2-core machine where the benchmarks
-    /// ran with their clients (docs/benchmarks.md): lock-step echo, idle memory,
-    /// and fan-out throughput equal to two threads. With cores to spare beyond what
-    /// clients and other programs need, more threads may serve more connections.
-    /// async-std sizes its own thread pool (`ASYNC_STD_THREAD_COUNT`).
-    pub fn run<P: Program>(self, threads: usize, program: P) -> P::Output {
+    /// On tokio that is a current-thread runtime: a server spreads its
+    /// connections over more threads itself, each with a current-thread runtime
+    /// of its own (`--threads`, see `chinwag_service::threads`), which cost less
+    /// per message than tokio's work-stealing scheduler (docs/benchmarks.md).
+    /// async-std runs tasks on its own pool (`ASYNC_STD_THREAD_COUNT`).
+    pub fn run<P: Program>(self, program: P) -> P::Output {
         match self {
-            Self::Tokio => {
-                let runtime = if threads <= 1 {
-                    tokio::runtime::Builder::new_current_thread().enable_all().build()
-                } else {
-                    tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
-                };
-                runtime.expect("tokio runtime").block_on(program.run::<chinwag_tokio::Tokio>())
-            }
+            Self::Tokio => chinwag_tokio::Tokio::block_on_thread(program.run::<chinwag_tokio::Tokio>()),
             Self::AsyncStd => chinwag_futures::AsyncStd::block_on(program.run::<chinwag_futures::AsyncStd>()),
         }
     }
+}
+
+/// The listeners of a server on runtime `R` at `addr`: one per thread on a
+/// runtime that runs one executor per thread (tokio), else one (async-std spreads
+/// tasks over its own pool).
+pub fn bind<R: Runtime>(addr: SocketAddr, threads: NonZeroUsize) -> std::io::Result<Listeners> {
+    Listeners::bind(addr, if R::THREAD_PER_CORE { threads } else { NonZeroUsize::MIN })
 }

@@ -98,7 +98,7 @@ pub async fn serve<R: Runtime>(listener: R::Listener, admin: Arc<dyn Admin>) {
         max_headers: 64,
         ..Config::default()
     };
-    let mut failures = AcceptFailures::default();
+    let failures = AcceptFailures::default();
     loop {
         let io = match R::accept(&listener).await {
             Ok((io, _)) => io,
