@@ -7,12 +7,10 @@ mod support;
 
 use futures_util::{SinkExt, StreamExt};
 use std::time::{Duration, Instant};
-use support::{Server, metric_in};
+use support::{Server, Ws, metric_in, next_text};
 use tokio_tungstenite::tungstenite::Message;
 
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -23,16 +21,6 @@ async fn join(server: &Server, path: &str) -> Ws {
         tokio_tungstenite::connect_async(format!("ws://{}{path}", server.addr)).await.expect("connects");
     assert_eq!(response.status(), 101);
     ws
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message in time") {
-            Some(Ok(Message::Text(text))) => return text.to_string(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
 }
 
 /// The frame a server sends for a short text: two header bytes and the text.

@@ -8,22 +8,10 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::Server;
+use support::{Server, next_text};
 use tokio_tungstenite::tungstenite::Message;
 
 const CLIENTS: usize = 24;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message in time") {
-            Some(Ok(Message::Text(text))) => return text.to_string(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
 
 /// Each thread of the process by name, with the nanoseconds it has run so far
 /// (`/proc/PID/task/TID/schedstat`, exact where `stat`'s ticks are 10 ms).

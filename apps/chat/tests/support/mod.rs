@@ -119,3 +119,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
     (status, body)
 }
+
+/// A WebSocket client of the tests (tokio-tungstenite, an independent
+/// implementation, as browsers are).
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message, skipping pings and pongs; panics on anything else or
+/// after 10 s.
+pub async fn next_text(ws: &mut Ws) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
