@@ -130,11 +130,13 @@ impl Connection {
                 // validated.
                 if !message.skip {
                     let start = message.data.len();
-                    copy_masked(&mut message.data, piece, mask, phase);
+                    let ascii = copy_masked(&mut message.data, piece, mask, phase);
                     let fresh = &message.data[start..];
                     // Fail fast: the byte that breaks UTF-8 closes the connection now,
-                    // not when the frame or message ends.
-                    if message.text && message.utf8.feed(fresh).is_err() {
+                    // not when the frame or message ends. ASCII, found while
+                    // unmasking, needs no second pass.
+                    let utf8 = &mut message.utf8;
+                    if message.text && if ascii { utf8.feed_ascii(fresh) } else { utf8.feed(fresh) }.is_err() {
                         self.fail(ProtocolError::InvalidUtf8);
                         break;
                     }

@@ -3,8 +3,22 @@
 //! Masking XORs each payload byte with one of four key bytes, chosen by the byte's
 //! position in the frame payload. Payloads arrive in arbitrary pieces, so every
 //! function takes the `phase`: how many payload bytes of the frame came before this
-//! piece. The work is done sixteen bytes at a time on whole words; the compiler turns
-//! the loop into vector instructions where the target has them.
+//! piece.
+//!
+//! The work is done [`BLOCK`] bytes at a time against the key repeated over a
+//! block, a loop the compiler turns into vector instructions of the widest kind
+//! it may use. A default x86-64 build may only assume SSE2 (16 bytes at once), so
+//! on x86-64 the same loop is also compiled for AVX2 (32 bytes at once) and that
+//! copy runs when the CPU has it, checked at run time (the check is a load of a
+//! cached flag). Short pieces, the common case for chat messages, skip both and
+//! take the plain loop.
+
+/// Bytes handled per step of the vectorised loops: two AVX2 registers' worth.
+const BLOCK: usize = 64;
+
+/// Pieces shorter than this are unmasked byte by byte: a vector loop and its
+/// dispatch cost more than they save on a few bytes.
+const SHORT: usize = BLOCK;
 
 /// XORs `buf` in place with `mask`, where `buf` starts `phase` bytes into the payload.
 ///
@@ -15,39 +29,88 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], phase: usize) {
         return;
     }
     let key = rotated(mask, phase);
-    let key64 = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
-    let key128 = (u128::from(key64) << 64) | u128::from(key64);
-
-    let mut blocks = buf.chunks_exact_mut(16);
-    for block in &mut blocks {
-        let word = u128::from_ne_bytes(block.try_into().expect("16-byte block")) ^ key128;
-        block.copy_from_slice(&word.to_ne_bytes());
+    if buf.len() < SHORT {
+        apply_mask_words(buf, key);
+        return;
     }
-    // Each block is a multiple of four bytes, so the key phase is unchanged here.
-    for (i, byte) in blocks.into_remainder().iter_mut().enumerate() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            return apply_mask_avx2(buf, key);
+        }
+    }
+    apply_mask_blocks(buf, key);
+}
+
+/// XORs a short `buf` with `key` repeated, eight bytes at a time in a `u64`.
+#[inline]
+fn apply_mask_words(buf: &mut [u8], key: [u8; 4]) {
+    let key64 = u64::from_ne_bytes(std::array::from_fn(|i| key[i & 3]));
+    let mut words = buf.chunks_exact_mut(8);
+    for word in &mut words {
+        let unmasked = u64::from_ne_bytes(word.try_into().expect("8 bytes")) ^ key64;
+        word.copy_from_slice(&unmasked.to_ne_bytes());
+    }
+    // Words are multiples of four bytes, so the key phase is unchanged here.
+    for (i, byte) in words.into_remainder().iter_mut().enumerate() {
         *byte ^= key[i & 3];
     }
 }
 
+/// [`apply_mask_blocks`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn apply_mask_avx2(buf: &mut [u8], key: [u8; 4]) {
+    apply_mask_blocks(buf, key);
+}
+
+/// XORs `buf` with `key` repeated, [`BLOCK`] bytes at a time; `key` is already
+/// rotated to `buf`'s phase.
+#[inline(always)]
+fn apply_mask_blocks(buf: &mut [u8], key: [u8; 4]) {
+    let pattern = repeated(key);
+    let mut blocks = buf.chunks_exact_mut(BLOCK);
+    for block in &mut blocks {
+        for (byte, k) in block.iter_mut().zip(&pattern) {
+            *byte ^= k;
+        }
+    }
+    // Each block is a multiple of four bytes, so the key phase is unchanged here.
+    apply_mask_words(blocks.into_remainder(), key);
+}
+
 /// Appends `src` to `dst`, unmasked with `mask` from `phase` bytes into the
 /// payload: the copy and the unmasking in one pass over the bytes, instead of a
-/// copy followed by [`apply_mask`] over the copy.
-pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: usize) {
+/// copy followed by [`apply_mask`] over the copy. Returns whether every byte
+/// appended is ASCII, found in the same pass: an ASCII piece of text needs no
+/// further UTF-8 validation ([`Utf8Validator::feed_ascii`]), so most text is
+/// read once.
+///
+/// [`Utf8Validator::feed_ascii`]: crate::utf8::Utf8Validator::feed_ascii
+pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: usize) -> bool {
     let key = rotated(mask, phase);
-    let key64 = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
-    let key128 = (u128::from(key64) << 64) | u128::from(key64);
     dst.reserve(src.len());
     let spare = &mut dst.spare_capacity_mut()[..src.len()];
-    let mut blocks = spare.chunks_exact_mut(16);
-    let mut sources = src.chunks_exact(16);
-    for (out, block) in (&mut blocks).zip(&mut sources) {
-        let word = u128::from_ne_bytes(block.try_into().expect("16-byte block")) ^ key128;
-        out.write_copy_of_slice(&word.to_ne_bytes());
-    }
-    // Blocks are multiples of four bytes, so the key phase is unchanged here.
-    for (i, (o, b)) in blocks.into_remainder().iter_mut().zip(sources.remainder()).enumerate() {
-        o.write(b ^ key[i & 3]);
-    }
+    #[cfg(target_arch = "x86_64")]
+    let vectorised = src.len() >= SHORT && std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let vectorised = false;
+    let high_bits = if src.len() < SHORT {
+        copy_masked_words(spare, src, key)
+    } else if vectorised {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX2, checked just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            copy_masked_avx2(spare, src, key)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!()
+    } else {
+        copy_masked_blocks(spare, src, key)
+    };
     let len = dst.len() + src.len();
     // SAFETY: the `src.len()` bytes of spare capacity after the current length were
     // all written above (the blocks and the remainder cover them exactly).
@@ -55,6 +118,75 @@ pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: 
     unsafe {
         dst.set_len(len);
     }
+    high_bits & 0x80 == 0
+}
+
+/// Writes a short `src` XORed with `key` repeated into `out`, eight bytes at a
+/// time in a `u64`; returns the OR of the bytes written, as
+/// [`copy_masked_blocks`] does.
+#[inline]
+fn copy_masked_words(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
+    let key64 = u64::from_ne_bytes(std::array::from_fn(|i| key[i & 3]));
+    let mut seen = 0u64;
+    let mut words = out.chunks_exact_mut(8);
+    let mut sources = src.chunks_exact(8);
+    for (out, word) in (&mut words).zip(&mut sources) {
+        let unmasked = u64::from_ne_bytes(word.try_into().expect("8 bytes")) ^ key64;
+        seen |= unmasked;
+        out.write_copy_of_slice(&unmasked.to_ne_bytes());
+    }
+    let mut high_bits = seen.to_ne_bytes().iter().fold(0, |acc, b| acc | b);
+    // Words are multiples of four bytes, so the key phase is unchanged here.
+    for (i, (o, b)) in words.into_remainder().iter_mut().zip(sources.remainder()).enumerate() {
+        let u = b ^ key[i & 3];
+        high_bits |= u;
+        o.write(u);
+    }
+    high_bits
+}
+
+/// [`copy_masked_blocks`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn copy_masked_avx2(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
+    copy_masked_blocks(out, src, key)
+}
+
+/// Writes `src` XORed with `key` repeated into `out` (of the same length),
+/// [`BLOCK`] bytes at a time; `key` is already rotated to `src`'s phase. Returns
+/// the OR of every byte written (its high bit says whether any is not ASCII),
+/// which costs one more vector operation per block while the bytes are in
+/// registers anyway.
+#[inline(always)]
+fn copy_masked_blocks(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
+    debug_assert_eq!(out.len(), src.len());
+    let pattern = repeated(key);
+    let mut seen = [0u8; BLOCK];
+    let mut blocks = out.chunks_exact_mut(BLOCK);
+    let mut sources = src.chunks_exact(BLOCK);
+    for (out, block) in (&mut blocks).zip(&mut sources) {
+        let mut unmasked = [0u8; BLOCK];
+        for (((u, b), k), s) in unmasked.iter_mut().zip(block).zip(&pattern).zip(&mut seen) {
+            *u = b ^ k;
+            *s |= *u;
+        }
+        out.write_copy_of_slice(&unmasked);
+    }
+    // Blocks are multiples of four bytes, so the key phase is unchanged here.
+    let rest = copy_masked_words(blocks.into_remainder(), sources.remainder(), key);
+    seen.iter().fold(rest, |acc, b| acc | b)
+}
+
+/// The key repeated over a block. Built from whole 4-byte words, which the
+/// compiler turns into one broadcast (byte by byte it was a loop of 64 stores).
+#[inline(always)]
+fn repeated(key: [u8; 4]) -> [u8; BLOCK] {
+    let word = u32::from_ne_bytes(key).to_ne_bytes();
+    let mut pattern = [0u8; BLOCK];
+    for chunk in pattern.chunks_exact_mut(4) {
+        chunk.copy_from_slice(&word);
+    }
+    pattern
 }
 
 /// The mask as seen from a piece that starts `phase` bytes into the payload.
@@ -78,7 +210,7 @@ mod tests {
     proptest! {
         #[test]
         fn matches_bytewise_definition(
-            data in proptest::collection::vec(any::<u8>(), 0..300),
+            data in proptest::collection::vec(any::<u8>(), 0..600),
             mask in any::<[u8; 4]>(),
             phase in 0usize..16,
         ) {
@@ -89,6 +221,56 @@ mod tests {
             prop_assert_eq!(fast, slow);
         }
 
+        /// Each compiled form of the block loop against the definition, whichever
+        /// one `apply_mask` picks on this CPU.
+        #[test]
+        fn every_block_loop_matches_bytewise_definition(
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+            mask in any::<[u8; 4]>(),
+            phase in 0usize..16,
+        ) {
+            let mut expected = data.clone();
+            naive(&mut expected, mask, phase);
+            let key = rotated(mask, phase);
+            let mut portable = data.clone();
+            apply_mask_blocks(&mut portable, key);
+            prop_assert_eq!(&portable, &expected);
+            let mut words = data.clone();
+            apply_mask_words(&mut words, key);
+            prop_assert_eq!(&words, &expected);
+            let mut word_copy = bytes::BytesMut::with_capacity(data.len());
+            let high_bits = copy_masked_words(&mut word_copy.spare_capacity_mut()[..data.len()], &data, key);
+            prop_assert_eq!(high_bits & 0x80 == 0, expected.is_ascii());
+            // SAFETY: copy_masked_words wrote all `data.len()` bytes.
+            #[allow(unsafe_code)]
+            unsafe { word_copy.set_len(data.len()) };
+            prop_assert_eq!(&word_copy[..], &expected[..]);
+            let mut copied = bytes::BytesMut::new();
+            copied.reserve(data.len());
+            let high_bits = copy_masked_blocks(&mut copied.spare_capacity_mut()[..data.len()], &data, key);
+            prop_assert_eq!(high_bits & 0x80 == 0, expected.is_ascii());
+            // SAFETY: copy_masked_blocks wrote all `data.len()` bytes.
+            #[allow(unsafe_code)]
+            unsafe { copied.set_len(data.len()) };
+            prop_assert_eq!(&copied[..], &expected[..]);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut wide = data.clone();
+                let mut wide_copy = bytes::BytesMut::with_capacity(data.len());
+                // SAFETY: the CPU has AVX2, checked just above; copy_masked_avx2
+                // writes all `data.len()` bytes.
+                #[allow(unsafe_code)]
+                unsafe {
+                    apply_mask_avx2(&mut wide, key);
+                    let high_bits = copy_masked_avx2(&mut wide_copy.spare_capacity_mut()[..data.len()], &data, key);
+                    assert_eq!(high_bits & 0x80 == 0, expected.is_ascii());
+                    wide_copy.set_len(data.len());
+                }
+                prop_assert_eq!(&wide, &expected);
+                prop_assert_eq!(&wide_copy[..], &expected[..]);
+            }
+        }
+
         #[test]
         fn fused_copy_equals_copy_then_unmask(
             before in proptest::collection::vec(any::<u8>(), 0..40),
@@ -97,10 +279,11 @@ mod tests {
             phase in 0usize..16,
         ) {
             let mut fused = bytes::BytesMut::from(&before[..]);
-            copy_masked(&mut fused, &data, mask, phase);
+            let ascii = copy_masked(&mut fused, &data, mask, phase);
             let mut expected = before.clone();
             let mut tail = data.clone();
             apply_mask(&mut tail, mask, phase);
+            prop_assert_eq!(ascii, tail.is_ascii(), "whether the appended bytes are ASCII");
             expected.extend_from_slice(&tail);
             prop_assert_eq!(&fused[..], &expected[..]);
         }

@@ -65,6 +65,16 @@ impl Utf8Validator {
         }
     }
 
+    /// Checks the next piece of the text, which the caller found to be all ASCII
+    /// on its way in (see [`copy_masked`](crate::frame::copy_masked)): valid at
+    /// once, without reading it again, unless the previous piece left a code point
+    /// unfinished (which ASCII cannot finish: that is checked as by
+    /// [`feed`](Self::feed)).
+    pub fn feed_ascii(&mut self, piece: &[u8]) -> Result<(), InvalidUtf8> {
+        debug_assert!(piece.is_ascii());
+        if self.partial_len == 0 { Ok(()) } else { self.feed(piece) }
+    }
+
     /// Checks that the text ended on a code point boundary.
     pub fn finish(&self) -> Result<(), InvalidUtf8> {
         if self.partial_len == 0 { Ok(()) } else { Err(InvalidUtf8) }
@@ -158,6 +168,7 @@ mod tests {
         fn agrees_with_std_for_any_chunking(
             bytes in text_like(),
             cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ascii_short_way in any::<bool>(),
         ) {
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
             cuts.sort_unstable();
@@ -171,7 +182,9 @@ mod tests {
             let mut failed_at = None;
             let mut offset = 0;
             for (i, p) in pieces.iter().enumerate() {
-                if v.feed(p).is_err() {
+                // As the reader does: pieces found to be ASCII take the short way.
+                let checked = if ascii_short_way && p.is_ascii() { v.feed_ascii(p) } else { v.feed(p) };
+                if checked.is_err() {
                     failed_at = Some((i, offset));
                     break;
                 }
