@@ -40,8 +40,9 @@ PY="$(tests/setup-python.sh)"
 step "cargo test --workspace"
 cargo test --workspace --all-features --quiet
 
-step "build the release binaries (chinwag, chinwag-bench)"
-cargo build --release --quiet -p chinwag -p chinwag-bench
+step "build the release binaries (chinwag, chinwag-bench, the examples that embed the core)"
+cargo build --release --quiet -p chinwag -p chinwag-bench \
+  -p chinwag-example-blocking-echo -p chinwag-example-event-loop-echo
 
 step "gateway: the README's two-node example (redis-server, two nodes, the Python handler)"
 tests/gateway/two_nodes.sh target/release/chinwag "$PY"

@@ -10,7 +10,14 @@ import json
 import pathlib
 import sys
 
-RUNS = ["server-tokio", "server-async-std", "client-tokio", "client-async-std"]
+RUNS = [
+    "server-tokio",
+    "server-async-std",
+    "client-tokio",
+    "client-async-std",
+    "server-blocking-echo",
+    "server-event-loop-echo",
+]
 
 
 def main(expected_path: str, out_dir: str) -> int:

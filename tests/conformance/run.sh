@@ -3,6 +3,8 @@
 # chinwag on both runtimes and in both roles:
 #   server: kosoku drives `chinwag echo`
 #   client: `chinwag client --autobahn` drives kosoku's fuzzing server
+# and, server role only, the two examples that embed the core without a runtime
+# (examples/blocking-echo, examples/event-loop-echo, built next to chinwag),
 # and checks every outcome against tests/conformance/expected.json (strictly).
 # Reports land in tests/out/autobahn/<role>-<runtime>/ (index.json, index.html).
 #
@@ -44,6 +46,16 @@ for runtime in tokio async-std; do
   wait_port "$port"
   timeout 600 "$BIN" client --autobahn "ws://127.0.0.1:$port" --runtime "$runtime" 2>"$OUT/client-$runtime.log" || true
   wait "${pids[-1]}" 2>/dev/null || true
+done
+
+# The core without a runtime: the two examples that drive Connection directly.
+for example in blocking-echo event-loop-echo; do
+  echo "--- server role, examples/$example"
+  port=$(free_port)
+  "$(dirname "$BIN")/chinwag-example-$example" "127.0.0.1:$port" 2>"$OUT/server-$example.log" & pids+=($!)
+  wait_port "$port"
+  timeout 600 "$KOSOKU" -p 2 "${CASES[@]}" -o "$OUT/server-$example" "127.0.0.1:$port" >"$OUT/kosoku-server-$example.log" 2>&1 || true
+  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 done
 
 "$PY" "$ROOT/tests/conformance/check.py" "$ROOT/tests/conformance/expected.json" "$OUT"

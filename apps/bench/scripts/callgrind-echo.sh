@@ -6,6 +6,8 @@
 # the echoes cancels start-up, handshakes and warm-up.
 #
 # Usage: apps/bench/scripts/callgrind-echo.sh [chinwag binary] [size] [connections] [short s] [long s]
+#   (the binary may also be target/release/chinwag-example-event-loop-echo or
+#   -blocking-echo, which take the address alone)
 #   (defaults: target/release/chinwag 1024 10 2 6; chinwag-bench is taken from target/release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
@@ -32,7 +34,10 @@ run() {
   local seconds="$1" port out echoes
   port="$(free_port)"
   out="$WORK/callgrind.$seconds"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" echo --addr "127.0.0.1:$port" \
+  # `chinwag echo --addr ADDR`, or an example echo server that takes ADDR alone.
+  local args=(echo --addr "127.0.0.1:$port")
+  [[ "$(basename "$BIN")" == chinwag ]] || args=("127.0.0.1:$port")
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" "${args[@]}" \
     >"$WORK/server.$seconds.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
