@@ -49,7 +49,7 @@ tests/gateway/two_nodes.sh target/release/chinwag "$PY"
 step "deployment kit: hadolint, kubernetes-validate, docker-compose config, the binary as each manifest runs it"
 tests/deploy/check.sh target/release/chinwag "$PY"
 
-step "Autobahn conformance (cases 1-10, both runtimes, both roles)"
+step "Autobahn conformance (cases 1-13, compression included, both runtimes, both roles)"
 tests/conformance/run.sh target/release/chinwag
 
 step "browser test of the chat page (headless Chromium), both runtimes"

@@ -361,16 +361,18 @@ fn client_fails_on_an_invalid_answer() {
 }
 
 fn deflate_config() -> impl Strategy<Value = DeflateConfig> {
-    (any::<bool>(), any::<bool>(), 8u8..16, 8u8..16, 0u8..10, prop_oneof![Just(0usize), 0usize..300]).prop_map(
-        |(snct, cnct, sbits, cbits, level, min_size)| DeflateConfig {
+    let settings = (any::<bool>(), any::<bool>(), 8u8..16, 8u8..16, 0u8..10, prop_oneof![Just(0usize), 0usize..300]);
+    (settings, any::<bool>()).prop_map(|((snct, cnct, sbits, cbits, level, min_size), skip_incompressible)| {
+        DeflateConfig {
             level,
             min_size,
             server_no_context_takeover: snct,
             client_no_context_takeover: cnct,
             server_max_window_bits: sbits,
             client_max_window_bits: cbits,
-        },
-    )
+            skip_incompressible,
+        }
+    })
 }
 
 fn messages() -> impl Strategy<Value = Vec<Message>> {
@@ -416,4 +418,41 @@ proptest! {
             prop_assert_eq!(&got, &sent);
         }
     }
+}
+
+#[test]
+fn control_frames_are_never_compressed_and_compress_everything_compresses_the_rest() {
+    let d = DeflateConfig::default().compress_everything();
+    let (mut c, mut s) = pair(Some(d), Some(d), Config::default());
+    let now = t0();
+    // Even a two-byte message and incompressible bytes are compressed.
+    let mut x = 0x9E37_79B9u32;
+    let noise: Vec<u8> = (0..3000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    c.send_text(now, "hi").unwrap();
+    c.send_binary(now, &noise).unwrap();
+    c.ping(now, &[b'a'; 125]).unwrap();
+    let wire = drain_transmit(&mut c);
+    let f = frames(&wire);
+    assert_eq!(f.iter().map(|(h, _)| h.rsv).collect::<Vec<_>>(), [RSV1, RSV1, 0], "pings are never compressed");
+    match received(&mut s, &wire, 11).as_slice() {
+        [Event::Text(t), Event::Binary(b), Event::Ping(p)] => {
+            assert_eq!((t.as_str(), &b[..], p.len()), ("hi", &noise[..], 125));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The pong and the close frame go out uncompressed too.
+    s.close(now, CloseCode::NORMAL, &"r".repeat(120)).unwrap();
+    let wire = drain_transmit(&mut s);
+    assert!(frames(&wire).iter().all(|(h, _)| h.rsv == 0), "{:?}", frames(&wire));
+    // By default the same noise would go uncompressed (it does not shrink).
+    let (mut c, _) = deflate_pair();
+    c.send_binary(now, &noise).unwrap();
+    assert_eq!(frames(&drain_transmit(&mut c))[0].0.rsv, 0);
 }

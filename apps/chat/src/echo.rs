@@ -6,6 +6,7 @@
 //! every one of them with 1001), their count, and, with `--admin-addr`, the admin
 //! listener (connections, the process's memory, CPU and descriptors, readiness).
 
+use chinwag_core::deflate::DeflateConfig;
 use chinwag_core::{CloseCode, Config, RequestKind};
 use chinwag_driver::{Runtime, read_request};
 use chinwag_service::accept::{ACCEPT_BACKOFF, AcceptFailures, race};
@@ -36,6 +37,8 @@ pub struct EchoServer {
     pub admin: AdminAddr,
     /// How long it keeps serving after SIGTERM, with `/ready` at 503.
     pub drain_delay: Duration,
+    /// permessage-deflate for clients that offer it (`None`: never compress).
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Program for EchoServer {
@@ -45,7 +48,7 @@ impl Program for EchoServer {
         let (drain, shutdown) = (echo.clone(), echo.clone());
         on_termination(self.drain_delay, move || drain.drain(), move || shutdown.shutdown())?;
         start_admin::<R>(self.admin, echo.clone()).await?;
-        serve::<R>(self.addr, echo).await
+        serve::<R>(self.addr, echo, self.deflate).await
     }
 }
 
@@ -145,7 +148,7 @@ impl Admin for Echo {
 /// Echoes every text and binary message back on every connection, until
 /// shutdown; then waits for the close handshakes, up to the close timeout and a
 /// second.
-async fn serve<R: Runtime>(addr: SocketAddr, echo: Arc<Echo>) -> io::Result<()> {
+async fn serve<R: Runtime>(addr: SocketAddr, echo: Arc<Echo>, deflate: Option<DeflateConfig>) -> io::Result<()> {
     let listener = R::bind(addr).await?;
     tracing::info!(addr = %R::local_addr(&listener)?, "echo server listening");
     let mut failures = AcceptFailures::default();
@@ -163,7 +166,7 @@ async fn serve<R: Runtime>(addr: SocketAddr, echo: Arc<Echo>) -> io::Result<()> 
         failures.accepted(Instant::now());
         let echo = echo.clone();
         R::spawn(async move {
-            if let Err(e) = echo_connection::<R>(io, &echo).await {
+            if let Err(e) = echo_connection::<R>(io, &echo, deflate).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -177,7 +180,11 @@ async fn serve<R: Runtime>(addr: SocketAddr, echo: Arc<Echo>) -> io::Result<()> 
     Ok(())
 }
 
-async fn echo_connection<R: Runtime>(io: R::Io, echo: &Echo) -> Result<(), chinwag_driver::Error> {
+async fn echo_connection<R: Runtime>(
+    io: R::Io,
+    echo: &Echo,
+    deflate: Option<DeflateConfig>,
+) -> Result<(), chinwag_driver::Error> {
     let pending = read_request::<_, R::Timer>(io, config()).await?;
     if *pending.request().kind() != RequestKind::Upgrade {
         let page = chinwag_core::HttpResponse::new(
@@ -187,7 +194,12 @@ async fn echo_connection<R: Runtime>(io: R::Io, echo: &Echo) -> Result<(), chinw
         );
         return pending.respond(page).await;
     }
-    let mut ws = pending.accept(chinwag_core::Accept::new()).await?;
+    let accept = chinwag_core::Accept::new();
+    let accept = match deflate {
+        Some(deflate) => accept.with_deflate(deflate),
+        None => accept,
+    };
+    let mut ws = pending.accept(accept).await?;
     let sender = ws.sender();
     let id = echo.enter(Box::new(move || {
         let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");

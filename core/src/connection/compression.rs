@@ -21,6 +21,7 @@ pub(crate) struct Compression {
     pub(super) params: DeflateParams,
     level: u8,
     pub(super) min_size: usize,
+    skip_incompressible: bool,
     /// This end resets its compressor after every message.
     local_no_takeover: bool,
     local_bits: u8,
@@ -45,6 +46,8 @@ pub(crate) struct Compression {
 pub(crate) struct DeflateClass {
     pub(crate) level: u8,
     pub(crate) window_bits: u8,
+    /// A message that does not shrink goes uncompressed.
+    pub(crate) skip_incompressible: bool,
 }
 
 impl Compression {
@@ -61,6 +64,7 @@ impl Compression {
             params,
             level: config.level(),
             min_size: config.min_size,
+            skip_incompressible: config.skip_incompressible,
             local_no_takeover,
             local_bits,
             remote_no_takeover,
@@ -74,7 +78,11 @@ impl Compression {
     /// The class of this end's compressed messages, if they are the same for every
     /// connection of that class (no context takeover).
     pub(super) fn shared_class(&self) -> Option<DeflateClass> {
-        self.local_no_takeover.then(|| DeflateClass { level: self.level, window_bits: engine_bits(self.local_bits) })
+        self.local_no_takeover.then(|| DeflateClass {
+            level: self.level,
+            window_bits: engine_bits(self.local_bits),
+            skip_incompressible: self.skip_incompressible,
+        })
     }
 
     /// Compresses one outgoing message, or `None` if it goes uncompressed: too
@@ -89,7 +97,7 @@ impl Compression {
         deflater.compress_message(payload, &mut out);
         if self.local_no_takeover {
             // Dropped: nothing stays allocated between messages.
-            return (out.len() < payload.len()).then_some(out);
+            return (!self.skip_incompressible || out.len() < payload.len()).then_some(out);
         }
         self.deflater = Some(deflater);
         Some(out)

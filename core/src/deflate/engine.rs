@@ -121,11 +121,13 @@ impl Inflater {
             let status = self.decompress.decompress_vec(input, out, FlushDecompress::None);
             let used = (self.decompress.total_in() - before) as usize;
             input = &input[used..];
+            // What came out up to the limit is checked first, so that the error
+            // is that of the first bad byte however the input was cut.
+            if !check(&out[start..out.len().min(limit)]) {
+                return Err(InflateError::Rejected);
+            }
             if out.len() > limit {
                 return Err(InflateError::TooLarge);
-            }
-            if !check(&out[start..]) {
-                return Err(InflateError::Rejected);
             }
             match status {
                 Ok(Status::StreamEnd) => self.ended = true,

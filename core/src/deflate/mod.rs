@@ -74,6 +74,14 @@ pub struct DeflateConfig {
     /// as RFC 7692 allows message by message): compressing a few bytes costs more
     /// than it saves.
     pub min_size: usize,
+    /// Whether a message whose compressed form is no shorter than itself is sent
+    /// uncompressed instead (when this end resets its context after every
+    /// message, so that skipping one costs nothing). On by default: RFC 7692 lets
+    /// any message go uncompressed. Off (with `min_size` 0, see
+    /// [`DeflateConfig::compress_everything`]) for peers that mishandle
+    /// uncompressed messages on a compressed connection, as the conformance tool
+    /// kosoku does.
+    pub skip_incompressible: bool,
     /// Whether the server resets its compressor after every message. A server
     /// always answers with `server_no_context_takeover` when this is set (and when
     /// the client asked for it); a client asks for it.
@@ -99,6 +107,7 @@ impl Default for DeflateConfig {
         Self {
             level: 6,
             min_size: 32,
+            skip_incompressible: true,
             server_no_context_takeover: true,
             client_no_context_takeover: true,
             server_max_window_bits: 15,
@@ -114,6 +123,15 @@ impl DeflateConfig {
     pub fn with_context_takeover(mut self) -> Self {
         self.server_no_context_takeover = false;
         self.client_no_context_takeover = false;
+        self
+    }
+
+    /// Every message compressed, however short and even when it does not shrink
+    /// (`min_size` 0, `skip_incompressible` off): for peers that expect every
+    /// message of a compressed connection to be compressed.
+    pub fn compress_everything(mut self) -> Self {
+        self.min_size = 0;
+        self.skip_incompressible = false;
         self
     }
 

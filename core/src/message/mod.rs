@@ -220,7 +220,7 @@ impl SharedFrame {
         }
         let payload = self.payload();
         let compressed = compress_for_class(class, payload);
-        let frame = (compressed.len() < payload.len()).then(|| {
+        let frame = (!class.skip_incompressible || compressed.len() < payload.len()).then(|| {
             let mut buf = BytesMut::with_capacity(MAX_HEADER_LEN + compressed.len());
             encode_header(&mut buf, true, RSV1, self.0.opcode, compressed.len(), None);
             buf.extend_from_slice(&compressed);
