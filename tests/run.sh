@@ -52,6 +52,9 @@ tests/deploy/check.sh target/release/chinwag "$PY"
 step "Autobahn conformance (cases 1-13, compression included, both runtimes, both roles)"
 tests/conformance/run.sh target/release/chinwag
 
+step "permessage-deflate interop with Python websockets (both roles, context takeover on and off)"
+"$PY" tests/interop/deflate.py target/release/chinwag
+
 step "browser test of the chat page (headless Chromium), both runtimes"
 need_debian chromium chromium-driver
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime tokio --screenshot tests/out/browser/chat-tokio.png

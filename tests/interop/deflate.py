@@ -133,8 +133,7 @@ async def clients_against_chinwag_echo(binary: str) -> None:
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait()
-            print(f"websockets client -> chinwag echo {runtime} {' '.join(flags) or '(default)'}: "
-                  f"{factory.__dict__.get('server_max_window_bits')}/{factory.__dict__.get('client_max_window_bits')} ok")
+            print(f"websockets client -> chinwag echo {runtime} {' '.join(flags) or '(default)'}: {expect} ok")
 
 
 async def chinwag_client_against_websockets(binary: str) -> None:
