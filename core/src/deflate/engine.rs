@@ -2,12 +2,129 @@
 //! at a time (RFC 7692 §7.2).
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
 
 use super::{TRAILER, engine_bits};
 
+/// How many idle compressors, and how many idle decompressors, a thread keeps.
+const POOL: usize = 4;
+
+thread_local! {
+    /// Compressors (by level and window bits) and decompressors (by window bits)
+    /// reset and kept for the next message on this thread. Without context
+    /// takeover a connection needs one only while a message is compressed or
+    /// inflated: taking it from here saves allocating and clearing its state
+    /// (hundreds of KiB for a compressor) for every message, and keeps the
+    /// allocator from scattering such blocks between connections' small ones,
+    /// which made the resident memory grow by tens of KiB per connection. The
+    /// output is the same as a fresh stream's: a reset stream is a new one.
+    static COMPRESSORS: RefCell<Vec<(u8, u8, Compress)>> = const { RefCell::new(Vec::new()) };
+    static DECOMPRESSORS: RefCell<Vec<(u8, Decompress)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A compressor taken from this thread's pool (or made), given back reset when
+/// dropped (if the pool has room).
+struct PooledCompress {
+    inner: Option<Compress>,
+    level: u8,
+    bits: u8,
+}
+
+impl PooledCompress {
+    fn new(level: u8, bits: u8) -> Self {
+        let pooled = COMPRESSORS
+            .try_with(|pool| {
+                let mut pool = pool.try_borrow_mut().ok()?;
+                let at = pool.iter().position(|(l, b, _)| (*l, *b) == (level, bits))?;
+                Some(pool.swap_remove(at).2)
+            })
+            .ok()
+            .flatten();
+        let inner =
+            pooled.unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(u32::from(level)), false, bits));
+        Self { inner: Some(inner), level, bits }
+    }
+}
+
+impl Deref for PooledCompress {
+    type Target = Compress;
+    fn deref(&self) -> &Compress {
+        self.inner.as_ref().expect("present until dropped")
+    }
+}
+
+impl DerefMut for PooledCompress {
+    fn deref_mut(&mut self) -> &mut Compress {
+        self.inner.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledCompress {
+    fn drop(&mut self) {
+        let Some(mut compress) = self.inner.take() else { return };
+        let _ = COMPRESSORS.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut()
+                && pool.len() < POOL
+            {
+                compress.reset();
+                pool.push((self.level, self.bits, compress));
+            }
+        });
+    }
+}
+
+/// A decompressor taken from this thread's pool (or made), given back reset
+/// when dropped (if the pool has room).
+struct PooledDecompress {
+    inner: Option<Decompress>,
+    bits: u8,
+}
+
+impl PooledDecompress {
+    fn new(bits: u8) -> Self {
+        let pooled = DECOMPRESSORS
+            .try_with(|pool| {
+                let mut pool = pool.try_borrow_mut().ok()?;
+                let at = pool.iter().position(|(b, _)| *b == bits)?;
+                Some(pool.swap_remove(at).1)
+            })
+            .ok()
+            .flatten();
+        Self { inner: Some(pooled.unwrap_or_else(|| Decompress::new_with_window_bits(false, bits))), bits }
+    }
+}
+
+impl Deref for PooledDecompress {
+    type Target = Decompress;
+    fn deref(&self) -> &Decompress {
+        self.inner.as_ref().expect("present until dropped")
+    }
+}
+
+impl DerefMut for PooledDecompress {
+    fn deref_mut(&mut self) -> &mut Decompress {
+        self.inner.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledDecompress {
+    fn drop(&mut self) {
+        let Some(mut decompress) = self.inner.take() else { return };
+        let _ = DECOMPRESSORS.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut()
+                && pool.len() < POOL
+            {
+                decompress.reset(false);
+                pool.push((self.bits, decompress));
+            }
+        });
+    }
+}
+
 /// A compressor for one direction of a connection.
 pub(crate) struct Deflater {
-    compress: Compress,
+    compress: PooledCompress,
 }
 
 impl std::fmt::Debug for Deflater {
@@ -20,9 +137,7 @@ impl Deflater {
     /// A compressor at `level` (0 to 9) with a window of `window_bits` (8 to 15;
     /// 8 works as 9, see the module documentation).
     pub(crate) fn new(level: u8, window_bits: u8) -> Self {
-        let compress =
-            Compress::new_with_window_bits(Compression::new(u32::from(level)), false, engine_bits(window_bits));
-        Self { compress }
+        Self { compress: PooledCompress::new(level.min(9), engine_bits(window_bits)) }
     }
 
     /// Appends the compressed form of a whole message to `out`: the DEFLATE blocks
@@ -76,7 +191,7 @@ pub(crate) enum InflateError {
 
 /// A decompressor for one direction of a connection.
 pub(crate) struct Inflater {
-    decompress: Decompress,
+    decompress: PooledDecompress,
     /// The stream ended with a final block: what follows in the message is
     /// ignored, and the next message starts a new stream.
     ended: bool,
@@ -92,7 +207,7 @@ impl Inflater {
     /// A decompressor for a peer that compresses with a window of up to
     /// `window_bits`.
     pub(crate) fn new(window_bits: u8) -> Self {
-        Self { decompress: Decompress::new_with_window_bits(false, engine_bits(window_bits)), ended: false }
+        Self { decompress: PooledDecompress::new(engine_bits(window_bits)), ended: false }
     }
 
     /// Inflates `input` (the next compressed bytes of a message) onto `out`,

@@ -35,6 +35,16 @@
 //! decompressor) between messages, bounded by the window bits, and compresses
 //! broadcast frames itself.
 //!
+//! ## Memory
+//!
+//! Without context takeover, a compressor exists only while a message is
+//! compressed, and a decompressor while a message is inflated (from its first
+//! frame to its last). They come from a small pool per thread (at most four of
+//! each, reset between uses: a reset stream is a fresh one), so that a message
+//! does not allocate and clear a compressor's state of some 300 KiB, and the
+//! allocator does not scatter such blocks between connections. The pool is the
+//! only state the core keeps outside a connection; it changes no output.
+//!
 //! ## Window bits
 //!
 //! zlib (and so zlib-rs) cannot compress or decompress with a raw window of 8 bits.
