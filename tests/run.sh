@@ -50,8 +50,11 @@ tests/gateway/two_nodes.sh target/release/chinwag "$PY"
 step "deployment kit: hadolint, kubernetes-validate, docker-compose config, the binary as each manifest runs it"
 tests/deploy/check.sh target/release/chinwag "$PY"
 
-step "Autobahn conformance (cases 1-10, both runtimes, both roles)"
+step "Autobahn conformance (cases 1-13, compression included, both runtimes, both roles)"
 tests/conformance/run.sh target/release/chinwag
+
+step "permessage-deflate interop with Python websockets (both roles, context takeover on and off)"
+"$PY" tests/interop/deflate.py target/release/chinwag
 
 step "browser test of the chat page (headless Chromium), both runtimes"
 need_debian chromium chromium-driver

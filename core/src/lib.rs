@@ -107,6 +107,7 @@
 //! - [`frame`]: the frame header codec and masking.
 //! - [`utf8`]: the incremental, fail-fast UTF-8 validator.
 //! - [`close`]: close codes.
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation and its settings.
 //! - [`limit`]: per-peer limits fed with time (the incoming message rate).
 //! - `gateway` (feature `gateway`): the socket gateway's rules: typed JSON messages,
 //!   bus events, and routing that never crosses namespaces.
@@ -116,6 +117,7 @@
 pub mod chat;
 pub mod close;
 mod connection;
+pub mod deflate;
 pub mod frame;
 #[cfg(feature = "gateway")]
 pub mod gateway;

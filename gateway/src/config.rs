@@ -76,6 +76,12 @@ pub struct Config {
     /// with it on, an outage takes every node out of the load balancer at once, and
     /// clients cannot even connect; off, nodes keep serving what needs no bus.
     pub ready_requires_bus: bool,
+    /// Whether permessage-deflate (RFC 7692) is accepted from clients that offer
+    /// it, as every browser does (`gateway.deflate`, default true). On, JSON
+    /// messages travel compressed, with the server's defaults: no context
+    /// takeover, so an idle connection holds no compression state and a
+    /// broadcast is compressed once for all its recipients.
+    pub deflate: bool,
 }
 
 /// How clients authenticate.
@@ -211,6 +217,12 @@ struct GatewaySection {
     admin: String,
     #[serde(default)]
     ready_requires_bus: bool,
+    #[serde(default = "default_deflate")]
+    deflate: bool,
+}
+
+fn default_deflate() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -560,6 +572,7 @@ impl Config {
             heartbeat_timeout_secs: g.heartbeat.timeout_secs,
             admin,
             ready_requires_bus: g.ready_requires_bus,
+            deflate: g.deflate,
         })
     }
 }
@@ -790,6 +803,9 @@ gateway:
         assert_eq!(config.message_rate, Some((50.0, 100)));
         assert!(config.allowed_origins.is_empty());
         assert_eq!(config.approve_timeout_secs, None);
+        assert!(config.deflate, "permessage-deflate is accepted by default");
+        let off = Config::parse(&format!("{DOCUMENT}  deflate: false\n"), Path::new(".")).unwrap();
+        assert!(!off.deflate);
     }
 
     /// With JWT users the file states who may join which namespace; without it,

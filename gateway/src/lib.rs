@@ -80,6 +80,7 @@ impl Gateway {
             ..chinwag_core::Config::default()
         };
         let path = config.path.clone();
+        let deflate = config.deflate.then(chinwag_core::deflate::DeflateConfig::default);
         let limits = chinwag_service::Limits {
             max_connections: config.max_connections,
             max_connections_per_ip: config.max_connections_per_ip,
@@ -104,7 +105,8 @@ impl Gateway {
             .route(&path)
             .map_err(|e| ConfigError { key: "gateway.socket.path".into(), problem: e.to_string() })?
             .config(connection)
-            .limits(limits);
+            .limits(limits)
+            .deflate(deflate);
         let handle = GatewayHandle::new(server.handle(), outbox, metrics, tenancy, authenticator);
         Ok(Self { server, handle, bus })
     }

@@ -1,5 +1,6 @@
 //! Running a service: accept connections, route them, call the hooks, deliver.
 
+use chinwag_core::deflate::DeflateConfig;
 use chinwag_core::http::StatusCode;
 use chinwag_core::limit::{FLOOD_REASON, MessageRate, Verdict};
 use chinwag_core::{CloseCode, Closed, Config, ConnectionError, HandshakeError, Message, Rejection, RequestKind};
@@ -28,6 +29,9 @@ pub struct Server<S> {
     pattern: Option<PathPattern>,
     config: Config,
     limits: Arc<Limits>,
+    /// permessage-deflate for every accepted connection whose client offers it
+    /// (unless the service's [`Decision`] sets its own).
+    deflate: Option<DeflateConfig>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
 }
@@ -131,6 +135,7 @@ impl<S: Service> Server<S> {
             pattern: None,
             config: Config::default(),
             limits: Arc::new(Limits::default()),
+            deflate: Some(DeflateConfig::default()),
             shared,
             metrics: Arc::new(metrics),
         }
@@ -163,6 +168,16 @@ impl<S: Service> Server<S> {
     /// The server-wide limits: connection counts, message rate, origins.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = Arc::new(limits);
+        self
+    }
+
+    /// permessage-deflate (RFC 7692) for connections whose client offers it:
+    /// `Some` with the settings (the default: [`DeflateConfig::default`], no
+    /// context takeover either way, so that a broadcast is compressed once and
+    /// shared by every recipient), or `None` to never compress. A [`Decision`]
+    /// whose [`Accept`](chinwag_core::Accept) sets its own deflate settings wins.
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
         self
     }
 
@@ -246,6 +261,7 @@ impl<S: Service> Server<S> {
             };
             let (service, pattern, config, limits, shared) =
                 (self.service.clone(), self.pattern.clone(), self.config.clone(), self.limits.clone(), shared.clone());
+            let config = (config, self.deflate);
             shared.task_started();
             // Every line a connection logs (its hooks' too) says which one and
             // from where: the TCP peer until the request names the client behind
@@ -321,7 +337,7 @@ async fn connection<R: Runtime, S: Service>(
     shared: &Shared,
     service: &S,
     pattern: Option<&PathPattern>,
-    config: Config,
+    (config, deflate): (Config, Option<DeflateConfig>),
     limits: &Limits,
     io: R::Io,
     mut accepted: Accepted,
@@ -409,8 +425,16 @@ async fn connection<R: Runtime, S: Service>(
                 state.dispatch();
                 Err((pending, rejection))
             }
-            Decision::Accept(accept) => match pending.open(accept) {
+            Decision::Accept(mut accept) => match pending.open({
+                if accept.deflate.is_none() {
+                    accept.deflate = deflate;
+                }
+                accept
+            }) {
                 Ok(ws) => {
+                    if ws.deflate().is_some() {
+                        shared.metrics.connections_compressed.inc();
+                    }
                     let (sender, receiver) = ws.split();
                     let writer = sender.clone();
                     if shared.is_shutting_down() {

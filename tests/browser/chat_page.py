@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -73,6 +74,15 @@ def status(driver) -> str:
     return driver.find_element(By.ID, "status").text
 
 
+def metric(admin_port: int, name: str) -> float:
+    """A metric's value from the server's admin listener."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=WAIT) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
 def connect(driver, url: str, name: str, age: str = "") -> None:
     driver.get(url)
     driver.find_element(By.ID, "name").send_keys(name)
@@ -88,10 +98,10 @@ def main() -> int:
     parser.add_argument("--screenshot")
     args = parser.parse_args()
 
-    port = free_port()
+    port, admin = free_port(), free_port()
     url = f"http://127.0.0.1:{port}/"
     server = subprocess.Popen(
-        [args.binary, "--addr", f"127.0.0.1:{port}", "--admin-addr", "off", "--runtime", args.runtime],
+        [args.binary, "--addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}", "--runtime", args.runtime],
         stderr=subprocess.PIPE, text=True,
     )
     profiles = [tempfile.mkdtemp(prefix="chinwag-chrome-") for _ in range(2)]
@@ -109,6 +119,14 @@ def main() -> int:
         connect(bob, url, "Bob")
         wait_line(bob, "Hi Bob! You have successfully connected to the chat")
         wait_line(alice, "Bob connected to chat")
+
+        # Chromium offers permessage-deflate and the chat accepts it by default: the
+        # page's socket says so, and so does the server's metric.
+        for d in drivers:
+            extensions = d.execute_script("return ws.extensions")
+            assert extensions.startswith("permessage-deflate"), f"not compressed: {extensions!r}"
+            assert "server_no_context_takeover" in extensions, extensions
+        assert metric(admin, "chinwag_connections_compressed_total") == 2, "the server did not count 2 compressed"
 
         # Enter sends.
         alice.find_element(By.ID, "message").send_keys("hello Bob" + Keys.ENTER)

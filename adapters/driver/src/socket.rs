@@ -253,6 +253,12 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
         self.shared.lock().conn.subprotocol().map(str::to_owned)
     }
 
+    /// The permessage-deflate parameters agreed, if the connection compresses
+    /// (so that an application can log or report it).
+    pub fn deflate(&self) -> Option<chinwag_core::deflate::DeflateParams> {
+        self.shared.lock().conn.deflate().copied()
+    }
+
     /// Splits into a receiving half and a sending half that can live in different
     /// tasks. The [`Sender`] can be cloned.
     pub fn split(self) -> (Sender<T, R>, Receiver<T, R>) {

@@ -6,6 +6,7 @@
 //! `docs/benchmarks.md` for the method and the results.
 
 mod chat_load;
+mod deflate;
 mod load;
 mod servers;
 
@@ -116,6 +117,31 @@ enum Mode {
         /// The chat server's runtime (its --runtime).
         #[arg(long, default_value = "tokio")]
         runtime: String,
+    },
+    /// permessage-deflate on JSON chat messages (200 B to 4 KiB): echo (lock-step)
+    /// and fan-out with and without compression, beside Python `websockets` echoing
+    /// with and without it; messages per second, server CPU per message, bytes on
+    /// the wire, and server memory per connection.
+    Deflate {
+        /// Echo connections.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Fan-out subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Messages published in each fan-out run.
+        #[arg(long, default_value_t = 100)]
+        messages: usize,
+        /// Connections opened for the memory measure.
+        #[arg(long, default_value_t = 2000)]
+        idle: usize,
+        /// A Python with `websockets` installed (tests/.venv/bin/python, after
+        /// tests/setup-python.sh) for the peer that compresses; without it those
+        /// rows are skipped.
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        timing: Timing,
     },
     /// Every mode for about a second, small: checks that the harness works (CI).
     Smoke,
@@ -277,6 +303,208 @@ impl Kebab for String {
         }
         out
     }
+}
+
+/// The echo servers the deflate mode compares, and what the client offers them.
+struct DeflateSetup {
+    label: &'static str,
+    /// `chinwag echo` flags, or `None` for Python `websockets`.
+    chinwag: Option<&'static [&'static str]>,
+    /// For Python: whether it compresses.
+    python_deflate: bool,
+    offer: Option<chinwag_core::deflate::DeflateConfig>,
+}
+
+fn deflate_setups() -> Vec<DeflateSetup> {
+    use chinwag_core::deflate::DeflateConfig;
+    vec![
+        DeflateSetup {
+            label: "chinwag, no compression",
+            chinwag: Some(&["--no-deflate"]),
+            python_deflate: false,
+            offer: None,
+        },
+        DeflateSetup {
+            label: "chinwag, deflate (default: no context takeover)",
+            chinwag: Some(&[]),
+            python_deflate: false,
+            offer: Some(DeflateConfig::default()),
+        },
+        DeflateSetup {
+            label: "chinwag, deflate with context takeover",
+            chinwag: Some(&["--deflate-takeover"]),
+            python_deflate: false,
+            offer: Some(DeflateConfig::default().with_context_takeover()),
+        },
+        DeflateSetup {
+            label: "websockets (Python), no compression",
+            chinwag: None,
+            python_deflate: false,
+            offer: None,
+        },
+        DeflateSetup {
+            label: "websockets (Python), deflate (its default: context takeover)",
+            chinwag: None,
+            python_deflate: true,
+            offer: Some(DeflateConfig::default().with_context_takeover()),
+        },
+    ]
+}
+
+/// A Python `websockets` echo server on the port given as its first argument;
+/// compressing unless the second is `off`.
+const PYTHON_ECHO: &str = r#"
+import asyncio, sys
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    compression = None if sys.argv[2] == "off" else "deflate"
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=compression, max_size=None, ping_interval=None):
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+impl ServerProcess {
+    /// A server of the deflate mode: `chinwag echo` with `flags`, or Python.
+    fn start_deflate(setup: &DeflateSetup, python: Option<&std::path::Path>) -> std::io::Result<Option<Self>> {
+        match (setup.chinwag, python) {
+            (Some(flags), _) => {
+                let binary = std::env::current_exe()?.with_file_name("chinwag");
+                if !binary.exists() {
+                    return Err(std::io::Error::other(format!(
+                        "{} is missing: build it first (cargo build --release -p chinwag)",
+                        binary.display()
+                    )));
+                }
+                Self::spawn(setup.label, |addr| {
+                    let mut command = Command::new(&binary);
+                    command.args(["echo", "--addr", &addr.to_string(), "--runtime", "tokio"]).args(flags);
+                    command.env("RUST_LOG", "warn");
+                    Ok(command)
+                })
+                .map(Some)
+            }
+            (None, Some(python)) => Self::spawn(setup.label, |addr| {
+                let mut command = Command::new(python);
+                let on = if setup.python_deflate { "on" } else { "off" };
+                command.args(["-c", PYTHON_ECHO, &addr.port().to_string(), on]);
+                Ok(command)
+            })
+            .map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+fn deflate_mode(
+    connections: usize,
+    subscribers: usize,
+    messages: usize,
+    idle: usize,
+    python: Option<&std::path::Path>,
+    timing: Timing,
+) -> std::io::Result<()> {
+    let rt = client_runtime();
+    let warmup = Duration::from_secs_f64(timing.warmup);
+    let measure = Duration::from_secs_f64(timing.measure);
+    let corpus = deflate::corpus(1000);
+    let mean = corpus.iter().map(String::len).sum::<usize>() as f64 / corpus.len() as f64;
+    println!(
+        "\n### permessage-deflate: echo, lock-step, {connections} connections, JSON chat messages of 200 B to 4 KiB \
+         (mean {mean:.0} B; median of {} runs)\n",
+        timing.repeat
+    );
+    println!(
+        "| server | negotiated | messages/s | server CPU per message | bytes on the wire per message (each way) | of the payload |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for setup in deflate_setups() {
+        let mut runs = Vec::new();
+        for _ in 0..timing.repeat {
+            let Some(server) = ServerProcess::start_deflate(&setup, python)? else { break };
+            let run = rt.block_on(deflate::echo(server.addr, setup.offer, connections, warmup, measure, &|| {
+                server.cpu_time()
+            }))?;
+            drop(server);
+            progress(&format!("deflate echo {}: {:.0} msg/s", setup.label, run.messages_per_sec));
+            runs.push(run);
+        }
+        if runs.is_empty() {
+            continue;
+        }
+        let m = |f: fn(&deflate::EchoRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        let (wire, payload) = (m(|r| r.wire_per_message), m(|r| r.payload_per_message));
+        progress("");
+        println!(
+            "| {} | {} | {:.0} | {:.1} us | {wire:.0} B | {:.0}% |",
+            setup.label,
+            if runs[0].compressed { "yes" } else { "no" },
+            m(|r| r.messages_per_sec),
+            m(|r| r.cpu_us),
+            100.0 * wire / payload
+        );
+    }
+
+    println!(
+        "\n### permessage-deflate: fan-out, {subscribers} subscribers, {messages} JSON messages at full speed \
+         (chinwag-fanout-1-thread; median of {} runs)\n",
+        timing.repeat
+    );
+    println!("| subscribers offer | negotiated | deliveries/s | server CPU per delivery | bytes read per delivery |");
+    println!("|---|---|---|---|---|");
+    let offers =
+        [("no compression", None), ("deflate (default)", Some(chinwag_core::deflate::DeflateConfig::default()))];
+    for (label, offer) in offers {
+        let mut runs = Vec::new();
+        for _ in 0..timing.repeat {
+            let server = ServerProcess::start(Kind::ChinwagFanoutOneThread)?;
+            let run = rt.block_on(deflate::fanout(
+                server.addr,
+                offer,
+                subscribers,
+                messages,
+                Duration::from_secs(60),
+                &|| server.cpu_time(),
+            ))?;
+            drop(server);
+            progress(&format!("deflate fanout {label}: {:.0} deliveries/s", run.deliveries_per_sec));
+            runs.push(run);
+        }
+        let m = |f: fn(&deflate::FanoutRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        progress("");
+        println!(
+            "| {label} | {} | {:.0} | {:.2} us | {:.0} B |",
+            if runs[0].compressed { "yes" } else { "no" },
+            m(|r| r.deliveries_per_sec),
+            m(|r| r.cpu_us),
+            m(|r| r.wire_per_delivery)
+        );
+    }
+
+    println!(
+        "\n### permessage-deflate: server memory per connection ({idle} connections, one message echoed on each)\n"
+    );
+    println!("| server | negotiated | RSS growth per connection |");
+    println!("|---|---|---|");
+    for setup in deflate_setups() {
+        let Some(server) = ServerProcess::start_deflate(&setup, python)? else { continue };
+        std::thread::sleep(Duration::from_millis(200));
+        let before = server.rss();
+        let (clients, compressed) = rt.block_on(deflate::idle(server.addr, setup.offer, idle))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let after = server.rss();
+        drop(clients);
+        drop(server);
+        println!(
+            "| {} | {} | {:.0} B |",
+            setup.label,
+            if compressed { "yes" } else { "no" },
+            after.saturating_sub(before) as f64 / idle as f64
+        );
+    }
+    Ok(())
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -632,6 +860,9 @@ fn main() -> std::process::ExitCode {
             fanout_mode(subscribers, messages, size, &rates, &servers, repeat)
         }
         Mode::Idle { connections, servers } => idle_mode(connections, &servers),
+        Mode::Deflate { connections, subscribers, messages, idle, python, timing } => {
+            deflate_mode(connections, subscribers, messages, idle, python.as_deref(), timing)
+        }
         Mode::Soak { clients, room_size, rate, seconds, runtime } => {
             soak_mode(clients, room_size, rate, seconds, &runtime)
         }
@@ -655,6 +886,7 @@ fn main() -> std::process::ExitCode {
                     fanout_mode(50, 20, 1024, &[200.0, 0.0], &[Kind::ChinwagFanout, Kind::TungsteniteFanout], 1)
                 })
                 .and_then(|()| idle_mode(100, &[Kind::ChinwagTokio, Kind::Tungstenite]))
+                .and_then(|()| deflate_mode(4, 50, 10, 50, None, quick))
         }
     };
     match result {

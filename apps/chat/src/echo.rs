@@ -6,6 +6,7 @@
 //! every one of them with 1001), their count, and, with `--admin-addr`, the admin
 //! listener (connections, the process's memory, CPU and descriptors, readiness).
 
+use chinwag_core::deflate::DeflateConfig;
 use chinwag_core::{CloseCode, Config, RequestKind};
 use chinwag_driver::{Runtime, read_request};
 use chinwag_service::accept::{ACCEPT_BACKOFF, AcceptFailures, race};
@@ -39,6 +40,8 @@ pub struct EchoServer {
     pub admin: AdminAddr,
     /// How long it keeps serving after SIGTERM, with `/ready` at 503.
     pub drain_delay: Duration,
+    /// permessage-deflate for clients that offer it (`None`: never compress).
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Program for EchoServer {
@@ -50,8 +53,8 @@ impl Program for EchoServer {
         start_admin::<R>(self.admin, echo.clone()).await?;
         let listeners = crate::runtime::bind::<R>(self.addr, self.threads)?;
         tracing::info!(addr = %listeners.local_addr()?, threads = listeners.count(), "echo server listening");
-        let stopper = echo.clone();
-        let serve = move |listener| serve::<R>(listener, echo.clone());
+        let (stopper, deflate) = (echo.clone(), self.deflate);
+        let serve = move |listener| serve::<R>(listener, echo.clone(), deflate);
         chinwag_service::threads::serve_on_threads::<R, _, _>(listeners, serve, move || stopper.shutdown()).await?;
         tracing::info!("stopped");
         Ok(())
@@ -155,9 +158,10 @@ impl Admin for Echo {
 }
 
 /// Echoes every text and binary message back on every connection accepted from
-/// `listener`, until shutdown; then waits for the close handshakes, up to the
-/// close timeout and a second.
-async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>) {
+/// `listener` (compressed with `deflate` for clients that offer it), until
+/// shutdown; then waits for the close handshakes, up to the close timeout and a
+/// second.
+async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Option<DeflateConfig>) {
     let failures = &echo.accept_failures;
     loop {
         let accepted = race(R::accept(&listener), until(&echo, |e| e.shutting_down.load(Ordering::Acquire))).await;
@@ -173,7 +177,7 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>) {
         failures.accepted(Instant::now());
         let echo = echo.clone();
         R::spawn(async move {
-            if let Err(e) = echo_connection::<R>(io, &echo).await {
+            if let Err(e) = echo_connection::<R>(io, &echo, deflate).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -185,7 +189,11 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>) {
     }
 }
 
-async fn echo_connection<R: Runtime>(io: R::Io, echo: &Echo) -> Result<(), chinwag_driver::Error> {
+async fn echo_connection<R: Runtime>(
+    io: R::Io,
+    echo: &Echo,
+    deflate: Option<DeflateConfig>,
+) -> Result<(), chinwag_driver::Error> {
     let pending = read_request::<_, R::Timer>(io, config()).await?;
     if *pending.request().kind() != RequestKind::Upgrade {
         let page = chinwag_core::HttpResponse::new(
@@ -195,7 +203,12 @@ async fn echo_connection<R: Runtime>(io: R::Io, echo: &Echo) -> Result<(), chinw
         );
         return pending.respond(page).await;
     }
-    let mut ws = pending.accept(chinwag_core::Accept::new()).await?;
+    let accept = chinwag_core::Accept::new();
+    let accept = match deflate {
+        Some(deflate) => accept.with_deflate(deflate),
+        None => accept,
+    };
+    let mut ws = pending.accept(accept).await?;
     let sender = ws.sender();
     let id = echo.enter(Box::new(move || {
         let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");

@@ -3,6 +3,7 @@
 use chinwag::ops::{AdminAddr, DEFAULT_ADMIN_ADDR, OpsArgs, init_logging, on_signals, on_termination, start_admin};
 use chinwag::{client, echo, runtime};
 use chinwag_core::Config;
+use chinwag_core::deflate::DeflateConfig;
 use chinwag_core::handshake::{Cidr, OriginPolicy};
 use chinwag_core::limit::RateLimit;
 use chinwag_driver::Runtime;
@@ -30,6 +31,26 @@ struct Cli {
     /// its own pool instead (ASYNC_STD_THREAD_COUNT).
     #[arg(long, env = "CHINWAG_THREADS", global = true)]
     threads: Option<NonZeroUsize>,
+    /// Do not use permessage-deflate (RFC 7692): by default the chat, echo and
+    /// gateway servers compress for clients that offer it (every browser does),
+    /// and `chinwag client` offers it. For the gateway this overrides
+    /// `gateway.deflate` in the file.
+    #[arg(long, env = "CHINWAG_NO_DEFLATE", global = true)]
+    no_deflate: bool,
+    /// Keep the compression context between messages, both ways (the chat, echo
+    /// and client): better ratios on long conversations, but every connection
+    /// keeps a compressor and a decompressor (up to about 300 KiB with 15-bit
+    /// windows), and broadcasts are compressed for each recipient instead of
+    /// once. Off by default.
+    #[arg(long, env = "CHINWAG_DEFLATE_TAKEOVER", global = true, conflicts_with = "no_deflate")]
+    deflate_takeover: bool,
+    /// Compress every message, however short and even when that does not make it
+    /// shorter (by default messages under 32 bytes, and those that do not shrink,
+    /// go uncompressed, as RFC 7692 allows). For peers that mishandle uncompressed
+    /// messages on a compressed connection: the conformance runs use it, as the
+    /// kosoku tool fails on them.
+    #[arg(long, global = true, conflicts_with = "no_deflate")]
+    deflate_always: bool,
     #[command(flatten)]
     ops: OpsArgs,
     #[command(flatten)]
@@ -149,6 +170,7 @@ struct ChatServer {
     threads: NonZeroUsize,
     config: Config,
     limits: Limits,
+    deflate: Option<DeflateConfig>,
     admin: AdminAddr,
     drain_delay: std::time::Duration,
 }
@@ -156,7 +178,7 @@ struct ChatServer {
 impl Program for ChatServer {
     type Output = std::io::Result<()>;
     async fn run<R: Runtime>(self) -> std::io::Result<()> {
-        let server = chinwag::chat::server_with(self.config, self.limits);
+        let server = chinwag::chat::server_with(self.config, self.limits).deflate(self.deflate);
         let handle = server.handle();
         let drain = handle.clone();
         on_termination(self.drain_delay, move || drain.drain(), move || handle.shutdown())?;
@@ -221,11 +243,13 @@ fn gateway(
     bus: Option<chinwag_gateway::config::Bus>,
     threads: NonZeroUsize,
     ops: &OpsArgs,
+    no_deflate: bool,
 ) -> Result<GatewayServer, String> {
     use chinwag_gateway::config::Auth;
     let mut config = chinwag_gateway::Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
     config.listen = listen.unwrap_or(config.listen);
     config.bus = bus.unwrap_or(config.bus);
+    config.deflate &= !no_deflate;
     let authenticator = match &config.auth {
         Auth::Jwt(jwt) => {
             let verifier = chinwag_gateway::Verifier::from_config(jwt)
@@ -288,29 +312,40 @@ fn main() -> ExitCode {
         }
     };
     let default_admin = DEFAULT_ADMIN_ADDR.parse().expect("a valid default");
+    let deflate = match (cli.no_deflate, cli.deflate_takeover) {
+        (true, _) => None,
+        (false, false) => Some(DeflateConfig::default()),
+        (false, true) => Some(DeflateConfig::default().with_context_takeover()),
+    }
+    .map(|d| if cli.deflate_always { d.compress_everything() } else { d });
     let result = match cli.command {
         None => rt.run(ChatServer {
             threads,
             addr: cli.addr,
             config: cli.limits.config(),
             limits: cli.limits.limits(),
+            deflate,
             admin: cli.ops.admin_addr.unwrap_or(default_admin),
             drain_delay,
         }),
         Some(Command::Echo { addr }) => {
             // The benchmark server: no admin listener unless asked for.
             let admin = cli.ops.admin_addr.unwrap_or(AdminAddr::Off);
-            rt.run(echo::EchoServer { addr, threads, admin, drain_delay })
+            rt.run(echo::EchoServer { addr, threads, admin, drain_delay, deflate })
         }
-        Some(Command::Gateway { config, listen, bus }) => match gateway(&config, listen, bus, threads, &cli.ops) {
-            Ok(server) => rt.run(server),
-            Err(e) => Err(std::io::Error::other(e)),
-        },
+        Some(Command::Gateway { config, listen, bus }) => {
+            match gateway(&config, listen, bus, threads, &cli.ops, cli.no_deflate) {
+                Ok(server) => rt.run(server),
+                Err(e) => Err(std::io::Error::other(e)),
+            }
+        }
         Some(Command::Token { config, username, namespaces, lifetime_secs }) => {
             token(&config, &username, &namespaces, lifetime_secs)
         }
-        Some(Command::Client { url, autobahn: true, .. }) => rt.run(client::Autobahn(url)),
-        Some(Command::Client { url, autobahn: false, headers }) => rt.run(client::Interactive { url, headers }),
+        Some(Command::Client { url, autobahn: true, .. }) => rt.run(client::Autobahn(url, deflate)),
+        Some(Command::Client { url, autobahn: false, headers }) => {
+            rt.run(client::Interactive { url, headers, deflate })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

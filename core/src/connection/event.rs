@@ -69,6 +69,8 @@ pub struct Opened {
     pub subprotocol: Option<String>,
     /// (Client) The headers of the server's 101 response.
     pub response_headers: HeaderMap,
+    /// The permessage-deflate parameters agreed, if compression was negotiated.
+    pub deflate: Option<crate::deflate::DeflateParams>,
 }
 
 /// Which end started the closing.
@@ -190,15 +192,19 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// A frame larger than the configured limit.
     FrameTooLarge,
-    /// A message larger than the configured limit.
+    /// A message larger than the configured limit (for a compressed message: once
+    /// inflated).
     MessageTooLarge,
+    /// A compressed message (permessage-deflate) whose data is not a valid
+    /// DEFLATE stream.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code sent for this violation.
     pub fn close_code(self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooLarge | Self::MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -222,6 +228,7 @@ impl fmt::Display for ProtocolError {
             Self::InvalidUtf8 => f.write_str("invalid UTF-8"),
             Self::FrameTooLarge => f.write_str("frame too large"),
             Self::MessageTooLarge => f.write_str("message too large"),
+            Self::InvalidCompressedData => f.write_str("invalid compressed data"),
         }
     }
 }

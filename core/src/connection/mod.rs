@@ -74,6 +74,7 @@
 //!
 //! The call-order contract is in the crate documentation.
 
+mod compression;
 mod config;
 mod event;
 mod outgoing;
@@ -86,11 +87,15 @@ pub use event::{
 };
 pub use outgoing::Outgoing;
 
+use compression::{Compression, Extras};
+pub(crate) use compression::{DeflateClass, compress_for_class};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::StatusCode;
 use std::{collections::VecDeque, time::Instant};
 
-use crate::frame::{MAX_CONTROL_PAYLOAD, OpCode, encode_frame, encode_header_into};
+use crate::deflate::{DeflateConfig, DeflateParams};
+use crate::frame::{MAX_CONTROL_PAYLOAD, OpCode, RSV1, apply_mask, encode_frame, encode_header, encode_header_into};
 use crate::handshake::{
     Accept, ClientRequest, HandshakeError, HeadReader, HttpResponse, Rejection, Request, RequestKind, ResponseCheck,
     accept_key,
@@ -158,6 +163,8 @@ struct Deciding {
     /// `Sec-WebSocket-Accept` for an upgrade request.
     accept: String,
     offered: Vec<String>,
+    /// The lines of `Sec-WebSocket-Extensions`, for `accept` to negotiate.
+    extensions: Vec<http::HeaderValue>,
     head_request: bool,
     /// Bytes that followed the request head.
     early: BytesMut,
@@ -176,7 +183,9 @@ pub struct Connection {
     events: VecDeque<Event>,
     masks: Option<Box<dyn MaskSource>>,
     timers: Timers,
-    subprotocol: Option<String>,
+    /// The subprotocol and extensions agreed, if any (boxed: most connections have
+    /// neither, and this keeps them one pointer smaller than a subprotocol alone).
+    extras: Option<Box<Extras>>,
     /// The close frame we sent, reported in [`Closed::sent`].
     sent_close: Option<CloseFrame>,
     /// Why the connection ended, if not with a clean close handshake.
@@ -214,7 +223,7 @@ impl Connection {
             events: VecDeque::new(),
             masks,
             timers,
-            subprotocol: None,
+            extras: None,
             sent_close: None,
             error: None,
             input: BytesMut::new(),
@@ -289,7 +298,23 @@ impl Connection {
 
     /// The agreed subprotocol, once open.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.extras.as_ref()?.subprotocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed, once open (see [`deflate`](crate::deflate)).
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        Some(&self.extras.as_ref()?.deflate.as_ref()?.params)
+    }
+
+    /// Records what the handshake agreed on.
+    fn set_extras(&mut self, subprotocol: Option<String>, deflate: Option<(DeflateParams, &DeflateConfig)>) {
+        let deflate = deflate.map(|(params, config)| Compression::new(self.role, params, config));
+        self.extras = (subprotocol.is_some() || deflate.is_some()).then(|| Box::new(Extras { subprotocol, deflate }));
+    }
+
+    /// The compression agreed, if any.
+    fn compression(&mut self) -> Option<&mut Compression> {
+        self.extras.as_mut()?.deflate.as_mut()
     }
 
     // ----- time in ----------------------------------------------------------------
@@ -388,8 +413,13 @@ impl Connection {
                     let after = buf.split_off(end);
                     match awaiting.1.check(&buf, self.config.max_headers) {
                         Ok(valid) => {
-                            self.subprotocol.clone_from(&valid.subprotocol);
-                            self.set_open(Opened { subprotocol: valid.subprotocol, response_headers: valid.headers });
+                            let config = awaiting.1.deflate_config();
+                            self.set_extras(valid.subprotocol.clone(), valid.deflate.zip(config.as_ref()));
+                            self.set_open(Opened {
+                                subprotocol: valid.subprotocol,
+                                response_headers: valid.headers,
+                                deflate: valid.deflate,
+                            });
                             self.feed_frames(&after);
                         }
                         Err(e) => self.handshake_failed(e),
@@ -546,9 +576,14 @@ impl Connection {
         {
             return Err(LocalError::SubprotocolNotOffered(p.clone()));
         }
+        let deflate = accept.deflate.as_ref().and_then(|config| {
+            let params = crate::deflate::negotiate(deciding.extensions.iter().map(|v| v.as_bytes()), config)?;
+            Some((params, config))
+        });
         let response = crate::handshake::response::switching_protocols(
             &deciding.accept,
             accept.subprotocol.as_deref(),
+            deflate.map(|(params, _)| params.response()).as_deref(),
             &accept.headers,
         );
         let Phase::ServerDeciding(deciding) = std::mem::replace(&mut self.phase, Phase::Open) else {
@@ -556,8 +591,9 @@ impl Connection {
         };
         let early = deciding.early;
         self.out.tail().put_slice(&response);
-        self.subprotocol.clone_from(&accept.subprotocol);
-        self.set_open(Opened { subprotocol: accept.subprotocol, response_headers: Default::default() });
+        self.set_extras(accept.subprotocol.clone(), deflate);
+        let deflate = deflate.map(|(params, _)| params);
+        self.set_open(Opened { subprotocol: accept.subprotocol, response_headers: Default::default(), deflate });
         self.feed_frames(&early);
         Ok(())
     }
@@ -644,6 +680,10 @@ impl Connection {
             return Err(LocalError::SharedFrameFromClient);
         }
         self.check_can_queue()?;
+        if let Some(compression) = self.compression() {
+            let class = compression.shared_class();
+            return self.send_shared_compressed(frame, class);
+        }
         self.out.push_chunk(frame.as_bytes().clone());
         Ok(())
     }
@@ -706,6 +746,12 @@ impl Connection {
     ) -> Result<(), LocalError> {
         self.handle_timeout(now);
         self.check_can_queue()?;
+        if let Some(compression) = self.compression()
+            && let Some(compressed) = compression.compress(payload)
+        {
+            self.queue_compressed(opcode, compressed);
+            return Ok(());
+        }
         match (self.role, shared) {
             (Role::Server, Some(bytes)) if bytes.len() >= ZERO_COPY_MIN => {
                 encode_header_into(self.out.tail(), true, opcode, bytes.len(), None);
@@ -717,6 +763,52 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Queues a shared frame on a connection that agreed on compression: the
+    /// frame compressed once for its class, or (with context takeover) by this
+    /// connection's own compressor.
+    #[cold]
+    fn send_shared_compressed(&mut self, frame: &SharedFrame, class: Option<DeflateClass>) -> Result<(), LocalError> {
+        let compression = self.compression().expect("compression was agreed");
+        if frame.payload().len() >= compression.min_size {
+            match class {
+                Some(class) => {
+                    if let Some(compressed) = frame.compressed(class) {
+                        self.out.push_chunk(compressed);
+                        return Ok(());
+                    }
+                }
+                None => {
+                    if let Some(compressed) = compression.compress(frame.payload()) {
+                        self.queue_compressed(frame.opcode(), compressed);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.out.push_chunk(frame.as_bytes().clone());
+        Ok(())
+    }
+
+    /// Queues a compressed message as one frame with RSV1 set.
+    fn queue_compressed(&mut self, opcode: OpCode, mut payload: Vec<u8>) {
+        let mask = self.next_mask();
+        if let Some(mask) = mask {
+            apply_mask(&mut payload, mask, 0);
+        }
+        let tail = self.out.tail();
+        encode_header(tail, true, RSV1, opcode, payload.len(), mask);
+        if payload.len() >= ZERO_COPY_MIN {
+            // Queued as it is, without a copy; a buffer much larger than its
+            // content (a message that compressed well) is not kept whole.
+            if payload.capacity() > payload.len() * 2 {
+                payload.shrink_to_fit();
+            }
+            self.out.push_chunk(Bytes::from(payload));
+        } else {
+            tail.put_slice(&payload);
+        }
     }
 
     fn send_control(&mut self, now: Instant, opcode: OpCode, payload: &[u8]) -> Result<(), LocalError> {
@@ -765,6 +857,12 @@ impl Connection {
                     kind: request.kind().clone(),
                     accept: key,
                     offered: request.subprotocols().to_vec(),
+                    extensions: request
+                        .headers()
+                        .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+                        .iter()
+                        .cloned()
+                        .collect(),
                     head_request: request.method() == http::Method::HEAD,
                     early,
                 }));
@@ -862,6 +960,9 @@ impl Connection {
         self.phase = Phase::Closed { await_eof };
         self.reader = Reader::default();
         self.input = BytesMut::new();
+        if let Some(compression) = self.compression() {
+            compression.release();
+        }
         // Lingers for the output (a close frame, say) or, on a client, the server's
         // EOF; at most the close timeout.
         let linger = await_eof || self.out.has_remaining();

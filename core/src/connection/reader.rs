@@ -6,7 +6,8 @@ use bytes::{Bytes, BytesMut};
 use super::{Connection, Event, Oversized, Phase, ProtocolError, Role, SkippedMessage};
 use crate::Utf8Bytes;
 use crate::close::{BadClosePayload, parse_close_payload};
-use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, apply_mask, copy_masked};
+use crate::deflate::InflateError;
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, apply_mask, copy_masked};
 use crate::utf8::Utf8Validator;
 
 /// Read state between calls to `receive`. It holds no heap memory between messages.
@@ -42,7 +43,15 @@ struct MessageInProgress {
     len: u64,
     /// Over a size limit, with [`Oversized::Skip`]: read past, never kept.
     skip: bool,
+    /// Compressed (RSV1 on its first frame): `data` is unused, and the payload is
+    /// inflated as it arrives into the connection's compression state.
+    compressed: bool,
 }
+
+/// Unmasked compressed input is handed to the decompressor in pieces of this
+/// size, from a buffer on the stack: the payload is never copied whole, and UTF-8
+/// is checked on what each piece inflates to.
+const INFLATE_STEP: usize = 4096;
 
 /// The payload of a control frame, at most 125 bytes, on the heap only while a
 /// control frame is read (an idle connection should not carry it).
@@ -128,7 +137,14 @@ impl Connection {
                 let message = self.reader.message.as_mut().expect("a message is in progress");
                 // A skipped message is read past: its bytes are not kept, unmasked or
                 // validated.
-                if !message.skip {
+                if message.compressed {
+                    if !message.skip
+                        && let Err(e) = self.inflate_piece(piece, mask, phase)
+                    {
+                        self.fail(e);
+                        break;
+                    }
+                } else if !message.skip {
                     let start = message.data.len();
                     let ascii = copy_masked(&mut message.data, piece, mask, phase);
                     let fresh = &message.data[start..];
@@ -150,9 +166,68 @@ impl Connection {
         total - data.len()
     }
 
+    /// Inflates a piece of a compressed message's payload (masked with `mask`
+    /// from `phase` on) onto the message, checking UTF-8 as the text comes out
+    /// and the size against `max_message_size`.
+    fn inflate_piece(&mut self, piece: &[u8], mask: [u8; 4], phase: usize) -> Result<(), ProtocolError> {
+        let limit = self.config.max_message_size;
+        let message = self.reader.message.as_mut().expect("a message is in progress");
+        let compression = self.extras.as_mut().and_then(|e| e.deflate.as_mut()).expect("compression agreed");
+        let remote_no_takeover = compression.remote_no_takeover;
+        let (inflater, inflated) = compression.inflating();
+        let mut buf = [0u8; INFLATE_STEP];
+        for (n, chunk) in piece.chunks(INFLATE_STEP).enumerate() {
+            let buf = &mut buf[..chunk.len()];
+            buf.copy_from_slice(chunk);
+            apply_mask(buf, mask, phase + n * INFLATE_STEP);
+            let (text, utf8) = (message.text, &mut message.utf8);
+            match inflater.inflate(buf, inflated, limit, |fresh| !text || utf8.feed(fresh).is_ok()) {
+                Ok(()) => {}
+                Err(InflateError::TooLarge) if self.config.oversized == Oversized::Skip => {
+                    // Read past the rest, as for any message over the limit; the
+                    // peer resets its context after every message (or the frame
+                    // would have closed the connection), so dropping ours is safe.
+                    if !remote_no_takeover {
+                        return Err(ProtocolError::MessageTooLarge);
+                    }
+                    compression.inflater = None;
+                    compression.inflated = Vec::new();
+                    message.skip = true;
+                    return Ok(());
+                }
+                Err(e) => return Err(inflate_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a compressed message: inflates the trailer and lets the decompressor
+    /// go unless context takeover keeps it. Returns the inflated payload.
+    fn finish_inflating(&mut self, message: &mut MessageInProgress) -> Result<Bytes, ProtocolError> {
+        let limit = self.config.max_message_size;
+        let compression = self.extras.as_mut().and_then(|e| e.deflate.as_mut()).expect("compression agreed");
+        let (text, utf8) = (message.text, &mut message.utf8);
+        let (inflater, inflated) = compression.inflating();
+        let go_on =
+            inflater.finish_message(inflated, limit, |fresh| !text || utf8.feed(fresh).is_ok()).map_err(inflate_error);
+        // Without the peer's context takeover (or after a final block) the next
+        // message starts afresh: nothing is kept in between.
+        if !matches!(go_on, Ok(true)) || compression.remote_no_takeover {
+            compression.inflater = None;
+        }
+        let inflated = std::mem::take(&mut compression.inflated);
+        go_on?;
+        Ok(Bytes::from(inflated))
+    }
+
     /// Checks a new frame header against the state of the connection.
     fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
-        if header.rsv != 0 {
+        // RSV1 marks the first frame of a compressed message, once permessage-deflate
+        // was agreed (RFC 7692 §6): never on a continuation or control frame.
+        let compressed = header.rsv == RSV1
+            && matches!(header.opcode, 0x1 | 0x2)
+            && self.extras.as_ref().is_some_and(|e| e.deflate.is_some());
+        if header.rsv != 0 && !compressed {
             return Err(ProtocolError::ReservedBits);
         }
         let opcode = OpCode::from_bits(header.opcode).ok_or(ProtocolError::ReservedOpcode(header.opcode))?;
@@ -176,16 +251,30 @@ impl Connection {
                 (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
                 _ => {}
             }
-            let (so_far, skipping) = self.reader.message.as_ref().map_or((0, false), |m| (m.len, m.skip));
-            let over = if len > self.config.max_frame_size as u64 {
+            let (so_far, skipping, continues_compressed) =
+                self.reader.message.as_ref().map_or((0, false, false), |m| (m.len, m.skip, m.compressed));
+            // A compressed message is limited by its inflated size; its frames may be
+            // a little longer than that, as deflate adds a few bytes to what does
+            // not compress (a stored block's 5 bytes per 64 KiB; slack for more).
+            let slack = |limit: usize| {
+                let limit = limit as u64;
+                if compressed || continues_compressed { limit + limit / 256 + 64 } else { limit }
+            };
+            let over = if len > slack(self.config.max_frame_size) {
                 Some(ProtocolError::FrameTooLarge)
-            } else if so_far.saturating_add(len) > self.config.max_message_size as u64 {
+            } else if so_far.saturating_add(len) > slack(self.config.max_message_size) {
                 Some(ProtocolError::MessageTooLarge)
             } else {
                 None
             };
+            // Skipping a compressed message would leave the peer's context (its
+            // window, kept across messages) out of step with ours: with context
+            // takeover such a message closes with 1009 even with `Oversized::Skip`.
+            let keeps_context = (compressed || continues_compressed)
+                && self.extras.as_ref().and_then(|e| e.deflate.as_ref()).is_some_and(|d| !d.remote_no_takeover);
             let skip = match (over, self.config.oversized) {
                 (Some(error), Oversized::Close) => return Err(error),
+                (Some(error), Oversized::Skip) if keeps_context => return Err(error),
                 (Some(_), Oversized::Skip) => true,
                 (None, _) => skipping,
             };
@@ -202,6 +291,7 @@ impl Connection {
                     utf8: Utf8Validator::new(),
                     len: 0,
                     skip: false,
+                    compressed,
                 });
             }
             let message = self.reader.message.as_mut().expect("a message is in progress");
@@ -210,6 +300,14 @@ impl Connection {
                 // What was kept of it so far is freed at once.
                 message.skip = true;
                 message.data = BytesMut::new();
+                if message.compressed {
+                    // The peer resets its context after every message (checked
+                    // above), so the next message needs none of ours.
+                    if let Some(compression) = self.extras.as_mut().and_then(|e| e.deflate.as_mut()) {
+                        compression.inflater = None;
+                        compression.inflated = Vec::new();
+                    }
+                }
             }
             // Nothing is reserved ahead of the payload: a header alone claims no
             // memory. The message grows with the bytes that arrive (a frame that
@@ -231,13 +329,20 @@ impl Connection {
         match frame.opcode {
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {
                 if frame.fin {
-                    let message = self.reader.message.take().expect("a message is in progress");
+                    let mut message = self.reader.message.take().expect("a message is in progress");
                     if message.skip {
                         let skipped = SkippedMessage { text: message.text, len: message.len };
                         self.events.push_back(Event::Skipped(skipped));
                         return;
                     }
-                    let data = message.data.freeze();
+                    let data = if message.compressed {
+                        match self.finish_inflating(&mut message) {
+                            Ok(data) => data,
+                            Err(e) => return self.fail(e),
+                        }
+                    } else {
+                        message.data.freeze()
+                    };
                     if message.text {
                         if message.utf8.finish().is_err() {
                             return self.fail(ProtocolError::InvalidUtf8);
@@ -275,5 +380,14 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// The close a decompression failure earns.
+fn inflate_error(e: InflateError) -> ProtocolError {
+    match e {
+        InflateError::Invalid => ProtocolError::InvalidCompressedData,
+        InflateError::TooLarge => ProtocolError::MessageTooLarge,
+        InflateError::Rejected => ProtocolError::InvalidUtf8,
     }
 }

@@ -179,7 +179,23 @@ pub fn encode_frame(dst: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8
 
 /// Appends only the header of a frame whose payload will follow separately.
 pub fn encode_header_into(dst: &mut BytesMut, fin: bool, opcode: OpCode, payload_len: usize, mask: Option<[u8; 4]>) {
-    let header = FrameHeader { fin, rsv: 0, opcode: opcode as u8, mask, payload_len: payload_len as u64 };
+    encode_header(dst, fin, 0, opcode, payload_len, mask);
+}
+
+/// The RSV1 bit in [`FrameHeader::rsv`]: set on the first frame of a message
+/// compressed with permessage-deflate (RFC 7692 §6).
+pub const RSV1: u8 = 0b100;
+
+/// Appends a header with reserved bits `rsv` (see [`RSV1`]).
+pub fn encode_header(
+    dst: &mut BytesMut,
+    fin: bool,
+    rsv: u8,
+    opcode: OpCode,
+    payload_len: usize,
+    mask: Option<[u8; 4]>,
+) {
+    let header = FrameHeader { fin, rsv, opcode: opcode as u8, mask, payload_len: payload_len as u64 };
     let mut buf = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut buf);
     dst.put_slice(&buf[..n]);

@@ -5,6 +5,7 @@ use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 
 use super::{HandshakeError, accept_key, client_key, has_token, list_items};
+use crate::deflate::{DeflateConfig, DeflateParams};
 
 /// What a client asks for when it opens a connection.
 #[derive(Debug, Clone)]
@@ -12,6 +13,7 @@ pub struct ClientRequest {
     uri: Uri,
     subprotocols: Vec<String>,
     headers: HeaderMap,
+    deflate: Option<DeflateConfig>,
 }
 
 /// Why a client request cannot be built: a URL that is not `ws://` or `wss://` with
@@ -79,7 +81,7 @@ impl ClientRequest {
             }
             _ => {}
         }
-        Ok(Self { uri, subprotocols: Vec::new(), headers: HeaderMap::new() })
+        Ok(Self { uri, subprotocols: Vec::new(), headers: HeaderMap::new(), deflate: None })
     }
 
     /// Offers a subprotocol (call again to offer several, most preferred first). The
@@ -91,6 +93,19 @@ impl ClientRequest {
         }
         self.subprotocols.push(name);
         Ok(self)
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with these settings
+    /// ([`DeflateConfig::offer`]); the server's answer is checked, and the
+    /// parameters it agreed to are in [`Opened::deflate`](crate::Opened::deflate).
+    pub fn with_deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
+        self
+    }
+
+    /// The permessage-deflate settings offered, if any.
+    pub fn deflate(&self) -> Option<&DeflateConfig> {
+        self.deflate.as_ref()
     }
 
     /// Adds a header (for example `Origin`, `Cookie` or `Authorization`).
@@ -149,6 +164,11 @@ impl ClientRequest {
             out.put_slice(self.subprotocols.join(", ").as_bytes());
             out.put_slice(b"\r\n");
         }
+        if let Some(deflate) = &self.deflate {
+            out.put_slice(b"Sec-WebSocket-Extensions: ");
+            out.put_slice(deflate.offer().as_bytes());
+            out.put_slice(b"\r\n");
+        }
         for (name, value) in &self.headers {
             out.put_slice(name.as_str().as_bytes());
             out.put_slice(b": ");
@@ -156,7 +176,11 @@ impl ClientRequest {
             out.put_slice(b"\r\n");
         }
         out.put_slice(b"\r\n");
-        let check = ResponseCheck { accept: accept_key(key.as_bytes()), offered: self.subprotocols.clone() };
+        let check = ResponseCheck {
+            accept: accept_key(key.as_bytes()),
+            offered: self.subprotocols.clone(),
+            deflate: self.deflate,
+        };
         (out, check)
     }
 }
@@ -166,6 +190,7 @@ impl ClientRequest {
 pub(crate) struct ResponseCheck {
     accept: String,
     offered: Vec<String>,
+    deflate: Option<DeflateConfig>,
 }
 
 /// A valid 101 response, as the client sees it.
@@ -173,9 +198,15 @@ pub(crate) struct ResponseCheck {
 pub(crate) struct ValidResponse {
     pub(crate) subprotocol: Option<String>,
     pub(crate) headers: HeaderMap,
+    pub(crate) deflate: Option<DeflateParams>,
 }
 
 impl ResponseCheck {
+    /// The permessage-deflate settings offered, if any.
+    pub(crate) fn deflate_config(&self) -> Option<DeflateConfig> {
+        self.deflate
+    }
+
     /// Parses and checks a complete response head (§4.1, the client's checks).
     pub(crate) fn check(&self, head: &[u8], max_headers: usize) -> Result<ValidResponse, HandshakeError> {
         let invalid = HandshakeError::InvalidResponse;
@@ -212,16 +243,24 @@ impl ResponseCheck {
             (Some(v), None) if v.as_bytes() == self.accept.as_bytes() => {}
             _ => return Err(invalid("wrong or missing Sec-WebSocket-Accept")),
         }
-        if !list_items(&headers, header::SEC_WEBSOCKET_EXTENSIONS).is_empty() {
-            return Err(invalid("the server chose an extension that was not offered"));
-        }
+        let deflate = match &self.deflate {
+            None if !list_items(&headers, header::SEC_WEBSOCKET_EXTENSIONS).is_empty() => {
+                return Err(invalid("the server chose an extension that was not offered"));
+            }
+            None => None,
+            Some(config) => crate::deflate::check_response(
+                headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().map(|v| v.as_bytes()),
+                config,
+            )
+            .map_err(invalid)?,
+        };
         let mut chosen = list_items(&headers, header::SEC_WEBSOCKET_PROTOCOL);
         let subprotocol = match chosen.len() {
             0 => None,
             1 if self.offered.contains(&chosen[0]) => chosen.pop(),
             _ => return Err(invalid("the server chose a subprotocol that was not offered")),
         };
-        Ok(ValidResponse { subprotocol, headers })
+        Ok(ValidResponse { subprotocol, headers, deflate })
     }
 }
 

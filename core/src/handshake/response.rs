@@ -12,6 +12,9 @@ pub struct Accept {
     pub subprotocol: Option<String>,
     /// Extra headers for the 101 response (for example `Set-Cookie`).
     pub headers: HeaderMap,
+    /// Accept permessage-deflate (RFC 7692) with these settings, if the client
+    /// offers it (`None`: no compression).
+    pub deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl Accept {
@@ -29,6 +32,13 @@ impl Accept {
     /// Adds a header to the response.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.append(name, value);
+        self
+    }
+
+    /// Accepts permessage-deflate with these settings when the client offers it:
+    /// the first offer they can honour is answered (see [`crate::deflate`]).
+    pub fn with_deflate(mut self, config: crate::deflate::DeflateConfig) -> Self {
+        self.deflate = Some(config);
         self
     }
 }
@@ -85,7 +95,12 @@ impl HttpResponse {
 }
 
 /// The 101 response.
-pub(crate) fn switching_protocols(accept_key: &str, subprotocol: Option<&str>, extra: &HeaderMap) -> BytesMut {
+pub(crate) fn switching_protocols(
+    accept_key: &str,
+    subprotocol: Option<&str>,
+    extensions: Option<&str>,
+    extra: &HeaderMap,
+) -> BytesMut {
     let mut out = BytesMut::with_capacity(160);
     out.put_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
@@ -94,6 +109,9 @@ pub(crate) fn switching_protocols(accept_key: &str, subprotocol: Option<&str>, e
     out.put_slice(b"\r\n");
     if let Some(p) = subprotocol {
         put_header(&mut out, b"Sec-WebSocket-Protocol", p.as_bytes());
+    }
+    if let Some(e) = extensions {
+        put_header(&mut out, b"Sec-WebSocket-Extensions", e.as_bytes());
     }
     put_headers(&mut out, extra);
     out.put_slice(b"\r\n");

@@ -2,9 +2,11 @@
 //! connections.
 
 use bytes::{Bytes, BytesMut};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::{fmt, ops::Deref};
 
-use crate::frame::{OpCode, encode_frame};
+use crate::connection::{DeflateClass, compress_for_class};
+use crate::frame::{MAX_HEADER_LEN, OpCode, RSV1, encode_frame, encode_header};
 
 /// Bytes that are known to be valid UTF-8: the payload of a text message.
 ///
@@ -146,8 +148,30 @@ impl Message {
 /// Queue it with [`Connection::send_shared`](crate::Connection::send_shared); each
 /// connection holds a reference-counted handle to the same bytes. Clients mask every
 /// frame with a fresh key, so only server connections accept shared frames.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SharedFrame(Bytes);
+///
+/// Connections that agreed on permessage-deflate without context takeover (the
+/// default, see [`deflate`](crate::deflate)) get the message compressed, once per
+/// level and window among all the clones of this frame: the first such connection
+/// compresses it, the others queue the same compressed bytes.
+#[derive(Clone)]
+pub struct SharedFrame(Arc<SharedInner>);
+
+struct SharedInner {
+    frame: Bytes,
+    /// Where the payload starts in `frame`.
+    header_len: usize,
+    opcode: OpCode,
+    /// The compressed frames made so far, by class (`None`: not worth it).
+    compressed: Mutex<Vec<(DeflateClass, Option<Bytes>)>>,
+}
+
+impl PartialEq for SharedFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.frame == other.0.frame
+    }
+}
+
+impl Eq for SharedFrame {}
 
 impl SharedFrame {
     /// Encodes a message as a single final frame.
@@ -168,17 +192,47 @@ impl SharedFrame {
     fn encode(opcode: OpCode, payload: &[u8]) -> Self {
         let mut buf = BytesMut::new();
         encode_frame(&mut buf, true, opcode, payload, None);
-        Self(buf.freeze())
+        let header_len = buf.len() - payload.len();
+        Self(Arc::new(SharedInner { frame: buf.freeze(), header_len, opcode, compressed: Mutex::new(Vec::new()) }))
     }
 
     /// The encoded frame, header included.
     pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+        &self.0.frame
+    }
+
+    /// The message's payload.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.0.frame[self.0.header_len..]
+    }
+
+    /// The opcode of the message.
+    pub(crate) fn opcode(&self) -> OpCode {
+        self.0.opcode
+    }
+
+    /// The frame compressed for `class` (made on first use, then shared), or
+    /// `None` when compressing does not make it shorter.
+    pub(crate) fn compressed(&self, class: DeflateClass) -> Option<Bytes> {
+        let mut made = self.0.compressed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, frame)) = made.iter().find(|(c, _)| *c == class) {
+            return frame.clone();
+        }
+        let payload = self.payload();
+        let compressed = compress_for_class(class, payload);
+        let frame = (!class.skip_incompressible || compressed.len() < payload.len()).then(|| {
+            let mut buf = BytesMut::with_capacity(MAX_HEADER_LEN + compressed.len());
+            encode_header(&mut buf, true, RSV1, self.0.opcode, compressed.len(), None);
+            buf.extend_from_slice(&compressed);
+            buf.freeze()
+        });
+        made.push((class, frame.clone()));
+        frame
     }
 }
 
 impl fmt::Debug for SharedFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedFrame").field("len", &self.0.len()).finish()
+        f.debug_struct("SharedFrame").field("len", &self.0.frame.len()).finish()
     }
 }

@@ -185,6 +185,7 @@ type Reasons = Family<[(&'static str, &'static str); 1], Counter>;
 pub struct ServerMetrics {
     pub(crate) connections: Gauge,
     pub(crate) connections_opened: Counter,
+    pub(crate) connections_compressed: Counter,
     pub(crate) refused: Reasons,
     pub(crate) messages_received: Counter,
     pub(crate) received_bytes: Counter,
@@ -200,6 +201,7 @@ impl ServerMetrics {
         let metrics = Self {
             connections: Gauge::default(),
             connections_opened: Counter::default(),
+            connections_compressed: Counter::default(),
             refused: Reasons::default(),
             messages_received: Counter::default(),
             received_bytes: Counter::default(),
@@ -222,6 +224,11 @@ impl ServerMetrics {
             "chinwag_connections_opened",
             "WebSocket connections opened (upgrades accepted)",
             metrics.connections_opened.clone(),
+        );
+        r.register(
+            "chinwag_connections_compressed",
+            "WebSocket connections opened with permessage-deflate (RFC 7692) negotiated",
+            metrics.connections_compressed.clone(),
         );
         r.register(
             "chinwag_handshakes_refused",
