@@ -2,6 +2,7 @@
 //! clients (ours and tokio-tungstenite, which nobody here wrote), refusals, commands,
 //! the page, and shutdown.
 
+use chinwag_core::deflate::DeflateConfig;
 use chinwag_core::{CloseCode, Config, HandshakeError, Message};
 use chinwag_driver::{Error, Runtime, WebSocket, connect, parse_url};
 use chinwag_service::{Handle, Limits};
@@ -201,9 +202,39 @@ async fn the_page_is_served_and_self_contained<S: Runtime, C: Runtime>() {
     }
 }
 
+/// permessage-deflate: the chat accepts it by default; a client that offers it and
+/// one that does not chat together, each getting every line (the broadcast is
+/// compressed for one and plain for the other), long lines and short ones.
+async fn compressed_and_plain_clients_chat_together<S: Runtime, C: Runtime>() {
+    let (addr, _handle) = start_default_chat::<S>();
+    let offer = parse_url(&format!("ws://{addr}/chat/Zip")).unwrap().with_deflate(DeflateConfig::default());
+    let mut zip = connect::<C>(&offer, Config::default()).await.unwrap();
+    let agreed = zip.deflate().expect("the chat accepts permessage-deflate");
+    assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover, "{agreed:?}");
+    assert_eq!(
+        lines::<C>(&mut zip, 2).await,
+        ["Hi Zip! You have successfully connected to the chat", "Zip connected to chat"]
+    );
+    let mut plain = join::<C>(addr, "/chat/Plain").await;
+    assert!(plain.deflate().is_none());
+    assert_eq!(
+        lines::<C>(&mut plain, 2).await,
+        ["Hi Plain! You have successfully connected to the chat", "Plain connected to chat"]
+    );
+    assert_eq!(next::<C>(&mut zip).await, "Plain connected to chat");
+    let long = "{\"text\": \"compress me, compress me, compress me\"} ".repeat(200);
+    for (from, line) in [("Zip", long.as_str()), ("Plain", long.as_str()), ("Zip", "hi"), ("Plain", "é€😀 ok")] {
+        let sender = if from == "Zip" { &mut zip } else { &mut plain };
+        sender.send(&Message::text(line)).await.unwrap();
+        let expected = format!("{from}: {line}");
+        assert_eq!(next::<C>(&mut zip).await, expected);
+        assert_eq!(next::<C>(&mut plain).await, expected);
+    }
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [guide_scenario, refusals, rooms_and_direct_messages, shutdown_sends_going_away, the_page_is_served_and_self_contained];
+    scenarios: [guide_scenario, refusals, rooms_and_direct_messages, shutdown_sends_going_away, the_page_is_served_and_self_contained, compressed_and_plain_clients_chat_together];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol_client_on_async_std_server: chinwag_futures::AsyncStd => chinwag_futures::Smol;

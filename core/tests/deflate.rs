@@ -233,7 +233,11 @@ fn a_decompression_bomb_closes_with_1009_before_it_costs_memory() {
     let next = compressed_by_client("after".repeat(20).as_bytes(), true);
     let events = received(&mut s, &[bomb, next].concat(), 999);
     match events.as_slice() {
-        [Event::Skipped(_), Event::Text(t)] => assert_eq!(t.as_str(), "after".repeat(20)),
+        [Event::Skipped(skipped), Event::Text(t)] => {
+            assert_eq!(t.as_str(), "after".repeat(20));
+            // Its frames are under the limit; what it inflated to is not.
+            assert!(skipped.len > 64 << 10, "{skipped:?}");
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -455,4 +459,20 @@ fn control_frames_are_never_compressed_and_compress_everything_compresses_the_re
     let (mut c, _) = deflate_pair();
     c.send_binary(now, &noise).unwrap();
     assert_eq!(frames(&drain_transmit(&mut c))[0].0.rsv, 0);
+}
+
+#[test]
+fn a_compressed_broadcast_is_one_buffer_shared_by_its_recipients() {
+    let d = DeflateConfig::default();
+    let frame = SharedFrame::text(&"hello everyone, ".repeat(20));
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let (_, mut s) = pair(Some(d), Some(d), Config::default());
+        s.send_shared(t0(), &frame).unwrap();
+        let out = s.poll_transmit().unwrap();
+        let chunk = bytes::Buf::chunk(out);
+        assert_eq!(FrameHeader::decode(chunk).unwrap().unwrap().0.rsv, RSV1, "compressed");
+        queued.push(chunk.as_ptr());
+    }
+    assert!(queued.windows(2).all(|w| w[0] == w[1]), "compressed once, queued by reference: {queued:?}");
 }

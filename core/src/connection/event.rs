@@ -58,7 +58,10 @@ pub enum Event {
 pub struct SkippedMessage {
     /// Whether it was a text message (else binary).
     pub text: bool,
-    /// Its size in bytes, all frames together.
+    /// Its size in bytes, all frames together. For a compressed message
+    /// (permessage-deflate) skipped because it inflated past the limit, it is not
+    /// inflated further: at least the limit plus one, as its frames may be
+    /// smaller than the limit.
     pub len: u64,
 }
 

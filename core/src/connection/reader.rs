@@ -331,7 +331,14 @@ impl Connection {
                 if frame.fin {
                     let mut message = self.reader.message.take().expect("a message is in progress");
                     if message.skip {
-                        let skipped = SkippedMessage { text: message.text, len: message.len };
+                        // A compressed message skipped with its frames under the
+                        // limit was skipped for what it inflated to: over it.
+                        let len = if message.compressed {
+                            message.len.max(self.config.max_message_size as u64 + 1)
+                        } else {
+                            message.len
+                        };
+                        let skipped = SkippedMessage { text: message.text, len };
                         self.events.push_back(Event::Skipped(skipped));
                         return;
                     }
