@@ -182,6 +182,9 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
             }
         });
     }
+    // Closed now, as the service's server does: a client that connects during
+    // the drain is refused at once instead of waiting in the backlog for a reset.
+    drop(listener);
     let grace = config().close_timeout + Duration::from_secs(1);
     let closed = until(&echo, |e| e.open_map().is_empty());
     if race(closed, R::sleep(grace)).await.is_none() {
