@@ -190,6 +190,36 @@ fn feed_both(make: &dyn Fn() -> Connection, wire: &[u8], cuts: &[usize]) -> [(Ve
     [whole_result, piece_result]
 }
 
+/// An echoing application over `wire` in the pieces given by `cuts`: with
+/// `drain_each`, events are taken (and each message echoed) after every read, as
+/// a level-triggered driver does; without, every piece is read first and the
+/// events taken after, as an edge-triggered loop that reads until the socket is
+/// empty does. Returns the events and the output.
+fn echo_in_pieces(conn: &mut Connection, wire: &[u8], cuts: &[usize], drain_each: bool) -> (Vec<Seen>, Vec<u8>) {
+    let mut events = Vec::new();
+    let mut take = |conn: &mut Connection| {
+        while let Some(event) = conn.poll_event(t0()) {
+            // Refused once the connection is closing: the echo is then not sent.
+            let _ = match &event {
+                Event::Text(t) => conn.send(t0(), &Message::Text(t.clone())),
+                Event::Binary(b) => conn.send(t0(), &Message::Binary(b.clone())),
+                _ => Ok(()),
+            };
+            events.push(seen(event));
+        }
+    };
+    let mut start = 0;
+    for end in split_points(wire.len(), cuts) {
+        conn.receive(t0(), &wire[start..end]);
+        start = end;
+        if drain_each {
+            take(conn);
+        }
+    }
+    take(conn);
+    (events, drain_transmit(conn))
+}
+
 fn small_limits() -> Config {
     Config { max_frame_size: 2000, max_message_size: 3000, ..Config::default() }
 }
@@ -343,6 +373,35 @@ proptest! {
             out = &out[at + header.payload_len as usize..];
         }
         prop_assert!(out.is_empty(), "our output is whole frames");
+    }
+
+    /// Whether a driver takes events after every read or only after reading all it
+    /// can, an echoing server answers the same: every echo of a message before a
+    /// violation leaves before the close it causes (Autobahn 4.1.4 with the text
+    /// message and the reserved opcode in separate reads).
+    #[test]
+    fn answers_do_not_depend_on_when_events_are_taken(
+        valid_prefix in proptest::collection::vec(item(), 0..4),
+        junk in proptest::collection::vec(any::<u8>(), 0..200),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let (request, _) = handshake_bytes();
+        let (mut frames, _) = encode_items(&valid_prefix, || Some([1, 2, 3, 4]));
+        frames.extend_from_slice(&junk);
+        let open = || {
+            let mut s = Connection::server(small_limits(), t0());
+            s.receive(t0(), &request);
+            drain_events(&mut s, t0());
+            s.accept(t0(), Accept::new()).unwrap();
+            drain_events(&mut s, t0());
+            drain_transmit(&mut s);
+            s
+        };
+        let whole = echo_in_pieces(&mut open(), &frames, &[], true);
+        let level = echo_in_pieces(&mut open(), &frames, &cuts, true);
+        let edge = echo_in_pieces(&mut open(), &frames, &cuts, false);
+        prop_assert_eq!(&whole, &level);
+        prop_assert_eq!(&whole, &edge);
     }
 
     /// Arbitrary request heads never panic and give the same events and response in

@@ -161,6 +161,27 @@ fn a_reply_to_a_message_leaves_before_the_close_for_a_later_violation() {
     assert_eq!(&wire[7..11], &[0x88, wire[8], 0x03, 0xEA], "then the 1002 close");
 }
 
+/// The same when the violation arrives in a later read that the driver feeds
+/// before taking the first event (an edge-triggered loop reads until the socket
+/// is empty): the event already waiting holds back the parsing of later bytes.
+#[test]
+fn a_reply_leaves_before_the_close_when_the_violation_comes_in_a_later_read() {
+    let mut p = Pair::default_open();
+    p.server.receive(p.now, &frame(0x81, b"first"));
+    // Autobahn 4.1.4: a reserved opcode, then a ping, in the next read.
+    p.server.receive(p.now, &[frame(0x86, b"bad"), frame(0x89, b"")].concat());
+    assert!(p.server.poll_transmit().is_none(), "nothing is answered before the event is taken");
+    let Some(Event::Text(text)) = p.server.poll_event(p.now) else { panic!("the message comes first") };
+    p.server.send_text(p.now, &text).unwrap();
+    assert!(
+        matches!(p.server.poll_event(p.now), Some(Event::Closed(c)) if c.effective_code() == CloseCode::PROTOCOL_ERROR)
+    );
+    let wire = drain_transmit(&mut p.server);
+    assert_eq!(&wire[..7], b"\x81\x05first", "the echo is written first");
+    assert_eq!(&wire[7..11], &[0x88, wire[8], 0x03, 0xEA], "then the 1002 close, and no pong");
+    assert_eq!(wire.len(), 7 + 2 + wire[8] as usize);
+}
+
 #[test]
 fn an_invalid_length_is_caught_at_the_same_byte_however_the_header_is_split() {
     // Found by the `frames` fuzz target: a 64-bit length with its top bit set, and

@@ -436,8 +436,11 @@ impl Connection {
     }
 
     /// Parses frames from `data` up to the next event, keeping the rest for later.
+    /// While an event waits to be taken nothing is parsed: a violation in these
+    /// bytes must not queue its close ahead of the application's answer to the
+    /// waiting event (a driver may read again before draining events).
     fn feed_frames(&mut self, data: &[u8]) {
-        if !self.input.is_empty() {
+        if !self.input.is_empty() || !self.events.is_empty() {
             self.input.extend_from_slice(data);
             return;
         }
