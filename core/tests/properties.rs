@@ -220,6 +220,17 @@ fn echo_in_pieces(conn: &mut Connection, wire: &[u8], cuts: &[usize], drain_each
     (events, drain_transmit(conn))
 }
 
+/// A server with [`small_limits`], open after `request` and with its output taken.
+fn open_server(request: &[u8]) -> Connection {
+    let mut s = Connection::server(small_limits(), t0());
+    s.receive(t0(), request);
+    drain_events(&mut s, t0());
+    s.accept(t0(), Accept::new()).unwrap();
+    drain_events(&mut s, t0());
+    drain_transmit(&mut s);
+    s
+}
+
 fn small_limits() -> Config {
     Config { max_frame_size: 2000, max_message_size: 3000, ..Config::default() }
 }
@@ -331,13 +342,7 @@ proptest! {
         frames.extend_from_slice(&junk);
         let make: Box<dyn Fn() -> Connection> = if server {
             Box::new(|| {
-                let mut s = Connection::server(small_limits(), t0());
-                s.receive(t0(), &request);
-                drain_events(&mut s, t0());
-                s.accept(t0(), Accept::new()).unwrap();
-                drain_events(&mut s, t0());
-                drain_transmit(&mut s);
-                s
+                open_server(&request)
             })
         } else {
             Box::new(|| {
@@ -388,15 +393,7 @@ proptest! {
         let (request, _) = handshake_bytes();
         let (mut frames, _) = encode_items(&valid_prefix, || Some([1, 2, 3, 4]));
         frames.extend_from_slice(&junk);
-        let open = || {
-            let mut s = Connection::server(small_limits(), t0());
-            s.receive(t0(), &request);
-            drain_events(&mut s, t0());
-            s.accept(t0(), Accept::new()).unwrap();
-            drain_events(&mut s, t0());
-            drain_transmit(&mut s);
-            s
-        };
+        let open = || open_server(&request);
         let whole = echo_in_pieces(&mut open(), &frames, &[], true);
         let level = echo_in_pieces(&mut open(), &frames, &cuts, true);
         let edge = echo_in_pieces(&mut open(), &frames, &cuts, false);
