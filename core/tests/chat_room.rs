@@ -1,6 +1,6 @@
 //! The chat room's rules, seen as what each member's screen shows.
 
-use chinwag_core::chat::{ConnId, Delivery, Hub, room};
+use chinwag_core::chat::{ConnId, Delivery, Hub, Replica};
 use chinwag_core::frame::FrameHeader;
 use std::collections::BTreeMap;
 
@@ -27,32 +27,32 @@ impl Screens {
     }
 }
 
-fn enter(hub: &mut Hub, screens: &mut Screens, name: &str, age: Option<&str>) -> ConnId {
+fn enter(hub: &mut Hub, chat: &mut Replica, screens: &mut Screens, name: &str, age: Option<&str>) -> ConnId {
     let conn = hub.open();
-    room::admit(hub, conn, name, age).unwrap();
-    room::join(hub, conn);
+    chat.admit(hub, conn, name, age).unwrap();
+    chat.open(hub, conn);
     screens.collect(hub);
     conn
 }
 
 #[test]
 fn the_guide_scenario() {
-    let (mut hub, mut screens) = (Hub::new(), Screens::default());
-    let alice = enter(&mut hub, &mut screens, "Alice", Some("20"));
+    let (mut hub, mut chat, mut screens) = (Hub::new(), Replica::alone(), Screens::default());
+    let alice = enter(&mut hub, &mut chat, &mut screens, "Alice", Some("20"));
     assert_eq!(
         screens.take(alice),
         ["Hi Alice! You have successfully connected to the chat", "Alice with age 20 connected to chat"]
     );
-    let bob = enter(&mut hub, &mut screens, "Bob", None);
+    let bob = enter(&mut hub, &mut chat, &mut screens, "Bob", None);
     assert_eq!(screens.take(alice), ["Bob connected to chat"]);
     assert_eq!(screens.take(bob), ["Hi Bob! You have successfully connected to the chat", "Bob connected to chat"]);
 
-    assert_eq!(room::say(&mut hub, bob, "hello <b>all</b>"), ["Bob: hello <b>all</b>"]);
+    assert_eq!(chat.text(&mut hub, bob, "hello <b>all</b>"), ["Bob: hello <b>all</b>"]);
     screens.collect(&mut hub);
     assert_eq!(screens.take(alice), ["Bob: hello <b>all</b>"]);
     assert_eq!(screens.take(bob), ["Bob: hello <b>all</b>"]);
 
-    assert_eq!(room::leave(&mut hub, bob), ["Bob left the chat"]);
+    assert_eq!(chat.close(&mut hub, bob), ["Bob left the chat"]);
     screens.collect(&mut hub);
     assert_eq!(screens.take(alice), ["Bob left the chat"]);
     assert!(screens.take(bob).is_empty(), "nothing reaches a closed connection");
@@ -60,60 +60,63 @@ fn the_guide_scenario() {
 
 #[test]
 fn admission() {
-    let mut hub = Hub::new();
-    let refused = |hub: &mut Hub, name: &str, age: Option<&str>| {
+    let (mut hub, mut chat) = (Hub::new(), Replica::alone());
+    let refused = |hub: &mut Hub, chat: &mut Replica, name: &str, age: Option<&str>| {
         let conn = hub.open();
-        let r = room::admit(hub, conn, name, age).err().map(|r| r.status);
-        hub.close(conn);
+        let r = chat.admit(hub, conn, name, age).err().map(|r| r.status);
+        chat.close(hub, conn);
         r
     };
-    assert_eq!(refused(&mut hub, "", None), Some(400));
-    assert_eq!(refused(&mut hub, &"x".repeat(33), None), Some(400));
-    assert_eq!(refused(&mut hub, &"é".repeat(32), None), None, "32 characters, 64 bytes");
-    assert_eq!(refused(&mut hub, "a\u{7}b", None), Some(400));
-    assert_eq!(refused(&mut hub, " ann", None), Some(400));
+    let (hub, chat) = (&mut hub, &mut chat);
+    assert_eq!(refused(hub, chat, "", None), Some(400));
+    assert_eq!(refused(hub, chat, &"x".repeat(33), None), Some(400));
+    assert_eq!(refused(hub, chat, &"é".repeat(32), None), None, "32 characters, 64 bytes");
+    assert_eq!(refused(hub, chat, "a\u{7}b", None), Some(400));
+    assert_eq!(refused(hub, chat, " ann", None), Some(400));
     for age in ["-1", "151", "abc", "", "+3", "2.5", "99999999999"] {
-        assert_eq!(refused(&mut hub, "ann", Some(age)), Some(400), "age {age:?}");
+        assert_eq!(refused(hub, chat, "ann", Some(age)), Some(400), "age {age:?}");
     }
-    assert_eq!(refused(&mut hub, "ann", Some("0")), None);
-    assert_eq!(refused(&mut hub, "ann", Some("150")), None);
+    assert_eq!(refused(hub, chat, "ann", Some("0")), None);
+    assert_eq!(refused(hub, chat, "ann", Some("150")), None);
 
     let taken = hub.open();
-    room::admit(&mut hub, taken, "Zoë", None).unwrap();
-    assert_eq!(refused(&mut hub, "Zoë", None), Some(409));
-    assert_eq!(refused(&mut hub, "Zoe\u{308}", None), Some(409), "the same name with a combining diaeresis");
-    assert_eq!(refused(&mut hub, "zoë", None), None, "case differs: a different name");
-    hub.close(taken);
-    assert_eq!(refused(&mut hub, "Zoë", None), None, "the name is free once its holder left");
+    chat.admit(hub, taken, "Zoë", None).unwrap();
+    assert_eq!(refused(hub, chat, "Zoë", None), Some(409));
+    assert_eq!(refused(hub, chat, "Zoe\u{308}", None), Some(409), "the same name with a combining diaeresis");
+    assert_eq!(refused(hub, chat, "zoë", None), None, "case differs: a different name");
+    chat.open(hub, taken);
+    assert_eq!(refused(hub, chat, "Zoë", None), Some(409), "joined: in the chat");
+    chat.close(hub, taken);
+    assert_eq!(refused(hub, chat, "Zoë", None), None, "the name is free once its holder left");
 }
 
 #[test]
 fn direct_messages_and_rooms() {
-    let (mut hub, mut screens) = (Hub::new(), Screens::default());
-    let ann = enter(&mut hub, &mut screens, "Ann Lee", None);
-    let bob = enter(&mut hub, &mut screens, "bob", None);
-    let cy = enter(&mut hub, &mut screens, "cy", None);
+    let (mut hub, mut chat, mut screens) = (Hub::new(), Replica::alone(), Screens::default());
+    let ann = enter(&mut hub, &mut chat, &mut screens, "Ann Lee", None);
+    let bob = enter(&mut hub, &mut chat, &mut screens, "bob", None);
+    let cy = enter(&mut hub, &mut chat, &mut screens, "cy", None);
     screens.0.clear();
 
-    room::say(&mut hub, bob, "/msg \"Ann Lee\" psst");
+    chat.text(&mut hub, bob, "/msg \"Ann Lee\" psst");
     screens.collect(&mut hub);
     assert_eq!(screens.take(ann), ["bob -> Ann Lee: psst"]);
     assert_eq!(screens.take(bob), ["bob -> Ann Lee: psst"]);
     assert!(screens.take(cy).is_empty());
 
-    room::say(&mut hub, bob, "/join #ops");
-    room::say(&mut hub, cy, "/join ops");
-    room::say(&mut hub, cy, "/say ops deploy at 5");
-    room::say(&mut hub, ann, "/say ops let me in");
+    chat.text(&mut hub, bob, "/join #ops");
+    chat.text(&mut hub, cy, "/join ops");
+    chat.text(&mut hub, cy, "/say ops deploy at 5");
+    chat.text(&mut hub, ann, "/say ops let me in");
     screens.collect(&mut hub);
     assert_eq!(screens.take(bob), ["bob joined #ops", "cy joined #ops", "#ops cy: deploy at 5"]);
     assert_eq!(screens.take(cy), ["cy joined #ops", "#ops cy: deploy at 5"]);
     assert_eq!(screens.take(ann), ["error: you are not in #ops (try /join ops)"]);
 
-    room::say(&mut hub, bob, "/leave ops");
-    room::say(&mut hub, bob, "/rooms");
-    room::leave(&mut hub, cy);
-    room::say(&mut hub, ann, "/join ops");
+    chat.text(&mut hub, bob, "/leave ops");
+    chat.text(&mut hub, bob, "/rooms");
+    chat.close(&mut hub, cy);
+    chat.text(&mut hub, ann, "/join ops");
     screens.collect(&mut hub);
     assert_eq!(screens.take(bob), ["bob left #ops", "you are in no rooms", "cy left the chat"]);
     assert_eq!(screens.take(ann), ["cy left the chat", "Ann Lee joined #ops"], "the room was empty, and is new again");
@@ -124,53 +127,53 @@ fn direct_messages_and_rooms() {
 /// screen starts with their greeting.
 #[test]
 fn lines_reach_only_members_who_have_joined() {
-    let (mut hub, mut screens) = (Hub::new(), Screens::default());
-    let ann = enter(&mut hub, &mut screens, "ann", None);
+    let (mut hub, mut chat, mut screens) = (Hub::new(), Replica::alone(), Screens::default());
+    let ann = enter(&mut hub, &mut chat, &mut screens, "ann", None);
     screens.0.clear();
     let bob = hub.open();
-    room::admit(&mut hub, bob, "bob", None).unwrap();
-    room::say(&mut hub, ann, "anyone?");
+    chat.admit(&mut hub, bob, "bob", None).unwrap();
+    chat.text(&mut hub, ann, "anyone?");
     screens.collect(&mut hub);
     assert!(screens.take(bob).is_empty(), "not joined yet");
-    room::join(&mut hub, bob);
+    chat.open(&mut hub, bob);
     screens.collect(&mut hub);
     assert_eq!(screens.take(bob), ["Hi bob! You have successfully connected to the chat", "bob connected to chat"]);
     assert_eq!(screens.take(ann), ["ann: anyone?", "bob connected to chat"]);
-    room::say(&mut hub, bob, "/rooms");
+    chat.text(&mut hub, bob, "/rooms");
     screens.collect(&mut hub);
     assert_eq!(screens.take(bob), ["you are in no rooms"], "the main chat is not listed as a room");
 }
 
 #[test]
 fn a_room_is_one_room_in_either_normal_form() {
-    let (mut hub, mut screens) = (Hub::new(), Screens::default());
-    let ann = enter(&mut hub, &mut screens, "ann", None);
-    let bob = enter(&mut hub, &mut screens, "bob", None);
+    let (mut hub, mut chat, mut screens) = (Hub::new(), Replica::alone(), Screens::default());
+    let ann = enter(&mut hub, &mut chat, &mut screens, "ann", None);
+    let bob = enter(&mut hub, &mut chat, &mut screens, "bob", None);
     screens.0.clear();
-    room::say(&mut hub, ann, "/join caf\u{e9}"); // precomposed é
-    room::say(&mut hub, bob, "/join cafe\u{301}"); // e + combining acute
-    room::say(&mut hub, bob, "/say #cafe\u{301} hello");
+    chat.text(&mut hub, ann, "/join caf\u{e9}"); // precomposed é
+    chat.text(&mut hub, bob, "/join cafe\u{301}"); // e + combining acute
+    chat.text(&mut hub, bob, "/say #cafe\u{301} hello");
     screens.collect(&mut hub);
     assert_eq!(
         screens.take(ann),
         ["ann joined #caf\u{e9}", "bob joined #caf\u{e9}", "#caf\u{e9} bob: hello"],
         "one room, shown in NFC"
     );
-    room::say(&mut hub, ann, "/rooms");
+    chat.text(&mut hub, ann, "/rooms");
     screens.collect(&mut hub);
     assert_eq!(screens.take(ann), ["your rooms: #caf\u{e9}"]);
 }
 
 #[test]
 fn mistakes_reach_only_the_sender() {
-    let (mut hub, mut screens) = (Hub::new(), Screens::default());
-    let ann = enter(&mut hub, &mut screens, "ann", None);
-    let bob = enter(&mut hub, &mut screens, "bob", None);
+    let (mut hub, mut chat, mut screens) = (Hub::new(), Replica::alone(), Screens::default());
+    let ann = enter(&mut hub, &mut chat, &mut screens, "ann", None);
+    let bob = enter(&mut hub, &mut chat, &mut screens, "bob", None);
     screens.0.clear();
     for command in
         ["/msg", "/msg bob", "/msg nobody hi", "/join", "/say ops", "/say ops hi", "/leave ops", "/dance", "/"]
     {
-        assert!(room::say(&mut hub, ann, command).is_empty(), "{command} is not a public line");
+        assert!(chat.text(&mut hub, ann, command).is_empty(), "{command} is not a public line");
     }
     screens.collect(&mut hub);
     assert!(screens.take(bob).is_empty());
@@ -181,8 +184,8 @@ fn mistakes_reach_only_the_sender() {
     assert_eq!(answers[2], "error: no one named nobody is online");
     assert_eq!(answers[7], "error: unknown command /dance (try /help)");
 
-    room::say(&mut hub, ann, "//shrug");
-    room::say(&mut hub, ann, "/users");
+    chat.text(&mut hub, ann, "//shrug");
+    chat.text(&mut hub, ann, "/users");
     screens.collect(&mut hub);
     assert_eq!(screens.take(bob), ["ann: /shrug"]);
     assert_eq!(screens.take(ann), ["ann: /shrug", "online (2): ann, bob"]);
@@ -190,21 +193,21 @@ fn mistakes_reach_only_the_sender() {
 
 #[test]
 fn direct_messages_find_a_name_in_either_normal_form() {
-    let (mut hub, mut screens) = (Hub::new(), Screens::default());
+    let (mut hub, mut chat, mut screens) = (Hub::new(), Replica::alone(), Screens::default());
     // Joined with a decomposed name: stored, and shown, as "é" (NFC).
-    let e = enter(&mut hub, &mut screens, "e\u{301}", None);
-    let zoe = enter(&mut hub, &mut screens, "Zoë", None);
-    let bob = enter(&mut hub, &mut screens, "bob", None);
+    let e = enter(&mut hub, &mut chat, &mut screens, "e\u{301}", None);
+    let zoe = enter(&mut hub, &mut chat, &mut screens, "Zoë", None);
+    let bob = enter(&mut hub, &mut chat, &mut screens, "bob", None);
     screens.0.clear();
     for (to, text) in [("e\u{301}", "decomposed"), ("\u{e9}", "composed")] {
-        room::say(&mut hub, bob, &format!("/msg {to} {text}"));
+        chat.text(&mut hub, bob, &format!("/msg {to} {text}"));
         screens.collect(&mut hub);
         let line = format!("bob -> \u{e9}: {text}");
         assert_eq!(screens.take(e), [line.as_str()], "/msg {to:?}");
         assert_eq!(screens.take(bob), [line.as_str()]);
     }
     // And the other way round: a composed name reached in decomposed form, quoted.
-    room::say(&mut hub, e, "/msg \"Zoe\u{308}\" hi");
+    chat.text(&mut hub, e, "/msg \"Zoe\u{308}\" hi");
     screens.collect(&mut hub);
     assert_eq!(screens.take(zoe), ["\u{e9} -> Zoë: hi"]);
     assert_eq!(screens.take(e), ["\u{e9} -> Zoë: hi"]);
@@ -219,19 +222,19 @@ proptest::proptest! {
         in_msg in 0..3u8,
     ) {
         use unicode_normalization::UnicodeNormalization;
-        let (mut hub, mut screens) = (Hub::new(), Screens::default());
+        let (mut hub, mut chat, mut screens) = (Hub::new(), Replica::alone(), Screens::default());
         let member = hub.open();
-        let stored = room::admit(&mut hub, member, &typed, None).unwrap();
+        let stored = chat.admit(&mut hub, member, &typed, None).unwrap();
         proptest::prop_assert_eq!(&stored, &typed.nfc().collect::<String>());
-        room::join(&mut hub, member);
-        let sender = enter(&mut hub, &mut screens, "sender", None);
+        chat.open(&mut hub, member);
+        let sender = enter(&mut hub, &mut chat, &mut screens, "sender", None);
         screens.0.clear();
         let to: String = match in_msg {
             0 => typed.clone(),
             1 => typed.nfc().collect(),
             _ => typed.nfd().collect(),
         };
-        room::say(&mut hub, sender, &format!("/msg {to} hi"));
+        chat.text(&mut hub, sender, &format!("/msg {to} hi"));
         screens.collect(&mut hub);
         let line = format!("sender -> {stored}: hi");
         proptest::prop_assert_eq!(screens.take(member), vec![line.clone()]);

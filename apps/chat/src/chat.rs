@@ -1,12 +1,12 @@
-//! The chat server: the chat room of `chinwag_core::chat::room`, served with its
-//! page on one port.
+//! The chat server: the chat room of `chinwag_core::chat` (its rules in `room`,
+//! carried out by a `Replica`), served with its page on one port.
 
 use bytes::Bytes;
-use chinwag_core::chat::{Hub, room};
+use chinwag_core::chat::{Hub, Replica, room};
 use chinwag_core::http::{HeaderValue, Method, StatusCode, header};
 use chinwag_core::{Closed, Config, HttpResponse, Request, Utf8Bytes};
 use chinwag_service::{Context, Decision, Limits, PathPattern, ScrapedMetric, Server, Service, query_param};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 /// The WebSocket endpoint.
 pub const ROUTE: &str = "/chat/{name}";
@@ -33,13 +33,28 @@ pub fn server() -> Server<ChatService> {
 
 /// The chat server with the given connection settings and server limits.
 pub fn server_with(config: Config, limits: Limits) -> Server<ChatService> {
-    Server::new(ChatService).route(ROUTE).expect("valid route").config(config).limits(limits)
+    Server::new(ChatService::alone()).route(ROUTE).expect("valid route").config(config).limits(limits)
 }
 
-/// The chat as a [`Service`]: each hook hands over to the room's rules and logs the
-/// lines everyone sees.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ChatService;
+/// The chat as a [`Service`]: each hook hands over to the node's [`Replica`] of
+/// the chat and logs the lines it shows.
+#[derive(Debug, Clone)]
+pub struct ChatService {
+    /// This node's replica. Hooks lock it while they hold the hub's lock, and
+    /// so does whatever applies the log: always the hub first, then this.
+    chat: Arc<Mutex<Replica>>,
+}
+
+impl ChatService {
+    /// The chat on this node alone: the replica is its own log.
+    pub fn alone() -> Self {
+        Self { chat: Arc::new(Mutex::new(Replica::alone())) }
+    }
+
+    fn chat(&self) -> MutexGuard<'_, Replica> {
+        self.chat.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
     HttpResponse::new(status, "text/plain; charset=utf-8", body)
@@ -68,7 +83,7 @@ impl Service for ChatService {
                 // admitted, and why not: the page shows it after a refused handshake.
                 Some(Ok(params)) => {
                     let age = query_param(request.query(), "age");
-                    match room::check(hub, params.get("name").unwrap_or_default(), age.as_deref()) {
+                    match self.chat().check(hub, params.get("name").unwrap_or_default(), age.as_deref()) {
                         Ok(_) => text(StatusCode::OK, "welcome: connect with a WebSocket\n"),
                         Err(refusal) => text(status(refusal.status), refusal.reason),
                     }
@@ -83,7 +98,7 @@ impl Service for ChatService {
         let name = cx.param("name").unwrap_or_default().to_owned();
         let age = cx.query("age").map(|age| age.into_owned());
         let conn = cx.id();
-        match room::admit(cx.hub(), conn, &name, age.as_deref()) {
+        match self.chat().admit(cx.hub(), conn, &name, age.as_deref()) {
             Ok(_) => Decision::accept(),
             Err(refusal) => {
                 tracing::info!(name, status = refusal.status, reason = refusal.reason, "refused");
@@ -94,12 +109,12 @@ impl Service for ChatService {
 
     fn on_open(&self, cx: &mut Context<'_>) {
         let conn = cx.id();
-        log(room::join(cx.hub(), conn));
+        log(self.chat().open(cx.hub(), conn));
     }
 
     fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
         let conn = cx.id();
-        log(room::say(cx.hub(), conn, text));
+        log(self.chat().text(cx.hub(), conn, text));
     }
 
     fn on_binary(&self, cx: &mut Context<'_>, _data: &Bytes) {
@@ -112,7 +127,7 @@ impl Service for ChatService {
 
     fn on_close(&self, cx: &mut Context<'_>, _closed: &Closed) {
         let conn = cx.id();
-        log(room::leave(cx.hub(), conn));
+        log(self.chat().close(cx.hub(), conn));
     }
 
     fn scrape(&self, hub: &Hub) -> Vec<ScrapedMetric> {

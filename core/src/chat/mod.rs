@@ -6,8 +6,13 @@
 //!   one frame encoded once for all of them.
 //! - [`room`]: the rules of the chat room built on the hub: who may join under which
 //!   name, the lines everyone sees, and the text commands.
+//! - [`Replica`]: the chat room as a log of entries per room, applied in order on
+//!   every node that serves it: one node alone, or a cluster whose store (Redis)
+//!   orders the entries.
 
 mod hub;
+mod replica;
 pub mod room;
 
 pub use hub::{Attributes, ConnId, Delivery, Hub, HubError};
+pub use replica::{Entry, EntryError, MemberId, Offset, Output, Record, Replica, UNAVAILABLE};

@@ -1,6 +1,7 @@
-//! The chinwag chat room: who may join under which name, the lines everyone sees,
-//! and the text commands for direct messages and rooms. Pure functions over a
-//! [`Hub`]; the service that hosts the chat calls them from its hooks.
+//! The chinwag chat room's rules: who may join under which name, the lines
+//! everyone sees, and the text commands for direct messages and rooms. The
+//! [`Replica`](super::Replica) carries them out (on one node or many); this module
+//! holds the checks and texts they share.
 //!
 //! Joining, talking and leaving follow the chat guide (with its typo fixed):
 //!
@@ -35,7 +36,6 @@
 use unicode_normalization::UnicodeNormalization;
 
 use super::{ConnId, Hub};
-use crate::Message;
 
 /// The longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -70,28 +70,40 @@ fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
     Refusal { status, reason: reason.into() }
 }
 
+/// Reserves a checked name (see [`check`]) for `conn`, a connection already open
+/// in the hub, so that no one else on this node can take it meanwhile, and keeps
+/// the age.
+pub(crate) fn reserve(hub: &mut Hub, conn: ConnId, name: &str, age: Option<u8>) -> Result<(), Refusal> {
+    let closed = |_| refuse(500, "the connection closed");
+    hub.store_name(conn, name).map_err(closed)?;
+    hub.set_attribute(conn, NAME, name).map_err(closed)?;
+    if let Some(age) = age {
+        hub.set_attribute(conn, AGE, age.to_string()).map_err(closed)?;
+    }
+    Ok(())
+}
+
+/// The refusal of a name someone has.
+pub fn taken(name: &str) -> Refusal {
+    refuse(409, format!("{name} is already in the chat; choose another name"))
+}
+
+/// The answer to a direct message for someone who is not online.
+pub(crate) fn no_one_named(name: &str) -> String {
+    format!("error: no one named {name} is online")
+}
+
 /// Checks a newcomer's name (already percent-decoded from the path) and age (the
-/// raw `age` query value, if present), and reserves the name for `conn`, a
-/// connection already open in the hub, so that no one else can take it meanwhile.
+/// raw `age` query value, if present) against the rules and this node's hub,
+/// without reserving anything: the name as it would be stored and the age. (A
+/// page can ask this to explain a refused connection, since browsers do not show
+/// a handshake's status to scripts.)
 ///
 /// A name is 1 to 32 characters, without control characters and without spaces at
 /// either end; it must not be in use (409: two users who look the same would be a
 /// trap). Names are compared and shown in Unicode normal form C, so the same name
 /// typed with combining accents is the same name. An age is a whole number from 0
-/// to 150. Returns the name as stored.
-pub fn admit(hub: &mut Hub, conn: ConnId, name: &str, age: Option<&str>) -> Result<String, Refusal> {
-    let (name, age) = check(hub, name, age)?;
-    hub.store_name(conn, &name).map_err(|_| refuse(500, "the connection closed"))?;
-    hub.set_attribute(conn, NAME, name.as_str()).map_err(|_| refuse(500, "the connection closed"))?;
-    if let Some(age) = age {
-        hub.set_attribute(conn, AGE, age.to_string()).map_err(|_| refuse(500, "the connection closed"))?;
-    }
-    Ok(name)
-}
-
-/// What [`admit`] would decide, without reserving anything: the name as it would be
-/// stored and the age. (A page can ask this to explain a refused connection, since
-/// browsers do not show a handshake's status to scripts.)
+/// to 150.
 pub fn check(hub: &Hub, name: &str, age: Option<&str>) -> Result<(String, Option<u8>), Refusal> {
     let name: String = name.nfc().collect();
     if name.is_empty() {
@@ -114,52 +126,13 @@ pub fn check(hub: &Hub, name: &str, age: Option<&str>) -> Result<(String, Option
         },
     };
     if hub.named(&name).is_some() {
-        return Err(refuse(409, format!("{name} is already in the chat; choose another name")));
+        return Err(taken(&name));
     }
     Ok((name, age))
 }
 
-/// A newcomer's connection is open: greets them, then tells everyone. Returns the
-/// lines everyone saw, for the log.
-pub fn join(hub: &mut Hub, conn: ConnId) -> Vec<String> {
-    let Some(name) = hub.attribute(conn, NAME).map(str::to_owned) else { return vec![] };
-    let line = match hub.attribute(conn, AGE) {
-        Some(age) => format!("{name} with age {age} connected to chat"),
-        None => format!("{name} connected to chat"),
-    };
-    let _ = hub.push(conn, &Message::text(format!("Hi {name}! You have successfully connected to the chat")));
-    let _ = hub.add_to_group(conn, CHAT);
-    let _ = hub.push_to_group(CHAT, &Message::text(line.clone()));
-    vec![line]
-}
-
-/// A member's connection closed: forgets them and tells everyone else. Returns the
-/// line, for the log.
-pub fn leave(hub: &mut Hub, conn: ConnId) -> Vec<String> {
-    let Some(attributes) = hub.close(conn) else { return vec![] };
-    let Some(name) = attributes.get(NAME) else { return vec![] };
-    let line = format!("{name} left the chat");
-    // The last member leaving leaves no group to tell: nobody is left to see it.
-    let _ = hub.push_to_group(CHAT, &Message::text(line.clone()));
-    vec![line]
-}
-
-/// Text from a member: a line for everyone, or a command. Returns the lines that
-/// reached other members (chat lines, direct messages, room lines), for the log;
-/// answers meant for the sender alone are not returned.
-pub fn say(hub: &mut Hub, conn: ConnId, text: &str) -> Vec<String> {
-    let Some(name) = hub.attribute(conn, NAME).map(str::to_owned) else { return vec![] };
-    let text = match text.strip_prefix('/') {
-        Some(rest) if rest.starts_with('/') => rest,
-        Some(command) => return run_command(hub, conn, &name, command),
-        None => text,
-    };
-    let line = format!("{name}: {text}");
-    let _ = hub.push_to_group(CHAT, &Message::text(line.clone()));
-    vec![line]
-}
-
-const HELP: &str = "commands:
+/// The answer to `/help`.
+pub(crate) const HELP: &str = "commands:
 /help - this list
 /users - who is online
 /msg NAME TEXT - a direct message (quote a NAME with spaces: /msg \"Ann Lee\" hi)
@@ -169,96 +142,8 @@ const HELP: &str = "commands:
 /rooms - the rooms you are in
 //TEXT - send TEXT starting with /";
 
-fn run_command(hub: &mut Hub, conn: ConnId, name: &str, command: &str) -> Vec<String> {
-    let (verb, args) = command.split_once(char::is_whitespace).unwrap_or((command, ""));
-    let args = args.trim_start();
-    let reply = |hub: &mut Hub, text: String| {
-        let _ = hub.push(conn, &Message::text(text));
-        vec![]
-    };
-    match verb {
-        "help" => reply(hub, HELP.to_owned()),
-        "users" => {
-            let mut names: Vec<&str> = hub.connections().filter_map(|c| hub.attribute(c, NAME)).collect();
-            names.sort_unstable();
-            let list = format!("online ({}): {}", names.len(), names.join(", "));
-            reply(hub, list)
-        }
-        "msg" => {
-            let Some((to, text)) = split_name(args).filter(|(_, text)| !text.is_empty()) else {
-                return reply(hub, "error: usage: /msg NAME TEXT".to_owned());
-            };
-            // Names are stored in NFC (see `check`): a name typed with combining
-            // accents must find the same member, and be shown as stored.
-            let to: String = to.nfc().collect();
-            let line = format!("{name} -> {to}: {text}");
-            let message = Message::text(line.clone());
-            match hub.push_to_name(&to, &message) {
-                Ok(recipient) if recipient == conn => vec![line],
-                Ok(_) => {
-                    let _ = hub.push(conn, &message);
-                    vec![line]
-                }
-                Err(_) => reply(hub, format!("error: no one named {to} is online")),
-            }
-        }
-        "join" | "leave" | "say" => {
-            let (room, text) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
-            let room = room.strip_prefix('#').unwrap_or(room);
-            let text = text.trim_start();
-            if room.is_empty() || (verb == "say" && text.is_empty()) {
-                let usage =
-                    if verb == "say" { "error: usage: /say ROOM TEXT" } else { &format!("error: usage: /{verb} ROOM") };
-                return reply(hub, usage.to_owned());
-            }
-            if room.chars().count() > MAX_ROOM_CHARS || room.chars().any(char::is_control) {
-                return reply(hub, format!("error: a room name is 1 to {MAX_ROOM_CHARS} characters without spaces"));
-            }
-            // Rooms, like names, are one room whatever normal form a client types
-            // (a keyboard's "é" or "e" and a combining accent): kept in NFC.
-            let room: String = room.nfc().collect();
-            room_command(hub, conn, name, verb, &room, text)
-        }
-        "rooms" => {
-            let rooms: Vec<String> = hub.groups_of(conn).filter(|r| *r != CHAT).map(|r| format!("#{r}")).collect();
-            let list = if rooms.is_empty() {
-                "you are in no rooms".to_owned()
-            } else {
-                format!("your rooms: {}", rooms.join(", "))
-            };
-            reply(hub, list)
-        }
-        _ => reply(hub, format!("error: unknown command /{verb} (try /help)")),
-    }
-}
-
-fn room_command(hub: &mut Hub, conn: ConnId, name: &str, verb: &str, room: &str, text: &str) -> Vec<String> {
-    let member = hub.is_member(conn, room);
-    let line = match (verb, member) {
-        ("join", true) => {
-            let _ = hub.push(conn, &Message::text(format!("you are already in #{room}")));
-            return vec![];
-        }
-        ("join", false) => {
-            let _ = hub.add_to_group(conn, room);
-            format!("{name} joined #{room}")
-        }
-        ("say", true) => format!("#{room} {name}: {text}"),
-        ("leave", true) => format!("{name} left #{room}"),
-        _ => {
-            let _ = hub.push(conn, &Message::text(format!("error: you are not in #{room} (try /join {room})")));
-            return vec![];
-        }
-    };
-    let _ = hub.push_to_group(room, &Message::text(line.clone()));
-    if verb == "leave" {
-        let _ = hub.remove_from_group(conn, room);
-    }
-    vec![line]
-}
-
 /// Splits `NAME TEXT` or `"NAME WITH SPACES" TEXT`.
-fn split_name(args: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_name(args: &str) -> Option<(&str, &str)> {
     if let Some(quoted) = args.strip_prefix('"') {
         let (name, rest) = quoted.split_once('"')?;
         Some((name, rest.trim_start()))
