@@ -183,15 +183,19 @@ async fn keepalive_closes_a_silent_peer<S: Runtime, C: Runtime>() {
 }
 
 async fn live_peers_survive_keepalive<S: Runtime, C: Runtime>() {
+    // A ping every 50 ms, and half a second for its pong: a peer that did not
+    // answer would be closed within the idle time below, while a test machine
+    // busy enough to delay one pong by 100 ms (CI, two cores) is not mistaken
+    // for a dead peer.
     let config = Config {
         keepalive_interval: Some(Duration::from_millis(50)),
-        keepalive_timeout: Duration::from_millis(100),
+        keepalive_timeout: Duration::from_millis(500),
         ..Config::default()
     };
     let addr = echo_server::<S>(config.clone());
     let mut ws = connect::<C>(&parse_url(&format!("ws://{addr}/")).unwrap(), config).await.unwrap();
-    // Idle for 20 keepalive intervals while receiving: pings are answered.
-    assert!(timeout::<C, _>(Duration::from_secs(1), ws.recv()).await.is_none());
+    // Idle for 40 keepalive intervals while receiving: pings are answered.
+    assert!(timeout::<C, _>(Duration::from_secs(2), ws.recv()).await.is_none());
     ws.send(&Message::text("still here")).await.unwrap();
     assert_eq!(ws.recv().await, Some(Message::text("still here")));
 }
