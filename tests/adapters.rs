@@ -9,7 +9,9 @@ use chinwag_core::{
     RequestKind, SharedFrame,
 };
 use chinwag_driver::{Error, Runtime, connect, parse_url};
-use chinwag_tests::{Pending, read_some, read_to_end, start_server, timeout, upgrade_request, write_all};
+use chinwag_tests::{
+    Pending, client_frame, read_some, read_to_end, server_frames, start_server, timeout, upgrade_request, write_all,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -297,6 +299,55 @@ async fn requests_can_be_rejected_or_answered<S: Runtime, C: Runtime>() {
     assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{response}");
 }
 
+/// While the application takes its time over a request, `closed` tells it that
+/// the client left; a client that stays and sends a message before the 101 has it
+/// kept, and read once the connection is open.
+async fn a_waiting_request_watches_its_client<S: Runtime, C: Runtime>() {
+    let (closed_tx, closed_rx) = async_channel::bounded(1);
+    let addr = start_server::<S, _, _>(Config::default(), move |mut pending: Pending<S>| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            // A decision that takes 300 ms, unless the client leaves first.
+            match timeout::<S, _>(Duration::from_millis(300), pending.closed()).await {
+                Some(failed) => closed_tx.send(failed).await.unwrap(),
+                None => {
+                    let mut ws = pending.accept(Accept::new()).await.unwrap();
+                    while let Some(message) = ws.recv().await {
+                        if ws.send(&message).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut raw, upgrade_request(addr, "/").as_bytes()).await.unwrap();
+    drop(raw);
+    let failed = timeout::<C, _>(LIMIT, closed_rx.recv()).await.expect("noticed").unwrap();
+    assert!(matches!(failed, HandshakeError::TransportClosed), "{failed:?}");
+
+    let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    let mut early = upgrade_request(addr, "/").into_bytes();
+    early.extend_from_slice(&client_frame(0x81, b"early", true));
+    write_all(&mut raw, &early).await.unwrap();
+    let mut answer = Vec::new();
+    let frames = loop {
+        let more = timeout::<C, _>(LIMIT, read_some(&mut raw)).await.expect("answered").unwrap();
+        assert!(!more.is_empty(), "closed: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&more);
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            assert!(answer.starts_with(b"HTTP/1.1 101 "), "{:?}", String::from_utf8_lossy(&answer));
+            let frames = server_frames(&answer[end + 4..]);
+            if !frames.is_empty() {
+                break frames;
+            }
+        }
+    };
+    assert_eq!(frames, [(1, b"early".to_vec())]);
+}
+
 /// A close pushed from another task after a long silence (longer than the close
 /// timeout) still goes out and completes: the close timeout runs from the call,
 /// not from the receiving task's last wake-up (which is 20 s old here: keepalive
@@ -346,7 +397,7 @@ async fn slow_loris_is_dropped<S: Runtime, C: Runtime>() {
 
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 2;
-    scenarios: [echo_round_trips, split_halves_in_two_tasks, send_waits_while_the_peer_does_not_read, recv_is_cancel_safe, keepalive_closes_a_silent_peer, live_peers_survive_keepalive, server_close_reaches_the_client, a_vanished_peer_is_reported, push_shared_to_many_connections, requests_can_be_rejected_or_answered, slow_loris_is_dropped, push_close_after_a_long_silence];
+    scenarios: [echo_round_trips, split_halves_in_two_tasks, send_waits_while_the_peer_does_not_read, recv_is_cancel_safe, keepalive_closes_a_silent_peer, live_peers_survive_keepalive, server_close_reaches_the_client, a_vanished_peer_is_reported, push_shared_to_many_connections, requests_can_be_rejected_or_answered, a_waiting_request_watches_its_client, slow_loris_is_dropped, push_close_after_a_long_silence];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol: chinwag_futures::Smol => chinwag_futures::Smol;

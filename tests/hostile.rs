@@ -9,7 +9,7 @@ use chinwag_core::{Config, Message, SLOW_CONSUMER_REASON};
 use chinwag_driver::{Runtime, Transport, WebSocket, connect, parse_url};
 use chinwag_service::{Handle, Limits};
 use chinwag_tests::{
-    client_frame, raw_exchange, read_some, read_to_end, server_frames, timeout, upgrade_request, write_all,
+    client_frame, raw_answer, read_some, read_to_end, server_frames, timeout, upgrade_request, write_all,
 };
 use std::future::poll_fn;
 use std::io::IoSlice;
@@ -83,14 +83,6 @@ impl<C: Runtime> Bystanders<C> {
     }
 }
 
-/// The status line and body of the server's answer to `request`, sent in one piece.
-async fn answer<C: Runtime>(addr: SocketAddr, request: &[u8]) -> (String, String) {
-    let response = raw_exchange::<C>(addr, request).await;
-    let status = response.lines().next().unwrap_or_default().to_owned();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
 /// Joins the chat as `name` over a raw transport; returns it after the 101 head.
 async fn raw_join<C: Runtime>(addr: SocketAddr, name: &str) -> (C::Io, Vec<u8>) {
     let mut raw = C::connect("127.0.0.1", addr.port()).await.unwrap();
@@ -155,7 +147,7 @@ async fn malformed_handshakes<S: Runtime, C: Runtime>() {
         ("no such path", upgrade_request(addr, "/nowhere"), "404", ""),
     ];
     for (case, request, status, reason) in cases {
-        let (line, body) = answer::<C>(addr, request.as_bytes()).await;
+        let (line, body) = raw_answer::<C>(addr, request.as_bytes()).await;
         assert!(line.starts_with(&format!("HTTP/1.1 {status} ")), "{case}: {line}");
         assert!(body.contains(reason), "{case}: {body:?} lacks {reason:?}");
         chat.still_chatting(case).await;

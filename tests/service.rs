@@ -1,15 +1,18 @@
 //! The service API as an embedding application uses it: a service of its own with
-//! named connections and groups, and a handle pushing from outside the hooks. The
-//! same service runs unchanged on every runtime.
+//! named connections and groups, a handle pushing from outside the hooks, and an
+//! asynchronous admission before the hooks. The same services run unchanged on
+//! every runtime.
 
-use chinwag_core::chat::HubError;
-use chinwag_core::{CloseCode, Closed, Config, Message, Utf8Bytes};
+use chinwag_core::chat::{ConnId, HubError};
+use chinwag_core::http::StatusCode;
+use chinwag_core::{CloseCode, Closed, Config, HttpResponse, Message, Request, Utf8Bytes};
 use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
-use chinwag_service::{Context, Decision, Handle, Limits, Server, Service};
-use chinwag_tests::timeout;
+use chinwag_service::{Admit, AdmitRequest, Context, Decision, Handle, Limits, Server, Service};
+use chinwag_tests::{raw_answer, read_some, read_to_end, server_frames, timeout, upgrade_request, write_all};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -82,23 +85,36 @@ fn start<S: Runtime>() -> (SocketAddr, Handle, Closes) {
 fn start_with<S: Runtime>(limits: Limits) -> (SocketAddr, Handle, Closes) {
     let closes = Arc::new(Mutex::new(Vec::new()));
     let service = Desk { closes: closes.clone() };
+    let (addr, handle) = serve::<S, _>(move || Server::new(service).route("/desk/{user}").unwrap().limits(limits));
+    (addr, handle, closes)
+}
+
+/// Runs the server `make` builds on runtime `S`, in a thread of its own (built
+/// there: a server belongs to the runtime that serves it).
+fn serve<S: Runtime, V: Service>(make: impl FnOnce() -> Server<V> + Send + 'static) -> (SocketAddr, Handle) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         S::block_on(async move {
-            let server = Server::new(service).route("/desk/{user}").unwrap().limits(limits);
+            let server = make();
             let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
             server.serve::<S>(listener).await.unwrap();
         })
     });
-    let (addr, handle) = rx.recv().unwrap();
-    (addr, handle, closes)
+    rx.recv().unwrap()
 }
 
 async fn open<C: Runtime>(addr: SocketAddr, path: &str) -> Client<C> {
-    let mut ws = connect::<C>(&parse_url(&format!("ws://{addr}{path}")).unwrap(), Config::default()).await.unwrap();
-    assert!(matches!(ws.recv().await, Some(Message::Text(t)) if t.starts_with("welcome ")));
+    let (ws, welcome) = welcomed::<C>(addr, path).await;
+    assert!(welcome.starts_with("welcome "), "{welcome}");
     ws
+}
+
+/// Connects to `path` and reads the first message, the welcome.
+async fn welcomed<C: Runtime>(addr: SocketAddr, path: &str) -> (Client<C>, String) {
+    let mut ws = connect::<C>(&parse_url(&format!("ws://{addr}{path}")).unwrap(), Config::default()).await.unwrap();
+    let welcome = next::<C>(&mut ws).await;
+    (ws, welcome)
 }
 
 async fn next<C: Runtime>(ws: &mut Client<C>) -> String {
@@ -240,9 +256,280 @@ async fn deliveries_before_the_socket_opens_are_kept<S: Runtime, C: Runtime>() {
     assert_eq!(handle.connection_count(), 1);
 }
 
+/// What the gate's hooks and tickets did, in order: "admit PATH", "open NAME",
+/// "close NAME", "dropped NAME" (a ticket).
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A reservation, as a service would hold one: made in `admit`, released when
+/// dropped.
+struct Pass {
+    name: String,
+    word: String,
+    log: Log,
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        self.log.lock().unwrap().push(format!("dropped {}", self.name));
+    }
+}
+
+/// Admits `/gate/{name}` asynchronously: refuses "banned"; with `?wait`, says so on
+/// `waiting` and answers once `release` lets it; with `?never`, never answers.
+/// An admitted upgrade's ticket carries its `?word`, which `on_open` sends; with
+/// `?refuse`, `on_upgrade` refuses the upgrade without taking its ticket.
+struct Gate {
+    log: Log,
+    waiting: async_channel::Sender<String>,
+    release: async_channel::Receiver<()>,
+    /// The tickets of the open connections, released when they close.
+    kept: Mutex<HashMap<ConnId, Pass>>,
+}
+
+impl Service for Gate {
+    async fn admit<'a>(&'a self, request: &'a AdmitRequest<'a>) -> Admit {
+        self.log.lock().unwrap().push(format!("admit {}", request.request().path()));
+        let name = request.param("name").unwrap_or("?").to_owned();
+        if name == "banned" {
+            return Admit::reject(StatusCode::FORBIDDEN, "banned by admit");
+        }
+        let word = request.query("word").unwrap_or_default().into_owned();
+        // Reserved before the wait, as a cancelled wait must release it too.
+        let pass = Pass { name: name.clone(), word, log: self.log.clone() };
+        if request.query("never").is_some() {
+            std::future::pending::<()>().await;
+        }
+        if request.query("wait").is_some() {
+            // Either fails only once the test is over.
+            let _ = self.waiting.send(name).await;
+            let _ = self.release.recv().await;
+        }
+        Admit::allow_with(pass)
+    }
+
+    fn on_http(&self, request: &Request, _: &chinwag_core::chat::Hub) -> HttpResponse {
+        HttpResponse::new(StatusCode::OK, "text/plain", format!("page at {}", request.path()))
+    }
+
+    fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
+        if cx.query("refuse").is_some() {
+            return Decision::reject(StatusCode::CONFLICT, "refused after admit");
+        }
+        // A ticket of another type is not this one, and is left in place.
+        assert!(cx.take_ticket::<String>().is_none());
+        let Some(pass) = cx.take_ticket::<Pass>() else {
+            return Decision::reject(StatusCode::INTERNAL_SERVER_ERROR, "no ticket");
+        };
+        assert!(cx.take_ticket::<Pass>().is_none(), "a ticket is taken once");
+        cx.set_attribute("name", pass.name.clone());
+        cx.set_attribute("word", pass.word.clone());
+        self.kept.lock().unwrap().insert(cx.id(), pass);
+        Decision::accept()
+    }
+
+    fn on_open(&self, cx: &mut Context<'_>) {
+        assert!(cx.take_ticket::<Pass>().is_none(), "tickets are for on_upgrade");
+        let (name, word) = (cx.attribute("name").unwrap().to_owned(), cx.attribute("word").unwrap().to_owned());
+        self.log.lock().unwrap().push(format!("open {name}"));
+        cx.push_text(format!("welcome {name}: {word}"));
+    }
+
+    fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
+        let name = cx.attribute("name").unwrap().to_owned();
+        cx.broadcast(&Message::text(format!("{name}: {text}")));
+    }
+
+    fn on_close(&self, cx: &mut Context<'_>, _: &Closed) {
+        self.log.lock().unwrap().push(format!("close {}", cx.attribute("name").unwrap()));
+        self.kept.lock().unwrap().remove(&cx.id());
+    }
+}
+
+/// A gate's server and the test's side of it.
+struct Gated {
+    addr: SocketAddr,
+    handle: Handle,
+    log: Log,
+    /// The name of each upgrade whose admit waits, once it does.
+    waiting: async_channel::Receiver<String>,
+    release: async_channel::Sender<()>,
+}
+
+impl Gated {
+    fn start<S: Runtime>(config: Config) -> Self {
+        let log = Log::default();
+        let (waiting_tx, waiting) = async_channel::unbounded();
+        let (release, release_rx) = async_channel::unbounded();
+        let gate = Gate { log: log.clone(), waiting: waiting_tx, release: release_rx, kept: Mutex::default() };
+        let (addr, handle) = serve::<S, _>(move || Server::new(gate).route("/gate/{name}").unwrap().config(config));
+        Self { addr, handle, log, waiting, release }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `line` is in the log.
+    async fn logged<C: Runtime>(&self, line: &str) {
+        for _ in 0..500 {
+            if self.log().iter().any(|l| l == line) {
+                return;
+            }
+            C::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never logged {line:?}: {:?}", self.log());
+    }
+
+    /// The hooks' lines about `name` (not its admission).
+    fn about(&self, name: &str) -> Vec<String> {
+        self.log().into_iter().filter(|l| !l.starts_with("admit ") && l.ends_with(&format!(" {name}"))).collect()
+    }
+}
+
+/// The status line and body of the answer to `request`.
+async fn answer<C: Runtime>(addr: SocketAddr, request: &str) -> (String, String) {
+    timeout::<C, _>(LIMIT, raw_answer::<C>(addr, request.as_bytes())).await.expect("an answer")
+}
+
+/// While an upgrade's admit waits, open connections go on exchanging messages
+/// through the hub: the wait does not hold its lock. The waiting client gets its
+/// answer only once admit gives it.
+async fn admit_waits_without_the_lock<S: Runtime, C: Runtime>() {
+    let gated = Gated::start::<S>(Config::default());
+    let addr = gated.addr;
+    let (mut ann, welcome) = welcomed::<C>(addr, "/gate/ann?word=hi").await;
+    assert_eq!(welcome, "welcome ann: hi");
+
+    let mut bob = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut bob, upgrade_request(addr, "/gate/bob?wait&word=yo").as_bytes()).await.unwrap();
+    assert_eq!(timeout::<C, _>(LIMIT, gated.waiting.recv()).await.unwrap().unwrap(), "bob");
+    for round in 0..3 {
+        ann.send(&Message::text(format!("round {round}"))).await.unwrap();
+        let echo = timeout::<C, _>(Duration::from_secs(2), ann.recv()).await;
+        assert!(
+            matches!(&echo, Some(Some(Message::Text(t))) if t.as_str() == format!("ann: round {round}")),
+            "the hub is held during admit's wait: {echo:?}"
+        );
+    }
+    let early = timeout::<C, _>(Duration::from_millis(100), read_some(&mut bob)).await;
+    assert!(early.is_none(), "answered before admit did: {early:?}");
+
+    gated.release.send(()).await.unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("welcome bob") {
+        let more = timeout::<C, _>(LIMIT, read_some(&mut bob)).await.expect("the 101").unwrap();
+        assert!(!more.is_empty(), "closed: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&more);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 101 "), "{:?}", String::from_utf8_lossy(&answer));
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(server_frames(&answer[head_end..]), [(1, b"welcome bob: yo".to_vec())]);
+}
+
+/// Admit's ticket reaches on_upgrade, and lives as long as the service keeps it;
+/// when the upgrade goes no further (on_upgrade refuses it, the client goes away
+/// during the wait) it is dropped, and no other hook runs.
+async fn tickets_reach_on_upgrade_or_are_dropped<S: Runtime, C: Runtime>() {
+    let gated = Gated::start::<S>(Config::default());
+    let addr = gated.addr;
+    let (mut cat, welcome) = welcomed::<C>(addr, "/gate/cat?word=purr").await;
+    assert_eq!(welcome, "welcome cat: purr");
+    assert_eq!(gated.about("cat"), ["open cat"], "kept while the connection is open");
+    cat.close(CloseCode::NORMAL, "").await.unwrap();
+    gated.logged::<C>("dropped cat").await;
+    assert_eq!(gated.about("cat"), ["open cat", "close cat", "dropped cat"]);
+
+    // Refused by on_upgrade, which did not take the ticket: the server drops it.
+    let (status, body) = answer::<C>(addr, &upgrade_request(addr, "/gate/dan?refuse")).await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 409 Conflict", "refused after admit"));
+    gated.logged::<C>("dropped dan").await;
+    assert_eq!(gated.about("dan"), ["dropped dan"]);
+
+    // The client leaves while admit waits: once admit answers, its ticket is
+    // dropped, and the connection is neither opened nor closed.
+    let mut eve = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut eve, upgrade_request(addr, "/gate/eve?wait").as_bytes()).await.unwrap();
+    assert_eq!(timeout::<C, _>(LIMIT, gated.waiting.recv()).await.unwrap().unwrap(), "eve");
+    drop(eve);
+    // Time for the server to see the connection end before admit answers.
+    C::sleep(Duration::from_millis(300)).await;
+    assert!(gated.about("eve").is_empty(), "admit is not cut short: {:?}", gated.log());
+    gated.release.send(()).await.unwrap();
+    gated.logged::<C>("dropped eve").await;
+    C::sleep(Duration::from_millis(100)).await;
+    assert_eq!(gated.about("eve"), ["dropped eve"]);
+}
+
+/// Admit's refusal reaches the client, with its status and reason, for an upgrade
+/// and for a plain request to the same path alike (a page checking before it
+/// connects). A plain request it allows goes to on_http, its ticket dropped at
+/// once; one off the route never reaches admit.
+async fn admit_refuses_upgrades_and_plain_requests<S: Runtime, C: Runtime>() {
+    let gated = Gated::start::<S>(Config::default());
+    let addr = gated.addr;
+    let refused = ("HTTP/1.1 403 Forbidden".to_owned(), "banned by admit".to_owned());
+    assert_eq!(answer::<C>(addr, &upgrade_request(addr, "/gate/banned")).await, refused, "upgrade");
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    assert_eq!(answer::<C>(addr, &get("/gate/banned")).await, refused, "plain request");
+    assert!(
+        connect::<C>(&parse_url(&format!("ws://{addr}/gate/banned")).unwrap(), Config::default()).await.is_err(),
+        "a WebSocket client is refused"
+    );
+
+    let allowed = answer::<C>(addr, &get("/gate/fay?word=x")).await;
+    assert_eq!(allowed, ("HTTP/1.1 200 OK".to_owned(), "page at /gate/fay".to_owned()));
+    assert_eq!(gated.about("fay"), ["dropped fay"], "the ticket of a plain request is dropped");
+
+    let page = answer::<C>(addr, &get("/")).await;
+    assert_eq!(page, ("HTTP/1.1 200 OK".to_owned(), "page at /".to_owned()));
+    let admitted: Vec<String> = gated.log().into_iter().filter(|l| l.starts_with("admit ")).collect();
+    assert_eq!(admitted, ["admit /gate/banned", "admit /gate/banned", "admit /gate/banned", "admit /gate/fay"]);
+}
+
+/// An admit that does not answer within the handshake timeout: the client gets
+/// 503, and the waiting future is dropped (with what it had reserved).
+async fn a_slow_admit_gets_503<S: Runtime, C: Runtime>() {
+    let handshake_timeout = Duration::from_millis(400);
+    let gated = Gated::start::<S>(Config { handshake_timeout: Some(handshake_timeout), ..Config::default() });
+    let started = Instant::now();
+    let (status, body) = answer::<C>(gated.addr, &upgrade_request(gated.addr, "/gate/gus?never")).await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 503 Service Unavailable", "the server could not decide in time")
+    );
+    assert!(waited >= handshake_timeout.mul_f32(0.9) && waited < handshake_timeout * 5, "answered after {waited:?}");
+    assert_eq!(gated.about("gus"), ["dropped gus"]);
+}
+
+/// A shutdown ends admit's wait at once: the client gets 503, and the waiting
+/// future is dropped (with what it had reserved).
+async fn shutdown_ends_the_wait<S: Runtime, C: Runtime>() {
+    let gated = Gated::start::<S>(Config::default());
+    let addr = gated.addr;
+    let mut hal = C::connect("127.0.0.1", addr.port()).await.unwrap();
+    write_all(&mut hal, upgrade_request(addr, "/gate/hal?wait").as_bytes()).await.unwrap();
+    assert_eq!(timeout::<C, _>(LIMIT, gated.waiting.recv()).await.unwrap().unwrap(), "hal");
+    gated.handle.shutdown();
+    let answer = timeout::<C, _>(Duration::from_secs(2), read_to_end(&mut hal)).await.expect("answered at once");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nthe server is shutting down"), "{answer}");
+    assert_eq!(gated.about("hal"), ["dropped hal"]);
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
-    scenarios: [names_groups_and_the_handle, closing_from_a_hook, deliveries_before_the_socket_opens_are_kept];
+    scenarios: [
+        names_groups_and_the_handle,
+        closing_from_a_hook,
+        deliveries_before_the_socket_opens_are_kept,
+        admit_waits_without_the_lock,
+        tickets_reach_on_upgrade_or_are_dropped,
+        admit_refuses_upgrades_and_plain_requests,
+        a_slow_admit_gets_503,
+        shutdown_ends_the_wait,
+    ];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;
     smol: chinwag_futures::Smol => chinwag_futures::Smol;

@@ -2,7 +2,8 @@
 //!
 //! An application implements [`Service`]: hooks for an HTTP request, an upgrade
 //! request (accept or refuse, with path parameters, query and headers), open, text,
-//! binary and close. Each hook gets a [`Context`] with the connector operations of
+//! binary and close; and [`Service::admit`], an asynchronous decision taken before
+//! those, for one that needs I/O (reserving a name in a shared store). Each hook gets a [`Context`] with the connector operations of
 //! a [`Hub`](chinwag_core::chat::Hub): push to this connection, broadcast, store the
 //! connection under a unique name and push to that name, groups (add, push, remove
 //! a member, remove the group). Other parts of the program get a cloneable
@@ -49,4 +50,4 @@ pub use handle::Handle;
 pub use limits::{Limits, Stats};
 pub use route::{BadParam, InvalidPattern, Params, PathPattern, query_pairs, query_param};
 pub use server::Server;
-pub use service::{Context, Decision, ScrapedMetric, ScrapedValue, Service};
+pub use service::{Admit, AdmitRequest, Context, Decision, ScrapedMetric, ScrapedValue, Service, Ticket};

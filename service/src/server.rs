@@ -1,14 +1,18 @@
 //! Running a service: accept connections, route them, call the hooks, deliver.
 
+use chinwag_core::chat::ConnId;
 use chinwag_core::deflate::DeflateConfig;
 use chinwag_core::http::StatusCode;
 use chinwag_core::limit::{FLOOD_REASON, MessageRate, Verdict};
 use chinwag_core::{CloseCode, Closed, Config, ConnectionError, HandshakeError, Message, Rejection, RequestKind};
-use chinwag_driver::{Incoming, Runtime, read_request};
+use chinwag_driver::{Incoming, PendingRequest, Receiver, Runtime, Timer, Transport, read_request};
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::IpAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::accept::{ACCEPT_BACKOFF, race};
@@ -19,7 +23,7 @@ use crate::ops::{Admin, DisconnectReason, Metrics, Readiness, RefusalReason};
 use crate::route::{InvalidPattern, PathPattern};
 use crate::service::{ScrapedMetric, ScrapedValue};
 use crate::state::Shared;
-use crate::{Context, Decision, Handle, Limits, Service};
+use crate::{Admit, AdmitRequest, Context, Decision, Handle, Limits, Service};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
@@ -331,18 +335,37 @@ async fn wait_for_shutdown(shared: &Shared) {
     }
 }
 
-/// One connection, from its first byte to its last hook. `accepted` holds its
-/// place under the per-IP limit, given back when this returns.
-async fn connection<R: Runtime, S: Service>(
+/// How the wait for [`Service::admit`] ended.
+enum Waited {
+    /// Admit answered.
+    Answered(Admit),
+    /// The handshake timeout passed first.
+    Late,
+    /// Shutdown began first.
+    ShuttingDown,
+    /// The client went away (its answer, if any, dropped).
+    Gone,
+}
+
+/// A connection's opening handshake: its request read, checked, admitted and
+/// answered. `Some` once it is open, with its id, its receiving half and its
+/// client's address.
+async fn handshake<R: Runtime, S: Service>(
     shared: &Shared,
     service: &S,
     pattern: Option<&PathPattern>,
     (config, deflate): (Config, Option<DeflateConfig>),
     limits: &Limits,
     io: R::Io,
-    mut accepted: Accepted,
-) {
-    let pending = match read_request::<_, R::Timer>(io, config).await {
+    accepted: &mut Accepted,
+) -> Option<(ConnId, Receiver<R::Io, R::Timer>, IpAddr)> {
+    // The server times the handshake, not the core: the wait for admit is part of
+    // it, and a client whose wait runs out is still owed its 503, which the core
+    // could not write once its own handshake timer had fired.
+    let mut expiry = pin!(expiry::<R>(config.handshake_timeout));
+    let read = read_request::<_, R::Timer>(io, Config { handshake_timeout: None, ..config });
+    let read = race(read, expiry.as_mut()).await;
+    let mut pending = match read.unwrap_or(Err(chinwag_driver::Error::Handshake(HandshakeError::Timeout))) {
         Ok(pending) => pending,
         Err(e) => {
             // The core answered a malformed request itself (400, 426, 431), or the
@@ -357,18 +380,18 @@ async fn connection<R: Runtime, S: Service>(
                 _ => {}
             }
             tracing::debug!(peer = %accepted.peer, error = %e, "handshake failed");
-            return;
+            return None;
         }
     };
     // The per-IP check of a trusted proxy's client, now that it is known.
-    let client = match shared.admission.admit_request(limits, &mut accepted, pending.request()) {
+    let client = match shared.admission.admit_request(limits, accepted, pending.request()) {
         Ok(client) => client,
         Err((over, client)) => {
             Counters::bump(over.counter(&shared.counters));
             shared.metrics.refused(refusal_reason(over));
             tracing::warn!(%client, peer = %accepted.peer, ?over, "connection refused: over a limit");
             let _ = pending.reject(over.rejection()).await;
-            return;
+            return None;
         }
     };
     if client != accepted.peer {
@@ -376,36 +399,77 @@ async fn connection<R: Runtime, S: Service>(
         tracing::Span::current().record("client", tracing::field::display(client));
     }
     let request = pending.request().clone();
-    if *request.kind() == RequestKind::Http {
-        let response = service.on_http(&request, &shared.lock().hub);
-        let _ = pending.respond(response).await;
-        return;
-    }
+    let upgrade = *request.kind() == RequestKind::Upgrade;
     let params = match pattern.map(|p| p.matches(request.path())) {
         None => Default::default(),
         Some(Some(Ok(params))) => params,
+        // A plain request off the route (the service's page): on_http's alone.
+        Some(_) if !upgrade => {
+            let response = service.on_http(&request, &shared.lock().hub);
+            let _ = pending.respond(response).await;
+            return None;
+        }
         Some(Some(Err(bad))) => {
             shared.metrics.refused(RefusalReason::BadRequest);
             let _ = pending.reject(Rejection::new(StatusCode::BAD_REQUEST, bad.0)).await;
-            return;
+            return None;
         }
         Some(None) => {
             shared.metrics.refused(RefusalReason::NotFound);
             let _ = pending.reject(Rejection::new(StatusCode::NOT_FOUND, "no WebSocket endpoint at this path")).await;
-            return;
+            return None;
         }
     };
-    if shared.is_shutting_down() {
+    if upgrade && shared.is_shutting_down() {
         shared.metrics.refused(RefusalReason::ShuttingDown);
-        let _ = pending.reject(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")).await;
-        return;
+        let _ = pending.reject(shutting_down()).await;
+        return None;
     }
-    if let Err(refused) = limits.origins.check(&request) {
+    if upgrade && let Err(refused) = limits.origins.check(&request) {
         Counters::bump(&shared.counters.refused_origin);
         shared.metrics.refused(RefusalReason::Origin);
         tracing::info!(%client, origin = %refused.origin, "upgrade refused by the Origin check");
         let _ = pending.reject(Rejection::new(StatusCode::FORBIDDEN, refused.to_string())).await;
-        return;
+        return None;
+    }
+
+    let admitting = AdmitRequest { request: &request, params: &params, client };
+    let waited = wait_for_admit(shared, &mut pending, service.admit(&admitting), expiry).await;
+    let mut ticket = match waited {
+        Waited::Answered(Admit::Allow(ticket)) => ticket,
+        Waited::Answered(Admit::Reject(rejection)) => {
+            let (status, reason) = (rejection.status.as_u16(), &rejection.reason);
+            tracing::info!(%client, status, %reason, upgrade, "request refused by the service's admit");
+            refuse_admission(shared, pending, upgrade, RefusalReason::for_status(status), rejection).await;
+            return None;
+        }
+        Waited::Late => {
+            tracing::info!(%client, upgrade, "request refused: the service's admit did not answer in time");
+            let rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server could not decide in time");
+            let reason = RefusalReason::for_status(rejection.status.as_u16());
+            refuse_admission(shared, pending, upgrade, reason, rejection).await;
+            return None;
+        }
+        Waited::ShuttingDown => {
+            refuse_admission(shared, pending, upgrade, RefusalReason::ShuttingDown, shutting_down()).await;
+            return None;
+        }
+        Waited::Gone => {
+            tracing::debug!(%client, "the client went away while the service's admit decided");
+            return None;
+        }
+    };
+    if !upgrade {
+        // A ticket is for an upgrade to keep; a plain request has nowhere to keep it.
+        drop(ticket);
+        let response = service.on_http(&request, &shared.lock().hub);
+        let _ = pending.respond(response).await;
+        return None;
+    }
+    if shared.is_shutting_down() {
+        // Shutdown began as admit answered (its answer is looked at first).
+        refuse_admission(shared, pending, upgrade, RefusalReason::ShuttingDown, shutting_down()).await;
+        return None;
     }
 
     // Decide, open and join under one lock. What on_upgrade checks (a free name,
@@ -417,7 +481,8 @@ async fn connection<R: Runtime, S: Service>(
         let mut state = shared.lock();
         let conn = state.hub.open();
         tracing::Span::current().record("conn", tracing::field::display(conn));
-        let mut cx = Context { conn, hub: &mut state.hub, client, request: Some(&request), params: Some(&params) };
+        let mut cx = Context::new(conn, &mut state.hub, client).with_request(&request, &params);
+        cx.ticket = Some(&mut ticket);
         match service.on_upgrade(&mut cx) {
             Decision::Reject(rejection) => {
                 shared.metrics.refused(RefusalReason::for_status(rejection.status.as_u16()));
@@ -447,13 +512,7 @@ async fn connection<R: Runtime, S: Service>(
                     // A connection its own on_upgrade closed has left the hub: it is
                     // closing, not opening.
                     if state.hub.is_open(conn) {
-                        let mut cx = Context {
-                            conn,
-                            hub: &mut state.hub,
-                            client,
-                            request: Some(&request),
-                            params: Some(&params),
-                        };
+                        let mut cx = Context::new(conn, &mut state.hub, client).with_request(&request, &params);
                         service.on_open(&mut cx);
                     }
                     state.dispatch();
@@ -463,25 +522,45 @@ async fn connection<R: Runtime, S: Service>(
                     tracing::warn!(%conn, error = %e, "on_upgrade accepted with an answer the core refused");
                     state.hub.close(conn);
                     state.dispatch();
-                    return;
+                    return None;
                 }
             },
         }
     };
-    let (conn, mut receiver) = match opened {
+    // Not under the lock: releasing what a ticket holds may take more than freeing
+    // memory.
+    drop(ticket);
+    match opened {
         Ok((conn, receiver, writer)) => {
             // The 101 and what the hooks queued, in one write, now rather than when
             // the connection is first ready to read. An error here is the receiving
             // loop's to report.
             let _ = writer.flush().await;
-            (conn, receiver)
+            Some((conn, receiver, client))
         }
         Err((pending, rejection)) => {
             let _ = pending.reject(rejection).await;
-            return;
+            None
         }
-    };
-    drop((request, params));
+    }
+}
+
+/// One connection, from its first byte to its last hook. `accepted` holds its
+/// place under the per-IP limit, given back when this returns.
+async fn connection<R: Runtime, S: Service>(
+    shared: &Shared,
+    service: &S,
+    pattern: Option<&PathPattern>,
+    config: (Config, Option<DeflateConfig>),
+    limits: &Limits,
+    io: R::Io,
+    mut accepted: Accepted,
+) {
+    // Boxed: what only the handshake needs (the request, the service's admit, the
+    // timer) is freed once the connection is open, so that an idle connection's
+    // task keeps none of it.
+    let handshake = Box::pin(handshake::<R, S>(shared, service, pattern, config, limits, io, &mut accepted));
+    let Some((conn, mut receiver, client)) = handshake.await else { return };
 
     let mut flooded = false;
     let mut rate = limits.message_rate.map(|limit| MessageRate::new(limit, Instant::now()));
@@ -494,7 +573,7 @@ async fn connection<R: Runtime, S: Service>(
         }
         let verdict = rate.as_mut().map_or(Verdict::Allow, |rate| rate.check(Instant::now()));
         let mut state = shared.lock();
-        let mut cx = Context { conn, hub: &mut state.hub, client, request: None, params: None };
+        let mut cx = Context::new(conn, &mut state.hub, client);
         match verdict {
             Verdict::Allow => match &incoming {
                 Incoming::Message(Message::Text(text)) => service.on_text(&mut cx, text),
@@ -534,8 +613,70 @@ async fn connection<R: Runtime, S: Service>(
     shared.metrics.disconnected(DisconnectReason::of(&closed, flooded, shared.is_shutting_down()));
     let mut state = shared.lock();
     state.detach(conn);
-    let mut cx = Context { conn, hub: &mut state.hub, client, request: None, params: None };
+    let mut cx = Context::new(conn, &mut state.hub, client);
     service.on_close(&mut cx, &closed);
     state.hub.close(conn);
     state.dispatch();
+}
+
+/// The answer to an upgrade that comes during shutdown.
+fn shutting_down() -> Rejection {
+    Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")
+}
+
+/// Answers a request that got no further than admit's wait: counted among the
+/// refused handshakes if it is an upgrade (a plain request is no handshake).
+async fn refuse_admission<T: Transport, Tm: Timer>(
+    shared: &Shared,
+    pending: PendingRequest<T, Tm>,
+    upgrade: bool,
+    reason: RefusalReason,
+    rejection: Rejection,
+) {
+    if upgrade {
+        shared.metrics.refused(reason);
+    }
+    let _ = pending.reject(rejection).await;
+}
+
+/// Waits for admit's `answer` while watching the client, until `expiry` or
+/// shutdown. A client that goes away does not end the wait (see
+/// [`Service::admit`]): its answer is awaited, then dropped.
+async fn wait_for_admit<T: Transport, Tm: Timer>(
+    shared: &Shared,
+    pending: &mut PendingRequest<T, Tm>,
+    answer: impl Future<Output = Admit>,
+    mut expiry: Pin<&mut impl Future<Output = ()>>,
+) -> Waited {
+    let mut answer = pin!(answer);
+    let mut closed = pin!(pending.closed());
+    let mut shutdown = pin!(wait_for_shutdown(shared));
+    let mut gone = false;
+    poll_fn(|cx| {
+        // The answer first: most come at once, and then nothing else is set up.
+        if let Poll::Ready(answer) = answer.as_mut().poll(cx) {
+            return Poll::Ready(if gone { Waited::Gone } else { Waited::Answered(answer) });
+        }
+        if !gone && closed.as_mut().poll(cx).is_ready() {
+            gone = true;
+        }
+        let ended = if expiry.as_mut().poll(cx).is_ready() {
+            Waited::Late
+        } else if shutdown.as_mut().poll(cx).is_ready() {
+            Waited::ShuttingDown
+        } else {
+            return Poll::Pending;
+        };
+        Poll::Ready(if gone { Waited::Gone } else { ended })
+    })
+    .await
+}
+
+/// Resolves when the handshake's time is up: `timeout` from now (never without
+/// one).
+async fn expiry<R: Runtime>(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => R::sleep(timeout).await,
+        None => std::future::pending().await,
+    }
 }

@@ -4,8 +4,10 @@
 use bytes::Bytes;
 use chinwag_core::chat::{ConnId, Hub, HubError};
 use chinwag_core::http::StatusCode;
-use chinwag_core::{Accept, CloseCode, Closed, HttpResponse, Message, Rejection, Request, Utf8Bytes};
+use chinwag_core::{Accept, CloseCode, Closed, HttpResponse, Message, Rejection, Request, RequestKind, Utf8Bytes};
+use std::any::Any;
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::IpAddr;
 
 use crate::ops::Readiness;
@@ -15,20 +17,60 @@ use crate::route::{Params, query_param};
 ///
 /// Hooks run while the service's hub is locked, so they see a consistent state and
 /// their operations are atomic; keep them short (no blocking I/O). For slow work,
-/// spawn a task and talk back through a [`Handle`](crate::Handle).
+/// spawn a task and talk back through a [`Handle`](crate::Handle). The two
+/// asynchronous hooks, [`admit`](Self::admit) and [`ready`](Self::ready), run
+/// without the lock.
 pub trait Service: Send + Sync + 'static {
     /// A plain HTTP request (not an upgrade) arrived, for example a browser asking
-    /// for a page. `hub` is the service's state, to read. The default answers 404.
+    /// for a page; one to the service's path only once [`admit`](Self::admit) has
+    /// allowed it. `hub` is the service's state, to read. The default answers 404.
     fn on_http(&self, request: &Request, hub: &Hub) -> HttpResponse {
         let _ = (request, hub);
         HttpResponse::new(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n")
     }
 
-    /// An upgrade request matched the service's path. Accept it (choosing a
-    /// subprotocol, adding headers) or refuse it with a status and a reason. The
-    /// connection already has its id and may store names and attributes here: if
-    /// the request is refused, or the handshake fails, it leaves the hub again
-    /// without [`on_close`](Self::on_close).
+    /// A request matched the service's path (any request, without a route): an
+    /// upgrade, or a plain HTTP request such as a page checking a name before it
+    /// connects. Allow it, or refuse it with a status and a reason: a refused
+    /// upgrade never reaches [`on_upgrade`](Self::on_upgrade), a refused plain
+    /// request never reaches [`on_http`](Self::on_http), and both get the same
+    /// answer. Called without the hub's lock, after the server's own checks (limits,
+    /// path, Origin) and before `on_upgrade`. The default allows everything.
+    ///
+    /// It exists for a decision that needs I/O: reserving a user name in a store
+    /// the servers share, say, so that two servers cannot both let the same name
+    /// in. Hooks run under the hub's lock and must not wait on the network; and
+    /// admitting first and reconciling later would open a connection that then has
+    /// to be taken back. Here the server waits for the answer while the other
+    /// connections carry on, and answers the client only once it has it.
+    ///
+    /// What the decision holds on to (the reservation) goes in the [`Ticket`] of
+    /// [`Admit::allow_with`]: `on_upgrade` takes it with [`Context::take_ticket`]
+    /// and keeps it with the connection. Otherwise the server drops it, never
+    /// under the hub's lock: once `on_upgrade` has returned without taking it
+    /// (refusing the upgrade, say), when shutdown began meanwhile, when the client
+    /// went away during the wait, and at once for a plain HTTP request. So release
+    /// the reservation in the ticket's `Drop`.
+    ///
+    /// The wait ends with the handshake timeout ([`Config::handshake_timeout`],
+    /// counted from the connection's start), or when shutdown begins: the client
+    /// then gets 503 and the future is dropped where it stands. A reservation that
+    /// may be under way at that moment (sent, its answer not yet read) should also
+    /// expire on its own in the store, as it should for a crash. A client that
+    /// goes away during the wait does not cut it short: the answer is awaited, and
+    /// its ticket dropped.
+    ///
+    /// [`Config::handshake_timeout`]: chinwag_core::Config::handshake_timeout
+    fn admit<'a>(&'a self, request: &'a AdmitRequest<'a>) -> impl Future<Output = Admit> + Send + 'a {
+        let _ = request;
+        std::future::ready(Admit::allow())
+    }
+
+    /// An upgrade request matched the service's path and was admitted. Accept it
+    /// (choosing a subprotocol, adding headers) or refuse it with a status and a
+    /// reason. The connection already has its id and may store names and
+    /// attributes here: if the request is refused, or the handshake fails, it
+    /// leaves the hub again without [`on_close`](Self::on_close).
     fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
         let _ = cx;
         Decision::Accept(Accept::new())
@@ -51,7 +93,7 @@ pub trait Service: Send + Sync + 'static {
     /// wait short: a connection that waits here does not read, so it does not see
     /// the peer's pongs either, and a wait longer than the keepalive timeout
     /// closes it.
-    fn ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
         std::future::ready(())
     }
 
@@ -161,6 +203,94 @@ impl Decision {
     }
 }
 
+/// A request as [`Service::admit`] sees it: before any connection exists, so
+/// with no hub to act on.
+#[derive(Debug)]
+pub struct AdmitRequest<'a> {
+    pub(crate) request: &'a Request,
+    pub(crate) params: &'a Params,
+    pub(crate) client: IpAddr,
+}
+
+impl<'a> AdmitRequest<'a> {
+    /// The request: path, query, headers.
+    pub fn request(&self) -> &'a Request {
+        self.request
+    }
+
+    /// The path parameters of the service's route.
+    pub fn params(&self) -> &'a Params {
+        self.params
+    }
+
+    /// The client's address, as [`Context::client_address`] gives it.
+    pub fn client_address(&self) -> IpAddr {
+        self.client
+    }
+
+    /// Whether this is a WebSocket upgrade (else a plain HTTP request to the same
+    /// path, which [`Service::on_http`] answers if it is allowed).
+    pub fn is_upgrade(&self) -> bool {
+        *self.request.kind() == RequestKind::Upgrade
+    }
+
+    /// A path parameter, percent-decoded.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        self.params.get(name)
+    }
+
+    /// A query parameter, decoded.
+    pub fn query(&self, name: &str) -> Option<Cow<'a, str>> {
+        query_param(self.request.query(), name)
+    }
+}
+
+/// The answer of [`Service::admit`].
+#[derive(Debug)]
+pub enum Admit {
+    /// Go on to [`Service::on_upgrade`] (or [`Service::on_http`]), with what the
+    /// decision reserved, if anything.
+    Allow(Option<Ticket>),
+    /// Refuse with an HTTP error status and a plain-text reason.
+    Reject(Rejection),
+}
+
+impl Admit {
+    /// Go on, with nothing reserved.
+    pub fn allow() -> Self {
+        Self::Allow(None)
+    }
+
+    /// Go on, handing `ticket` to [`Service::on_upgrade`] (see [`Ticket`]).
+    pub fn allow_with(ticket: impl Any + Send) -> Self {
+        Self::Allow(Some(Ticket::new(ticket)))
+    }
+
+    /// Refuse with `status` and a plain-text `reason`.
+    pub fn reject(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self::Reject(Rejection::new(status, reason))
+    }
+}
+
+/// What [`Service::admit`] reserved for an upgrade, for
+/// [`Service::on_upgrade`] to take with [`Context::take_ticket`]. A ticket not
+/// taken is dropped (see [`Service::admit`] for when): release what it holds in
+/// its value's `Drop`.
+pub struct Ticket(Box<dyn Any + Send>);
+
+impl Ticket {
+    /// A ticket holding `value`.
+    pub fn new(value: impl Any + Send) -> Self {
+        Self(Box::new(value))
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ticket(..)")
+    }
+}
+
 /// What a hook knows and can do: the connection it is about, its client's
 /// address, the request that opened it (in `on_upgrade` and `on_open`), and the
 /// connector operations of the hub (push to this connection, broadcast, named
@@ -171,9 +301,21 @@ pub struct Context<'a> {
     pub(crate) client: IpAddr,
     pub(crate) request: Option<&'a Request>,
     pub(crate) params: Option<&'a Params>,
+    /// The ticket of the upgrade being decided (in `on_upgrade` only).
+    pub(crate) ticket: Option<&'a mut Option<Ticket>>,
 }
 
 impl<'a> Context<'a> {
+    /// The context of a hook about `conn`, with no request.
+    pub(crate) fn new(conn: ConnId, hub: &'a mut Hub, client: IpAddr) -> Self {
+        Self { conn, hub, client, request: None, params: None, ticket: None }
+    }
+
+    /// With the request that opened the connection (`on_upgrade`, `on_open`).
+    pub(crate) fn with_request(self, request: &'a Request, params: &'a Params) -> Self {
+        Self { request: Some(request), params: Some(params), ..self }
+    }
+
     /// This connection's id.
     pub fn id(&self) -> ConnId {
         self.conn
@@ -201,6 +343,22 @@ impl<'a> Context<'a> {
     /// A query parameter of the request (in `on_upgrade` and `on_open`), decoded.
     pub fn query(&self, name: &str) -> Option<Cow<'_, str>> {
         query_param(self.request?.query(), name)
+    }
+
+    /// The ticket [`Service::admit`] gave this upgrade, if it holds a `T`: in
+    /// `on_upgrade` only (`None` in the other hooks, and when there is none). The
+    /// service owns it from then on, and keeps it with the connection until
+    /// `on_close`, say. A ticket of another type stays where it is, and is dropped
+    /// with one left untaken, once `on_upgrade` has returned.
+    pub fn take_ticket<T: Any>(&mut self) -> Option<T> {
+        let slot = self.ticket.as_deref_mut()?;
+        match slot.take()?.0.downcast::<T>() {
+            Ok(value) => Some(*value),
+            Err(other) => {
+                *slot = Some(Ticket(other));
+                None
+            }
+        }
     }
 
     /// An attribute of this connection.

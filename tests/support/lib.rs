@@ -153,6 +153,15 @@ pub async fn raw_exchange<C: Runtime>(addr: SocketAddr, request: &[u8]) -> Strin
     String::from_utf8_lossy(&read_to_end(&mut raw).await).into_owned()
 }
 
+/// The status line and body of the server's answer to `request`, sent over a new
+/// raw connection (see [`raw_exchange`]).
+pub async fn raw_answer<C: Runtime>(addr: SocketAddr, request: &[u8]) -> (String, String) {
+    let response = raw_exchange::<C>(addr, request).await;
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
 /// A blocking TCP connection to `to` from the local address `source`, with a 10 s
 /// read timeout. Every 127.x.y.z address is a loopback address of its own, so
 /// connecting from 127.0.0.2 or 127.0.0.3 to a server on 127.0.0.1 makes another

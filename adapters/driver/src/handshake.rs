@@ -57,6 +57,22 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
         Ok(WebSocket::from_io(*self.io))
     }
 
+    /// Waits until the request can no longer be answered, and returns why: the
+    /// client closed the connection or the transport failed, the handshake timed
+    /// out, or the client sent more before the answer than the core keeps (it is
+    /// answered with 400 before this returns). Never returns while the client just
+    /// waits; what it sends meanwhile is kept for after a 101.
+    ///
+    /// For a server whose answer takes a while (a look-up over the network): race
+    /// the decision against this, and a client that left is not given a
+    /// connection that nobody will read. Dropping it before it returns leaves the
+    /// request to be answered.
+    pub async fn closed(&mut self) -> HandshakeError {
+        let failed = poll_fn(|cx| self.io.start_poll().poll_deciding(cx)).await;
+        poll_fn(|cx| self.io.start_poll().poll_finish_alone(cx)).await;
+        failed
+    }
+
     /// Refuses the request with an error status and a plain-text reason, then closes
     /// the transport.
     pub async fn reject(mut self, rejection: Rejection) -> Result<(), Error> {

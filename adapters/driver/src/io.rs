@@ -2,7 +2,7 @@
 //! from a timer into it, following the core's call-order contract.
 
 use bytes::Buf;
-use chinwag_core::{Closed, Connection, Event};
+use chinwag_core::{Closed, Connection, Event, HandshakeError};
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
@@ -193,6 +193,31 @@ impl<T: Transport, R: Timer> Io<T, R> {
         self.conn.handle_timeout(self.now);
         self.timer_at = None;
         Poll::Ready(())
+    }
+
+    /// While a request waits for its answer: reads what the client sends (the core
+    /// keeps it, within its bound), and fires the handshake timer, until the
+    /// request can no longer be answered; returns why. The core does not ask for
+    /// input then ([`Connection::wants_input`]), since an answer usually comes at
+    /// once; reading anyway is how a long wait learns that the client left.
+    pub(crate) fn poll_deciding(&mut self, cx: &mut Context<'_>) -> Poll<HandshakeError> {
+        loop {
+            if let Some(event) = self.conn.poll_event(self.now) {
+                // Nothing else happens to a request waiting for its answer.
+                if let Event::HandshakeFailed(failed) = event {
+                    return Poll::Ready(failed);
+                }
+                continue;
+            }
+            if self.read_budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.read_budget -= 1;
+            if self.read_done || self.poll_read(cx).is_pending() {
+                ready!(self.poll_timer(cx));
+            }
+        }
     }
 
     /// Drives the connection until it is finished, discarding events: used once
