@@ -4,8 +4,9 @@
 
 use chinwag_core::deflate::DeflateConfig;
 use chinwag_core::{CloseCode, Config, HandshakeError, Message};
-use chinwag_driver::{Error, Runtime, WebSocket, connect, parse_url};
+use chinwag_driver::{Error, Runtime, connect, parse_url};
 use chinwag_service::{Handle, Limits};
+use chinwag_tests::chat_client::{join, lines, next, nothing_before};
 use chinwag_tests::{raw_exchange, start_chat, timeout};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
@@ -17,35 +18,6 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// Starts the chat server, with its default settings, on runtime `S`.
 fn start_default_chat<S: Runtime>() -> (SocketAddr, Handle) {
     start_chat::<S>(chinwag::chat::config(), Limits::default())
-}
-
-type Client<C> = WebSocket<<C as Runtime>::Io, <C as Runtime>::Timer>;
-
-async fn join<C: Runtime>(addr: SocketAddr, path: &str) -> Client<C> {
-    connect::<C>(&parse_url(&format!("ws://{addr}{path}")).unwrap(), Config::default()).await.unwrap()
-}
-
-async fn next<C: Runtime>(ws: &mut Client<C>) -> String {
-    match timeout::<C, _>(LIMIT, ws.recv()).await {
-        Some(Some(Message::Text(t))) => t.to_string(),
-        other => panic!("expected a line, got {other:?}"),
-    }
-}
-
-async fn lines<C: Runtime>(ws: &mut Client<C>, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(next::<C>(ws).await);
-    }
-    out
-}
-
-/// Asserts that no line is waiting for `ws`: sends `command`, which the server
-/// answers to the sender alone, and expects `answer` as the very next line. A line
-/// the server had queued for `ws` before it handled the command would come first.
-async fn nothing_before<C: Runtime>(ws: &mut Client<C>, command: &str, answer: &str) {
-    ws.send(&Message::text(command)).await.unwrap();
-    assert_eq!(next::<C>(ws).await, answer, "the next line after {command}");
 }
 
 async fn guide_scenario<S: Runtime, C: Runtime>() {

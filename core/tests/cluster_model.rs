@@ -36,6 +36,8 @@ enum Op {
     Msg(usize, usize),
     Users(usize),
     Close(usize),
+    /// The service closes client k (the hub forgets it at once).
+    Disconnect(usize),
     /// Node n applies the next entry of the main log (false) or of a room.
     Apply(usize, Option<usize>),
     /// Node n appends what its replica output, with the first entry twice.
@@ -56,7 +58,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), r.clone()).prop_map(|(k, r)| Op::LeaveRoom(k, r)),
         1 => (k.clone(), k.clone()).prop_map(|(k, to)| Op::Msg(k, to)),
         1 => k.clone().prop_map(Op::Users),
-        1 => k.prop_map(Op::Close),
+        1 => k.clone().prop_map(Op::Close),
+        1 => k.prop_map(Op::Disconnect),
         8 => (n.clone(), proptest::option::of(r)).prop_map(|(n, r)| Op::Apply(n, r)),
         4 => (n.clone(), any::<bool>()).prop_map(|(n, twice)| Op::Flush(n, twice)),
         1 => n.prop_map(Op::Kill),
@@ -67,8 +70,11 @@ struct Node {
     hub: Hub,
     chat: Replica,
     alive: bool,
-    /// Per room, how many log entries it has applied.
+    /// Per room it reads (as its replica asked: the main chat always), how many
+    /// log entries it has applied.
     cursor: HashMap<String, usize>,
+    /// Rooms to read from the next entry it appends to them.
+    joining: BTreeSet<String>,
 }
 
 struct Client {
@@ -103,7 +109,8 @@ impl World {
                 hub: Hub::new(),
                 chat: Replica::clustered(format!("n{i}")),
                 alive: true,
-                cursor: HashMap::new(),
+                cursor: HashMap::from([(CHAT.to_owned(), 0)]),
+                joining: BTreeSet::new(),
             })
             .collect();
         Self { nodes, clients: Vec::new(), log: Log::default(), now: Instant::now(), counter: 0 }
@@ -163,11 +170,14 @@ impl World {
                 let to = self.clients[to].name.clone();
                 self.text(k, format!("/msg {to} d{c}"));
             }
-            Op::Close(k) => {
+            Op::Close(k) | Op::Disconnect(k) => {
                 let Some(i) = self.client(k) else { return };
                 self.clients[i].connected = false;
                 let (n, conn) = (self.clients[i].node, self.clients[i].conn);
                 let node = &mut self.nodes[n];
+                if let Op::Disconnect(_) = op {
+                    node.hub.disconnect(conn, chinwag_core::CloseCode::POLICY_VIOLATION, "bye").unwrap();
+                }
                 node.chat.close(&mut node.hub, conn);
                 self.collect(n);
             }
@@ -191,8 +201,8 @@ impl World {
         }
     }
 
-    /// Node n appends what its replica output (Follow and Unfollow are about
-    /// reading, which this world does by cursors: a node reads every log).
+    /// Node n appends what its replica output, and reads the rooms it asks to
+    /// (from its own first entry in a room it joins), as the Redis driver does.
     fn flush(&mut self, n: usize, twice: bool) {
         if !self.nodes[n].alive {
             return;
@@ -201,12 +211,17 @@ impl World {
         while let Some(output) = self.nodes[n].chat.poll_output() {
             match output {
                 Output::Append { room, entry } => {
-                    let log = self.log.0.entry(room).or_default();
+                    let log = self.log.0.entry(room.clone()).or_default();
+                    let at = log.len();
                     if twice && first {
                         log.push(entry.clone());
                     }
                     first = false;
                     log.push(entry);
+                    let node = &mut self.nodes[n];
+                    if node.joining.remove(&room) {
+                        node.cursor.entry(room).or_insert(at);
+                    }
                 }
                 Output::Reap { node, members } => {
                     // The store reaps once (an atomic script): only if no one did.
@@ -219,7 +234,14 @@ impl World {
                         }
                     }
                 }
-                Output::Follow { .. } | Output::Unfollow { .. } => {}
+                Output::Follow { room } => {
+                    self.nodes[n].joining.insert(room);
+                }
+                Output::Unfollow { room } => {
+                    let node = &mut self.nodes[n];
+                    node.joining.remove(&room);
+                    node.cursor.remove(&room);
+                }
             }
         }
     }
@@ -229,7 +251,7 @@ impl World {
         if !node.alive {
             return false;
         }
-        let at = node.cursor.entry(room.to_owned()).or_insert(0);
+        let Some(at) = node.cursor.get_mut(room) else { return false };
         let Some(entry) = self.log.0.get(room).and_then(|log| log.get(*at)).cloned() else { return false };
         *at += 1;
         let offset = Offset(1, *at as u64);
@@ -344,22 +366,23 @@ proptest! {
                 prop_assert!(client.name == from || client.name == to, "{} saw {line}", client.name);
             }
         }
-        // Every room member still connected saw its room from its own join on.
-        for n in 0..NODES {
-            if !world.nodes[n].alive {
-                continue;
-            }
-            for client in world.clients.iter().filter(|c| c.node == n && c.connected) {
-                for room in ROOMS {
-                    if !world.nodes[n].hub.is_member(client.conn, room) {
-                        continue;
+        // A connected client saw every line of each room from each of its joins
+        // to its leaving (its own departure line included).
+        for client in world.clients.iter().filter(|c| c.connected && world.nodes[c.node].alive) {
+            for room in ROOMS {
+                let Some(all) = meaning.get(room) else { continue };
+                let (joined, left) = (format!("{} joined #{room}", client.name), format!("{} left #{room}", client.name));
+                let mut inside = false;
+                let mut expected = Vec::new();
+                for line in all {
+                    inside |= *line == joined;
+                    if inside {
+                        expected.push(line);
                     }
-                    let all = &meaning[room];
-                    let joined = format!("{} joined #{room}", client.name);
-                    let from = all.iter().rposition(|l| *l == joined).expect("its join is in the room's log");
-                    let mine: Vec<&String> = client.lines.iter().filter(|l| all.contains(l)).collect();
-                    prop_assert!(mine.ends_with(&all[from..].iter().collect::<Vec<_>>()), "{} missed #{room} lines", client.name);
+                    inside &= *line != left;
                 }
+                let mine: Vec<&String> = client.lines.iter().filter(|l| all.contains(l)).collect();
+                prop_assert_eq!(mine, expected, "{} in #{}", &client.name, room);
             }
         }
         // One view of who is online.

@@ -2,6 +2,7 @@
 //! own, timeouts and raw transport I/O that work on every runtime, raw frames, and
 //! the macro that runs a scenario on every pair of runtimes.
 
+pub mod chat_client;
 pub mod processes;
 
 use chinwag_core::Config;
@@ -215,6 +216,32 @@ pub fn start_chat<S: Runtime>(config: Config, limits: Limits) -> (SocketAddr, Ha
         })
     });
     rx.recv().unwrap()
+}
+
+/// Starts a chat node of the cluster on the Redis at `redis_url`, on runtime
+/// `S` in a thread of its own, and waits until it admits clients (connected to
+/// Redis, who is in the chat loaded).
+pub fn start_chat_node<S: Runtime>(redis_url: &str) -> (SocketAddr, Handle, std::sync::Arc<chinwag::cluster::Cluster>) {
+    let cluster = chinwag::cluster::Cluster::new(redis_url).expect("a valid Redis URL");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let node = cluster.clone();
+    std::thread::spawn(move || {
+        S::block_on(async move {
+            let server = chinwag::chat::clustered_server_with(chinwag::chat::config(), Limits::default(), node.clone());
+            node.start::<S>(server.handle());
+            let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
+            server.serve::<S>(listener).await.unwrap();
+            node.flush_queue::<S>(Duration::from_secs(5)).await;
+        })
+    });
+    let (addr, handle) = rx.recv().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cluster.readiness().ready {
+        assert!(std::time::Instant::now() < deadline, "the node did not get ready: {:?}", cluster.readiness());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (addr, handle, cluster)
 }
 
 /// Runs each scenario, an `async fn name<S: Runtime, C: Runtime>()` of the calling

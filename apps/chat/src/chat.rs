@@ -5,8 +5,13 @@ use bytes::Bytes;
 use chinwag_core::chat::{Hub, Replica, room};
 use chinwag_core::http::{HeaderValue, Method, StatusCode, header};
 use chinwag_core::{Closed, Config, HttpResponse, Request, Utf8Bytes};
-use chinwag_service::{Context, Decision, Limits, PathPattern, ScrapedMetric, Server, Service, query_param};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use chinwag_service::ops::Readiness;
+use chinwag_service::{
+    Admit, AdmitRequest, Context, Decision, Limits, PathPattern, ScrapedMetric, Server, Service, query_param,
+};
+
+use crate::cluster::{Cluster, NameLease};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// The WebSocket endpoint.
 pub const ROUTE: &str = "/chat/{name}";
@@ -36,6 +41,13 @@ pub fn server_with(config: Config, limits: Limits) -> Server<ChatService> {
     Server::new(ChatService::alone()).route(ROUTE).expect("valid route").config(config).limits(limits)
 }
 
+/// The chat server as a node of the chat shared by every node on `cluster`'s
+/// Redis. Start the cluster's tasks with the server's handle
+/// ([`Cluster::start`]) before serving.
+pub fn clustered_server_with(config: Config, limits: Limits, cluster: Arc<Cluster>) -> Server<ChatService> {
+    Server::new(ChatService::clustered(cluster)).route(ROUTE).expect("valid route").config(config).limits(limits)
+}
+
 /// The chat as a [`Service`]: each hook hands over to the node's [`Replica`] of
 /// the chat and logs the lines it shows.
 #[derive(Debug, Clone)]
@@ -43,16 +55,29 @@ pub struct ChatService {
     /// This node's replica. Hooks lock it while they hold the hub's lock, and
     /// so does whatever applies the log: always the hub first, then this.
     chat: Arc<Mutex<Replica>>,
+    /// The nodes this one shares the chat with, if any.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl ChatService {
     /// The chat on this node alone: the replica is its own log.
     pub fn alone() -> Self {
-        Self { chat: Arc::new(Mutex::new(Replica::alone())) }
+        Self { chat: Arc::new(Mutex::new(Replica::alone())), cluster: None }
     }
 
-    fn chat(&self) -> MutexGuard<'_, Replica> {
-        self.chat.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The chat shared by every node on `cluster`'s Redis.
+    pub fn clustered(cluster: Arc<Cluster>) -> Self {
+        Self { chat: cluster.replica(), cluster: Some(cluster) }
+    }
+
+    /// Runs `f` on the replica, then hands what it output to the cluster.
+    fn with_chat<T>(&self, f: impl FnOnce(&mut Replica) -> T) -> T {
+        let mut chat = self.chat.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = f(&mut chat);
+        if let Some(cluster) = &self.cluster {
+            cluster.flush(&mut chat);
+        }
+        out
     }
 }
 
@@ -83,7 +108,8 @@ impl Service for ChatService {
                 // admitted, and why not: the page shows it after a refused handshake.
                 Some(Ok(params)) => {
                     let age = query_param(request.query(), "age");
-                    match self.chat().check(hub, params.get("name").unwrap_or_default(), age.as_deref()) {
+                    match self.with_chat(|chat| chat.check(hub, params.get("name").unwrap_or_default(), age.as_deref()))
+                    {
                         Ok(_) => text(StatusCode::OK, "welcome: connect with a WebSocket\n"),
                         Err(refusal) => text(status(refusal.status), refusal.reason),
                     }
@@ -94,12 +120,37 @@ impl Service for ChatService {
         }
     }
 
+    async fn admit<'a>(&'a self, request: &'a AdmitRequest<'a>) -> Admit {
+        // Alone, the hub is the whole chat: on_upgrade decides under its lock.
+        let Some(cluster) = &self.cluster else { return Admit::allow() };
+        let name = request.param("name").unwrap_or_default();
+        let age = request.query("age");
+        match cluster.admit(name, age.as_deref(), request.is_upgrade()).await {
+            Ok(Some(lease)) => Admit::allow_with(lease),
+            Ok(None) => Admit::allow(),
+            Err(rejection) => {
+                tracing::info!(name, status = %rejection.status, reason = rejection.reason, "refused");
+                Admit::Reject(rejection)
+            }
+        }
+    }
+
     fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
         let name = cx.param("name").unwrap_or_default().to_owned();
         let age = cx.query("age").map(|age| age.into_owned());
         let conn = cx.id();
-        match self.chat().admit(cx.hub(), conn, &name, age.as_deref()) {
-            Ok(_) => Decision::accept(),
+        let lease = cx.take_ticket::<NameLease>();
+        if self.cluster.is_some() && lease.is_none() {
+            return Decision::reject(StatusCode::SERVICE_UNAVAILABLE, "the chat could not reserve the name");
+        }
+        match self.with_chat(|chat| chat.admit(cx.hub(), conn, &name, age.as_deref())) {
+            Ok(_) => {
+                // The connection holds the name in Redis now: its departure frees it.
+                if let Some(lease) = lease {
+                    lease.keep();
+                }
+                Decision::accept()
+            }
             Err(refusal) => {
                 tracing::info!(name, status = refusal.status, reason = refusal.reason, "refused");
                 Decision::reject(status(refusal.status), refusal.reason)
@@ -109,12 +160,12 @@ impl Service for ChatService {
 
     fn on_open(&self, cx: &mut Context<'_>) {
         let conn = cx.id();
-        log(self.chat().open(cx.hub(), conn));
+        log(self.with_chat(|chat| chat.open(cx.hub(), conn)));
     }
 
     fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
         let conn = cx.id();
-        log(self.chat().text(cx.hub(), conn, text));
+        log(self.with_chat(|chat| chat.text(cx.hub(), conn, text)));
     }
 
     fn on_binary(&self, cx: &mut Context<'_>, _data: &Bytes) {
@@ -127,16 +178,37 @@ impl Service for ChatService {
 
     fn on_close(&self, cx: &mut Context<'_>, _closed: &Closed) {
         let conn = cx.id();
-        log(self.chat().close(cx.hub(), conn));
+        log(self.with_chat(|chat| chat.close(cx.hub(), conn)));
     }
 
     fn scrape(&self, hub: &Hub) -> Vec<ScrapedMetric> {
         let users = hub.group_members(room::CHAT).count();
         let rooms = hub.group_count() - usize::from(users > 0);
-        vec![
-            ScrapedMetric::gauge("chinwag_chat_users", "Users in the chat (joined, under their names)", users as i64),
-            ScrapedMetric::gauge("chinwag_chat_rooms", "Rooms with at least one member", rooms as i64),
-        ]
+        let everywhere = self.with_chat(|chat| chat.users().len());
+        let mut metrics = vec![
+            ScrapedMetric::gauge(
+                "chinwag_chat_users",
+                "Users in the chat on this node (joined, under their names)",
+                users as i64,
+            ),
+            ScrapedMetric::gauge("chinwag_chat_rooms", "Rooms with at least one member on this node", rooms as i64),
+            ScrapedMetric::gauge("chinwag_chat_cluster_users", "Users in the chat on every node", everywhere as i64),
+        ];
+        if let Some(cluster) = &self.cluster {
+            metrics.push(ScrapedMetric::counter(
+                "chinwag_chat_malformed_entries",
+                "Entries of the chat's Redis logs that could not be read (skipped)",
+                cluster.malformed(),
+            ));
+        }
+        metrics
+    }
+
+    fn readiness(&self) -> Readiness {
+        match &self.cluster {
+            Some(cluster) => cluster.readiness(),
+            None => Readiness::ready(""),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod cluster;
 pub mod echo;
 pub mod ops;
 pub mod runtime;

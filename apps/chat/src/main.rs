@@ -22,6 +22,12 @@ struct Cli {
     /// Address the chat server listens on (when no subcommand is given).
     #[arg(long, env = "CHINWAG_ADDR", default_value = "127.0.0.1:9090")]
     addr: SocketAddr,
+    /// The chat's bus (when no subcommand is given): `in-process` (one node, the
+    /// default: nothing else needed), or a `redis://host:port[/db]` URL to serve
+    /// one chat with every other node on that Redis (names unique across nodes,
+    /// one order of lines, users of a dead node announced as gone).
+    #[arg(long, env = "CHINWAG_BUS", default_value = "in-process")]
+    bus: chinwag_gateway::config::Bus,
     /// Runtime to run on.
     #[arg(long, env = "CHINWAG_RUNTIME", value_enum, default_value = "tokio", global = true)]
     runtime: RuntimeKind,
@@ -166,6 +172,7 @@ enum Command {
 
 /// `chinwag`: the chat server, until Ctrl-C or SIGTERM.
 struct ChatServer {
+    bus: chinwag_gateway::config::Bus,
     addr: SocketAddr,
     threads: NonZeroUsize,
     config: Config,
@@ -178,8 +185,22 @@ struct ChatServer {
 impl Program for ChatServer {
     type Output = std::io::Result<()>;
     async fn run<R: Runtime>(self) -> std::io::Result<()> {
-        let server = chinwag::chat::server_with(self.config, self.limits).deflate(self.deflate);
+        let cluster = match &self.bus {
+            chinwag_gateway::config::Bus::InProcess => None,
+            chinwag_gateway::config::Bus::Redis(url) => {
+                Some(chinwag::cluster::Cluster::new(url).map_err(std::io::Error::other)?)
+            }
+        };
+        let server = match &cluster {
+            None => chinwag::chat::server_with(self.config, self.limits),
+            Some(cluster) => chinwag::chat::clustered_server_with(self.config, self.limits, cluster.clone()),
+        }
+        .deflate(self.deflate);
         let handle = server.handle();
+        if let Some(cluster) = &cluster {
+            cluster.start::<R>(handle.clone());
+            tracing::info!(node = cluster.node(), "chat node on Redis");
+        }
         let drain = handle.clone();
         on_termination(self.drain_delay, move || drain.drain(), move || handle.shutdown())?;
         start_admin::<R>(self.admin, server.admin()).await?;
@@ -191,6 +212,9 @@ impl Program for ChatServer {
             chinwag::chat::ROUTE
         );
         server.serve_threads::<R>(listeners).await?;
+        if let Some(cluster) = &cluster {
+            cluster.flush_queue::<R>(std::time::Duration::from_secs(5)).await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -320,6 +344,7 @@ fn main() -> ExitCode {
     .map(|d| if cli.deflate_always { d.compress_everything() } else { d });
     let result = match cli.command {
         None => rt.run(ChatServer {
+            bus: cli.bus,
             threads,
             addr: cli.addr,
             config: cli.limits.config(),

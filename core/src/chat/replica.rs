@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::room::{self, AGE, CHAT, NAME, Refusal};
+use super::room::{self, CHAT, Refusal};
 use super::{ConnId, Hub};
 use crate::Message;
 
@@ -264,8 +264,12 @@ struct Present {
 }
 
 /// A member whose connection this node holds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Local {
+    /// Its name (NFC) and age, kept here: the hub forgets them when the
+    /// connection is disconnected, and its departure must still name it.
+    name: String,
+    age: Option<u8>,
     /// Whether its join was proposed (it is in the chat, or about to be).
     joined: bool,
     /// The rooms it is in, counting joins and leaves it proposed that have not
@@ -294,6 +298,12 @@ pub struct Replica {
     local: HashMap<ConnId, Local>,
     /// Per room, how many of this node's members are in it (proposed view).
     following: HashMap<String, usize>,
+    /// The rooms whose logs this node reads (asked with [`Output::Follow`]).
+    reading: BTreeSet<String>,
+    /// Per room, the sequence number of this node's last entry there that it
+    /// has not applied yet: a room is read until this node has shown its
+    /// members what they did in it.
+    unapplied: HashMap<String, u64>,
     /// Per (room, origin node), the last sequence number applied.
     applied: HashMap<(String, String), u64>,
     /// Nodes with members here that were last seen missing from the store,
@@ -333,6 +343,8 @@ impl Replica {
             names: HashMap::new(),
             local: HashMap::new(),
             following: HashMap::new(),
+            reading: BTreeSet::new(),
+            unapplied: HashMap::new(),
             applied: HashMap::new(),
             missing: HashMap::new(),
             out: VecDeque::new(),
@@ -393,15 +405,12 @@ impl Replica {
     // ----- this node's members ----------------------------------------------------
 
     /// What [`admit`](Self::admit) would decide: the name as it would be stored and
-    /// the age, or why not (see [`room::check`]). A name in the chat on any node
-    /// known here is taken (409); a cluster also reserves names in its store,
-    /// which is the last word.
+    /// the age, or why not (see [`room::check`]). A name held on this node is
+    /// taken (409). A cluster reserves names in its store before this, for every
+    /// node: that is the last word, as this replica's view of other nodes may lag
+    /// behind (a name freed there a moment ago is free).
     pub fn check(&self, hub: &Hub, name: &str, age: Option<&str>) -> Result<(String, Option<u8>), Refusal> {
-        let (name, age) = room::check(hub, name, age)?;
-        if self.names.contains_key(&name) {
-            return Err(room::taken(&name));
-        }
-        Ok((name, age))
+        room::check(hub, name, age)
     }
 
     /// Checks a newcomer and reserves its name on this node for `conn`, already
@@ -409,7 +418,7 @@ impl Replica {
     pub fn admit(&mut self, hub: &mut Hub, conn: ConnId, name: &str, age: Option<&str>) -> Result<String, Refusal> {
         let (name, age) = self.check(hub, name, age)?;
         room::reserve(hub, conn, &name, age)?;
-        self.local.insert(conn, Local::default());
+        self.local.insert(conn, Local { name: name.clone(), age, joined: false, rooms: BTreeSet::new() });
         Ok(name)
     }
 
@@ -418,27 +427,33 @@ impl Replica {
     /// so its screen starts with the greeting and then its own join line. Returns
     /// the lines applied (for the log).
     pub fn open(&mut self, hub: &mut Hub, conn: ConnId) -> Vec<String> {
-        let Some(name) = hub.attribute(conn, NAME).map(str::to_owned) else { return vec![] };
-        let age = hub.attribute(conn, AGE).and_then(|a| a.parse().ok());
+        if !hub.is_open(conn) {
+            return vec![];
+        }
         let Some(local) = self.local.get_mut(&conn) else { return vec![] };
         local.joined = true;
+        let (name, age) = (local.name.clone(), local.age);
         let _ = hub.push(conn, &Message::text(format!("Hi {name}! You have successfully connected to the chat")));
         let member = self.member(conn);
-        self.propose(hub, CHAT, member, Record::Joined { name, age, reassert: false })
+        // Appended even if the store went away since the admission: the driver
+        // keeps it for later, as a member greeted must join.
+        let seq = self.next_seq();
+        self.append(hub, CHAT, Entry { member, seq, record: Record::Joined { name, age, reassert: false } })
     }
 
     /// A member's connection closed: it leaves the hub (and every room on this
     /// node) at once, and its departure is proposed. Returns the lines applied.
     pub fn close(&mut self, hub: &mut Hub, conn: ConnId) -> Vec<String> {
-        let attributes = hub.close(conn);
+        hub.close(conn);
         let Some(local) = self.local.remove(&conn) else { return vec![] };
         for room in &local.rooms {
-            self.unfollow(room);
+            self.leave_room(room);
+            self.unfollow_if_done(room);
         }
-        let Some(name) = attributes.and_then(|mut a| a.remove(NAME)) else { return vec![] };
         if !local.joined {
             return vec![];
         }
+        let name = local.name;
         let member = self.member(conn);
         // Proposed even while the store is away: the driver keeps it for later,
         // as a departure must not be lost.
@@ -450,10 +465,9 @@ impl Replica {
     /// applied (for the log); answers meant for the sender alone are not
     /// returned.
     pub fn text(&mut self, hub: &mut Hub, conn: ConnId, text: &str) -> Vec<String> {
-        let Some(name) = hub.attribute(conn, NAME).map(str::to_owned) else { return vec![] };
-        if !self.local.get(&conn).is_some_and(|l| l.joined) {
+        let Some(name) = self.local.get(&conn).filter(|l| l.joined && hub.is_open(conn)).map(|l| l.name.clone()) else {
             return vec![];
-        }
+        };
         let text = match text.strip_prefix('/') {
             Some(rest) if rest.starts_with('/') => rest,
             Some(command) => return self.command(hub, conn, &name, command),
@@ -558,9 +572,8 @@ impl Replica {
         match verb {
             "join" => {
                 rooms.insert(room.clone());
-                let count = self.following.entry(room.clone()).or_insert(0);
-                *count += 1;
-                if *count == 1 && matches!(self.mode, Mode::Cluster) {
+                *self.following.entry(room.clone()).or_insert(0) += 1;
+                if matches!(self.mode, Mode::Cluster) && self.reading.insert(room.clone()) {
                     self.out.push_back(Output::Follow { room: room.clone() });
                 }
             }
@@ -569,25 +582,32 @@ impl Replica {
             }
             _ => {}
         }
+        if verb == "leave" {
+            // The room is still read until this node has shown the member its
+            // own departure (see `unfollow_if_done`).
+            self.leave_room(&room);
+        }
         let member = self.member(conn);
         let seq = self.next_seq();
-        let lines = self.append(hub, &room, Entry { member, seq, record });
-        if verb == "leave" {
-            self.unfollow(&room);
-        }
-        lines
+        self.append(hub, &room, Entry { member, seq, record })
     }
 
-    /// One fewer member of this node in `room`; unfollows it when none is left.
-    fn unfollow(&mut self, room: &str) {
+    /// One fewer member of this node in `room` (proposed view).
+    fn leave_room(&mut self, room: &str) {
         if let Some(count) = self.following.get_mut(room) {
             *count -= 1;
             if *count == 0 {
                 self.following.remove(room);
-                if matches!(self.mode, Mode::Cluster) {
-                    self.out.push_back(Output::Unfollow { room: room.to_owned() });
-                }
             }
+        }
+    }
+
+    /// Stops reading `room` once none of this node's members is in it or
+    /// joining it, and every entry this node appended there has been applied
+    /// (its members saw what they did).
+    fn unfollow_if_done(&mut self, room: &str) {
+        if !self.following.contains_key(room) && !self.unapplied.contains_key(room) && self.reading.remove(room) {
+            self.out.push_back(Output::Unfollow { room: room.to_owned() });
         }
     }
 
@@ -617,6 +637,9 @@ impl Replica {
                 self.apply(hub, room, offset, entry)
             }
             Mode::Cluster => {
+                if room != CHAT {
+                    self.unapplied.insert(room.to_owned(), entry.seq);
+                }
                 self.out.push_back(Output::Append { room: room.to_owned(), entry });
                 vec![]
             }
@@ -626,12 +649,11 @@ impl Replica {
     /// After the store lost its data (a restart without persistence): proposes
     /// again the join of every member of this node, as a reasserted join that
     /// shows no line, so that nodes that start later learn of them.
-    pub fn reassert(&mut self, hub: &Hub) {
-        let mut joined: Vec<ConnId> = self.local.iter().filter(|(_, l)| l.joined).map(|(c, _)| *c).collect();
+    pub fn reassert(&mut self) {
+        let mut joined: Vec<(ConnId, String, Option<u8>)> =
+            self.local.iter().filter(|(_, l)| l.joined).map(|(c, l)| (*c, l.name.clone(), l.age)).collect();
         joined.sort_unstable();
-        for conn in joined {
-            let Some(name) = hub.attribute(conn, NAME).map(str::to_owned) else { continue };
-            let age = hub.attribute(conn, AGE).and_then(|a| a.parse().ok());
+        for (conn, name, age) in joined {
             let member = self.member(conn);
             let seq = self.next_seq();
             let record = Record::Joined { name, age, reassert: true };
@@ -655,6 +677,16 @@ impl Replica {
             }
             *last = seq;
         }
+        if member.node == self.node && self.unapplied.get(room) == Some(&seq) {
+            self.unapplied.remove(room);
+            let lines = self.apply_record(hub, room, member, record);
+            self.unfollow_if_done(room);
+            return lines;
+        }
+        self.apply_record(hub, room, member, record)
+    }
+
+    fn apply_record(&mut self, hub: &mut Hub, room: &str, member: MemberId, record: Record) -> Vec<String> {
         let local = (member.node == self.node).then_some(ConnId(member.conn)).filter(|c| hub.is_open(*c));
         let line = match record {
             Record::Joined { name, age, reassert } => {
