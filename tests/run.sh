@@ -66,9 +66,10 @@ target/release/chinwag-bench smoke >/dev/null
 apps/bench/scripts/gateway-bus.sh 2000 target/release/chinwag
 cargo bench --quiet -p chinwag-bench --bench core -- --test >/dev/null
 
-step "reliability: short soak (300 clients, 10 s) and slow-client test of the chat, both runtimes"
+step "reliability: short soak (300 clients, 10 s; on one node, then on two nodes over Redis) and slow-client test of the chat, both runtimes"
 for runtime in tokio async-std; do
   target/release/chinwag-bench soak --clients 300 --seconds 10 --runtime "$runtime"
+  target/release/chinwag-bench soak --clients 300 --seconds 10 --rate 2 --nodes 2 --runtime "$runtime"
   target/release/chinwag-bench slow-client --runtime "$runtime"
 done
 

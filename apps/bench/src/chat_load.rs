@@ -1,6 +1,7 @@
 //! Load on the real chat server (the `chinwag` binary, default limits): the soak
-//! test (many clients in rooms, sequence numbers, loss, order and memory) and the
-//! slow-client test (one client stops reading while the others chat).
+//! test (many clients in rooms, sequence numbers, loss, order and memory, on one
+//! node or several over Redis) and the slow-client test (one client stops
+//! reading while the others chat).
 //!
 //! Every client is a chinwag WebSocket client on one current-thread runtime; lines
 //! carry the sender's sequence number and the time they were sent, so each receiver
@@ -9,7 +10,7 @@
 use chinwag_core::frame::FrameHeader;
 use chinwag_core::{Config, Message};
 use chinwag_driver::parse_url;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +65,9 @@ struct Seen {
     dropped: bool,
     /// The line saying the slow client left arrived.
     slow_left: bool,
+    /// Every line received, in order, as (sender, sequence number): all the
+    /// members of a room must see its lines in one order.
+    order: Vec<(u32, u64)>,
 }
 
 impl Seen {
@@ -75,6 +79,7 @@ impl Seen {
         let (Some(seq), Some(micros)) = (fields.next(), fields.next()) else { return };
         let (Ok(seq), Ok(micros)) = (seq.parse::<u64>(), micros.parse::<u64>()) else { return };
         *self.received.entry(sender).or_default() += 1;
+        self.order.push((sender, seq));
         let last = self.last.entry(sender).or_insert(0);
         if seq <= *last {
             self.reordered += 1;
@@ -143,6 +148,9 @@ pub(crate) struct Tally {
     pub(crate) lost: u64,
     pub(crate) reordered: u64,
     pub(crate) dropped_connections: usize,
+    /// Receivers whose lines of their room came in another order than the
+    /// room's first member saw them (comparing the lines both received).
+    pub(crate) order_disagreements: usize,
     pub(crate) p50: Duration,
     pub(crate) p99: Duration,
     pub(crate) max: Duration,
@@ -168,17 +176,44 @@ fn tally(seen: &[Seen], audience: impl Fn(usize) -> Vec<usize>) -> Tally {
         lost,
         reordered: seen.iter().map(|s| s.reordered).sum(),
         dropped_connections: seen.iter().filter(|s| s.dropped).count(),
+        order_disagreements: disagreements(seen, &audience),
         p50: micros(at(0.5)),
         p99: micros(at(0.99)),
         max: micros(latencies.last().copied().unwrap_or(0)),
     }
 }
 
+/// How many receivers saw their audience's lines in another order than the
+/// first receiver of the same audience (over the lines both received).
+fn disagreements(seen: &[Seen], audience: &impl Fn(usize) -> Vec<usize>) -> usize {
+    let mut count = 0;
+    let mut compared = HashSet::new();
+    for sender in 0..seen.len() {
+        let members = audience(sender);
+        let Some(&first) = members.first() else { continue };
+        if !compared.insert(first) {
+            continue;
+        }
+        let reference = &seen[first].order;
+        let in_reference: HashSet<&(u32, u64)> = reference.iter().collect();
+        for &other in &members[1..] {
+            let theirs = &seen[other].order;
+            let in_theirs: HashSet<&(u32, u64)> = theirs.iter().collect();
+            let a = reference.iter().filter(|l| in_theirs.contains(l));
+            let b = theirs.iter().filter(|l| in_reference.contains(l));
+            if !a.eq(b) {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
 /// The soak test: `clients` in rooms of `room_size`, each saying a line in its room
 /// `rate` times a second for `duration`. `rss` reads the server's memory: once
 /// everyone has joined, every tenth of the run, and after the last line arrived.
 pub(crate) async fn soak(
-    addr: SocketAddr,
+    nodes: &[SocketAddr],
     clients: usize,
     room_size: usize,
     rate: f64,
@@ -187,7 +222,8 @@ pub(crate) async fn soak(
 ) -> std::io::Result<(Tally, Vec<(Duration, u64)>)> {
     let mut sockets = Vec::with_capacity(clients);
     for i in 0..clients {
-        let mut ws = join(addr, &format!("c{i}")).await?;
+        // Round-robin over the nodes: a room has members on every node.
+        let mut ws = join(nodes[i % nodes.len()], &format!("c{i}")).await?;
         let room = i / room_size;
         ws.send(&Message::text(format!("/join r{room}"))).await.map_err(std::io::Error::other)?;
         // Our own join line says we are in: the hub added us before sending it.
@@ -319,4 +355,24 @@ fn last_close_code(mut rest: &[u8]) -> Option<u16> {
         rest = &rest[end..];
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saw(order: &[(u32, u64)]) -> Seen {
+        Seen { order: order.to_vec(), ..Seen::default() }
+    }
+
+    #[test]
+    fn receivers_that_saw_another_order_are_counted() {
+        let everyone = |_| vec![0, 1, 2];
+        // The same order, one receiver missing a line: no disagreement.
+        let same = [saw(&[(0, 1), (1, 1), (0, 2)]), saw(&[(0, 1), (1, 1), (0, 2)]), saw(&[(0, 1), (0, 2)])];
+        assert_eq!(disagreements(&same, &everyone), 0);
+        // Two lines swapped for one receiver.
+        let swapped = [saw(&[(0, 1), (1, 1)]), saw(&[(1, 1), (0, 1)]), saw(&[(0, 1), (1, 1)])];
+        assert_eq!(disagreements(&swapped, &everyone), 1);
+    }
 }

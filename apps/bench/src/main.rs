@@ -94,6 +94,10 @@ enum Mode {
         /// The chat server's runtime (its --runtime).
         #[arg(long, default_value = "tokio")]
         runtime: String,
+        /// Chat nodes: 1 is the chat alone; more share one chat over a
+        /// `redis-server` started for the run (clients round-robin over them).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
     },
     /// One client stops reading while the others chat (every line to everyone):
     /// the others' delivery latency p99 must stay within 2x of a run without it
@@ -222,16 +226,35 @@ impl ServerProcess {
         })
     }
 
+    /// A chat node: the `chinwag` binary with its default limits, alone or on
+    /// the Redis at `bus`; returns once it admits clients.
+    fn start_chat_node(runtime: &str, bus: Option<&str>) -> std::io::Result<Self> {
+        let Some(bus) = bus else { return Self::start_chat(runtime) };
+        let binary = chinwag_binary()?;
+        let admin = free_port()?;
+        let server = Self::spawn("chinwag", |addr| {
+            let mut command = Command::new(&binary);
+            command
+                .args(["--addr", &addr.to_string(), "--runtime", runtime, "--bus", bus])
+                .args(["--admin-addr", &admin.to_string()])
+                .env("RUST_LOG", "warn");
+            Ok(command)
+        })?;
+        // Ready once it reached Redis and loaded who is in the chat.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !http_ok(admin, "/ready") {
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other("a chat node did not get ready"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
     /// The chat server: the `chinwag` binary built next to this one, with its
     /// default limits, logging warnings only.
     fn start_chat(runtime: &str) -> std::io::Result<Self> {
-        let binary = std::env::current_exe()?.with_file_name("chinwag");
-        if !binary.exists() {
-            return Err(std::io::Error::other(format!(
-                "{} is missing: build it first (cargo build --release -p chinwag)",
-                binary.display()
-            )));
-        }
+        let binary = chinwag_binary()?;
         Self::spawn("chinwag", |addr| {
             let mut command = Command::new(&binary);
             command
@@ -277,6 +300,74 @@ impl ServerProcess {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
+    }
+}
+
+/// The `chinwag` binary built next to this one.
+fn chinwag_binary() -> std::io::Result<std::path::PathBuf> {
+    let binary = std::env::current_exe()?.with_file_name("chinwag");
+    if binary.exists() {
+        Ok(binary)
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} is missing: build it first (cargo build --release -p chinwag)",
+            binary.display()
+        )))
+    }
+}
+
+/// A free loopback address.
+fn free_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// Whether `GET path` at `addr` answers 200.
+fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = String::new();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+/// A `redis-server` of the run's own on a free loopback port, persisting
+/// nothing; killed when dropped.
+struct RedisProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl RedisProcess {
+    fn start() -> std::io::Result<Self> {
+        let addr = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::other(format!("cannot run redis-server ({e}): apt-get install redis-server"))
+            })?;
+        let redis = Self { child, addr };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Ok(redis);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(std::io::Error::other("redis-server did not start"))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -726,31 +817,42 @@ fn idle_mode(connections: usize, servers: &[Kind]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn soak_mode(clients: usize, room_size: usize, rate: f64, seconds: u64, runtime: &str) -> std::io::Result<()> {
+fn soak_mode(
+    clients: usize,
+    room_size: usize,
+    rate: f64,
+    seconds: u64,
+    runtime: &str,
+    nodes: usize,
+) -> std::io::Result<()> {
     let rt = client_runtime();
-    let server = ServerProcess::start_chat(runtime)?;
-    let rss_start = server.rss();
-    eprintln!("soak: {clients} clients in rooms of {room_size}, {rate} lines/s each, {seconds} s, server on {runtime}");
-    let (tally, samples) = rt.block_on(chat_load::soak(
-        server.addr,
-        clients,
-        room_size.max(1),
-        rate,
-        Duration::from_secs(seconds),
-        &|| server.rss(),
-    ))?;
+    // One node alone, or several on a Redis of their own.
+    let redis = if nodes > 1 { Some(RedisProcess::start()?) } else { None };
+    let servers = (0..nodes)
+        .map(|_| ServerProcess::start_chat_node(runtime, redis.as_ref().map(RedisProcess::url).as_deref()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let rss = || servers.iter().map(ServerProcess::rss).sum::<u64>();
+    let rss_start = rss();
+    let on = if nodes > 1 {
+        format!("{nodes} nodes on one Redis, each on {runtime}")
+    } else {
+        format!("server on {runtime}")
+    };
+    eprintln!("soak: {clients} clients in rooms of {room_size}, {rate} lines/s each, {seconds} s, {on}");
+    let (tally, samples) =
+        rt.block_on(chat_load::soak(&addrs, clients, room_size.max(1), rate, Duration::from_secs(seconds), &rss))?;
     let mib = |b: u64| b as f64 / 1048576.0;
+    println!("\n### Soak: {clients} clients, rooms of {room_size}, {rate} lines/s each, {seconds} s, {on}\n");
+    println!("| sent | delivered | lost | reordered | order disagreements | connections dropped | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "\n### Soak: {clients} clients, rooms of {room_size}, {rate} lines/s each, {seconds} s, server on {runtime}\n"
-    );
-    println!("| sent | delivered | lost | reordered | connections dropped | p50 | p99 | max |");
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+        "| {} | {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
         tally.sent,
         tally.delivered,
         tally.lost,
         tally.reordered,
+        tally.order_disagreements,
         tally.dropped_connections,
         tally.p50.as_secs_f64() * 1e3,
         tally.p99.as_secs_f64() * 1e3,
@@ -768,10 +870,10 @@ fn soak_mode(clients: usize, room_size: usize, rate: f64, seconds: u64, runtime:
     let warm = samples.get(2).map_or(0, |s| s.1);
     let end = samples.len().checked_sub(2).and_then(|i| samples.get(i)).map_or(0, |s| s.1);
     let mut failures = Vec::new();
-    if tally.lost > 0 || tally.reordered > 0 || tally.dropped_connections > 0 {
+    if tally.lost > 0 || tally.reordered > 0 || tally.order_disagreements > 0 || tally.dropped_connections > 0 {
         failures.push(format!(
-            "{} lost, {} reordered, {} connections dropped",
-            tally.lost, tally.reordered, tally.dropped_connections
+            "{} lost, {} reordered, {} receivers with another order, {} connections dropped",
+            tally.lost, tally.reordered, tally.order_disagreements, tally.dropped_connections
         ));
     }
     // Flat once warm: allow allocator noise (a quarter, and 4 MiB), not growth with time.
@@ -863,8 +965,8 @@ fn main() -> std::process::ExitCode {
         Mode::Deflate { connections, subscribers, messages, idle, python, timing } => {
             deflate_mode(connections, subscribers, messages, idle, python.as_deref(), timing)
         }
-        Mode::Soak { clients, room_size, rate, seconds, runtime } => {
-            soak_mode(clients, room_size, rate, seconds, &runtime)
+        Mode::Soak { clients, room_size, rate, seconds, runtime, nodes } => {
+            soak_mode(clients, room_size, rate, seconds, &runtime, nodes.max(1))
         }
         Mode::SlowClient { clients, rate, size, seconds, runtime } => {
             slow_client_mode(clients, rate, size, seconds, &runtime)
