@@ -56,10 +56,11 @@ tests/conformance/run.sh target/release/chinwag
 step "permessage-deflate interop with Python websockets (both roles, context takeover on and off)"
 "$PY" tests/interop/deflate.py target/release/chinwag
 
-step "browser test of the chat page (headless Chromium), both runtimes"
+step "browser test of the chat page (headless Chromium), both runtimes, and with Alice and Bob on two nodes over Redis"
 need_debian chromium chromium-driver
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime tokio --screenshot tests/out/browser/chat-tokio.png
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime async-std --screenshot tests/out/browser/chat-async-std.png
+"$PY" tests/browser/chat_page.py target/release/chinwag --runtime tokio --nodes 2
 
 step "benchmarks: smoke run of every mode (no timing assertions), microbenchmarks once each"
 target/release/chinwag-bench smoke >/dev/null

@@ -5,7 +5,11 @@ join and leave lines, send a direct message from the page's To field; a message
 with <b> markup shows as literal text; a taken name is refused with its reason; and
 when the server stops, the page says "Server closed the connection".
 
-Usage: python chat_page.py path/to/chinwag [--runtime tokio|async-std] [--screenshot PNG]
+With --nodes 2, the chat runs on two nodes over a redis-server started for the
+test: Alice's page is on one node and Bob's on the other, and everything above
+still holds (the taken name is refused by Bob's node, where Alice is not).
+
+Usage: python chat_page.py path/to/chinwag [--runtime tokio|async-std] [--nodes 1|2] [--screenshot PNG]
 """
 
 import argparse
@@ -74,6 +78,22 @@ def status(driver) -> str:
     return driver.find_element(By.ID, "status").text
 
 
+def ready(admin_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_ready(admin_port: int) -> None:
+    deadline = time.time() + WAIT
+    while not ready(admin_port):
+        if time.time() > deadline:
+            raise RuntimeError(f"the node with admin port {admin_port} did not get ready")
+        time.sleep(0.05)
+
+
 def metric(admin_port: int, name: str) -> float:
     """A metric's value from the server's admin listener."""
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=WAIT) as response:
@@ -95,19 +115,38 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
     parser.add_argument("--runtime", default="tokio")
+    parser.add_argument("--nodes", type=int, default=1, choices=[1, 2])
     parser.add_argument("--screenshot")
     args = parser.parse_args()
 
-    port, admin = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [args.binary, "--addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}", "--runtime", args.runtime],
-        stderr=subprocess.PIPE, text=True,
-    )
+    redis, bus = None, []
+    if args.nodes > 1:
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for_port(redis_port)
+        bus = ["--bus", f"redis://127.0.0.1:{redis_port}"]
+    nodes = []  # (process, public port, admin port)
+    for _ in range(args.nodes):
+        port, admin = free_port(), free_port()
+        process = subprocess.Popen(
+            [args.binary, "--addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}", "--runtime", args.runtime]
+            + bus,
+            stderr=subprocess.PIPE, text=True,
+        )
+        nodes.append((process, port, admin))
+    # Alice on the first node, Bob on the last (the same one when there is one).
+    url = f"http://127.0.0.1:{nodes[0][1]}/"
+    bob_url = f"http://127.0.0.1:{nodes[-1][1]}/"
+    server = nodes[0][0]
     profiles = [tempfile.mkdtemp(prefix="chinwag-chrome-") for _ in range(2)]
     drivers = []
     try:
-        wait_for_port(port)
+        for _, port, admin in nodes:
+            wait_for_port(port)
+            wait_ready(admin)
         alice, bob = browser(profiles[0]), browser(profiles[1])
         drivers = [alice, bob]
 
@@ -116,7 +155,7 @@ def main() -> int:
         wait_line(alice, "Hi Alice! You have successfully connected to the chat")
         wait_line(alice, "Alice with age 30 connected to chat")
 
-        connect(bob, url, "Bob")
+        connect(bob, bob_url, "Bob")
         wait_line(bob, "Hi Bob! You have successfully connected to the chat")
         wait_line(alice, "Bob connected to chat")
 
@@ -126,7 +165,8 @@ def main() -> int:
             extensions = d.execute_script("return ws.extensions")
             assert extensions.startswith("permessage-deflate"), f"not compressed: {extensions!r}"
             assert "server_no_context_takeover" in extensions, extensions
-        assert metric(admin, "chinwag_connections_compressed_total") == 2, "the server did not count 2 compressed"
+        compressed = sum(metric(admin, "chinwag_connections_compressed_total") for _, _, admin in nodes)
+        assert compressed == 2, f"the servers counted {compressed} compressed, not 2"
 
         # Enter sends.
         alice.find_element(By.ID, "message").send_keys("hello Bob" + Keys.ENTER)
@@ -158,8 +198,9 @@ def main() -> int:
         wait_line(bob, "You left the chat")
         wait_line(alice, "Bob left the chat")
 
-        # A taken name is refused, and the page says why.
-        connect(bob, url, "Alice")
+        # A taken name is refused, and the page says why (on two nodes, by the
+        # node Alice is not on).
+        connect(bob, bob_url, "Alice")
         wait_line(bob, "Could not connect: Alice is already in the chat; choose another name")
 
         if args.screenshot:
@@ -171,14 +212,18 @@ def main() -> int:
         server.wait(timeout=WAIT)
         wait_line(alice, "Server closed the connection")
         WebDriverWait(alice, WAIT).until(lambda d: status(d) == "connection closed")
-        print(f"browser test passed ({args.runtime})")
+        print(f"browser test passed ({args.runtime}, {args.nodes} node{'s' if args.nodes > 1 else ''})")
         return 0
     finally:
         for d in drivers:
             d.quit()
-        if server.poll() is None:
-            server.kill()
-        server.wait()
+        for process, _, _ in nodes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        if redis is not None:
+            redis.kill()
+            redis.wait()
         for p in profiles:
             shutil.rmtree(p, ignore_errors=True)
 
