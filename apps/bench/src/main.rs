@@ -362,6 +362,41 @@ impl RedisProcess {
     fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
+
+    /// Commands Redis has run so far, by command (`INFO commandstats`; the
+    /// commands a script calls count too, beside the script's EVAL).
+    fn command_calls(&self) -> std::io::Result<Vec<(String, u64)>> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"INFO commandstats\r\n")?;
+        // A bulk string: $LEN\r\n then LEN bytes.
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if let Some((head, body)) = text.split_once("\r\n") {
+                let len: usize = head.trim_start_matches('$').parse().unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&reply);
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect())
+    }
 }
 
 impl Drop for RedisProcess {
@@ -834,6 +869,7 @@ fn soak_mode(
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let rss = || servers.iter().map(ServerProcess::rss).sum::<u64>();
     let rss_start = rss();
+    let calls_before = redis.as_ref().map(RedisProcess::command_calls).transpose()?;
     let on = if nodes > 1 {
         format!("{nodes} nodes on one Redis, each on {runtime}")
     } else {
@@ -842,6 +878,7 @@ fn soak_mode(
     eprintln!("soak: {clients} clients in rooms of {room_size}, {rate} lines/s each, {seconds} s, {on}");
     let (tally, samples) =
         rt.block_on(chat_load::soak(&addrs, clients, room_size.max(1), rate, Duration::from_secs(seconds), &rss))?;
+    let calls_after = redis.as_ref().map(RedisProcess::command_calls).transpose()?;
     let mib = |b: u64| b as f64 / 1048576.0;
     println!("\n### Soak: {clients} clients, rooms of {room_size}, {rate} lines/s each, {seconds} s, {on}\n");
     println!("| sent | delivered | lost | reordered | order disagreements | connections dropped | p50 | p99 | max |");
@@ -865,6 +902,22 @@ fn soak_mode(
         mib(rss_start),
         series.join(", ")
     );
+    if let (Some(before), Some(after)) = (calls_before, calls_after) {
+        let count = |stats: &[(String, u64)], name: &str| stats.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
+        let mut by_command: Vec<(String, u64)> = after
+            .iter()
+            .map(|(name, calls)| (name.clone(), calls - count(&before, name)))
+            .filter(|(name, calls)| *calls > 0 && name != "info")
+            .collect();
+        by_command.sort_by_key(|(_, calls)| std::cmp::Reverse(*calls));
+        let total: u64 = by_command.iter().map(|(_, c)| c).sum();
+        let per_line = total as f64 / tally.sent.max(1) as f64;
+        let list: Vec<String> = by_command.iter().map(|(n, c)| format!("{n} {c}")).collect();
+        println!(
+            "\nRedis commands during the run (joins and departures included): {total}, {per_line:.2} per line sent ({}).",
+            list.join(", ")
+        );
+    }
     // Warm: a fifth of the way in; the end: the last sample while everyone chats
     // (the one after it follows a thousand departures at once).
     let warm = samples.get(2).map_or(0, |s| s.1);
