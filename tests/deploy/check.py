@@ -10,8 +10,10 @@ docker-compose config). Two parts:
    args/env/config configure, on an address the kubelet reaches; a grace period
    above the drain delay + the close timeout + a margin; Services and the Ingress
    on the public port, never the admin port; the securityContext; the JWT secret
-   from a Secret; the bus on a Redis Service; every metric the dashboard queries
-   is one the binary exports; and so on.
+   from a Secret; the chat's and the gateway's bus on a Redis Service (several
+   chat replicas only on one), PodDisruptionBudgets that let a drain evict a pod;
+   two gateway nodes and two chat nodes on the compose Redis; every metric the
+   dashboard queries is one the binary exports; and so on.
 
 2. Live (skipped with --static): target/release/chinwag run with exactly the
    args and env of each chinwag container (the chat and gateway Deployments, each
@@ -457,13 +459,15 @@ def check_kubernetes(image):
     check({p.settings().kind for p in pods} >= {"chat", "gateway"},
           "deploy/kubernetes", "a chat Deployment and a gateway Deployment run the chinwag image")
 
+    # The Redis Services, as "name:port": the buses the chat's and the gateway's pods
+    # may name, and the addresses the live run gives its local redis-server.
     redis_hosts = set()
     for name, (path, svc) in services.items():
         for _, dep in deployments:
             labels = dep["spec"]["template"]["metadata"].get("labels", {})
             if selects(svc["spec"].get("selector"), labels):
                 if any(c["image"].split(":")[0].split("/")[-1] == "redis" for c in dep["spec"]["template"]["spec"]["containers"]):
-                    redis_hosts.add(name)
+                    redis_hosts |= {f"{name}:{sp['port']}" for sp in svc["spec"].get("ports", [])}
 
     for pod in pods:
         s = pod.settings()
@@ -510,20 +514,39 @@ def check_kubernetes(image):
                 entry = next((e for e in c.get("env", []) if e["name"] == secret_env), {})
                 check("secretKeyRef" in entry.get("valueFrom", {}), where,
                       f"{secret_env} (gateway.auth.jwt.secret_env) comes from a Secret (secretKeyRef)")
-            m = re.match(r"redis://([^:/]+)", s.bus or "")
-            if m:
-                check(m.group(1).split(".")[0] in redis_hosts, where,
-                      f"the bus {s.bus} is a Redis Service of deploy/kubernetes/ ({', '.join(sorted(redis_hosts)) or 'none'})")
         else:
             check("CHINWAG_TRUSTED_PROXY" in pod.env or flag(pod.argv, "--trusted-proxy"), where,
                   "trusts the ingress controller's X-Forwarded-For (CHINWAG_TRUSTED_PROXY)")
+            # Chat replicas on the in-process bus would each be a chat of their own.
+            replicas = pod.deployment["spec"].get("replicas", 1)
+            check(redis_bus(s.bus) or replicas == 1, where,
+                  f"{replicas} replicas share one chat (bus {s.bus}: several need a Redis bus)")
+        if redis_bus(s.bus):
+            check(redis_bus(s.bus) in redis_hosts, where,
+                  f"the bus {s.bus} is a Redis Service of deploy/kubernetes/ ({', '.join(sorted(redis_hosts)) or 'none'})")
 
     # The PodDisruptionBudgets and the Ingress.
     for path, pdb in kinds.get("PodDisruptionBudget", []):
         sel = pdb["spec"].get("selector", {}).get("matchLabels")
         matched = [d["metadata"]["name"] for _, d in deployments
                    if selects(sel, d["spec"]["template"]["metadata"].get("labels", {}))]
-        check(matched, f"{path} pdb/{pdb['metadata']['name']}", f"selects a Deployment ({', '.join(matched) or 'none'})")
+        where = f"{path} pdb/{pdb['metadata']['name']}"
+        check(matched, where, f"selects a Deployment ({', '.join(matched) or 'none'})")
+        # It must let `kubectl drain` evict a pod, or a drain waits forever (a
+        # percentage is not checked).
+        budget = pdb["spec"]
+        for _, d in deployments:
+            if d["metadata"]["name"] not in matched:
+                continue
+            replicas = d["spec"].get("replicas", 1)
+            allowed = None
+            if isinstance(budget.get("minAvailable"), int):
+                allowed = replicas - budget["minAvailable"]
+            elif isinstance(budget.get("maxUnavailable"), int):
+                allowed = budget["maxUnavailable"]
+            check(allowed is None or allowed >= 1, where,
+                  f"allows a voluntary disruption of deployment/{d['metadata']['name']} ({replicas} replicas, "
+                  f"{', '.join(f'{k} {v}' for k, v in budget.items() if k != 'selector')})")
     pdb_selected = {d["metadata"]["name"] for _, d in deployments for _, pdb in kinds.get("PodDisruptionBudget", [])
                     if selects(pdb["spec"].get("selector", {}).get("matchLabels"), d["spec"]["template"]["metadata"].get("labels", {}))}
     for pod in pods:
@@ -1064,7 +1087,7 @@ def main():
                 print("  NOTE: this chinwag has no --admin-addr: its admin listener (/health, /ready, /metrics)\n"
                       "  has not landed, so the live checks below fail until it does.", flush=True)
             redis = start_redis(work) if redis_hosts else None
-            hosts = {f"{h}:6379": redis for h in redis_hosts}
+            hosts = {h: redis for h in redis_hosts}
             for pod in pods:
                 run_pod(pod, work, hosts)
             # The image as `docker run chinwag` starts it: its ENTRYPOINT and CMD, no env.
