@@ -10,8 +10,10 @@ docker-compose config). Two parts:
    args/env/config configure, on an address the kubelet reaches; a grace period
    above the drain delay + the close timeout + a margin; Services and the Ingress
    on the public port, never the admin port; the securityContext; the JWT secret
-   from a Secret; the bus on a Redis Service; every metric the dashboard queries
-   is one the binary exports; and so on.
+   from a Secret; the chat's and the gateway's bus on a Redis Service (several
+   chat replicas only on one), PodDisruptionBudgets that let a drain evict a pod;
+   two gateway nodes and two chat nodes on the compose Redis; every metric the
+   dashboard queries is one the binary exports; and so on.
 
 2. Live (skipped with --static): target/release/chinwag run with exactly the
    args and env of each chinwag container (the chat and gateway Deployments, each
@@ -23,7 +25,8 @@ docker-compose config). Two parts:
    metric of the dashboard that applies, JSON logs are JSON, and SIGTERM turns
    /ready to 503 at once, keeps serving for the drain delay and exits 0 within the
    grace period. For compose, the example handler runs too and a message crosses
-   from node 2 to node 1.
+   from gateway node 2 to node 1; on the chat's nodes, alice on node 1 reads bob's
+   line from node 2, and her name is refused (409) on node 2.
 
 Every problem is reported, then it exits 1; everything it starts is stopped.
 
@@ -290,10 +293,10 @@ class Settings:
         config = self.config or {}
         if self.kind == "gateway":
             self.public = flag(args, "--listen") or env.get("CHINWAG_LISTEN") or config.get("listen") or "127.0.0.1:4000"
-            self.bus = flag(args, "--bus") or env.get("CHINWAG_BUS") or config.get("bus") or "in-process"
         else:
             self.public = flag(args, "--addr") or env.get("CHINWAG_ADDR") or "127.0.0.1:9090"
-            self.bus = None
+        # The gateway's and the chat's alike (the chat has no file: config is empty).
+        self.bus = flag(args, "--bus") or env.get("CHINWAG_BUS") or config.get("bus") or "in-process"
         self.admin = (flag(args, "--admin-addr") or env.get("CHINWAG_ADMIN_ADDR") or config.get("admin")
                       or DEFAULT_ADMIN)
         self.drain = float(flag(args, "--drain-delay") or env.get("CHINWAG_DRAIN_DELAY") or 0)
@@ -351,6 +354,14 @@ def plain_env(container, where):
         fail(where, "envFrom: check.py cannot know those variables; list them under env")
     # Kubernetes expands $(VAR) in args from the container's env.
     return env
+
+
+def redis_bus(bus):
+    """The Redis a `redis://host:port` bus names, as "host:port" with the host's first
+    label (a Service "chinwag-redis.default.svc" is "chinwag-redis"); None for another
+    bus (in-process)."""
+    m = re.match(r"redis://([^:/@]+)(?::(\d+))?", bus or "")
+    return f"{m.group(1).split('.')[0]}:{m.group(2) or 6379}" if m else None
 
 
 def expand(args, env):
@@ -448,13 +459,15 @@ def check_kubernetes(image):
     check({p.settings().kind for p in pods} >= {"chat", "gateway"},
           "deploy/kubernetes", "a chat Deployment and a gateway Deployment run the chinwag image")
 
+    # The Redis Services, as "name:port": the buses the chat's and the gateway's pods
+    # may name, and the addresses the live run gives its local redis-server.
     redis_hosts = set()
     for name, (path, svc) in services.items():
         for _, dep in deployments:
             labels = dep["spec"]["template"]["metadata"].get("labels", {})
             if selects(svc["spec"].get("selector"), labels):
                 if any(c["image"].split(":")[0].split("/")[-1] == "redis" for c in dep["spec"]["template"]["spec"]["containers"]):
-                    redis_hosts.add(name)
+                    redis_hosts |= {f"{name}:{sp['port']}" for sp in svc["spec"].get("ports", [])}
 
     for pod in pods:
         s = pod.settings()
@@ -501,20 +514,39 @@ def check_kubernetes(image):
                 entry = next((e for e in c.get("env", []) if e["name"] == secret_env), {})
                 check("secretKeyRef" in entry.get("valueFrom", {}), where,
                       f"{secret_env} (gateway.auth.jwt.secret_env) comes from a Secret (secretKeyRef)")
-            m = re.match(r"redis://([^:/]+)", s.bus or "")
-            if m:
-                check(m.group(1).split(".")[0] in redis_hosts, where,
-                      f"the bus {s.bus} is a Redis Service of deploy/kubernetes/ ({', '.join(sorted(redis_hosts)) or 'none'})")
         else:
             check("CHINWAG_TRUSTED_PROXY" in pod.env or flag(pod.argv, "--trusted-proxy"), where,
                   "trusts the ingress controller's X-Forwarded-For (CHINWAG_TRUSTED_PROXY)")
+            # Chat replicas on the in-process bus would each be a chat of their own.
+            replicas = pod.deployment["spec"].get("replicas", 1)
+            check(redis_bus(s.bus) or replicas == 1, where,
+                  f"{replicas} replicas share one chat (bus {s.bus}: several need a Redis bus)")
+        if redis_bus(s.bus):
+            check(redis_bus(s.bus) in redis_hosts, where,
+                  f"the bus {s.bus} is a Redis Service of deploy/kubernetes/ ({', '.join(sorted(redis_hosts)) or 'none'})")
 
     # The PodDisruptionBudgets and the Ingress.
     for path, pdb in kinds.get("PodDisruptionBudget", []):
         sel = pdb["spec"].get("selector", {}).get("matchLabels")
         matched = [d["metadata"]["name"] for _, d in deployments
                    if selects(sel, d["spec"]["template"]["metadata"].get("labels", {}))]
-        check(matched, f"{path} pdb/{pdb['metadata']['name']}", f"selects a Deployment ({', '.join(matched) or 'none'})")
+        where = f"{path} pdb/{pdb['metadata']['name']}"
+        check(matched, where, f"selects a Deployment ({', '.join(matched) or 'none'})")
+        # It must let `kubectl drain` evict a pod, or a drain waits forever (a
+        # percentage is not checked).
+        budget = pdb["spec"]
+        for _, d in deployments:
+            if d["metadata"]["name"] not in matched:
+                continue
+            replicas = d["spec"].get("replicas", 1)
+            allowed = None
+            if isinstance(budget.get("minAvailable"), int):
+                allowed = replicas - budget["minAvailable"]
+            elif isinstance(budget.get("maxUnavailable"), int):
+                allowed = budget["maxUnavailable"]
+            check(allowed is None or allowed >= 1, where,
+                  f"allows a voluntary disruption of deployment/{d['metadata']['name']} ({replicas} replicas, "
+                  f"{', '.join(f'{k} {v}' for k, v in budget.items() if k != 'selector')})")
     pdb_selected = {d["metadata"]["name"] for _, d in deployments for _, pdb in kinds.get("PodDisruptionBudget", [])
                     if selects(pdb["spec"].get("selector", {}).get("matchLabels"), d["spec"]["template"]["metadata"].get("labels", {}))}
     for pod in pods:
@@ -592,7 +624,7 @@ def check_compose(images):
         for container, (ip, port) in published(svc).items():
             check(port not in host_ports, where, f"host port {port} is its own (not also {host_ports.get(port)}'s)")
             host_ports[port] = name
-    nodes = 0
+    nodes = {"gateway": 0, "chat": 0}
     for name, (image, svc) in roles.items():
         if image == "redis" or image.entrypoint != ["/usr/local/bin/chinwag"]:
             continue
@@ -605,7 +637,6 @@ def check_compose(images):
         if s.kind == "gateway" and s.config is None:
             fail(where, f"the gateway's config {s.config_path} is not in the image")
             continue
-        nodes += s.kind == "gateway"
         ports = published(svc)
         for what, addr in (("public", s.public), ("admin", s.admin)):
             check(Settings.host(addr) in ("0.0.0.0", "[::]") and Settings.port(addr) in ports, where,
@@ -617,10 +648,16 @@ def check_compose(images):
         grace = seconds(svc.get("stop_grace_period", "10s"))
         check(grace > s.drain + CLOSE_TIMEOUT, where,
               f"stop_grace_period {grace:g} s > drain delay {s.drain:g} + close timeout {CLOSE_TIMEOUT}")
-        m = re.match(r"redis://([^:/]+)", s.bus or "")
-        if s.kind == "gateway":
-            check(m and roles.get(m.group(1), (None,))[0] == "redis", where, f"its bus {s.bus} is the compose Redis")
-    check(nodes >= 2, "deploy/compose.yaml", f"two gateway nodes or more ({nodes})")
+        # Every gateway node, and every chat node on Redis, on the compose Redis: the
+        # chat's nodes on the in-process bus would each be a chat of their own.
+        bus = redis_bus(s.bus)
+        if s.kind == "gateway" or bus:
+            host, _, port = (bus or "").partition(":")
+            on_redis = roles.get(host, (None,))[0] == "redis" and port == "6379"
+            check(on_redis, where, f"its bus {s.bus} is the compose Redis")
+            nodes[s.kind] = nodes.get(s.kind, 0) + on_redis
+    for kind, count in nodes.items():
+        check(count >= 2, "deploy/compose.yaml", f"two {kind} nodes or more on the compose Redis ({count})")
     return roles
 
 
@@ -836,6 +873,8 @@ def check_live_server(label, proc, settings, sandbox, grace, shutdown=True):
     ready = wait_for("ready", lambda: get(base + "/ready")[0] == 200, 10, proc)
     status, body = get(base + "/ready")
     check(ready, where, f"GET /ready 200 ({status} {body.strip()[:200]})")
+    if redis_bus(settings.bus):
+        check("redis" in body.lower(), where, f"GET /ready tells the Redis bus's state ({body.strip()[:200]})")
     check(can_connect(public), where, f"the public port accepts connections ({public})")
     status, metrics = get(base + "/metrics")
     if check(status == 200, where, f"GET /metrics 200 ({status})"):
@@ -951,8 +990,9 @@ def run_compose(roles, work, python, binary):
         ready = wait_for("handler", lambda: "ready" in proc.log.read_text(errors="replace"), 15, proc)
         check(ready, f"live {label}", "the handler is subscribed (prints ready)" + ("" if ready else f"\n{log_tail(proc)}"))
     # The README's example through compose's services: bob on node 2 tells alex on node 1.
-    if len(nodes) >= 2 and others:
-        node1, node2 = nodes[0], nodes[1]
+    gateways = [node for node in nodes if node[2].kind == "gateway"]
+    if len(gateways) >= 2 and others:
+        node1, node2 = gateways[0], gateways[1]
         url = lambda node, user: f"ws://{node[3].local(node[2].public)}{node[2].config.get('socket', {}).get('path', '/connect')}?namespace=acme&username={user}"
         alex = start_client("alex", [binary, "client", url(node1, "alex")], work)
         bob = start_client("bob", [binary, "client", url(node2, "bob")], work)
@@ -965,6 +1005,9 @@ def run_compose(roles, work, python, binary):
             told = wait_for("told", lambda: '"from":"bob"' in alex.log.read_text(errors="replace"), 10)
             check(told, "live compose", f"bob's message on {node2[0]} reached alex on {node1[0]} through Redis"
                   + ("" if told else f"\n{log_tail(alex)}"))
+    chats = [node for node in nodes if node[2].kind == "chat" and redis_bus(node[2].bus)]
+    if len(chats) >= 2:
+        check_compose_chat(chats[0], chats[1], work, binary)
     for label, proc, s, sandbox, grace in nodes:
         where = f"live {label}"
         proc.send_signal(signal.SIGTERM)
@@ -973,6 +1016,44 @@ def run_compose(roles, work, python, binary):
             check(code == 0, where, f"exit status 0 after SIGTERM ({code})")
         except subprocess.TimeoutExpired:
             fail(where, f"still running {grace:g} s (stop_grace_period) after SIGTERM")
+
+
+def check_compose_chat(node1, node2, work, binary):
+    """One chat on two nodes: alice on node 1 sees bob on node 2 join and reads his
+    line; her name is taken on node 2 too (409, at the page's pre-check and at the
+    handshake)."""
+    (label1, _, s1, sandbox1, _), (label2, _, s2, sandbox2, _) = node1, node2
+    public1, public2 = sandbox1.local(s1.public), sandbox2.local(s2.public)
+    log = lambda client: client.log.read_text(errors="replace")
+    alice = start_client("alice", [binary, "client", f"ws://{public1}/chat/alice"], work)
+    joined = wait_for("alice", lambda: "alice connected to chat" in log(alice), 10, alice)
+    if not check(joined, "live compose", f"alice joined the chat on {label1}"
+                 + ("" if joined else f"\n{log_tail(alice)}")):
+        return
+    bob = start_client("bob", [binary, "client", f"ws://{public2}/chat/bob"], work)
+    joined = wait_for("bob", lambda: "bob connected to chat" in log(alice), 10, alice)
+    if not check(joined, "live compose", f"alice on {label1} saw bob join on {label2}"
+                 + ("" if joined else f"\n{log_tail(alice)}\n{log_tail(bob)}")):
+        return
+    line = f"hello from {label2}"
+    bob.stdin.write(line + "\n")
+    bob.stdin.flush()
+    got = wait_for("line", lambda: f"bob: {line}" in log(alice), 10, alice)
+    check(got, "live compose", f"bob's line on {label2} reached alice on {label1} through Redis (bob: {line})"
+          + ("" if got else f"\n{log_tail(alice)}\n{log_tail(bob)}"))
+    status, body = get(f"http://{public2}/chat/alice")
+    free, _ = get(f"http://{public2}/chat/carol")
+    check(status == 409 and free == 200, "live compose",
+          f"GET /chat/alice on {label2}: 409, the name is taken on {label1} ({status} {body.strip()[:100]}; "
+          f"a free name: {free})")
+    try:
+        second = subprocess.run([binary, "client", f"ws://{public2}/chat/alice"], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=10)
+        refused = second.returncode != 0 and "409" in second.stdout + second.stderr
+        output = (second.stdout + second.stderr).strip()[:200]
+    except subprocess.TimeoutExpired:
+        refused, output = False, "still connected after 10 s"
+    check(refused, "live compose", f"a second alice on {label2} is refused with 409 ({output})")
 
 
 def main():
@@ -1006,7 +1087,7 @@ def main():
                 print("  NOTE: this chinwag has no --admin-addr: its admin listener (/health, /ready, /metrics)\n"
                       "  has not landed, so the live checks below fail until it does.", flush=True)
             redis = start_redis(work) if redis_hosts else None
-            hosts = {f"{h}:6379": redis for h in redis_hosts}
+            hosts = {h: redis for h in redis_hosts}
             for pod in pods:
                 run_pod(pod, work, hosts)
             # The image as `docker run chinwag` starts it: its ENTRYPOINT and CMD, no env.
