@@ -145,12 +145,17 @@ async fn names_are_unique_across_nodes<S: Runtime, C: Runtime>() {
     assert!(answer.contains("Alice is already in the chat"), "{answer}");
     let request = format!("GET /chat/Bob HTTP/1.1\r\nHost: {}\r\n\r\n", cluster.node(1));
     assert!(raw_exchange::<C>(cluster.node(1), request.as_bytes()).await.starts_with("HTTP/1.1 200"));
-    // Two clients racing for one name on two nodes: exactly one gets it.
-    let (a, b) = futures_util::future::join(
-        status::<C>(cluster.node(0), "/chat/Zed"),
-        status::<C>(cluster.node(1), "/chat/Zed"),
-    )
-    .await;
+    // Two clients racing for one name on two nodes: exactly one gets it (each
+    // keeps its connection until both have their answer).
+    let attempt = |addr: SocketAddr| async move {
+        match connect::<C>(&parse_url(&format!("ws://{addr}/chat/Zed")).unwrap(), Config::default()).await {
+            Err(Error::Handshake(HandshakeError::UnexpectedStatus(s))) => (s, None),
+            Ok(ws) => (101, Some(ws)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let ((a, _held_a), (b, _held_b)) =
+        futures_util::future::join(attempt(cluster.node(0)), attempt(cluster.node(1))).await;
     assert_eq!([a.min(b), a.max(b)], [101, 409], "one of two racing clients");
     // Free again as soon as its holder leaves.
     alice.close(CloseCode::NORMAL, "").await.unwrap();
@@ -263,6 +268,122 @@ async fn until<C: Runtime>(ws: &mut Client<C>, line: &str) {
     while next::<C>(ws).await != line {}
 }
 
+/// A `chinwag.v1` client of the chat, with its history or recovery query.
+async fn join_v1<C: Runtime>(addr: SocketAddr, path: &str) -> Client<C> {
+    let request = chinwag_core::ClientRequest::new(&format!("ws://{addr}{path}"))
+        .unwrap()
+        .with_subprotocol(chinwag_core::chat::v1::PROTOCOL)
+        .unwrap();
+    let ws = chinwag_driver::connect::<C>(&request, Config::default()).await.unwrap();
+    assert_eq!(ws.subprotocol().as_deref(), Some(chinwag_core::chat::v1::PROTOCOL), "the server speaks v1");
+    ws
+}
+
+/// The next v1 message.
+async fn next_json<C: Runtime>(ws: &mut Client<C>) -> serde_json::Value {
+    serde_json::from_str(&next::<C>(ws).await).expect("a JSON object")
+}
+
+/// v1 messages up to and including the `members` list that follows its own
+/// join line.
+async fn until_members<C: Runtime>(ws: &mut Client<C>) -> Vec<serde_json::Value> {
+    let mut got = Vec::new();
+    loop {
+        let message = next_json::<C>(ws).await;
+        let done = message["type"] == "members";
+        got.push(message);
+        if done {
+            return got;
+        }
+    }
+}
+
+/// The texts of the `line` objects.
+fn line_texts(messages: &[serde_json::Value]) -> Vec<String> {
+    messages.iter().filter(|m| m["type"] == "line").map(|m| m["text"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A v1 client loses its connection; lines go on meanwhile; it reconnects, to
+/// another node, with the last offset it saw: it gets every line it missed, once,
+/// in order, then the live lines. A node started after those lines serves the
+/// same recovery (from the log it loaded). An offset older than the history gets
+/// `recovered: false`, never silence.
+async fn v1_recovery_across_nodes<S: Runtime, C: Runtime>() {
+    let mut cluster = Cluster::start::<S>(2);
+    let mut bob = join::<C>(cluster.node(1), "/chat/bob").await;
+    lines::<C>(&mut bob, 2).await;
+    let mut ann = join_v1::<C>(cluster.node(0), "/chat/ann").await;
+    let first = until_members::<C>(&mut ann).await;
+    assert_eq!(first[0]["type"], "welcome");
+    let epoch = first[0]["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(line_texts(&first), ["ann connected to chat"]);
+    assert_eq!(first.last().unwrap()["members"], serde_json::json!(["ann", "bob"]));
+    assert_eq!(next::<C>(&mut bob).await, "ann connected to chat");
+    bob.send(&Message::text("before")).await.unwrap();
+    let line = next_json::<C>(&mut ann).await;
+    assert_eq!(line["text"], "bob: before");
+    let since = line["offset"].as_str().unwrap().to_owned();
+    assert_eq!(next::<C>(&mut bob).await, "bob: before");
+    // The connection is cut (no close frame).
+    drop(ann);
+    assert_eq!(next::<C>(&mut bob).await, "ann left the chat");
+    for text in ["away 1", "away 2"] {
+        bob.send(&Message::text(text)).await.unwrap();
+        assert_eq!(next::<C>(&mut bob).await, format!("bob: {text}"));
+    }
+    let path = format!("/chat/ann?since={since}&epoch={epoch}");
+    let mut ann = join_v1::<C>(cluster.node(1), &path).await;
+    let got = until_members::<C>(&mut ann).await;
+    assert_eq!(line_texts(&got), ["ann left the chat", "bob: away 1", "bob: away 2", "ann connected to chat"]);
+    let recovered = got.iter().find(|m| m["type"] == "recovered").expect("a recovery outcome");
+    assert_eq!(recovered["recovered"], true);
+    assert_eq!(recovered["missed"], 3);
+    assert_eq!(next::<C>(&mut bob).await, "ann connected to chat");
+    bob.send(&Message::text("live")).await.unwrap();
+    assert_eq!(next_json::<C>(&mut ann).await["text"], "bob: live");
+    assert_eq!(next::<C>(&mut bob).await, "bob: live");
+
+    // A node that starts now recovers the same from the log it loads.
+    let (late, _, _) = start_chat_node::<S>(&cluster.redis.url());
+    cluster.nodes.push(late);
+    let mut carol = join_v1::<C>(late, &format!("/chat/carol?since={since}&epoch={epoch}")).await;
+    let got = until_members::<C>(&mut carol).await;
+    assert_eq!(
+        line_texts(&got),
+        [
+            "ann left the chat",
+            "bob: away 1",
+            "bob: away 2",
+            "ann connected to chat",
+            "bob: live",
+            "carol connected to chat"
+        ]
+    );
+
+    // More lines than the history holds (100): lines were lost, and it says so.
+    // Three senders, each within the rate limit's burst of 100.
+    for n in 0..40 {
+        for ws in [&mut bob, &mut ann, &mut carol] {
+            ws.send(&Message::text(format!("flood {n}"))).await.unwrap();
+        }
+    }
+    let mut floods = 0;
+    while floods < 120 {
+        if next::<C>(&mut bob).await.contains(": flood ") {
+            floods += 1;
+        }
+    }
+    let mut dan = join_v1::<C>(cluster.node(0), &format!("/chat/dan?since={since}&epoch={epoch}")).await;
+    let got = until_members::<C>(&mut dan).await;
+    let recovered = got.iter().find(|m| m["type"] == "recovered").expect("a recovery outcome");
+    assert_eq!(recovered["recovered"], false);
+    assert!(recovered["lost_at_least"].as_u64().unwrap() >= 1);
+    // And another epoch cannot be recovered from at all.
+    let mut eve = join_v1::<C>(cluster.node(1), &format!("/chat/eve?since={since}&epoch=another")).await;
+    let got = until_members::<C>(&mut eve).await;
+    assert_eq!(got.iter().find(|m| m["type"] == "recovered").unwrap()["recovered"], false);
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 4;
     scenarios: [
@@ -271,6 +392,7 @@ chinwag_tests::runtime_suite! {
         names_are_unique_across_nodes,
         rooms_and_direct_messages_across_nodes,
         a_redis_restart,
+        v1_recovery_across_nodes,
     ];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;

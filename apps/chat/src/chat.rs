@@ -2,9 +2,10 @@
 //! carried out by a `Replica`), served with its page on one port.
 
 use bytes::Bytes;
+use chinwag_core::chat::v1::{self, Resume};
 use chinwag_core::chat::{Hub, Replica, room};
 use chinwag_core::http::{HeaderValue, Method, StatusCode, header};
-use chinwag_core::{Closed, Config, HttpResponse, Request, Utf8Bytes};
+use chinwag_core::{Accept, Closed, Config, HttpResponse, Request, Utf8Bytes};
 use chinwag_service::ops::Readiness;
 use chinwag_service::{
     Admit, AdmitRequest, Context, Decision, Limits, PathPattern, ScrapedMetric, Server, Service, query_param,
@@ -60,9 +61,13 @@ pub struct ChatService {
 }
 
 impl ChatService {
-    /// The chat on this node alone: the replica is its own log.
+    /// The chat on this node alone: the replica is its own log, named by a
+    /// random epoch (a restarted process starts new logs, and a client
+    /// recovering from before the restart is told its lines are lost).
     pub fn alone() -> Self {
-        Self { chat: Arc::new(Mutex::new(Replica::alone())), cluster: None }
+        let mut replica = Replica::alone();
+        replica.set_epoch(crate::cluster::new_node_id());
+        Self { chat: Arc::new(Mutex::new(replica)), cluster: None }
     }
 
     /// The chat shared by every node on `cluster`'s Redis.
@@ -143,13 +148,32 @@ impl Service for ChatService {
         if self.cluster.is_some() && lease.is_none() {
             return Decision::reject(StatusCode::SERVICE_UNAVAILABLE, "the chat could not reserve the name");
         }
-        match self.with_chat(|chat| chat.admit(cx.hub(), conn, &name, age.as_deref())) {
+        // chinwag.v1 for a client that offers it, with the history or recovery
+        // it asks for in the query.
+        let v1 = cx.request().is_some_and(|r| r.subprotocols().iter().any(|p| p == v1::PROTOCOL));
+        let resume = if v1 {
+            let query = |key: &str| cx.query(key).map(|v| v.into_owned());
+            match Resume::from_query(query("history").as_deref(), query("since").as_deref(), query("epoch").as_deref())
+            {
+                Ok(resume) => Some(resume),
+                Err(reason) => return Decision::reject(StatusCode::BAD_REQUEST, reason),
+            }
+        } else {
+            None
+        };
+        match self.with_chat(|chat| {
+            let name = chat.admit(cx.hub(), conn, &name, age.as_deref())?;
+            if let Some(resume) = resume {
+                chat.use_v1(conn, resume);
+            }
+            Ok::<_, room::Refusal>(name)
+        }) {
             Ok(_) => {
                 // The connection holds the name in Redis now: its departure frees it.
                 if let Some(lease) = lease {
                     lease.keep();
                 }
-                Decision::accept()
+                if v1 { Decision::Accept(Accept::new().with_subprotocol(v1::PROTOCOL)) } else { Decision::accept() }
             }
             Err(refusal) => {
                 tracing::info!(name, status = refusal.status, reason = refusal.reason, "refused");
@@ -182,9 +206,9 @@ impl Service for ChatService {
     }
 
     fn scrape(&self, hub: &Hub) -> Vec<ScrapedMetric> {
-        let users = hub.group_members(room::CHAT).count();
-        let rooms = hub.group_count() - usize::from(users > 0);
-        let everywhere = self.with_chat(|chat| chat.users().len());
+        let _ = hub;
+        let (users, rooms, everywhere) =
+            self.with_chat(|chat| (chat.local_count(), chat.local_rooms(), chat.users().len()));
         let mut metrics = vec![
             ScrapedMetric::gauge(
                 "chinwag_chat_users",

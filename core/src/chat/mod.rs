@@ -10,9 +10,12 @@
 //!   every node that serves it: one node alone, or a cluster whose store (Redis)
 //!   orders the entries.
 
+mod history;
 mod hub;
 mod replica;
 pub mod room;
+pub mod v1;
 
+pub use history::DEFAULT_HISTORY;
 pub use hub::{Attributes, ConnId, Delivery, Hub, HubError};
 pub use replica::{Entry, EntryError, MemberId, Offset, Output, Record, Replica, UNAVAILABLE};

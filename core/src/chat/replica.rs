@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use unicode_normalization::UnicodeNormalization;
 
+use super::history::{DEFAULT_HISTORY, History};
 use super::room::{self, CHAT, Refusal};
+use super::v1::{self, Resume};
 use super::{ConnId, Hub};
 use crate::Message;
 
@@ -272,6 +274,8 @@ struct Local {
     age: Option<u8>,
     /// Whether its join was proposed (it is in the chat, or about to be).
     joined: bool,
+    /// What it asked for, if it speaks `chinwag.v1`.
+    v1: Option<Resume>,
     /// The rooms it is in, counting joins and leaves it proposed that have not
     /// been applied yet.
     rooms: BTreeSet<String>,
@@ -310,6 +314,16 @@ pub struct Replica {
     /// and since when.
     missing: HashMap<String, Instant>,
     out: VecDeque<Output>,
+    /// The name of the logs (see [`v1`]): offsets of another epoch mean nothing.
+    epoch: String,
+    /// The last lines of each room shown here.
+    history: History,
+}
+
+/// The hub group of a room's members that speak `chinwag.v1` (the plain group
+/// is the room's name): each class gets its line encoded once.
+fn v1_group(room: &str) -> String {
+    format!("\u{0}v1\u{0}{room}")
 }
 
 /// The line a member gets when its text cannot be ordered.
@@ -348,12 +362,87 @@ impl Replica {
             applied: HashMap::new(),
             missing: HashMap::new(),
             out: VecDeque::new(),
+            epoch: String::new(),
+            history: History::new(DEFAULT_HISTORY),
         }
     }
 
     /// This node's id.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Names the logs' epoch (see [`v1`]): a lone node's is new at each start, a
+    /// cluster's is kept in its store. Another epoch than before forgets the
+    /// history: its offsets belong to logs that are gone.
+    pub fn set_epoch(&mut self, epoch: impl Into<String>) {
+        let epoch = epoch.into();
+        if epoch != self.epoch {
+            self.history.clear();
+            self.epoch = epoch;
+        }
+    }
+
+    /// The logs' epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// How many lines of each room are kept for history and recovery (default
+    /// [`DEFAULT_HISTORY`]).
+    pub fn set_history_len(&mut self, len: usize) {
+        self.history.set_len(len);
+    }
+
+    /// Lines kept per room.
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Keeps in the history an entry applied before this node started (read
+    /// from its store's log on joining the cluster): its line, without showing
+    /// it to anyone or changing who is in the chat.
+    pub fn preload(&mut self, room: &str, offset: Offset, entry: &Entry) {
+        let line = match &entry.record {
+            Record::Joined { reassert: true, .. } | Record::Direct { .. } => return,
+            Record::Joined { name, age: Some(age), .. } => format!("{name} with age {age} connected to chat"),
+            Record::Joined { name, age: None, .. } => format!("{name} connected to chat"),
+            Record::Left { name } => format!("{name} left the chat"),
+            Record::Said { name, text } if room == CHAT => format!("{name}: {text}"),
+            Record::Said { name, text } => format!("#{room} {name}: {text}"),
+            Record::RoomJoined { name } => format!("{name} joined #{room}"),
+            Record::RoomLeft { name } => format!("{name} left #{room}"),
+        };
+        self.history.record(room, offset, &line);
+    }
+
+    /// Says that the lines of `room` up to `offset` are not in the history (a
+    /// node that preloaded only the end of a longer log).
+    pub fn set_history_floor(&mut self, room: &str, offset: Offset) {
+        self.history.set_floor(room, offset);
+    }
+
+    /// Makes `conn`, admitted, a `chinwag.v1` client: JSON messages, and the
+    /// history or recovery it asked for when it joins (history capped at the
+    /// history length).
+    pub fn use_v1(&mut self, conn: ConnId, mut resume: Resume) {
+        resume.history = resume.history.min(self.history.len());
+        if let Some(local) = self.local.get_mut(&conn) {
+            local.v1 = Some(resume);
+        }
+    }
+
+    /// Sends `text`, an answer for `conn` alone, in its protocol.
+    fn tell(&self, hub: &mut Hub, conn: ConnId, text: &str) {
+        let message = match self.local.get(&conn).and_then(|l| l.v1.as_ref()) {
+            Some(_) => v1::reply(text),
+            None => text.to_owned(),
+        };
+        let _ = hub.push(conn, &Message::text(message));
+    }
+
+    fn speaks_v1(&self, conn: ConnId) -> bool {
+        self.local.get(&conn).is_some_and(|l| l.v1.is_some())
     }
 
     /// The member id of this node's connection `conn`.
@@ -418,7 +507,7 @@ impl Replica {
     pub fn admit(&mut self, hub: &mut Hub, conn: ConnId, name: &str, age: Option<&str>) -> Result<String, Refusal> {
         let (name, age) = self.check(hub, name, age)?;
         room::reserve(hub, conn, &name, age)?;
-        self.local.insert(conn, Local { name: name.clone(), age, joined: false, rooms: BTreeSet::new() });
+        self.local.insert(conn, Local { name: name.clone(), age, joined: false, v1: None, rooms: BTreeSet::new() });
         Ok(name)
     }
 
@@ -433,7 +522,9 @@ impl Replica {
         let Some(local) = self.local.get_mut(&conn) else { return vec![] };
         local.joined = true;
         let (name, age) = (local.name.clone(), local.age);
-        let _ = hub.push(conn, &Message::text(format!("Hi {name}! You have successfully connected to the chat")));
+        let greeting = format!("Hi {name}! You have successfully connected to the chat");
+        let greeting = if local.v1.is_some() { v1::welcome(&name, &greeting, &self.epoch) } else { greeting };
+        let _ = hub.push(conn, &Message::text(greeting));
         let member = self.member(conn);
         // Appended even if the store went away since the admission: the driver
         // keeps it for later, as a member greeted must join.
@@ -480,8 +571,9 @@ impl Replica {
     fn command(&mut self, hub: &mut Hub, conn: ConnId, name: &str, command: &str) -> Vec<String> {
         let (verb, args) = command.split_once(char::is_whitespace).unwrap_or((command, ""));
         let args = args.trim_start();
+        let v1 = self.speaks_v1(conn);
         let reply = |hub: &mut Hub, text: String| {
-            let _ = hub.push(conn, &Message::text(text));
+            let _ = hub.push(conn, &Message::text(if v1 { v1::reply(&text) } else { text }));
             vec![]
         };
         match verb {
@@ -553,19 +645,19 @@ impl Replica {
         let member = self.local[&conn].rooms.contains(&room);
         let record = match (verb, member) {
             ("join", true) => {
-                let _ = hub.push(conn, &Message::text(format!("you are already in #{room}")));
+                self.tell(hub, conn, &format!("you are already in #{room}"));
                 return vec![];
             }
             ("join", false) => Record::RoomJoined { name: name.to_owned() },
             ("say", true) => Record::Said { name: name.to_owned(), text: text.to_owned() },
             ("leave", true) => Record::RoomLeft { name: name.to_owned() },
             _ => {
-                let _ = hub.push(conn, &Message::text(format!("error: you are not in #{room} (try /join {room})")));
+                self.tell(hub, conn, &format!("error: you are not in #{room} (try /join {room})"));
                 return vec![];
             }
         };
         if !self.available {
-            let _ = hub.push(conn, &Message::text(UNAVAILABLE));
+            self.tell(hub, conn, UNAVAILABLE);
             return vec![];
         }
         let rooms = &mut self.local.get_mut(&conn).expect("a local member").rooms;
@@ -615,7 +707,7 @@ impl Replica {
     /// appended.
     fn propose(&mut self, hub: &mut Hub, room: &str, member: MemberId, record: Record) -> Vec<String> {
         if !self.available {
-            let _ = hub.push(ConnId(member.conn), &Message::text(UNAVAILABLE));
+            self.tell(hub, ConnId(member.conn), UNAVAILABLE);
             return vec![];
         }
         let seq = self.next_seq();
@@ -668,7 +760,6 @@ impl Replica {
     /// room must be applied in offset order. Returns the lines shown (for the
     /// log).
     pub fn apply(&mut self, hub: &mut Hub, room: &str, offset: Offset, entry: Entry) -> Vec<String> {
-        let _ = offset;
         let Entry { member, seq, record } = entry;
         if seq != 0 {
             let last = self.applied.entry((room.to_owned(), member.node.clone())).or_insert(0);
@@ -679,14 +770,78 @@ impl Replica {
         }
         if member.node == self.node && self.unapplied.get(room) == Some(&seq) {
             self.unapplied.remove(room);
-            let lines = self.apply_record(hub, room, member, record);
+            let lines = self.apply_record(hub, room, offset, member, record);
             self.unfollow_if_done(room);
             return lines;
         }
-        self.apply_record(hub, room, member, record)
+        self.apply_record(hub, room, offset, member, record)
     }
 
-    fn apply_record(&mut self, hub: &mut Hub, room: &str, member: MemberId, record: Record) -> Vec<String> {
+    /// Shows a line of `room` at `offset` to this node's members in it (each
+    /// protocol's encoding made once) and keeps it in the history.
+    fn show(&mut self, hub: &mut Hub, room: &str, offset: Offset, line: &str) {
+        // A room with no member here has no group: nobody here to show it to.
+        let _ = hub.push_to_group(room, &Message::text(line));
+        let group = v1_group(room);
+        if hub.group_members(&group).next().is_some() {
+            let _ = hub.push_to_group(&group, &Message::text(v1::line(room, offset, &self.epoch, line)));
+        }
+        self.history.record(room, offset, line);
+    }
+
+    /// Tells this node's v1 members of `room` that `name` joined or left it.
+    fn presence(&self, hub: &mut Hub, room: &str, joined: bool, name: &str) {
+        let group = v1_group(room);
+        if hub.group_members(&group).next().is_some() {
+            let _ = hub.push_to_group(&group, &Message::text(v1::presence(room, joined, name)));
+        }
+    }
+
+    /// Adds this node's `conn` to `room`'s group for its protocol.
+    fn enter(&self, hub: &mut Hub, conn: ConnId, room: &str) {
+        let group = if self.speaks_v1(conn) { v1_group(room) } else { room.to_owned() };
+        let _ = hub.add_to_group(conn, &group);
+    }
+
+    /// A v1 member joining the main chat: the lines it missed since the offset
+    /// it gave (and whether they could all be recovered), or the recent history
+    /// it asked for; sent before its own join line, so it sees one sequence.
+    fn catch_up(&self, hub: &mut Hub, conn: ConnId) {
+        let Some(resume) = self.local.get(&conn).and_then(|l| l.v1.as_ref()) else { return };
+        let send = |hub: &mut Hub, text: String| {
+            let _ = hub.push(conn, &Message::text(text));
+        };
+        let mut history = resume.history;
+        if let Some((since, epoch)) = &resume.since {
+            let outcome = if *epoch == self.epoch { self.history.since(CHAT, *since) } else { Err(1) };
+            match outcome {
+                Ok(lines) => {
+                    for (offset, line) in &lines {
+                        send(hub, v1::line(CHAT, *offset, &self.epoch, line));
+                    }
+                    send(hub, v1::recovered(CHAT, Ok(lines.len())));
+                    return;
+                }
+                Err(lost) => {
+                    send(hub, v1::recovered(CHAT, Err(lost)));
+                    // What is still held gives the client its bearings again.
+                    history = history.max(self.history.len());
+                }
+            }
+        }
+        for (offset, line) in self.history.last(CHAT, history) {
+            send(hub, v1::line(CHAT, *offset, &self.epoch, line));
+        }
+    }
+
+    fn apply_record(
+        &mut self,
+        hub: &mut Hub,
+        room: &str,
+        offset: Offset,
+        member: MemberId,
+        record: Record,
+    ) -> Vec<String> {
         let local = (member.node == self.node).then_some(ConnId(member.conn)).filter(|c| hub.is_open(*c));
         let line = match record {
             Record::Joined { name, age, reassert } => {
@@ -696,15 +851,23 @@ impl Replica {
                 self.names.insert(name.clone(), member.clone());
                 self.present.insert(member, Present { name: name.clone(), age });
                 if let Some(conn) = local {
-                    let _ = hub.add_to_group(conn, CHAT);
+                    self.catch_up(hub, conn);
+                    self.enter(hub, conn, CHAT);
                 }
                 if reassert {
                     return vec![];
                 }
-                match age {
+                let line = match age {
                     Some(age) => format!("{name} with age {age} connected to chat"),
                     None => format!("{name} connected to chat"),
+                };
+                self.show(hub, room, offset, &line);
+                self.presence(hub, CHAT, true, &name);
+                if let Some(conn) = local.filter(|c| self.speaks_v1(*c)) {
+                    let members = v1::members(CHAT, self.users().into_iter());
+                    let _ = hub.push(conn, &Message::text(members));
                 }
+                return vec![line];
             }
             Record::Left { name } => {
                 if self.present.remove(&member).is_none() {
@@ -713,7 +876,10 @@ impl Replica {
                 if self.names.get(&name) == Some(&member) {
                     self.names.remove(&name);
                 }
-                format!("{name} left the chat")
+                let line = format!("{name} left the chat");
+                self.show(hub, room, offset, &line);
+                self.presence(hub, CHAT, false, &name);
+                return vec![line];
             }
             Record::Said { name, text } if room == CHAT => {
                 if !self.present.contains_key(&member) {
@@ -725,21 +891,25 @@ impl Replica {
             Record::Direct { name, to, text } => return self.apply_direct(hub, local, &name, &to, &text),
             Record::RoomJoined { name } => {
                 if let Some(conn) = local {
-                    let _ = hub.add_to_group(conn, room);
+                    self.enter(hub, conn, room);
                 }
-                format!("{name} joined #{room}")
+                let line = format!("{name} joined #{room}");
+                self.show(hub, room, offset, &line);
+                self.presence(hub, room, true, &name);
+                return vec![line];
             }
             Record::RoomLeft { name } => {
                 let line = format!("{name} left #{room}");
-                let _ = hub.push_to_group(room, &Message::text(line.clone()));
+                self.show(hub, room, offset, &line);
+                self.presence(hub, room, false, &name);
                 if let Some(conn) = local {
                     let _ = hub.remove_from_group(conn, room);
+                    let _ = hub.remove_from_group(conn, &v1_group(room));
                 }
                 return vec![line];
             }
         };
-        // A room with no member here has no group: nobody here to show it to.
-        let _ = hub.push_to_group(room, &Message::text(line.clone()));
+        self.show(hub, room, offset, &line);
         vec![line]
     }
 
@@ -747,18 +917,16 @@ impl Replica {
         let Some(recipient) = self.names.get(to) else {
             // Gone between the proposal and its turn in the log.
             if let Some(conn) = sender {
-                let _ = hub.push(conn, &Message::text(room::no_one_named(to)));
+                self.tell(hub, conn, &room::no_one_named(to));
             }
             return vec![];
         };
         let line = format!("{name} -> {to}: {text}");
-        let message = Message::text(line.clone());
         let recipient = (recipient.node == self.node).then_some(ConnId(recipient.conn)).filter(|c| hub.is_open(*c));
-        if let Some(conn) = recipient {
-            let _ = hub.push(conn, &message);
-        }
-        if let Some(conn) = sender.filter(|s| Some(*s) != recipient) {
-            let _ = hub.push(conn, &message);
+        let sender = sender.filter(|s| Some(*s) != recipient);
+        for conn in recipient.into_iter().chain(sender) {
+            let message = if self.speaks_v1(conn) { v1::direct(&line) } else { line.clone() };
+            let _ = hub.push(conn, &Message::text(message));
         }
         vec![line]
     }
@@ -782,6 +950,12 @@ impl Replica {
                 self.out.push_back(Output::Reap { node: node.to_owned(), members });
             }
         }
+    }
+
+    /// Rooms (besides the main chat) with at least one member of this node in
+    /// them, or joining.
+    pub fn local_rooms(&self) -> usize {
+        self.following.len()
     }
 
     /// Members of this node: how many are in the chat.

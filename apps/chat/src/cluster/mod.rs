@@ -136,9 +136,9 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// A fresh node id: random, so that a restarted node is a new node (the others
-/// reap the old one).
-fn new_node_id() -> String {
+/// A fresh random id: a node's (so that a restarted node is a new node, and the
+/// others reap the old one), or an epoch's.
+pub(crate) fn new_node_id() -> String {
     let mut bytes = [0u8; 8];
     // Without an OS random source, the time and process id still separate nodes.
     if getrandom::fill(&mut bytes).is_err() {
@@ -541,29 +541,30 @@ impl Cluster {
     /// entries after that point are applied on top (a join already listed, or a
     /// departure of someone not listed, shows nothing).
     async fn load(&self, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-        let (last, names): (Value, Vec<(String, String)>) = redis::pipe()
+        let history = lock(&self.chat).history_len();
+        let (epoch, recent, names): (String, Value, Vec<(String, String)>) = redis::pipe()
             .atomic()
+            .cmd("SET")
+            .arg(store::EPOCH)
+            .arg(new_node_id())
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(store::EPOCH)
             .cmd("XREVRANGE")
             .arg(store::MAIN_LOG)
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(1)
+            .arg(history + 1)
             .cmd("HGETALL")
             .arg(store::NAMES)
             .query_async(connection)
             .await?;
-        let at = match &last {
-            Value::Array(items) => items
-                .first()
-                .and_then(|entry| match entry {
-                    Value::Array(parts) => parts.first().and_then(store::text),
-                    _ => None,
-                })
-                .and_then(|id| store::offset(&id)),
-            _ => None,
-        }
-        .unwrap_or_default();
+        // Newest first: the main log's end, and the lines a client may recover.
+        let mut recent = store::xrevrange_reply(&recent);
+        let at = recent.first().map(|(offset, _)| *offset).unwrap_or_default();
+        recent.reverse();
         let members = names.into_iter().filter_map(|(name, holder)| {
             let (node, conn, age) = store::parse_holder(&holder)?;
             // A reservation whose handshake is pending is no one yet.
@@ -571,9 +572,26 @@ impl Cluster {
         });
         let members: Vec<_> = members.collect();
         let count = members.len();
-        lock(&self.chat).load_presence(members);
+        {
+            let mut chat = lock(&self.chat);
+            chat.set_epoch(epoch.clone());
+            chat.load_presence(members);
+            // One more than the history: the oldest says where the history begins.
+            let held = if recent.len() > history {
+                let (floor, _) = recent.remove(0);
+                chat.set_history_floor("", floor);
+                &recent[..]
+            } else {
+                &recent[..]
+            };
+            for (offset, entry) in held {
+                if let Ok(entry) = entry {
+                    chat.preload("", *offset, entry);
+                }
+            }
+        }
         lock(&self.follows).insert(String::new(), at);
-        tracing::info!(node = %self.node, users = count, "chat: joined the cluster");
+        tracing::info!(node = %self.node, users = count, %epoch, "chat: joined the cluster");
         Ok(())
     }
 
@@ -651,7 +669,7 @@ impl Cluster {
             .query_async(connection)
             .await?;
         match epoch.replace(now_epoch.clone()) {
-            Some(known) if known != now_epoch => self.lost_data(connection).await,
+            Some(known) if known != now_epoch => self.lost_data(connection, &now_epoch).await,
             _ => {}
         }
         if reaped == 1 {
@@ -681,9 +699,10 @@ impl Cluster {
     /// Redis came back without its data: read every log from its start, make
     /// this node's members known again, and admit no one until every live node
     /// has had time to do the same (their names are free in Redis until then).
-    async fn lost_data(&self, connection: &mut MultiplexedConnection) {
+    async fn lost_data(&self, connection: &mut MultiplexedConnection, epoch: &str) {
         tracing::warn!(node = %self.node, "chat: Redis lost its data (restarted empty?); registering this node's users again");
         *lock(&self.closed_until) = Some(Instant::now() + Replica::DEAD_AFTER);
+        lock(&self.chat).set_epoch(epoch.to_owned());
         for at in lock(&self.follows).values_mut() {
             *at = Offset::default();
         }

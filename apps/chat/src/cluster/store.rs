@@ -254,6 +254,13 @@ fn push_stream(out: &mut Vec<ReadEntry>, key: &Value, entries: &Value) {
     }
 }
 
+/// The entries of an `XRANGE`/`XREVRANGE` reply, in the reply's order.
+pub(crate) fn xrevrange_reply(reply: &Value) -> Vec<(Offset, Result<Entry, String>)> {
+    let mut out = Vec::new();
+    push_stream(&mut out, &Value::BulkString(b"-".to_vec()), reply);
+    out.into_iter().map(|(_, offset, entry)| (offset, entry)).collect()
+}
+
 /// The id just before `offset`: reading after it starts at `offset`.
 pub(crate) fn before(offset: Offset) -> Offset {
     match offset {
