@@ -1,9 +1,12 @@
 """Drives the chat page in headless Chromium, through its inputs and buttons.
 
 Two users connect, exchange messages (Enter and the Send button), see each other's
-join and leave lines, send a direct message from the page's To field; a message
-with <b> markup shows as literal text; a taken name is refused with its reason; and
-when the server stops, the page says "Server closed the connection".
+join and leave lines and each other in the page's online list, send a direct
+message from the page's To field; a message with <b> markup shows as literal
+text; Alice's connection is cut on the server's side (her page goes through a TCP
+proxy the test controls): her page says so, reconnects by itself and shows the
+lines Bob sent meanwhile, once; a taken name is refused with its reason; and when
+the server stops, the page says "Server closed the connection".
 
 With --nodes 2, the chat runs on two nodes over a redis-server started for the
 test: Alice's page is on one node and Bob's on the other, and everything above
@@ -21,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -40,7 +44,8 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int) -> None:
-    deadline = time.time() + 10
+    # Generous: on a loaded two-core CI machine a process can take seconds to start.
+    deadline = time.time() + 30
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
@@ -48,6 +53,63 @@ def wait_for_port(port: int) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+class Proxy:
+    """A TCP proxy to a local port whose connections the test can cut, as a server
+    or a load balancer dropping them would."""
+
+    def __init__(self, target: int):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.sockets = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        """Closes every connection through the proxy, both ways; it keeps accepting."""
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
 
 
 def browser(profile: str) -> webdriver.Chrome:
@@ -76,6 +138,17 @@ def wait_line(driver, expected: str) -> None:
 
 def status(driver) -> str:
     return driver.find_element(By.ID, "status").text
+
+
+def online(driver) -> list[str]:
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#online li")]
+
+
+def wait_online(driver, expected: list[str]) -> None:
+    try:
+        WebDriverWait(driver, WAIT).until(lambda d: online(d) == expected)
+    except Exception:
+        raise AssertionError(f"online list never became {expected}; it is {online(driver)}") from None
 
 
 def ready(admin_port: int) -> bool:
@@ -137,8 +210,10 @@ def main() -> int:
             stderr=subprocess.PIPE, text=True,
         )
         nodes.append((process, port, admin))
-    # Alice on the first node, Bob on the last (the same one when there is one).
-    url = f"http://127.0.0.1:{nodes[0][1]}/"
+    # Alice on the first node, through a proxy that can cut her connection; Bob on
+    # the last node (the same one when there is one).
+    proxy = Proxy(nodes[0][1])
+    url = f"http://127.0.0.1:{proxy.port}/"
     bob_url = f"http://127.0.0.1:{nodes[-1][1]}/"
     server = nodes[0][0]
     profiles = [tempfile.mkdtemp(prefix="chinwag-chrome-") for _ in range(2)]
@@ -158,6 +233,9 @@ def main() -> int:
         connect(bob, bob_url, "Bob")
         wait_line(bob, "Hi Bob! You have successfully connected to the chat")
         wait_line(alice, "Bob connected to chat")
+        # The online list follows, on both pages.
+        wait_online(alice, ["Alice", "Bob"])
+        wait_online(bob, ["Alice", "Bob"])
 
         # Chromium offers permessage-deflate and the chat accepts it by default: the
         # page's socket says so, and so does the server's metric.
@@ -187,6 +265,20 @@ def main() -> int:
         wait_line(alice, "Alice -> Bob: psst")
         alice.find_element(By.ID, "to").clear()
 
+        # Alice's connection is cut on the server's side: her page says so,
+        # reconnects by itself, and shows what Bob said meanwhile, once.
+        proxy.cut()
+        wait_line(alice, "Connection lost")
+        wait_line(bob, "Alice left the chat")
+        bob.find_element(By.ID, "message").send_keys("while you were away" + Keys.ENTER)
+        wait_line(bob, "Bob: while you were away")
+        wait_line(alice, "Bob: while you were away")
+        wait_line(alice, "Reconnected")
+        WebDriverWait(alice, WAIT).until(lambda d: status(d) == "connected as Alice")
+        assert lines(alice).count("Bob: while you were away") == 1, lines(alice)
+        assert lines(alice).count("Alice: hello Bob") == 1, "a line seen before the cut came again"
+        wait_online(alice, ["Alice", "Bob"])
+
         # Rooms from the side panel.
         bob.find_element(By.ID, "room").send_keys("ops")
         bob.find_element(By.ID, "join").click()
@@ -197,6 +289,7 @@ def main() -> int:
         bob.find_element(By.ID, "disconnect").click()
         wait_line(bob, "You left the chat")
         wait_line(alice, "Bob left the chat")
+        wait_online(alice, ["Alice"])
 
         # A taken name is refused, and the page says why (on two nodes, by the
         # node Alice is not on).
@@ -217,6 +310,7 @@ def main() -> int:
     finally:
         for d in drivers:
             d.quit()
+        proxy.close()
         for process, _, _ in nodes:
             if process.poll() is None:
                 process.kill()
