@@ -3,12 +3,14 @@
 //! included), disconnects and closes on either node, appends (some twice), log
 //! entries applied on either node at any pace, time passing and arbitrary views
 //! of which nodes are alive (so reaps, of dead and of live nodes), and a store
-//! that loses its data (reasserted joins). Checks that nothing panics, that
+//! that loses its data (reasserted joins); some clients speak chinwag.v1, asking
+//! for history or recovery from an arbitrary offset. Checks that nothing panics, that
 //! every delivery goes to connections open when it was queued (checked after
 //! each step), and that once everyone has left and every log is applied,
 //! nothing is left behind: no connection, name, group or user, on either node.
 #![no_main]
 
+use chinwag_core::chat::v1::Resume;
 use chinwag_core::chat::{ConnId, Delivery, Entry, Hub, Offset, Output, Record, Replica, room::CHAT};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -41,7 +43,12 @@ impl Node {
     fn new(name: &str) -> Self {
         Self {
             hub: Hub::new(),
-            chat: Replica::clustered(name),
+            chat: {
+                let mut chat = Replica::clustered(name);
+                chat.set_epoch("e");
+                chat.set_history_len(8);
+                chat
+            },
             open: Vec::new(),
             cursor: HashMap::from([(CHAT.to_owned(), 0)]),
             joining: BTreeSet::new(),
@@ -133,6 +140,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 let conn = node.hub.open();
                 let age = (!age.is_empty()).then_some(age.as_str());
                 if node.chat.admit(&mut node.hub, conn, &name, age).is_ok() {
+                    // Some speak chinwag.v1, with history or a recovery offset.
+                    let v1 = take_byte(&mut data);
+                    if v1 % 2 == 1 {
+                        let since = (v1 % 4 == 3).then(|| (Offset(1, u64::from(take_byte(&mut data))), "e".to_owned()));
+                        node.chat.use_v1(conn, Resume { history: usize::from(v1 / 4), since });
+                    }
                     node.chat.open(&mut node.hub, conn);
                     node.open.push(conn);
                 } else {
