@@ -195,8 +195,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             _ => {
                 now += Duration::from_secs(u64::from(take_byte(&mut data) % 8));
                 let seen = take_byte(&mut data);
-                let alive: BTreeSet<String> =
-                    ["a", "b"].iter().enumerate().filter(|(i, _)| seen & (1 << i) != 0).map(|(_, n)| n.to_string()).collect();
+                let alive: BTreeSet<String> = ["a", "b"]
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| seen & (1 << i) != 0)
+                    .map(|(_, n)| n.to_string())
+                    .collect();
                 node.chat.nodes_alive(now, &alive);
             }
         }
