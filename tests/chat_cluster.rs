@@ -284,13 +284,13 @@ async fn next_json<C: Runtime>(ws: &mut Client<C>) -> serde_json::Value {
     serde_json::from_str(&next::<C>(ws).await).expect("a JSON object")
 }
 
-/// v1 messages up to and including the `members` list that follows its own
-/// join line.
-async fn until_members<C: Runtime>(ws: &mut Client<C>) -> Vec<serde_json::Value> {
+/// v1 messages up to and including the next one of type `kind` (`members`
+/// follows a client's own join line; `presence` follows a room's join line).
+async fn until_type<C: Runtime>(ws: &mut Client<C>, kind: &str) -> Vec<serde_json::Value> {
     let mut got = Vec::new();
     loop {
         let message = next_json::<C>(ws).await;
-        let done = message["type"] == "members";
+        let done = message["type"] == kind;
         got.push(message);
         if done {
             return got;
@@ -313,12 +313,24 @@ async fn v1_recovery_across_nodes<S: Runtime, C: Runtime>() {
     let mut bob = join::<C>(cluster.node(1), "/chat/bob").await;
     lines::<C>(&mut bob, 2).await;
     let mut ann = join_v1::<C>(cluster.node(0), "/chat/ann").await;
-    let first = until_members::<C>(&mut ann).await;
+    let first = until_type::<C>(&mut ann, "members").await;
     assert_eq!(first[0]["type"], "welcome");
     let epoch = first[0]["epoch"].as_str().unwrap().to_owned();
     assert_eq!(line_texts(&first), ["ann connected to chat"]);
     assert_eq!(first.last().unwrap()["members"], serde_json::json!(["ann", "bob"]));
     assert_eq!(next::<C>(&mut bob).await, "ann connected to chat");
+    // Both in #ops, on their two nodes.
+    bob.send(&Message::text("/join ops")).await.unwrap();
+    assert_eq!(next::<C>(&mut bob).await, "bob joined #ops");
+    ann.send(&Message::text("/join ops")).await.unwrap();
+    assert_eq!(next_json::<C>(&mut ann).await["text"], "ann joined #ops");
+    assert_eq!(next_json::<C>(&mut ann).await["type"], "presence");
+    assert_eq!(next::<C>(&mut bob).await, "ann joined #ops");
+    bob.send(&Message::text("/say ops in ops")).await.unwrap();
+    let line = next_json::<C>(&mut ann).await;
+    assert_eq!(line["text"], "#ops bob: in ops");
+    let ops_since = line["offset"].as_str().unwrap().to_owned();
+    assert_eq!(next::<C>(&mut bob).await, "#ops bob: in ops");
     bob.send(&Message::text("before")).await.unwrap();
     let line = next_json::<C>(&mut ann).await;
     assert_eq!(line["text"], "bob: before");
@@ -331,14 +343,22 @@ async fn v1_recovery_across_nodes<S: Runtime, C: Runtime>() {
         bob.send(&Message::text(text)).await.unwrap();
         assert_eq!(next::<C>(&mut bob).await, format!("bob: {text}"));
     }
+    bob.send(&Message::text("/say ops ops while away")).await.unwrap();
+    assert_eq!(next::<C>(&mut bob).await, "#ops bob: ops while away");
     let path = format!("/chat/ann?since={since}&epoch={epoch}");
     let mut ann = join_v1::<C>(cluster.node(1), &path).await;
-    let got = until_members::<C>(&mut ann).await;
+    let got = until_type::<C>(&mut ann, "members").await;
     assert_eq!(line_texts(&got), ["ann left the chat", "bob: away 1", "bob: away 2", "ann connected to chat"]);
     let recovered = got.iter().find(|m| m["type"] == "recovered").expect("a recovery outcome");
     assert_eq!(recovered["recovered"], true);
     assert_eq!(recovered["missed"], 3);
     assert_eq!(next::<C>(&mut bob).await, "ann connected to chat");
+    // Joining #ops again from the last offset seen there: its missed line first.
+    ann.send(&Message::text(format!("/join ops {ops_since} {epoch}"))).await.unwrap();
+    let got = until_type::<C>(&mut ann, "presence").await;
+    assert_eq!(line_texts(&got), ["#ops bob: ops while away", "ann joined #ops"]);
+    assert_eq!(got[1], serde_json::json!({"type": "recovered", "room": "ops", "recovered": true, "missed": 1}));
+    assert_eq!(next::<C>(&mut bob).await, "ann joined #ops");
     bob.send(&Message::text("live")).await.unwrap();
     assert_eq!(next_json::<C>(&mut ann).await["text"], "bob: live");
     assert_eq!(next::<C>(&mut bob).await, "bob: live");
@@ -347,7 +367,7 @@ async fn v1_recovery_across_nodes<S: Runtime, C: Runtime>() {
     let (late, _, _) = start_chat_node::<S>(&cluster.redis.url());
     cluster.nodes.push(late);
     let mut carol = join_v1::<C>(late, &format!("/chat/carol?since={since}&epoch={epoch}")).await;
-    let got = until_members::<C>(&mut carol).await;
+    let got = until_type::<C>(&mut carol, "members").await;
     assert_eq!(
         line_texts(&got),
         [
@@ -359,6 +379,12 @@ async fn v1_recovery_across_nodes<S: Runtime, C: Runtime>() {
             "carol connected to chat"
         ]
     );
+    // And a room this node does not read yet: it loads the room's last lines
+    // from Redis when carol joins it.
+    carol.send(&Message::text(format!("/join ops {ops_since} {epoch}"))).await.unwrap();
+    let got = until_type::<C>(&mut carol, "presence").await;
+    assert_eq!(line_texts(&got), ["#ops bob: ops while away", "ann joined #ops", "carol joined #ops"]);
+    assert_eq!(got[2], serde_json::json!({"type": "recovered", "room": "ops", "recovered": true, "missed": 2}));
 
     // More lines than the history holds (100): lines were lost, and it says so.
     // Three senders, each within the rate limit's burst of 100.
@@ -374,13 +400,13 @@ async fn v1_recovery_across_nodes<S: Runtime, C: Runtime>() {
         }
     }
     let mut dan = join_v1::<C>(cluster.node(0), &format!("/chat/dan?since={since}&epoch={epoch}")).await;
-    let got = until_members::<C>(&mut dan).await;
+    let got = until_type::<C>(&mut dan, "members").await;
     let recovered = got.iter().find(|m| m["type"] == "recovered").expect("a recovery outcome");
     assert_eq!(recovered["recovered"], false);
     assert!(recovered["lost_at_least"].as_u64().unwrap() >= 1);
     // And another epoch cannot be recovered from at all.
     let mut eve = join_v1::<C>(cluster.node(1), &format!("/chat/eve?since={since}&epoch=another")).await;
-    let got = until_members::<C>(&mut eve).await;
+    let got = until_type::<C>(&mut eve, "members").await;
     assert_eq!(got.iter().find(|m| m["type"] == "recovered").unwrap()["recovered"], false);
 }
 

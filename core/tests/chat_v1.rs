@@ -201,3 +201,47 @@ fn a_recovery_from_lines_no_longer_held_says_how_many_were_lost() {
     assert_eq!(recovered["recovered"], false);
     assert_eq!(recovered["lost_at_least"], 1);
 }
+
+#[test]
+fn a_client_joining_a_room_again_recovers_its_lines() {
+    let mut c = Chat::new();
+    let bob = c.enter("bob", None);
+    c.say(bob, "/join ops");
+    let ann = c.enter("ann", Some(Resume::default()));
+    c.say(ann, "/join ops");
+    c.say(bob, "/say ops first");
+    let seen = c.take_json(ann);
+    let in_ops = seen.iter().rev().find(|m| m["type"] == "line" && m["room"] == "ops").unwrap();
+    assert_eq!(in_ops["text"], "#ops bob: first");
+    let ops_since: Offset = in_ops["offset"].as_str().unwrap().parse().unwrap();
+    let since = last_offset(&seen);
+    c.leave(ann);
+    c.say(bob, "/say ops while away");
+    c.take(bob);
+    let ann = c.enter("ann", Some(Resume { history: 0, since: Some((since, "e1".into())) }));
+    c.take_json(ann);
+    c.say(ann, &format!("/join ops {ops_since} e1"));
+    let got = c.take_json(ann);
+    assert_eq!(texts(&got), ["#ops bob: while away", "ann joined #ops"], "the missed room line, then the join");
+    assert_eq!(got[1], json!({"type": "recovered", "room": "ops", "recovered": true, "missed": 1}));
+    // A plain client's extra words after the room are ignored, as before.
+    let plain = c.enter("plain", None);
+    c.take(plain);
+    c.say(plain, "/join ops 0-1");
+    assert_eq!(c.take(plain), ["plain joined #ops"]);
+    // An offset older than the room's history: lines were lost, and it says so.
+    c.chat.set_history_len(1);
+    c.say(bob, "/say ops a");
+    c.say(bob, "/say ops b");
+    let dan = c.enter("dan", Some(Resume::default()));
+    c.take_json(dan);
+    c.say(dan, &format!("/join ops {ops_since}"));
+    let got = c.take_json(dan);
+    assert_eq!(got[0]["recovered"], false);
+    assert!(got[0]["lost_at_least"].as_u64().unwrap() >= 1);
+    // An offset of another epoch: nothing can be recovered.
+    let eve = c.enter("eve", Some(Resume::default()));
+    c.take_json(eve);
+    c.say(eve, "/join ops 0-1 older");
+    assert_eq!(c.take_json(eve)[0]["recovered"], false);
+}

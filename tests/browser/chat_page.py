@@ -265,14 +265,29 @@ def main() -> int:
         wait_line(alice, "Alice -> Bob: psst")
         alice.find_element(By.ID, "to").clear()
 
+        # Both in #dev, from the side panel.
+        for d, name in ((alice, "Alice"), (bob, "Bob")):
+            d.find_element(By.ID, "room").send_keys("dev")
+            d.find_element(By.ID, "join").click()
+            wait_line(d, name + " joined #dev")
+            d.find_element(By.ID, "room").clear()
+        wait_line(alice, "Bob joined #dev")
+
         # Alice's connection is cut on the server's side: her page says so,
-        # reconnects by itself, and shows what Bob said meanwhile, once.
+        # reconnects by itself, and shows what Bob said meanwhile, once, in the
+        # main chat and in #dev (which it joins again).
         proxy.cut()
         wait_line(alice, "Connection lost")
         wait_line(bob, "Alice left the chat")
         bob.find_element(By.ID, "message").send_keys("while you were away" + Keys.ENTER)
         wait_line(bob, "Bob: while you were away")
+        bob.find_element(By.ID, "to").send_keys("#dev")
+        bob.find_element(By.ID, "message").send_keys("dev while away" + Keys.ENTER)
+        wait_line(bob, "#dev Bob: dev while away")
+        bob.find_element(By.ID, "to").clear()
         wait_line(alice, "Bob: while you were away")
+        wait_line(alice, "#dev Bob: dev while away")
+        assert lines(alice).count("#dev Bob: dev while away") == 1, lines(alice)
         wait_line(alice, "Reconnected")
         WebDriverWait(alice, WAIT).until(lambda d: status(d) == "connected as Alice")
         assert lines(alice).count("Bob: while you were away") == 1, lines(alice)

@@ -25,6 +25,17 @@ struct Redis {
 impl Redis {
     fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
+        Self { child: Self::spawn(port), port }
+    }
+
+    /// Kills it and starts it again, empty, on the same port.
+    fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port);
+    }
+
+    fn spawn(port: u16) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -42,7 +53,7 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, port }
+        child
     }
 
     fn url(&self) -> String {
@@ -157,5 +168,41 @@ fn stopped_node_announces_its_users_at_once() {
         let (status, _) = b.wait_exit(stopped, Duration::from_secs(10));
         assert!(status.success());
         bob.await.unwrap();
+    });
+}
+
+/// A node dies while Redis is away, and Redis comes back empty: nothing in Redis
+/// says that node existed, but the survivor still lists its users. They are
+/// announced as gone once the node has stayed unregistered past the grace, and
+/// no ghost is left.
+#[test]
+fn a_node_that_dies_while_redis_is_away_is_reaped_after_it_returns() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "tokio");
+    let b = node(&redis, "tokio");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use futures_util::SinkExt;
+        let mut ann = join(&a, "ann").await;
+        let _bob = join(&b, "bob").await;
+        assert_eq!(next_text(&mut ann).await, "bob connected to chat");
+        let _ = redis.child.kill();
+        let _ = redis.child.wait();
+        b.signal("KILL");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        redis.restart_empty();
+        let back = Instant::now();
+        assert_eq!(next_text(&mut ann).await, "bob left the chat");
+        let took = back.elapsed();
+        assert!(took < DEAD_NODE_BOUND, "announced {took:?} after Redis came back");
+        eprintln!("a node that died while Redis was away was reaped {took:?} after Redis came back");
+        ann.send(Message::text("/users")).await.unwrap();
+        assert_eq!(next_text(&mut ann).await, "online (1): ann");
+        // Bob's name is free again once admissions reopen.
+        let deadline = Instant::now() + DEAD_NODE_BOUND;
+        while status(&a, "bob").await != 101 {
+            assert!(Instant::now() < deadline, "bob's name was not freed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     });
 }

@@ -64,6 +64,11 @@ impl History {
         self.rooms.entry(room.to_owned()).or_default().floor = offset;
     }
 
+    /// Forgets a room's lines (this node stopped reading it).
+    pub(crate) fn forget(&mut self, room: &str) {
+        self.rooms.remove(room);
+    }
+
     /// Forgets everything (the log was lost: its offsets mean nothing now).
     pub(crate) fn clear(&mut self) {
         self.rooms.clear();

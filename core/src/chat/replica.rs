@@ -276,6 +276,9 @@ struct Local {
     joined: bool,
     /// What it asked for, if it speaks `chinwag.v1`.
     v1: Option<Resume>,
+    /// Rooms it is joining with the last offset it saw there (a v1 client
+    /// joining its rooms again after a reconnect): their missed lines come first.
+    rejoining: HashMap<String, Offset>,
     /// The rooms it is in, counting joins and leaves it proposed that have not
     /// been applied yet.
     rooms: BTreeSet<String>,
@@ -399,9 +402,9 @@ impl Replica {
         self.history.len()
     }
 
-    /// Keeps in the history an entry applied before this node started (read
-    /// from its store's log on joining the cluster): its line, without showing
-    /// it to anyone or changing who is in the chat.
+    /// Keeps in the history an entry applied before this node read the log (read
+    /// from its store on joining the cluster, or on starting to read a room):
+    /// its line, without showing it to anyone or changing who is in the chat.
     pub fn preload(&mut self, room: &str, offset: Offset, entry: &Entry) {
         let line = match &entry.record {
             Record::Joined { reassert: true, .. } | Record::Direct { .. } => return,
@@ -507,7 +510,17 @@ impl Replica {
     pub fn admit(&mut self, hub: &mut Hub, conn: ConnId, name: &str, age: Option<&str>) -> Result<String, Refusal> {
         let (name, age) = self.check(hub, name, age)?;
         room::reserve(hub, conn, &name, age)?;
-        self.local.insert(conn, Local { name: name.clone(), age, joined: false, v1: None, rooms: BTreeSet::new() });
+        self.local.insert(
+            conn,
+            Local {
+                name: name.clone(),
+                age,
+                joined: false,
+                v1: None,
+                rejoining: HashMap::new(),
+                rooms: BTreeSet::new(),
+            },
+        );
         Ok(name)
     }
 
@@ -660,7 +673,20 @@ impl Replica {
             self.tell(hub, conn, UNAVAILABLE);
             return vec![];
         }
-        let rooms = &mut self.local.get_mut(&conn).expect("a local member").rooms;
+        let local = self.local.get_mut(&conn).expect("a local member");
+        // `/join ROOM OFFSET` from a v1 client: the lines of ROOM after OFFSET
+        // come before its join line (plain clients' extra words are ignored, as
+        // they always were).
+        if verb == "join" && local.v1.is_some() {
+            let mut words = text.split_whitespace();
+            if let Some(Ok(since)) = words.next().map(str::parse::<Offset>) {
+                // An offset of another epoch (given after it) is from logs that
+                // are gone: nothing after it can be recovered.
+                let same_epoch = words.next().is_none_or(|epoch| epoch == self.epoch);
+                local.rejoining.insert(room.clone(), if same_epoch { since } else { Offset(u64::MAX, u64::MAX) });
+            }
+        }
+        let rooms = &mut local.rooms;
         match verb {
             "join" => {
                 rooms.insert(room.clone());
@@ -699,6 +725,8 @@ impl Replica {
     /// (its members saw what they did).
     fn unfollow_if_done(&mut self, room: &str) {
         if !self.following.contains_key(room) && !self.unapplied.contains_key(room) && self.reading.remove(room) {
+            // Lines are no longer read here: a history kept would have a gap.
+            self.history.forget(room);
             self.out.push_back(Output::Unfollow { room: room.to_owned() });
         }
     }
@@ -803,6 +831,25 @@ impl Replica {
         let _ = hub.add_to_group(conn, &group);
     }
 
+    /// A v1 member joining `room` again with the last offset it saw there: the
+    /// lines it missed, or how many at least were lost.
+    fn catch_up_room(&mut self, hub: &mut Hub, conn: ConnId, room: &str) {
+        let Some(since) = self.local.get_mut(&conn).and_then(|l| l.rejoining.remove(room)) else { return };
+        let send = |hub: &mut Hub, text: String| {
+            let _ = hub.push(conn, &Message::text(text));
+        };
+        let outcome = if since == Offset(u64::MAX, u64::MAX) { Err(1) } else { self.history.since(room, since) };
+        match outcome {
+            Ok(lines) => {
+                for (offset, line) in &lines {
+                    send(hub, v1::line(room, *offset, &self.epoch, line));
+                }
+                send(hub, v1::recovered(room, Ok(lines.len())));
+            }
+            Err(lost) => send(hub, v1::recovered(room, Err(lost))),
+        }
+    }
+
     /// A v1 member joining the main chat: the lines it missed since the offset
     /// it gave (and whether they could all be recovered), or the recent history
     /// it asked for; sent before its own join line, so it sees one sequence.
@@ -891,6 +938,7 @@ impl Replica {
             Record::Direct { name, to, text } => return self.apply_direct(hub, local, &name, &to, &text),
             Record::RoomJoined { name } => {
                 if let Some(conn) = local {
+                    self.catch_up_room(hub, conn, room);
                     self.enter(hub, conn, room);
                 }
                 let line = format!("{name} joined #{room}");

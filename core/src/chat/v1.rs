@@ -27,6 +27,10 @@
 //! and `lost_at_least` (exact on one node, at least 1 on several, whose offsets
 //! are not consecutive), never silence. `?history=N` asks for the last N lines
 //! of the main chat on joining (at most the history length, 100 by default).
+//!
+//! Rooms are joined again after a reconnect with `/join ROOM OFFSET EPOCH`, the
+//! last offset seen in that room and its epoch: its missed lines come before the
+//! join line, then a `recovered` object for the room, in the same way.
 
 use std::fmt::Write;
 

@@ -433,7 +433,9 @@ impl Cluster {
                     let id = results.next().as_ref().and_then(store::text).and_then(|id| store::offset(&id));
                     if let Some(id) = id.filter(|_| joining.remove(room)) {
                         // Read the room from this entry on (its first entry for
-                        // this node: a member of it joining).
+                        // this node: a member of it joining), with the lines
+                        // before it as history, for a member that recovers.
+                        self.preload_room(connection, room, id).await?;
                         lock(&self.follows).entry(room.clone()).or_insert(store::before(id));
                         woken = true;
                     }
@@ -453,6 +455,39 @@ impl Cluster {
         }
         if woken {
             self.wake(connection).await;
+        }
+        Ok(())
+    }
+
+    /// Loads the history of `room` from its log, up to (not including) the
+    /// entry at `until`, from which the reader will go on.
+    async fn preload_room(
+        &self,
+        connection: &mut MultiplexedConnection,
+        room: &str,
+        until: Offset,
+    ) -> redis::RedisResult<()> {
+        let history = lock(&self.chat).history_len();
+        let reply: Value = redis::cmd("XREVRANGE")
+            .arg(store::log_key(room))
+            .arg(format!("({until}"))
+            .arg("-")
+            .arg("COUNT")
+            .arg(history + 1)
+            .query_async(connection)
+            .await?;
+        let mut recent = store::xrevrange_reply(&reply);
+        recent.reverse();
+        let mut chat = lock(&self.chat);
+        // One more than the history: the oldest says where the history begins.
+        if recent.len() > history {
+            let (floor, _) = recent.remove(0);
+            chat.set_history_floor(room, floor);
+        }
+        for (offset, entry) in &recent {
+            if let Ok(entry) = entry {
+                chat.preload(room, *offset, entry);
+            }
         }
         Ok(())
     }
