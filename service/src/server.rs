@@ -145,6 +145,12 @@ impl<S: Service> Server<S> {
         }
     }
 
+    /// The service, for settings it takes after the server was made (the chat's
+    /// history length, say).
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+
     /// What the admin listener serves for this server: its metrics and readiness
     /// (see [`ops::admin::serve`](crate::ops::admin::serve)).
     pub fn admin(&self) -> Arc<dyn Admin> {

@@ -75,6 +75,13 @@ impl ChatService {
         Self { chat: cluster.replica(), cluster: Some(cluster) }
     }
 
+    /// How many lines of each room to keep for history and recovery (default
+    /// [`DEFAULT_HISTORY`](chinwag_core::chat::DEFAULT_HISTORY)). Set it before
+    /// serving: a cluster node loads that many when it joins.
+    pub fn set_history_len(&self, len: usize) {
+        self.with_chat(|chat| chat.set_history_len(len));
+    }
+
     /// Runs `f` on the replica, then hands what it output to the cluster.
     fn with_chat<T>(&self, f: impl FnOnce(&mut Replica) -> T) -> T {
         let mut chat = self.chat.lock().unwrap_or_else(PoisonError::into_inner);

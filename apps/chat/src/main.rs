@@ -28,6 +28,10 @@ struct Cli {
     /// one order of lines, users of a dead node announced as gone).
     #[arg(long, env = "CHINWAG_BUS", default_value = "in-process")]
     bus: chinwag_gateway::config::Bus,
+    /// Lines of each room the chat keeps for `chinwag.v1` clients: shown on
+    /// joining when asked for, and recovered after a reconnect (0: none).
+    #[arg(long, env = "CHINWAG_HISTORY", default_value_t = chinwag_core::chat::DEFAULT_HISTORY)]
+    history: usize,
     /// Runtime to run on.
     #[arg(long, env = "CHINWAG_RUNTIME", value_enum, default_value = "tokio", global = true)]
     runtime: RuntimeKind,
@@ -173,6 +177,7 @@ enum Command {
 /// `chinwag`: the chat server, until Ctrl-C or SIGTERM.
 struct ChatServer {
     bus: chinwag_gateway::config::Bus,
+    history: usize,
     addr: SocketAddr,
     threads: NonZeroUsize,
     config: Config,
@@ -196,6 +201,7 @@ impl Program for ChatServer {
             Some(cluster) => chinwag::chat::clustered_server_with(self.config, self.limits, cluster.clone()),
         }
         .deflate(self.deflate);
+        server.service().set_history_len(self.history);
         let handle = server.handle();
         if let Some(cluster) = &cluster {
             cluster.start::<R>(handle.clone());
@@ -345,6 +351,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => rt.run(ChatServer {
             bus: cli.bus,
+            history: cli.history,
             threads,
             addr: cli.addr,
             config: cli.limits.config(),

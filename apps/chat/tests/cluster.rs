@@ -206,3 +206,42 @@ fn a_node_that_dies_while_redis_is_away_is_reaped_after_it_returns() {
         }
     });
 }
+
+/// `--history N` bounds what a `chinwag.v1` client gets on joining.
+#[test]
+fn the_history_flag_bounds_what_v1_clients_get() {
+    let server = Server::start(
+        &["--addr", "127.0.0.1:0", "--admin-addr", "off", "--history", "2"],
+        &[("CHINWAG_DRAIN_DELAY", "0")],
+        false,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut bob = join(&server, "bob").await;
+        for n in 0..4 {
+            bob.send(Message::text(format!("line {n}"))).await.unwrap();
+            assert_eq!(next_text(&mut bob).await, format!("bob: line {n}"));
+        }
+        let mut request = format!("ws://{}/chat/ann?history=10", server.addr).into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "chinwag.v1".parse().unwrap());
+        let (mut ann, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.headers()["sec-websocket-protocol"], "chinwag.v1");
+        let mut texts = Vec::new();
+        loop {
+            let message: serde_json::Value = serde_json::from_str(&next_text(&mut ann).await).unwrap();
+            if message["type"] == "members" {
+                break;
+            }
+            if message["type"] == "line" {
+                texts.push(message["text"].as_str().unwrap().to_owned());
+            }
+        }
+        assert_eq!(
+            texts,
+            ["bob: line 2", "bob: line 3", "ann connected to chat"],
+            "two lines of history, then the join"
+        );
+    });
+}
