@@ -72,7 +72,8 @@ SPEC_METRICS = {
     "chinwag_messages_received_total", "chinwag_received_bytes_total", "chinwag_messages_sent_total",
     "chinwag_sent_bytes_total", "chinwag_disconnects_total", "chinwag_outgoing_backlog_bytes",
     "chinwag_backlogged_connections", "chinwag_broadcast_delivery_seconds", "chinwag_chat_users",
-    "chinwag_chat_rooms", "chinwag_gateway_events_published_total", "chinwag_gateway_commands_total",
+    "chinwag_chat_rooms", "chinwag_chat_cluster_users", "chinwag_chat_malformed_entries_total",
+    "chinwag_gateway_events_published_total", "chinwag_gateway_commands_total",
     "chinwag_gateway_bus_connected", "chinwag_gateway_outbox_events", "chinwag_gateway_events_dropped_total",
     "chinwag_draining", "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
 }

@@ -225,13 +225,12 @@ impl Service for ChatService {
             ScrapedMetric::gauge("chinwag_chat_rooms", "Rooms with at least one member on this node", rooms as i64),
             ScrapedMetric::gauge("chinwag_chat_cluster_users", "Users in the chat on every node", everywhere as i64),
         ];
-        if let Some(cluster) = &self.cluster {
-            metrics.push(ScrapedMetric::counter(
-                "chinwag_chat_malformed_entries",
-                "Entries of the chat's Redis logs that could not be read (skipped)",
-                cluster.malformed(),
-            ));
-        }
+        // Exported alone too (always 0): one dashboard serves both deployments.
+        metrics.push(ScrapedMetric::counter(
+            "chinwag_chat_malformed_entries",
+            "Entries of the chat's Redis logs that could not be read (skipped)",
+            self.cluster.as_ref().map_or(0, |cluster| cluster.malformed()),
+        ));
         metrics
     }
 
