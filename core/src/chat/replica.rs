@@ -311,8 +311,9 @@ pub struct Replica {
     /// has not applied yet: a room is read until this node has shown its
     /// members what they did in it.
     unapplied: HashMap<String, u64>,
-    /// Per (room, origin node), the last sequence number applied.
-    applied: HashMap<(String, String), u64>,
+    /// Per room, then per origin node, the last sequence number applied (two
+    /// levels, so that applying an entry looks both up without allocating).
+    applied: HashMap<String, HashMap<String, u64>>,
     /// Nodes with members here that were last seen missing from the store,
     /// and since when.
     missing: HashMap<String, Instant>,
@@ -751,9 +752,17 @@ impl Replica {
     fn append(&mut self, hub: &mut Hub, room: &str, entry: Entry) -> Vec<String> {
         match &mut self.mode {
             Mode::Alone { next } => {
-                let n = next.entry(room.to_owned()).or_insert(0);
-                *n += 1;
-                let offset = Offset(0, *n);
+                let n = match next.get_mut(room) {
+                    Some(n) => {
+                        *n += 1;
+                        *n
+                    }
+                    None => {
+                        next.insert(room.to_owned(), 1);
+                        1
+                    }
+                };
+                let offset = Offset(0, n);
                 self.apply(hub, room, offset, entry)
             }
             Mode::Cluster => {
@@ -790,11 +799,18 @@ impl Replica {
     pub fn apply(&mut self, hub: &mut Hub, room: &str, offset: Offset, entry: Entry) -> Vec<String> {
         let Entry { member, seq, record } = entry;
         if seq != 0 {
-            let last = self.applied.entry((room.to_owned(), member.node.clone())).or_insert(0);
-            if seq <= *last {
-                return vec![];
+            // Keys are allocated only the first time a room or node is seen.
+            if !self.applied.contains_key(room) {
+                self.applied.insert(room.to_owned(), HashMap::new());
             }
-            *last = seq;
+            let by_node = self.applied.get_mut(room).expect("inserted above");
+            match by_node.get_mut(member.node.as_str()) {
+                Some(last) if seq <= *last => return vec![],
+                Some(last) => *last = seq,
+                None => {
+                    by_node.insert(member.node.clone(), seq);
+                }
+            }
         }
         if member.node == self.node && self.unapplied.get(room) == Some(&seq) {
             self.unapplied.remove(room);

@@ -204,10 +204,11 @@ pub(crate) fn remote(
     })
 }
 
-/// A fresh node id: random, so that a restarted node never gets the replies meant
-/// for the connections of its previous life.
+/// A fresh random id (16 hex digits) for a node: random, so that a restarted
+/// node never gets the replies meant for the connections of its previous life
+/// (the gateway), or is a new node the others reap the old one of (the chat).
 #[cfg(feature = "redis")]
-pub(crate) fn new_node_id() -> String {
+pub fn new_node_id() -> String {
     let mut bytes = [0u8; 8];
     // Without an OS random source, the time and process id still separate nodes.
     if getrandom::fill(&mut bytes).is_err() {

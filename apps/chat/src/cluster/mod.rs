@@ -137,16 +137,9 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// A fresh random id: a node's (so that a restarted node is a new node, and the
-/// others reap the old one), or an epoch's.
-pub(crate) fn new_node_id() -> String {
-    let mut bytes = [0u8; 8];
-    // Without an OS random source, the time and process id still separate nodes.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        bytes = ((nanos as u64) ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// others reap the old one), or an epoch's. The gateway's bus makes its node ids
+/// the same way.
+pub(crate) use chinwag_gateway::bus::new_node_id;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
