@@ -269,9 +269,21 @@ impl<S: Service> Server<S> {
                     continue;
                 }
             };
-            let (service, pattern, config, limits, shared) =
-                (self.service.clone(), self.pattern.clone(), self.config.clone(), self.limits.clone(), shared.clone());
-            let config = (config, self.deflate);
+            let (service, limits, shared) = (self.service.clone(), self.limits.clone(), shared.clone());
+            // The handshake is a boxed future of its own, built here and freed once
+            // the connection is open: a task keeps everything it captured for its
+            // whole life, so the connection's task captures a pointer to the
+            // handshake, not the transport, the config and the path pattern that
+            // only the handshake needs (about 400 bytes per idle connection).
+            let opening = Box::pin(open_connection::<R, S>(
+                shared.clone(),
+                service.clone(),
+                self.pattern.clone(),
+                (self.config.clone(), self.deflate),
+                limits.clone(),
+                io,
+                accepted,
+            ));
             shared.task_started();
             // Every line a connection logs (its hooks' too) says which one and
             // from where: the TCP peer until the request names the client behind
@@ -279,7 +291,7 @@ impl<S: Service> Server<S> {
             let span = tracing::info_span!("connection", client = %peer, conn = tracing::field::Empty);
             R::spawn(tracing::Instrument::instrument(
                 async move {
-                    connection::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io, accepted).await;
+                    connection::<R, S>(&shared, &*service, &limits, opening).await;
                     tracing::trace!("connection task ended");
                     shared.task_ended();
                 },
@@ -553,20 +565,34 @@ async fn handshake<R: Runtime, S: Service>(
 
 /// One connection, from its first byte to its last hook. `accepted` holds its
 /// place under the per-IP limit, given back when this returns.
+/// What [`open_connection`] gives: the open connection (its id, its receiving half, the
+/// client's address) and the admission slot it holds to the end.
+type Opened<R> = (ConnId, Receiver<<R as Runtime>::Io, <R as Runtime>::Timer>, IpAddr, Accepted);
+
+/// The handshake of a connection, owning what only the handshake needs (see the
+/// note where it is spawned).
+async fn open_connection<R: Runtime, S: Service>(
+    shared: Arc<Shared>,
+    service: Arc<S>,
+    pattern: Option<PathPattern>,
+    config: (Config, Option<DeflateConfig>),
+    limits: Arc<Limits>,
+    io: R::Io,
+    mut accepted: Accepted,
+) -> Option<Opened<R>> {
+    let (conn, receiver, client) =
+        handshake::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io, &mut accepted).await?;
+    Some((conn, receiver, client, accepted))
+}
+
 async fn connection<R: Runtime, S: Service>(
     shared: &Shared,
     service: &S,
-    pattern: Option<&PathPattern>,
-    config: (Config, Option<DeflateConfig>),
     limits: &Limits,
-    io: R::Io,
-    mut accepted: Accepted,
+    opening: Pin<Box<impl Future<Output = Option<Opened<R>>>>>,
 ) {
-    // Boxed: what only the handshake needs (the request, the service's admit, the
-    // timer) is freed once the connection is open, so that an idle connection's
-    // task keeps none of it.
-    let handshake = Box::pin(handshake::<R, S>(shared, service, pattern, config, limits, io, &mut accepted));
-    let Some((conn, mut receiver, client)) = handshake.await else { return };
+    // `_accepted` keeps the connection's place under the per-IP limit until the end.
+    let Some((conn, mut receiver, client, _accepted)) = opening.await else { return };
 
     let mut flooded = false;
     let mut rate = limits.message_rate.map(|limit| MessageRate::new(limit, Instant::now()));

@@ -177,21 +177,33 @@ impl<T: Transport, R: Timer> Io<T, R> {
         Poll::Ready(Ok(()))
     }
 
+    /// Waits for the core's next deadline. The runtime's timer is moved only to an
+    /// earlier deadline: every message received pushes the keepalive deadline
+    /// later, and moving a runtime timer costs a re-registration in its wheel
+    /// (hundreds of instructions per message). A timer left earlier than the
+    /// deadline fires once for nothing: the core finds nothing due, and the next
+    /// call arms the deadline as it is then.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(at) = self.conn.poll_timeout() else {
+            // A timer still armed may wake the task once for nothing; the core
+            // then finds nothing due.
             self.timer_at = None;
             return Poll::Pending;
         };
-        if self.timer_at != Some(at) {
-            self.timer.reset(at);
-            self.timer_at = Some(at);
-        }
+        let armed = match self.timer_at {
+            Some(armed) if armed <= at => armed,
+            _ => {
+                self.timer.reset(at);
+                self.timer_at = Some(at);
+                at
+            }
+        };
         ready!(self.timer.poll_elapsed(cx));
-        // The runtime's clock may read a hair before the deadline it woke us for;
-        // give the core at least the deadline so the loop makes progress.
-        self.now = Instant::now().max(at);
-        self.conn.handle_timeout(self.now);
         self.timer_at = None;
+        // The runtime's clock may read a hair before the deadline it woke us for;
+        // give the core at least that deadline so the loop makes progress.
+        self.now = Instant::now().max(armed);
+        self.conn.handle_timeout(self.now);
         Poll::Ready(())
     }
 

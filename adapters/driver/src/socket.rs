@@ -2,7 +2,7 @@
 //! [`Sender`] and [`Receiver`].
 
 use chinwag_core::{CloseCode, Closed, Connection, Event, LocalError, Message, SharedFrame, SkippedMessage, State};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
@@ -165,14 +165,17 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         queued
     }
 
-    async fn send(&self, message: &Message) -> Result<(), Error> {
+    // Plain functions returning the `poll_fn`, not `async fn`s: the future is
+    // then three words, where an `async fn` around it doubles that, and an echo
+    // task's size is set by the largest future it awaits.
+    fn send<'a>(&'a self, message: &'a Message) -> impl Future<Output = Result<(), Error>> + 'a {
         let mut queued = false;
-        poll_fn(|cx| self.poll_queue(cx, message, &mut queued, true)).await
+        poll_fn(move |cx| self.poll_queue(cx, message, &mut queued, true))
     }
 
-    async fn feed(&self, message: &Message) -> Result<(), Error> {
+    fn feed<'a>(&'a self, message: &'a Message) -> impl Future<Output = Result<(), Error>> + 'a {
         let mut queued = false;
-        poll_fn(|cx| self.poll_queue(cx, message, &mut queued, false)).await
+        poll_fn(move |cx| self.poll_queue(cx, message, &mut queued, false))
     }
 
     async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
@@ -211,8 +214,8 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
 
     /// Sends a message: waits while the outgoing backlog is over its bound, queues
     /// the message and writes everything queued.
-    pub async fn send(&self, message: &Message) -> Result<(), Error> {
-        self.shared.send(message).await
+    pub fn send<'a>(&'a self, message: &'a Message) -> impl Future<Output = Result<(), Error>> + 'a {
+        self.shared.send(message)
     }
 
     /// Queues a message without writing it (waiting only while the backlog is over
@@ -220,8 +223,8 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
     /// `send`, or by [`recv`](Self::recv) before it waits for input. So an echo loop
     /// that feeds its replies (`while let Some(m) = ws.recv().await { ws.feed(&m).await? }`)
     /// answers a burst of pipelined messages with one write.
-    pub async fn feed(&self, message: &Message) -> Result<(), Error> {
-        self.shared.feed(message).await
+    pub fn feed<'a>(&'a self, message: &'a Message) -> impl Future<Output = Result<(), Error>> + 'a {
+        self.shared.feed(message)
     }
 
     /// Writes everything queued.

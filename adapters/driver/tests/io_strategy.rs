@@ -180,3 +180,63 @@ fn a_ping_flood_from_a_peer_that_does_not_read_is_bounded() {
     assert!(poll_once(ws.recv()).is_pending());
     assert_eq!(wire.lock().unwrap().reads, reads, "no more reading while the backlog is full");
 }
+
+/// A timer that records how often it was moved, and is due once the real clock
+/// passes its deadline.
+struct RecordingTimer {
+    deadline: Option<Instant>,
+}
+
+static RESETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Timer for RecordingTimer {
+    fn unarmed() -> Self {
+        RecordingTimer { deadline: None }
+    }
+    fn reset(&mut self, deadline: Instant) {
+        RESETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.deadline = Some(deadline);
+    }
+    fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        match self.deadline {
+            Some(at) if Instant::now() >= at => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+#[test]
+fn messages_do_not_move_the_runtime_timer_and_keepalive_still_fires() {
+    use std::time::Duration;
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    wire.lock().unwrap().to_server.extend_from_slice(request.as_bytes());
+    let interval = Duration::from_millis(300);
+    let config = Config { keepalive_interval: Some(interval), ..Config::default() };
+    let Poll::Ready(Ok(mut ws)) = poll_once(chinwag_driver::accept::<_, RecordingTimer>(Memory(wire.clone()), config))
+    else {
+        panic!("handshake")
+    };
+    assert!(poll_once(ws.recv()).is_pending(), "armed for the keepalive");
+    let armed = RESETS.load(std::sync::atomic::Ordering::Relaxed);
+    // Every message pushes the keepalive deadline later; the runtime's timer is
+    // not moved for that (it used to be, once per message).
+    for i in 0..200 {
+        wire.lock().unwrap().to_server.extend_from_slice(&masked_text(&format!("m{i}")));
+        let Poll::Ready(Some(message)) = poll_once(ws.recv()) else { panic!("message {i}") };
+        assert!(poll_once(ws.feed(&message)).is_ready());
+        assert!(poll_once(ws.recv()).is_pending());
+    }
+    assert_eq!(RESETS.load(std::sync::atomic::Ordering::Relaxed), armed, "no reset per message");
+    // Silence: the early timer fires for nothing, is moved to the real deadline,
+    // and the ping goes out once the peer has been silent for the interval.
+    let silent_since = Instant::now();
+    let ping = [0x89, 0x00];
+    while !wire.lock().unwrap().from_server.ends_with(&ping) {
+        assert!(silent_since.elapsed() < interval * 10, "no keepalive ping");
+        assert!(poll_once(ws.recv()).is_pending());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(silent_since.elapsed() >= interval - Duration::from_millis(50), "pinged a live peer early");
+}

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use chinwag_core::{Config, Message, Utf8Bytes};
-use chinwag_driver::Runtime;
+use chinwag_driver::{Runtime, Timer, Transport};
 use chinwag_service::{Context, Decision, Limits, Server, Service};
 use futures_util::{SinkExt, StreamExt};
 use sha1::Digest as _;
@@ -121,12 +121,17 @@ async fn chinwag_echo<R: Runtime>(addr: SocketAddr) -> std::io::Result<()> {
     let listener = R::bind(addr).await?;
     loop {
         let (io, _) = R::accept(&listener).await?;
-        R::spawn(chinwag_echo_connection::<R>(io));
+        R::spawn(chinwag_echo_connection(chinwag_driver::accept::<_, R::Timer>(io, echo_config())));
     }
 }
 
-async fn chinwag_echo_connection<R: Runtime>(io: R::Io) {
-    let Ok(mut ws) = chinwag_driver::accept::<_, R::Timer>(io, echo_config()).await else { return };
+/// Echoes on the connection `opening` opens. The handshake future is built by the
+/// caller (it is boxed, and freed once the connection is open): a task keeps what
+/// it captured for its whole life, so it should not capture the transport.
+async fn chinwag_echo_connection<T: Transport, Tm: Timer>(
+    opening: impl Future<Output = Result<chinwag_driver::WebSocket<T, Tm>, chinwag_driver::Error>>,
+) {
+    let Ok(mut ws) = opening.await else { return };
     while let Some(message) = ws.recv().await {
         if ws.feed(&message).await.is_err() {
             break;
@@ -151,7 +156,10 @@ fn per_core(addr: SocketAddr, threads: usize) -> std::io::Result<()> {
                     loop {
                         let (stream, _) = listener.accept().await?;
                         stream.set_nodelay(true)?;
-                        tokio::spawn(chinwag_echo_connection::<chinwag_tokio::Tokio>(chinwag_tokio::TokioIo(stream)));
+                        tokio::spawn(chinwag_echo_connection(chinwag_driver::accept::<_, chinwag_tokio::TokioTimer>(
+                            chinwag_tokio::TokioIo(stream),
+                            echo_config(),
+                        )));
                     }
                 })
             })

@@ -8,7 +8,7 @@
 
 use chinwag_core::deflate::DeflateConfig;
 use chinwag_core::{CloseCode, Config, RequestKind};
-use chinwag_driver::{Runtime, read_request};
+use chinwag_driver::{Runtime, Timer, Transport, WebSocket, read_request};
 use chinwag_service::accept::{ACCEPT_BACKOFF, AcceptFailures, race};
 use chinwag_service::ops::prometheus_client::metrics::counter::Counter;
 use chinwag_service::ops::prometheus_client::metrics::gauge::Gauge;
@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -176,8 +177,13 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
         };
         failures.accepted(Instant::now());
         let echo = echo.clone();
+        // The handshake is a boxed future of its own, built here: a task keeps
+        // everything it captured for its whole life, so it captures a pointer to
+        // the handshake (freed once the connection is open), not the transport and
+        // the settings the handshake consumes.
+        let opening = Box::pin(open::<R>(io, deflate));
         R::spawn(async move {
-            if let Err(e) = echo_connection::<R>(io, &echo, deflate).await {
+            if let Err(e) = echo_connection::<R>(opening, &echo).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -192,11 +198,37 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
     }
 }
 
+/// Echoes on the connection `opening` opens, until it closes.
 async fn echo_connection<R: Runtime>(
-    io: R::Io,
+    opening: Pin<Box<impl Future<Output = Opened<R>>>>,
     echo: &Echo,
-    deflate: Option<DeflateConfig>,
 ) -> Result<(), chinwag_driver::Error> {
+    let Some(mut ws) = opening.await? else { return Ok(()) };
+    let sender = ws.sender();
+    let id = echo.enter(Box::new(move || {
+        let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
+    }));
+    let result = echo_messages(&mut ws).await;
+    echo.leave(id);
+    result
+}
+
+/// Echoes every message until the connection closes. Feeding (not sending) lets a
+/// burst of pipelined messages be answered with one write: `recv` writes what is
+/// queued before it waits for more input.
+async fn echo_messages<T: Transport, Tm: Timer>(ws: &mut WebSocket<T, Tm>) -> Result<(), chinwag_driver::Error> {
+    while let Some(message) = ws.recv().await {
+        ws.feed(&message).await?;
+    }
+    Ok(())
+}
+
+/// What [`open`] gives: the WebSocket, `None` for a plain HTTP request (answered).
+type Opened<R> = Result<Option<WebSocket<<R as Runtime>::Io, <R as Runtime>::Timer>>, chinwag_driver::Error>;
+
+/// Reads the request and answers it: the WebSocket, opened; or `None` once a plain
+/// HTTP request got the page.
+async fn open<R: Runtime>(io: R::Io, deflate: Option<DeflateConfig>) -> Opened<R> {
     let pending = read_request::<_, R::Timer>(io, config()).await?;
     if *pending.request().kind() != RequestKind::Upgrade {
         let page = chinwag_core::HttpResponse::new(
@@ -204,29 +236,15 @@ async fn echo_connection<R: Runtime>(
             "text/plain; charset=utf-8",
             "chinwag echo server: connect with a WebSocket client\n",
         );
-        return pending.respond(page).await;
+        pending.respond(page).await?;
+        return Ok(None);
     }
     let accept = chinwag_core::Accept::new();
     let accept = match deflate {
         Some(deflate) => accept.with_deflate(deflate),
         None => accept,
     };
-    let mut ws = pending.accept(accept).await?;
-    let sender = ws.sender();
-    let id = echo.enter(Box::new(move || {
-        let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
-    }));
-    // Feeding (not sending) lets a burst of pipelined messages be answered with one
-    // write: `recv` writes what is queued before it waits for more input.
-    let mut result = Ok(());
-    while let Some(message) = ws.recv().await {
-        if let Err(e) = ws.feed(&message).await {
-            result = Err(e);
-            break;
-        }
-    }
-    echo.leave(id);
-    result
+    pending.accept(accept).await.map(Some)
 }
 
 /// Resolves once `done(echo)` holds, checked whenever the echo server's state

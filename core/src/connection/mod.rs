@@ -78,6 +78,7 @@ mod compression;
 mod config;
 mod event;
 mod outgoing;
+mod pending;
 mod reader;
 mod timers;
 
@@ -92,7 +93,7 @@ pub(crate) use compression::{DeflateClass, compress_for_class};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::StatusCode;
-use std::{collections::VecDeque, time::Instant};
+use std::time::Instant;
 
 use crate::deflate::{DeflateConfig, DeflateParams};
 use crate::frame::{MAX_CONTROL_PAYLOAD, OpCode, RSV1, apply_mask, encode_frame, encode_header, encode_header_into};
@@ -101,6 +102,7 @@ use crate::handshake::{
     accept_key,
 };
 use crate::{CloseCode, Message, SharedFrame};
+use pending::PendingEvents;
 use reader::Reader;
 use timers::Timers;
 
@@ -180,7 +182,7 @@ pub struct Connection {
     phase: Phase,
     reader: Reader,
     out: Outgoing,
-    events: VecDeque<Event>,
+    events: PendingEvents,
     masks: Option<Box<dyn MaskSource>>,
     timers: Timers,
     /// The subprotocol and extensions agreed, if any (boxed: most connections have
@@ -220,7 +222,7 @@ impl Connection {
             phase,
             reader: Reader::default(),
             out: Outgoing::default(),
-            events: VecDeque::new(),
+            events: PendingEvents::default(),
             masks,
             timers,
             extras: None,
@@ -529,7 +531,7 @@ impl Connection {
         if self.events.is_empty() && !self.input.is_empty() {
             self.parse_kept_input();
         }
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// Whether events are waiting, or received bytes that may hold more.
@@ -594,6 +596,10 @@ impl Connection {
         };
         let early = deciding.early;
         self.out.tail().put_slice(&response);
+        // The response is the largest thing most connections ever queue: the
+        // buffer it grew is released once it is written, so that an idle
+        // connection keeps none.
+        self.out.release_when_drained();
         self.set_extras(accept.subprotocol.clone(), deflate);
         let deflate = deflate.map(|(params, _)| params);
         self.set_open(Opened { subprotocol: accept.subprotocol, response_headers: Default::default(), deflate });
@@ -869,7 +875,7 @@ impl Connection {
                     head_request: request.method() == http::Method::HEAD,
                     early,
                 }));
-                self.events.push_back(match request.kind() {
+                self.events.push(match request.kind() {
                     RequestKind::Upgrade => Event::UpgradeRequest(Box::new(request)),
                     RequestKind::Http => Event::HttpRequest(Box::new(request)),
                 });
@@ -894,7 +900,7 @@ impl Connection {
     }
 
     fn handshake_failed(&mut self, error: HandshakeError) {
-        self.events.push_back(Event::HandshakeFailed(error));
+        self.events.push(Event::HandshakeFailed(error));
         self.finish_handshake_phase();
     }
 
@@ -908,7 +914,7 @@ impl Connection {
     fn set_open(&mut self, opened: Opened) {
         self.phase = Phase::Open;
         self.timers.opened(self.config.keepalive_interval);
-        self.events.push_back(Event::Open(Box::new(opened)));
+        self.events.push(Event::Open(Box::new(opened)));
     }
 
     /// Fails the connection because of a protocol error (§7.1.7): the close frame
@@ -970,7 +976,7 @@ impl Connection {
         // EOF; at most the close timeout.
         let linger = await_eof || self.out.has_remaining();
         self.timers.closed(linger.then_some(self.config.close_timeout));
-        self.events.push_back(Event::Closed(closed));
+        self.events.push(Event::Closed(closed));
     }
 }
 

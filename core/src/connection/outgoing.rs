@@ -25,6 +25,8 @@ pub struct Outgoing {
     chunks_len: usize,
     /// Frames encoded in place, after all of `chunks`.
     tail: BytesMut,
+    /// Release the buffers, whatever their size, the next time the queue drains.
+    release: bool,
 }
 
 impl Outgoing {
@@ -52,14 +54,22 @@ impl Outgoing {
         self.chunks.len() + usize::from(!self.tail.is_empty())
     }
 
+    /// Releases the buffers the next time everything queued has been written,
+    /// even small ones: for output that is not expected to recur, such as the
+    /// handshake's response.
+    pub(crate) fn release_when_drained(&mut self) {
+        self.release = true;
+    }
+
     fn release_if_drained(&mut self) {
         if self.chunks_len == 0 && self.tail.is_empty() {
-            if self.tail.capacity() > KEEP_CAPACITY {
+            if self.release || self.tail.capacity() > KEEP_CAPACITY {
                 self.tail = BytesMut::new();
             }
-            if self.chunks.capacity() > KEEP_CHUNKS {
+            if self.release || self.chunks.capacity() > KEEP_CHUNKS {
                 self.chunks = VecDeque::new();
             }
+            self.release = false;
         }
     }
 }
@@ -87,7 +97,14 @@ impl Buf for Outgoing {
                     }
                 }
                 None => {
-                    self.tail.advance(cnt);
+                    if cnt == self.tail.len() {
+                        // Written whole (the usual case): emptied in place, so the
+                        // next frame is encoded at the start of the same buffer
+                        // without `reserve` having to move anything back.
+                        self.tail.clear();
+                    } else {
+                        self.tail.advance(cnt);
+                    }
                     cnt = 0;
                 }
             }
@@ -133,6 +150,21 @@ mod tests {
         assert_eq!(out.chunks_vectored(&mut slices), 4);
         assert_eq!(drain(&mut out, 3), b"abCDefGH");
         assert_eq!(out.remaining(), 0);
+    }
+
+    #[test]
+    fn releases_small_buffers_when_asked() {
+        let mut out = Outgoing::default();
+        out.tail().put_slice(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        out.release_when_drained();
+        out.advance(10);
+        assert!(out.tail.capacity() > 0, "not before everything is written");
+        out.advance(out.remaining());
+        assert_eq!(out.tail.capacity(), 0);
+        // Once only: later frames keep their buffer.
+        out.tail().put_slice(b"frame");
+        out.advance(5);
+        assert!(out.tail.capacity() > 0);
     }
 
     #[test]

@@ -104,8 +104,10 @@ impl Connection {
     pub(super) fn read_frames(&mut self, data: &[u8]) -> usize {
         let total = data.len();
         let mut data = data;
-        let events_before = self.events.len();
-        while !matches!(self.phase, Phase::Closed { .. }) && self.events.len() == events_before {
+        // Both callers parse only once every event was taken, so "until an event"
+        // is "while none waits".
+        debug_assert!(self.events.is_empty(), "parsing starts with no event waiting");
+        while !matches!(self.phase, Phase::Closed { .. }) && self.events.is_empty() {
             if self.reader.frame.is_none() {
                 let header = match self.reader.take_header(&mut data) {
                     Ok(Some(header)) => header,
@@ -339,7 +341,7 @@ impl Connection {
                             message.len
                         };
                         let skipped = SkippedMessage { text: message.text, len };
-                        self.events.push_back(Event::Skipped(skipped));
+                        self.events.push(Event::Skipped(skipped));
                         return;
                     }
                     let data = if message.compressed {
@@ -354,9 +356,9 @@ impl Connection {
                         if message.utf8.finish().is_err() {
                             return self.fail(ProtocolError::InvalidUtf8);
                         }
-                        self.events.push_back(Event::Text(Utf8Bytes::from_validated(data)));
+                        self.events.push(Event::Text(Utf8Bytes::from_validated(data)));
                     } else {
-                        self.events.push_back(Event::Binary(data));
+                        self.events.push(Event::Binary(data));
                     }
                 }
             }
@@ -368,11 +370,11 @@ impl Connection {
                 if matches!(self.phase, Phase::Open) {
                     self.queue_control(OpCode::Pong, &payload);
                 }
-                self.events.push_back(Event::Ping(payload));
+                self.events.push(Event::Ping(payload));
             }
             OpCode::Pong => {
                 let payload = Bytes::from(std::mem::take(&mut self.reader.control.buf));
-                self.events.push_back(Event::Pong(payload));
+                self.events.push(Event::Pong(payload));
             }
             OpCode::Close => {
                 let payload = std::mem::take(&mut self.reader.control.buf);

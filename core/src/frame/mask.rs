@@ -91,7 +91,13 @@ fn apply_mask_blocks(buf: &mut [u8], key: [u8; 4]) {
 /// [`Utf8Validator::feed_ascii`]: crate::utf8::Utf8Validator::feed_ascii
 pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: usize) -> bool {
     let key = rotated(mask, phase);
-    dst.reserve(src.len());
+    if dst.capacity() == 0 {
+        // The first piece of a message (the whole of most): an allocation of its
+        // exact size, without `reserve`'s general path.
+        *dst = bytes::BytesMut::with_capacity(src.len());
+    } else {
+        dst.reserve(src.len());
+    }
     let spare = &mut dst.spare_capacity_mut()[..src.len()];
     #[cfg(target_arch = "x86_64")]
     let vectorised = src.len() >= SHORT && std::arch::is_x86_feature_detected!("avx2");
