@@ -34,7 +34,7 @@ fn server_closes(config: Config, wire: &[u8]) -> (chinwag_core::Closed, Option<u
     let out = drain_transmit(&mut p.server);
     let sent = (out.len() >= 4 && out[0] == 0x88).then(|| u16::from_be_bytes([out[2], out[3]]));
     assert!(p.server.is_finished(), "a failed connection is finished once flushed");
-    (closed, sent)
+    (*closed, sent)
 }
 
 #[test]

@@ -246,6 +246,9 @@ impl<S: Service> Server<S> {
     /// calling runtime, until shutdown.
     async fn accept_until_shutdown<R: Runtime>(&self, listener: &R::Listener) {
         let shared = self.shared.clone();
+        // One copy of the connection settings for every connection. The server
+        // times the handshake itself (see `handshake`), so the core's timer is off.
+        let connection_config = Arc::new(Config { handshake_timeout: None, ..self.config.clone() });
         let failures = &shared.accept_failures;
         loop {
             let accepted = race(R::accept(listener), wait_for_shutdown(&shared)).await;
@@ -279,7 +282,7 @@ impl<S: Service> Server<S> {
                 shared.clone(),
                 service.clone(),
                 self.pattern.clone(),
-                (self.config.clone(), self.deflate),
+                (connection_config.clone(), self.config.handshake_timeout, self.deflate),
                 limits.clone(),
                 io,
                 accepted,
@@ -372,7 +375,7 @@ async fn handshake<R: Runtime, S: Service>(
     shared: &Shared,
     service: &S,
     pattern: Option<&PathPattern>,
-    (config, deflate): (Config, Option<DeflateConfig>),
+    (config, handshake_timeout, deflate): ConnectionSettings,
     limits: &Limits,
     io: R::Io,
     accepted: &mut Accepted,
@@ -380,8 +383,8 @@ async fn handshake<R: Runtime, S: Service>(
     // The server times the handshake, not the core: the wait for admit is part of
     // it, and a client whose wait runs out is still owed its 503, which the core
     // could not write once its own handshake timer had fired.
-    let mut expiry = pin!(expiry::<R>(config.handshake_timeout));
-    let read = read_request::<_, R::Timer>(io, Config { handshake_timeout: None, ..config });
+    let mut expiry = pin!(expiry::<R>(handshake_timeout));
+    let read = read_request::<_, R::Timer>(io, config);
     let read = race(read, expiry.as_mut()).await;
     let mut pending = match read.unwrap_or(Err(chinwag_driver::Error::Handshake(HandshakeError::Timeout))) {
         Ok(pending) => pending,
@@ -565,6 +568,10 @@ async fn handshake<R: Runtime, S: Service>(
 
 /// One connection, from its first byte to its last hook. `accepted` holds its
 /// place under the per-IP limit, given back when this returns.
+/// A connection's settings: the core's (shared), the handshake timeout the server
+/// applies itself, and permessage-deflate's.
+type ConnectionSettings = (Arc<Config>, Option<Duration>, Option<DeflateConfig>);
+
 /// What [`open_connection`] gives: the open connection (its id, its receiving half, the
 /// client's address) and the admission slot it holds to the end.
 type Opened<R> = (ConnId, Receiver<<R as Runtime>::Io, <R as Runtime>::Timer>, IpAddr, Accepted);
@@ -575,7 +582,7 @@ async fn open_connection<R: Runtime, S: Service>(
     shared: Arc<Shared>,
     service: Arc<S>,
     pattern: Option<PathPattern>,
-    config: (Config, Option<DeflateConfig>),
+    config: ConnectionSettings,
     limits: Arc<Limits>,
     io: R::Io,
     mut accepted: Accepted,

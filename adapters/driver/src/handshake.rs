@@ -5,6 +5,7 @@ use chinwag_core::{
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::future::{Future, poll_fn};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::io::Io;
@@ -95,9 +96,12 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
 /// An invalid upgrade request is answered by the core (400, 426, 431) and the
 /// transport closed before this returns the error; so is a client that does not
 /// finish its request within [`Config::handshake_timeout`].
+///
+/// `config` is a [`Config`] or an `Arc<Config>`: a server that passes clones of one
+/// `Arc` keeps a single copy of its settings for all its connections.
 pub fn read_request<T: Transport, R: Timer>(
     transport: T,
-    config: Config,
+    config: impl Into<Arc<Config>>,
 ) -> impl Future<Output = Result<PendingRequest<T, R>, Error>> {
     // Built before the future, which then holds a single pointer.
     let io = Box::new(Io::<T, R>::new(transport, Connection::server(config, Instant::now())));
@@ -126,8 +130,9 @@ async fn read_request_into<T: Transport, R: Timer>(mut io: Box<Io<T, R>>) -> Res
 // so a task awaiting this keeps no handshake state (see `PendingRequest`).
 pub fn accept<T: Transport, R: Timer>(
     transport: T,
-    config: Config,
+    config: impl Into<Arc<Config>>,
 ) -> impl Future<Output = Result<WebSocket<T, R>, Error>> {
+    let config = config.into();
     Box::pin(async move {
         let pending = read_request(transport, config).await?;
         if *pending.request().kind() == chinwag_core::RequestKind::Upgrade {

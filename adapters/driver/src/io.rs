@@ -82,7 +82,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
                 && let Some(event) = self.conn.poll_event(self.now)
             {
                 if let Event::Closed(closed) = &event {
-                    self.closed = Some(Box::new(closed.clone()));
+                    self.closed = Some(closed.clone());
                 }
                 return Poll::Ready(Some(event));
             }

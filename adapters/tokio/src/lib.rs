@@ -106,7 +106,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Result<WebS
 /// Accepts a WebSocket on any path with `config`.
 pub async fn accept_with_config<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    config: Config,
+    config: impl Into<std::sync::Arc<Config>>,
 ) -> Result<WebSocket<S>, Error> {
     chinwag_driver::accept(TokioIo(stream), config).await
 }
@@ -115,7 +115,7 @@ pub async fn accept_with_config<S: AsyncRead + AsyncWrite + Unpin>(
 /// see [`chinwag_driver::read_request`].
 pub async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    config: Config,
+    config: impl Into<std::sync::Arc<Config>>,
 ) -> Result<PendingRequest<S>, Error> {
     chinwag_driver::read_request(TokioIo(stream), config).await
 }

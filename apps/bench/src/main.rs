@@ -219,6 +219,14 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(kind: Kind) -> std::io::Result<Self> {
+        if kind == Kind::ChinwagEcho {
+            let binary = chinwag_binary()?;
+            return Self::spawn(kind.label(), |addr| {
+                let mut command = Command::new(&binary);
+                command.args(["echo", "--addr", &addr.to_string(), "--admin-addr", "off"]).env("RUST_LOG", "warn");
+                Ok(command)
+            });
+        }
         Self::spawn(kind.label(), |addr| {
             let mut command = Command::new(std::env::current_exe()?);
             command.args(["server", "--kind", &format!("{kind:?}").to_lowercase_kebab(), "--addr", &addr.to_string()]);

@@ -25,6 +25,10 @@ pub(crate) enum Kind {
     ChinwagTokioPerCore,
     /// chinwag echo on chinwag-tokio, a single current-thread runtime.
     ChinwagTokioOneThread,
+    /// The `chinwag echo` binary (built next to this one) with its defaults: a
+    /// runtime per core, keepalive on. What users run; the in-process servers
+    /// above leave keepalive off.
+    ChinwagEcho,
     /// chinwag echo on chinwag-futures, async-std.
     ChinwagAsyncStd,
     /// chinwag echo on chinwag-futures, smol.
@@ -66,6 +70,7 @@ impl Kind {
             Kind::ChinwagTokio => "chinwag-tokio",
             Kind::ChinwagTokioPerCore => "chinwag-tokio-per-core",
             Kind::ChinwagTokioOneThread => "chinwag-tokio-1-thread",
+            Kind::ChinwagEcho => "chinwag-echo",
             Kind::ChinwagAsyncStd => "chinwag-async-std",
             Kind::ChinwagSmol => "chinwag-smol",
             Kind::Tungstenite => "tokio-tungstenite",
@@ -93,6 +98,7 @@ pub(crate) fn run(kind: Kind, addr: SocketAddr) -> std::io::Result<()> {
         Kind::ChinwagTokio => chinwag_tokio::Tokio::block_on(chinwag_echo::<chinwag_tokio::Tokio>(addr)),
         Kind::ChinwagTokioPerCore => per_core(addr, std::thread::available_parallelism().map_or(1, |n| n.get())),
         Kind::ChinwagTokioOneThread => per_core(addr, 1),
+        Kind::ChinwagEcho => Err(std::io::Error::other("chinwag-echo is the chinwag binary, not a server of this one")),
         Kind::ChinwagAsyncStd => chinwag_futures::AsyncStd::block_on(chinwag_echo::<chinwag_futures::AsyncStd>(addr)),
         Kind::ChinwagSmol => chinwag_futures::Smol::block_on(chinwag_echo::<chinwag_futures::Smol>(addr)),
         Kind::Tungstenite => multi_thread().block_on(tungstenite_echo(addr)),
@@ -119,9 +125,11 @@ fn one_thread() -> tokio::runtime::Runtime {
 
 async fn chinwag_echo<R: Runtime>(addr: SocketAddr) -> std::io::Result<()> {
     let listener = R::bind(addr).await?;
+    // One copy of the settings, shared by every connection.
+    let config = Arc::new(echo_config());
     loop {
         let (io, _) = R::accept(&listener).await?;
-        R::spawn(chinwag_echo_connection(chinwag_driver::accept::<_, R::Timer>(io, echo_config())));
+        R::spawn(chinwag_echo_connection(chinwag_driver::accept::<_, R::Timer>(io, config.clone())));
     }
 }
 
@@ -153,12 +161,13 @@ fn per_core(addr: SocketAddr, threads: usize) -> std::io::Result<()> {
                     socket.set_reuseaddr(true)?;
                     socket.bind(addr)?;
                     let listener = socket.listen(1024)?;
+                    let config = Arc::new(echo_config());
                     loop {
                         let (stream, _) = listener.accept().await?;
                         stream.set_nodelay(true)?;
                         tokio::spawn(chinwag_echo_connection(chinwag_driver::accept::<_, chinwag_tokio::TokioTimer>(
                             chinwag_tokio::TokioIo(stream),
-                            echo_config(),
+                            config.clone(),
                         )));
                     }
                 })

@@ -164,6 +164,8 @@ impl Admin for Echo {
 /// second.
 async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Option<DeflateConfig>) {
     let failures = &echo.accept_failures;
+    // One copy of the settings, shared by every connection.
+    let settings = Arc::new(config());
     loop {
         let accepted = race(R::accept(&listener), until(&echo, |e| e.shutting_down.load(Ordering::Acquire))).await;
         let Some(accepted) = accepted else { break };
@@ -181,7 +183,7 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
         // everything it captured for its whole life, so it captures a pointer to
         // the handshake (freed once the connection is open), not the transport and
         // the settings the handshake consumes.
-        let opening = Box::pin(open::<R>(io, deflate));
+        let opening = Box::pin(open::<R>(io, settings.clone(), deflate));
         R::spawn(async move {
             if let Err(e) = echo_connection::<R>(opening, &echo).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -228,8 +230,8 @@ type Opened<R> = Result<Option<WebSocket<<R as Runtime>::Io, <R as Runtime>::Tim
 
 /// Reads the request and answers it: the WebSocket, opened; or `None` once a plain
 /// HTTP request got the page.
-async fn open<R: Runtime>(io: R::Io, deflate: Option<DeflateConfig>) -> Opened<R> {
-    let pending = read_request::<_, R::Timer>(io, config()).await?;
+async fn open<R: Runtime>(io: R::Io, settings: Arc<Config>, deflate: Option<DeflateConfig>) -> Opened<R> {
+    let pending = read_request::<_, R::Timer>(io, settings).await?;
     if *pending.request().kind() != RequestKind::Upgrade {
         let page = chinwag_core::HttpResponse::new(
             chinwag_core::http::StatusCode::OK,

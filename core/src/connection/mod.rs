@@ -93,6 +93,7 @@ pub(crate) use compression::{DeflateClass, compress_for_class};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::StatusCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::deflate::{DeflateConfig, DeflateParams};
@@ -178,7 +179,9 @@ struct Deciding {
 /// and the module's transition table for the life cycle.
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared by every connection made with the same `Arc`: a server's thousands
+    /// of connections keep one copy instead of 128 bytes each.
+    config: Arc<Config>,
     phase: Phase,
     reader: Reader,
     out: Outgoing,
@@ -189,7 +192,8 @@ pub struct Connection {
     /// neither, and this keeps them one pointer smaller than a subprotocol alone).
     extras: Option<Box<Extras>>,
     /// The close frame we sent, reported in [`Closed::sent`].
-    sent_close: Option<CloseFrame>,
+    /// (Boxed: a word in every connection, for what only a closing one has.)
+    sent_close: Option<Box<CloseFrame>>,
     /// Why the connection ended, if not with a clean close handshake.
     error: Option<ConnectionError>,
     /// Received bytes not parsed yet. Parsing stops after each event and resumes
@@ -214,7 +218,7 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    fn new(role: Role, config: Config, phase: Phase, masks: Option<Box<dyn MaskSource>>, now: Instant) -> Self {
+    fn new(role: Role, config: Arc<Config>, phase: Phase, masks: Option<Box<dyn MaskSource>>, now: Instant) -> Self {
         let timers = Timers::new(now, config.handshake_timeout);
         Self {
             role,
@@ -234,7 +238,11 @@ impl Connection {
 
     /// A server connection that will read the client's opening request from the
     /// first bytes it receives. The handshake timeout runs from `now`.
-    pub fn server(config: Config, now: Instant) -> Self {
+    ///
+    /// `config` is a [`Config`] or an `Arc<Config>`; a server that passes clones of
+    /// one `Arc` keeps a single copy of its settings for all its connections.
+    pub fn server(config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let config = config.into();
         let head = HeadReader::new(config.max_head_size);
         Self::new(Role::Server, config, Phase::ServerReadingRequest(Box::new(head)), None, now)
     }
@@ -247,9 +255,10 @@ impl Connection {
         request: &ClientRequest,
         key: [u8; 16],
         masks: Box<dyn MaskSource>,
-        config: Config,
+        config: impl Into<Arc<Config>>,
         now: Instant,
     ) -> Self {
+        let config = config.into();
         let (bytes, check) = request.encode(key);
         let head = HeadReader::new(config.max_head_size);
         let phase = Phase::ClientAwaitingResponse(Box::new((head, check)));
@@ -261,7 +270,8 @@ impl Connection {
     /// A connection whose handshake was done elsewhere (for example by an HTTP
     /// server that handed over the upgraded transport): frames flow at once. A client
     /// needs `masks`.
-    pub fn open(role: Role, masks: Option<Box<dyn MaskSource>>, config: Config, now: Instant) -> Self {
+    pub fn open(role: Role, masks: Option<Box<dyn MaskSource>>, config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let config = config.into();
         assert!(role == Role::Server || masks.is_some(), "a client connection needs a mask source");
         let mut conn = Self::new(role, config, Phase::Open, masks, now);
         conn.timers.opened(conn.config.keepalive_interval);
@@ -852,7 +862,7 @@ impl Connection {
         };
         self.queue_control(OpCode::Close, &payload[..len]);
         let reason = if code == CloseCode::NO_STATUS { String::new() } else { reason.to_owned() };
-        self.sent_close = Some(CloseFrame { code, reason });
+        self.sent_close = Some(Box::new(CloseFrame { code, reason }));
     }
 
     // ----- transitions ------------------------------------------------------------
@@ -943,7 +953,7 @@ impl Connection {
             code: CloseCode::ABNORMAL,
             reason: String::new(),
             initiator,
-            sent: self.sent_close.take(),
+            sent: self.sent_close.take().map(|sent| *sent),
             error: Some(error),
         };
         self.end(closed, false);
@@ -960,7 +970,13 @@ impl Connection {
             Phase::CloseSent => Initiator::Local,
             _ => return,
         };
-        let closed = Closed { code, reason: reason.to_owned(), initiator, sent: self.sent_close.take(), error: None };
+        let closed = Closed {
+            code,
+            reason: reason.to_owned(),
+            initiator,
+            sent: self.sent_close.take().map(|sent| *sent),
+            error: None,
+        };
         self.end(closed, self.role == Role::Client);
     }
 
@@ -976,7 +992,7 @@ impl Connection {
         // EOF; at most the close timeout.
         let linger = await_eof || self.out.has_remaining();
         self.timers.closed(linger.then_some(self.config.close_timeout));
-        self.events.push(Event::Closed(closed));
+        self.events.push(Event::Closed(Box::new(closed)));
     }
 }
 

@@ -194,7 +194,7 @@ impl Checked {
                 assert!(self.opened, "{name}: Closed before Open");
                 self.ended = true;
                 check_closed(name, closed);
-                self.closed = Some(closed.clone());
+                self.closed = Some((**closed).clone());
             }
         }
         Some(event)
