@@ -7,7 +7,9 @@
 #
 # Usage: apps/bench/scripts/callgrind-echo.sh [chinwag binary] [size] [connections] [short s] [long s]
 #   (the binary may also be target/release/chinwag-example-event-loop-echo or
-#   -blocking-echo, which take the address alone)
+#   -blocking-echo, which take the address alone; or target/release/chinwag-bench
+#   with KIND=fastwebsockets-one-thread or KIND=raw-tcp-one-thread in the
+#   environment, to measure a peer the same way)
 #   (defaults: target/release/chinwag 1024 10 2 6; chinwag-bench is taken from target/release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
@@ -36,13 +38,21 @@ run() {
   out="$WORK/callgrind.$seconds"
   # `chinwag echo --addr ADDR`, or an example echo server that takes ADDR alone.
   local args=(echo --addr "127.0.0.1:$port")
-  [[ "$(basename "$BIN")" == chinwag ]] || args=("127.0.0.1:$port")
+  case "$(basename "$BIN")" in
+    chinwag) ;;
+    # A peer from the bench's servers, named by KIND (fastwebsockets-one-thread,
+    # raw-tcp-one-thread, ...), measured the same way.
+    chinwag-bench) args=(server --kind "${KIND:?set KIND to a chinwag-bench server kind}" --addr "127.0.0.1:$port") ;;
+    *) args=("127.0.0.1:$port") ;;
+  esac
   valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" "${args[@]}" \
     >"$WORK/server.$seconds.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
   wait_port "$port" >&2
-  echoes="$("$BENCH" load --addr "127.0.0.1:$port" --connections "$CONNECTIONS" --size "$SIZE" --seconds "$seconds" | awk '{print $1}')"
+  local raw=()
+  [[ "${KIND:-}" == raw-tcp* ]] && raw=(--raw-tcp)
+  echoes="$("$BENCH" load --addr "127.0.0.1:$port" --connections "$CONNECTIONS" --size "$SIZE" --seconds "$seconds" "${raw[@]}" | awk '{print $1}')"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   echo "$(awk '/^totals:/ {print $2}' "$out") $echoes"
 }
