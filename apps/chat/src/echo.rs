@@ -181,14 +181,10 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
         let echo = echo.clone();
         // The handshake is a boxed future of its own, built here: a task keeps
         // everything it captured for its whole life, so it captures a pointer to
-        // the handshake (freed once the connection is open), not the transport and
-        // the settings the handshake consumes.
-        let opening = Box::pin(open::<R>(io, settings.clone(), deflate));
-        R::spawn(async move {
-            if let Err(e) = echo_connection::<R>(opening, &echo).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        // the handshake (freed once the connection is open), not the transport,
+        // the peer's address and the settings that only the handshake needs.
+        let opening = Box::pin(open::<R>(io, peer, settings.clone(), deflate));
+        R::spawn(echo_connection::<R>(opening, echo));
     }
     // Closed now, as the service's server does: a client that connects during
     // the drain is refused at once instead of waiting in the backlog for a reset.
@@ -201,36 +197,60 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
 }
 
 /// Echoes on the connection `opening` opens, until it closes.
-async fn echo_connection<R: Runtime>(
-    opening: Pin<Box<impl Future<Output = Opened<R>>>>,
-    echo: &Echo,
-) -> Result<(), chinwag_driver::Error> {
-    let Some(mut ws) = opening.await? else { return Ok(()) };
+/// The spawned future itself, with no wrapper around it: a wrapper would keep its
+/// own copies of what it passes in, and the task's size is what an idle
+/// connection costs (this keeps tokio's task at 256 bytes instead of 384).
+async fn echo_connection<R: Runtime>(opening: Pin<Box<impl Future<Output = Opened<R>>>>, echo: Arc<Echo>) {
+    let Some(mut ws) = opening.await else { return };
     let sender = ws.sender();
     let id = echo.enter(Box::new(move || {
         let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
     }));
-    let result = echo_messages(&mut ws).await;
+    if let Err(e) = echo_messages(&mut ws).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
     echo.leave(id);
-    result
 }
 
 /// Echoes every message until the connection closes. Feeding (not sending) lets a
 /// burst of pipelined messages be answered with one write: `recv` writes what is
 /// queued before it waits for more input.
 async fn echo_messages<T: Transport, Tm: Timer>(ws: &mut WebSocket<T, Tm>) -> Result<(), chinwag_driver::Error> {
-    while let Some(message) = ws.recv().await {
+    loop {
+        // Not `while let`: that keeps the received `Option` beside the message
+        // in the task's state, 40 bytes more per idle connection.
+        let message = match ws.recv().await {
+            Some(message) => message,
+            None => return Ok(()),
+        };
         ws.feed(&message).await?;
     }
-    Ok(())
 }
 
-/// What [`open`] gives: the WebSocket, `None` for a plain HTTP request (answered).
-type Opened<R> = Result<Option<WebSocket<<R as Runtime>::Io, <R as Runtime>::Timer>>, chinwag_driver::Error>;
+/// What [`open`] gives: the open WebSocket, or `None` (a plain HTTP request got the
+/// page, or the handshake failed and was logged).
+type Opened<R> = Option<WebSocket<<R as Runtime>::Io, <R as Runtime>::Timer>>;
+
+/// Reads the request and answers it, logging a failure with the peer's address.
+async fn open<R: Runtime>(
+    io: R::Io,
+    peer: SocketAddr,
+    settings: Arc<Config>,
+    deflate: Option<DeflateConfig>,
+) -> Opened<R> {
+    answer::<R>(io, settings, deflate).await.unwrap_or_else(|e| {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        None
+    })
+}
 
 /// Reads the request and answers it: the WebSocket, opened; or `None` once a plain
 /// HTTP request got the page.
-async fn open<R: Runtime>(io: R::Io, settings: Arc<Config>, deflate: Option<DeflateConfig>) -> Opened<R> {
+async fn answer<R: Runtime>(
+    io: R::Io,
+    settings: Arc<Config>,
+    deflate: Option<DeflateConfig>,
+) -> Result<Opened<R>, chinwag_driver::Error> {
     let pending = read_request::<_, R::Timer>(io, settings).await?;
     if *pending.request().kind() != RequestKind::Upgrade {
         let page = chinwag_core::HttpResponse::new(
