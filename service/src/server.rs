@@ -292,14 +292,10 @@ impl<S: Service> Server<S> {
             // from where: the TCP peer until the request names the client behind
             // a trusted proxy; `conn` once it is in the hub.
             let span = tracing::info_span!("connection", client = %peer, conn = tracing::field::Empty);
-            R::spawn(tracing::Instrument::instrument(
-                async move {
-                    connection::<R, S>(&shared, &*service, &limits, opening).await;
-                    tracing::trace!("connection task ended");
-                    shared.task_ended();
-                },
-                span,
-            ));
+            // The connection's own `async fn` is the task, with no wrapper around
+            // it: a wrapper would keep copies of what it passes in, and the task's
+            // size is what every idle connection costs.
+            R::spawn(tracing::Instrument::instrument(connection::<R, S>(shared, service, limits, opening), span));
         }
     }
 
@@ -593,11 +589,14 @@ async fn open_connection<R: Runtime, S: Service>(
 }
 
 async fn connection<R: Runtime, S: Service>(
-    shared: &Shared,
-    service: &S,
-    limits: &Limits,
+    shared: Arc<Shared>,
+    service: Arc<S>,
+    limits: Arc<Limits>,
     opening: Pin<Box<impl Future<Output = Option<Opened<R>>>>>,
 ) {
+    // Declared first, so dropped last, after everything else the task holds; and
+    // also if a hook panics, so that a shutdown's drain does not wait for it.
+    let _ended = TaskEnded(&shared);
     // `_accepted` keeps the connection's place under the per-IP limit until the end.
     let Some((conn, mut receiver, client, _accepted)) = opening.await else { return };
 
@@ -656,6 +655,16 @@ async fn connection<R: Runtime, S: Service>(
     service.on_close(&mut cx, &closed);
     state.hub.close(conn);
     state.dispatch();
+}
+
+/// Counts a connection's task as ended when dropped.
+struct TaskEnded<'a>(&'a Shared);
+
+impl Drop for TaskEnded<'_> {
+    fn drop(&mut self) {
+        tracing::trace!("connection task ended");
+        self.0.task_ended();
+    }
 }
 
 /// The answer to an upgrade that comes during shutdown.
