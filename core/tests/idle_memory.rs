@@ -2,12 +2,15 @@
 //! holds tens of thousands of idle connections, so every byte here is multiplied.
 //! Counted with a global allocator that tracks the bytes live on this thread.
 
-use bytes::Buf;
+mod common;
+
 use chinwag_core::{Accept, Config, Connection, Event, Message};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
+
+use common::{drain_transmit, masked};
 
 struct Counting;
 
@@ -50,14 +53,6 @@ const REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: web
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\nUser-Agent: a browser with a long name/1.0\r\n\r\n";
 
-/// Writes out everything queued, as a driver does.
-fn drain_output(conn: &mut Connection) {
-    while let Some(out) = conn.poll_transmit() {
-        let n = out.remaining();
-        out.advance(n);
-    }
-}
-
 /// Takes every event, answering the request and echoing messages.
 fn drain_events(conn: &mut Connection, now: Instant) {
     while let Some(event) = conn.poll_event(now) {
@@ -67,14 +62,6 @@ fn drain_events(conn: &mut Connection, now: Instant) {
             _ => {}
         }
     }
-}
-
-fn masked_text(text: &str) -> Vec<u8> {
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut frame = vec![0x81, 0x80 | text.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
 }
 
 /// A server connection through its handshake, the 101 written; and the heap
@@ -89,7 +76,7 @@ fn opened(now: Instant) -> (Connection, isize) {
     let mut conn = Connection::server(settings, now);
     conn.receive(now, REQUEST);
     drain_events(&mut conn, now);
-    drain_output(&mut conn);
+    drop(drain_transmit(&mut conn));
     assert_eq!(conn.state(), chinwag_core::State::Open);
     (conn, before)
 }
@@ -107,9 +94,9 @@ fn after_messages_an_idle_connection_keeps_only_its_frame_buffer() {
     let now = Instant::now();
     let (mut conn, before) = opened(now);
     for i in 0..50 {
-        conn.receive(now, &masked_text(&format!("line {i}")));
+        conn.receive(now, &masked(0x81, format!("line {i}").as_bytes()));
         drain_events(&mut conn, now);
-        drain_output(&mut conn);
+        drop(drain_transmit(&mut conn));
     }
     // Messages and events are freed as they are taken; what stays is the buffer
     // replies are encoded into, sized by the largest reply (here a few bytes),

@@ -15,7 +15,7 @@ use chinwag_core::{
     Accept, ClientRequest, CloseCode, Closed, Config, Connection, ConnectionError, Event, HandshakeError, HttpResponse,
     Initiator, LocalError, ProtocolError, Rejection, State,
 };
-use common::{Pair, counter_masks, drain_events, drain_transmit};
+use common::{Pair, counter_masks, drain_events, drain_transmit, masked};
 use std::time::{Duration, Instant};
 
 const REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -30,12 +30,6 @@ fn config() -> Config {
         close_timeout: Duration::from_secs(5),
         ..Config::default()
     }
-}
-
-/// A masked client frame (all-zero mask, so the payload reads as is).
-fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() <= 125);
-    [&[b0, 0x80 | payload.len() as u8, 0, 0, 0, 0][..], payload].concat()
 }
 
 /// An unmasked server frame.

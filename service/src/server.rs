@@ -594,8 +594,8 @@ async fn connection<R: Runtime, S: Service>(
     limits: Arc<Limits>,
     opening: Pin<Box<impl Future<Output = Option<Opened<R>>>>>,
 ) {
-    // Declared first, so dropped last, after everything else the task holds; and
-    // also if a hook panics, so that a shutdown's drain does not wait for it.
+    // Declared first, so dropped last: the task counts as ended only once
+    // everything it holds (the receiver, the admission slot) is gone.
     let _ended = TaskEnded(&shared);
     // `_accepted` keeps the connection's place under the per-IP limit until the end.
     let Some((conn, mut receiver, client, _accepted)) = opening.await else { return };

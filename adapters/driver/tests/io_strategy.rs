@@ -100,15 +100,20 @@ fn masked_text(text: &str) -> Vec<u8> {
     frame
 }
 
-type Ws = chinwag_driver::WebSocket<Memory, NeverTimer>;
+type Ws<Tm = NeverTimer> = chinwag_driver::WebSocket<Memory, Tm>;
 
 /// An open server-side WebSocket over the in-memory wire.
 fn open(config: Config) -> (Ws, Arc<Mutex<Wire>>) {
+    open_with_timer(config)
+}
+
+/// [`open`] with a timer of the test's choice.
+fn open_with_timer<Tm: Timer>(config: Config) -> (Ws<Tm>, Arc<Mutex<Wire>>) {
     let wire = Arc::new(Mutex::new(Wire::default()));
     let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     wire.lock().unwrap().to_server.extend_from_slice(request.as_bytes());
-    let Poll::Ready(Ok(ws)) = poll_once(chinwag_driver::accept::<_, NeverTimer>(Memory(wire.clone()), config)) else {
+    let Poll::Ready(Ok(ws)) = poll_once(chinwag_driver::accept::<_, Tm>(Memory(wire.clone()), config)) else {
         panic!("handshake")
     };
     (ws, wire)
@@ -208,16 +213,9 @@ impl Timer for RecordingTimer {
 #[test]
 fn messages_do_not_move_the_runtime_timer_and_keepalive_still_fires() {
     use std::time::Duration;
-    let wire = Arc::new(Mutex::new(Wire::default()));
-    let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    wire.lock().unwrap().to_server.extend_from_slice(request.as_bytes());
     let interval = Duration::from_millis(300);
-    let config = Config { keepalive_interval: Some(interval), ..Config::default() };
-    let Poll::Ready(Ok(mut ws)) = poll_once(chinwag_driver::accept::<_, RecordingTimer>(Memory(wire.clone()), config))
-    else {
-        panic!("handshake")
-    };
+    let (mut ws, wire) =
+        open_with_timer::<RecordingTimer>(Config { keepalive_interval: Some(interval), ..Config::default() });
     assert!(poll_once(ws.recv()).is_pending(), "armed for the keepalive");
     let armed = RESETS.load(std::sync::atomic::Ordering::Relaxed);
     // Every message pushes the keepalive deadline later; the runtime's timer is

@@ -197,6 +197,7 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
 }
 
 /// Echoes on the connection `opening` opens, until it closes.
+///
 /// The spawned future itself, with no wrapper around it: a wrapper would keep its
 /// own copies of what it passes in, and the task's size is what an idle
 /// connection costs (this keeps tokio's task at 256 bytes instead of 384).

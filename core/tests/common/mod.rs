@@ -30,6 +30,12 @@ pub fn drain_transmit(conn: &mut Connection) -> Vec<u8> {
     all
 }
 
+/// A masked client frame (all-zero mask, so the payload reads as is).
+pub fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() <= 125);
+    [&[b0, 0x80 | payload.len() as u8, 0, 0, 0, 0][..], payload].concat()
+}
+
 /// Takes every event the connection has at `now`.
 pub fn drain_events(conn: &mut Connection, now: Instant) -> Vec<Event> {
     std::iter::from_fn(|| conn.poll_event(now)).collect()
