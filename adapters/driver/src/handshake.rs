@@ -6,7 +6,6 @@ use chinwag_core::{
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::future::{Future, poll_fn};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::io::Io;
 use crate::{Error, Timer, Transport, WebSocket};
@@ -33,7 +32,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     // Not an `async fn`: the decision is taken before the future is built, so the
     // future does not carry `accept` (see the note on `PendingRequest`).
     pub fn accept(mut self, accept: Accept) -> impl Future<Output = Result<WebSocket<T, R>, Error>> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let accepted = self.io.conn.accept(now, accept);
         async move {
             accepted?;
@@ -51,7 +50,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// messages before the client can see the 101, and the 101 and those messages
     /// leave in one write.
     pub fn open(mut self, accept: Accept) -> Result<WebSocket<T, R>, Error> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         self.io.conn.accept(now, accept)?;
         let opened = self.io.conn.poll_event(now);
         debug_assert!(matches!(opened, Some(Event::Open(_))), "accept reports the opening first");
@@ -77,7 +76,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// Refuses the request with an error status and a plain-text reason, then closes
     /// the transport.
     pub async fn reject(mut self, rejection: Rejection) -> Result<(), Error> {
-        self.io.conn.reject(Instant::now(), rejection)?;
+        self.io.conn.reject(crate::clock::now(), rejection)?;
         poll_fn(|cx| self.io.start_poll().poll_finish_alone(cx)).await;
         Ok(())
     }
@@ -85,7 +84,7 @@ impl<T: Transport, R: Timer> PendingRequest<T, R> {
     /// Answers with a plain HTTP response (for example a web page), then closes the
     /// transport.
     pub async fn respond(mut self, response: HttpResponse) -> Result<(), Error> {
-        self.io.conn.respond(Instant::now(), response)?;
+        self.io.conn.respond(crate::clock::now(), response)?;
         poll_fn(|cx| self.io.start_poll().poll_finish_alone(cx)).await;
         Ok(())
     }
@@ -104,7 +103,7 @@ pub fn read_request<T: Transport, R: Timer>(
     config: impl Into<Arc<Config>>,
 ) -> impl Future<Output = Result<PendingRequest<T, R>, Error>> {
     // Built before the future, which then holds a single pointer.
-    let io = Box::new(Io::<T, R>::new(transport, Connection::server(config, Instant::now())));
+    let io = Box::new(Io::<T, R>::new(transport, Connection::server(config, crate::clock::now())));
     read_request_into(io)
 }
 
@@ -158,7 +157,7 @@ pub fn client_handshake<T: Transport, R: Timer>(
     let mut rng = StdRng::from_os_rng();
     let key: [u8; 16] = rng.random();
     let masks: Box<dyn MaskSource> = Box::new(move || rng.random::<[u8; 4]>());
-    let conn = Connection::client(request, key, masks, config, Instant::now());
+    let conn = Connection::client(request, key, masks, config, crate::clock::now());
     // Boxed, and built before the future, for the same reason as `PendingRequest`.
     client_handshake_into(Box::new(Io::<T, R>::new(transport, conn)))
 }

@@ -18,6 +18,9 @@ const MAX_IOVECS: usize = 64;
 /// At most this many reads in one poll of a task, so that a peer streaming data
 /// cannot keep a worker thread (and this connection's lock) to itself.
 const READS_PER_POLL: u32 = 32;
+/// [`Io::timer_polled`] when the timer was not polled with the shared waker since
+/// it was last armed.
+const NOT_POLLED: u64 = u64::MAX;
 
 thread_local! {
     /// One read buffer per thread, borrowed only inside a poll: an idle connection
@@ -31,6 +34,9 @@ pub(crate) struct Io<T, R> {
     pub(crate) conn: Connection,
     timer: R,
     timer_at: Option<Instant>,
+    /// The shared waker's wake count (see `wake.rs`) when the runtime timer was
+    /// last polled with that waker and found not due, or [`NOT_POLLED`].
+    timer_polled: u64,
     read_done: bool,
     shut_down: bool,
     /// Bytes were written and not yet flushed (a TLS or buffered transport).
@@ -39,7 +45,8 @@ pub(crate) struct Io<T, R> {
     read_budget: u32,
     /// The clock, read when the current poll of the connection's own task began
     /// (or its timer fired): one reading serves everything that task does in one
-    /// wake-up. Calls from other tasks read the clock themselves.
+    /// wake-up (in a [`Clocked`](crate::Clocked) task, the reading of the
+    /// poll). Calls from other tasks read the clock themselves.
     now: Instant,
     /// How the connection ended (boxed: most of a connection's life it is `None`).
     pub(crate) closed: Option<Box<Closed>>,
@@ -52,11 +59,12 @@ impl<T: Transport, R: Timer> Io<T, R> {
             conn,
             timer: R::unarmed(),
             timer_at: None,
+            timer_polled: NOT_POLLED,
             read_done: false,
             shut_down: false,
             needs_flush: false,
             read_budget: READS_PER_POLL,
-            now: Instant::now(),
+            now: crate::clock::now(),
             closed: None,
         }
     }
@@ -65,16 +73,23 @@ impl<T: Transport, R: Timer> Io<T, R> {
     /// microseconds) and resets the read budget.
     pub(crate) fn start_poll(&mut self) -> &mut Self {
         self.read_budget = READS_PER_POLL;
-        self.now = Instant::now();
+        self.now = crate::clock::now();
         self.conn.handle_timeout(self.now);
         self
     }
 
     /// Runs the contract's loop until the core has an event (returned), the
     /// connection is finished and the transport shut down (`None`), or everything
-    /// waits on the transport or the timer (`Pending`). Reads and the timer wake
-    /// `cx`; writes wake `write_cx` (see `wake.rs`).
-    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>, write_cx: &mut Context<'_>) -> Poll<Option<Event>> {
+    /// waits on the transport or the timer (`Pending`). Reads wake `cx`; writes and
+    /// the timer wake `write_cx`. When `write_cx` is the shared waker (see
+    /// `wake.rs`), `wakes` is its wake count, read before this poll began, and
+    /// lets an unchanged timer go unpolled (see [`poll_timer`](Self::poll_timer)).
+    pub(crate) fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        write_cx: &mut Context<'_>,
+        wakes: Option<u64>,
+    ) -> Poll<Option<Event>> {
         loop {
             // `has_events` first: most turns of this loop find none, and asking
             // costs less than a call that also checks the deadlines.
@@ -109,7 +124,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
                     Poll::Pending => {}
                 }
             }
-            if self.poll_timer(cx).is_ready() {
+            if self.poll_timer(write_cx, wakes).is_ready() {
                 continue;
             }
             return Poll::Pending;
@@ -145,7 +160,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
         let result = ready!(self.poll_write_inner(cx));
         if result.is_err() {
             self.read_done = true;
-            self.conn.transport_lost(Instant::now());
+            self.conn.transport_lost(crate::clock::now());
         }
         Poll::Ready(result)
     }
@@ -183,11 +198,18 @@ impl<T: Transport, R: Timer> Io<T, R> {
     /// (hundreds of instructions per message). A timer left earlier than the
     /// deadline fires once for nothing: the core finds nothing due, and the next
     /// call arms the deadline as it is then.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    ///
+    /// Polling the runtime's timer costs a hundred-odd instructions, at every wait
+    /// for input. With the shared waker (`wakes` is its count) that is done only
+    /// when needed: a timer polled with it and left as it was cannot have fired
+    /// unless the waker was woken since, which changes the count (and wakes the
+    /// task to poll again).
+    fn poll_timer(&mut self, cx: &mut Context<'_>, wakes: Option<u64>) -> Poll<()> {
         let Some(at) = self.conn.poll_timeout() else {
             // A timer still armed may wake the task once for nothing; the core
             // then finds nothing due.
             self.timer_at = None;
+            self.timer_polled = NOT_POLLED;
             return Poll::Pending;
         };
         let armed = match self.timer_at {
@@ -195,11 +217,24 @@ impl<T: Transport, R: Timer> Io<T, R> {
             _ => {
                 self.timer.reset(at);
                 self.timer_at = Some(at);
+                self.timer_polled = NOT_POLLED;
                 at
             }
         };
-        ready!(self.timer.poll_elapsed(cx));
+        if let Some(wakes) = wakes {
+            if self.timer_polled == wakes {
+                return Poll::Pending;
+            }
+            if self.timer.poll_elapsed(cx).is_pending() {
+                self.timer_polled = wakes;
+                return Poll::Pending;
+            }
+        } else {
+            self.timer_polled = NOT_POLLED;
+            ready!(self.timer.poll_elapsed(cx));
+        }
         self.timer_at = None;
+        self.timer_polled = NOT_POLLED;
         // The runtime's clock may read a hair before the deadline it woke us for;
         // give the core at least that deadline so the loop makes progress.
         self.now = Instant::now().max(armed);
@@ -227,15 +262,20 @@ impl<T: Transport, R: Timer> Io<T, R> {
             }
             self.read_budget -= 1;
             if self.read_done || self.poll_read(cx).is_pending() {
-                ready!(self.poll_timer(cx));
+                ready!(self.poll_timer(cx, None));
             }
         }
     }
 
     /// Drives the connection until it is finished, discarding events: used once
     /// nothing more can be delivered (a refused handshake, a closing connection).
-    pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>, write_cx: &mut Context<'_>) -> Poll<()> {
-        while ready!(self.poll_event(cx, write_cx)).is_some() {}
+    pub(crate) fn poll_finish(
+        &mut self,
+        cx: &mut Context<'_>,
+        write_cx: &mut Context<'_>,
+        wakes: Option<u64>,
+    ) -> Poll<()> {
+        while ready!(self.poll_event(cx, write_cx, wakes)).is_some() {}
         Poll::Ready(())
     }
 
@@ -243,12 +283,12 @@ impl<T: Transport, R: Timer> Io<T, R> {
     /// (the handshake): everything wakes `cx`.
     pub(crate) fn poll_event_alone(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         let mut write_cx = Context::from_waker(cx.waker());
-        self.poll_event(cx, &mut write_cx)
+        self.poll_event(cx, &mut write_cx, None)
     }
 
     /// [`poll_finish`](Self::poll_finish) for a single task that owns the transport.
     pub(crate) fn poll_finish_alone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut write_cx = Context::from_waker(cx.waker());
-        self.poll_finish(cx, &mut write_cx)
+        self.poll_finish(cx, &mut write_cx, None)
     }
 }

@@ -20,6 +20,7 @@
 //! - **Fan-out**: [`Sender::push_shared`] queues a pre-encoded frame and wakes the
 //!   connection's own task, which writes it along with anything else queued.
 
+mod clock;
 mod error;
 mod handshake;
 mod io;
@@ -28,6 +29,7 @@ mod socket;
 mod transport;
 mod wake;
 
+pub use clock::Clocked;
 pub use error::Error;
 pub use handshake::{PendingRequest, accept, client_handshake, read_request};
 pub use runtime::{Runtime, connect, parse_url};

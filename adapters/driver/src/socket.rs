@@ -31,15 +31,18 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     /// Runs `f` for the receiving task: it is recorded as the receiver, its
-    /// waker serves reads and the timer, the shared waker serves writes.
+    /// waker serves reads, the shared waker serves writes and the timer. `f` is
+    /// also given the shared waker's wake count, read once the receiver is
+    /// recorded (any later wake reaches it).
     fn with_receiver<O>(
         &self,
         cx: &mut Context<'_>,
-        f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>, &mut Context<'_>) -> O,
+        f: impl FnOnce(&mut Io<T, R>, &mut Context<'_>, &mut Context<'_>, Option<u64>) -> O,
     ) -> O {
         self.wakers.set_receiver(cx.waker());
+        let wakes = self.wakers.wakes();
         let mut write_cx = Context::from_waker(&self.io_waker);
-        f(self.lock().start_poll(), cx, &mut write_cx)
+        f(self.lock().start_poll(), cx, &mut write_cx, Some(wakes))
     }
 
     /// Polls `f` for a sending task, which writes with the shared waker. Most sends
@@ -72,9 +75,9 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     fn poll_incoming(&self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        self.with_receiver(cx, |io, cx, write_cx| {
+        self.with_receiver(cx, |io, cx, write_cx, wakes| {
             loop {
-                match ready!(io.poll_event(cx, write_cx)) {
+                match ready!(io.poll_event(cx, write_cx, wakes)) {
                     None => return Poll::Ready(None),
                     Some(Event::Text(text)) => return Poll::Ready(Some(Incoming::Message(Message::Text(text)))),
                     Some(Event::Binary(data)) => return Poll::Ready(Some(Incoming::Message(Message::Binary(data)))),
@@ -92,9 +95,9 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     /// Makes a call into the core from a task other than the connection's own (or
-    /// from it, outside a poll): the clock is read at the call, because a time
-    /// cached by the receiving task may be long past (an idle connection's task
-    /// sleeps). If the call changed the connection's state or produced events (a
+    /// from it, outside a poll): the clock is read at the call (or taken from the
+    /// [`Clocked`](crate::Clocked) poll in progress), because a time cached by the
+    /// receiving task may be long past (an idle connection's task sleeps). If the call changed the connection's state or produced events (a
     /// close armed its timer, a slow consumer was failed, a due deadline fired),
     /// the receiving task is woken to act on it.
     fn call(
@@ -102,7 +105,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         wakers: &Wakers,
         f: impl FnOnce(&mut Connection, Instant) -> Result<(), LocalError>,
     ) -> Result<(), Error> {
-        Self::call_at(io, wakers, Instant::now(), f)
+        Self::call_at(io, wakers, crate::clock::now(), f)
     }
 
     /// [`call`](Self::call) with a clock reading the caller just took.
@@ -237,7 +240,8 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
     /// arrive meanwhile are discarded.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.shared.close(code, reason).await?;
-        poll_fn(|cx| self.shared.with_receiver(cx, |io, cx, write_cx| io.poll_finish(cx, write_cx))).await;
+        poll_fn(|cx| self.shared.with_receiver(cx, |io, cx, write_cx, wakes| io.poll_finish(cx, write_cx, wakes)))
+            .await;
         Ok(())
     }
 
@@ -364,7 +368,7 @@ impl<T: Transport, R: Timer> Sender<T, R> {
 
     /// Queues a frame encoded once for many connections; see [`push`](Self::push).
     pub fn push_shared(&self, frame: &SharedFrame) -> Result<(), Error> {
-        self.push_shared_at(Instant::now(), frame)
+        self.push_shared_at(crate::clock::now(), frame)
     }
 
     /// [`push_shared`](Self::push_shared) with a clock reading taken by the caller:

@@ -1,12 +1,17 @@
 //! How the tasks that share a connection are woken.
 //!
-//! The task that receives polls reads and the timer with its own waker: the hot
-//! path costs what it costs on a plain socket. Writes are different: the receiver
+//! The task that receives polls reads with its own waker: the hot path costs what
+//! it costs on a plain socket. Writes are different: the receiver
 //! (flushing pongs and pushed frames) and sending tasks (waiting for room) may poll
 //! the same transport, and most transports remember one waker per direction, so a
 //! later poll would silently replace an earlier task's registration. Writes are
 //! therefore polled with one shared waker, [`Wakers`], which wakes the receiver and
 //! every task registered as waiting to send; each re-checks its own condition.
+//!
+//! The runtime's timer is polled with the shared waker too, and its wake count
+//! says whether the timer can have fired since it was last polled: a receiver
+//! waiting for input need not poll an unchanged timer again (see
+//! `Io::poll_timer`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

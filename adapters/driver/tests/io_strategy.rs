@@ -186,13 +186,15 @@ fn a_ping_flood_from_a_peer_that_does_not_read_is_bounded() {
     assert_eq!(wire.lock().unwrap().reads, reads, "no more reading while the backlog is full");
 }
 
-/// A timer that records how often it was moved, and is due once the real clock
-/// passes its deadline.
+/// A timer that records how often it was moved and polled, and is due once the
+/// real clock passes its deadline (a thread wakes the waker it was polled with
+/// then, as a runtime's timer would).
 struct RecordingTimer {
     deadline: Option<Instant>,
 }
 
 static RESETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static POLLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Timer for RecordingTimer {
     fn unarmed() -> Self {
@@ -202,10 +204,19 @@ impl Timer for RecordingTimer {
         RESETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.deadline = Some(deadline);
     }
-    fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        POLLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.deadline {
             Some(at) if Instant::now() >= at => Poll::Ready(()),
-            _ => Poll::Pending,
+            Some(at) => {
+                let waker = cx.waker().clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    waker.wake();
+                });
+                Poll::Pending
+            }
+            None => Poll::Pending,
         }
     }
 }
@@ -218,6 +229,7 @@ fn messages_do_not_move_the_runtime_timer_and_keepalive_still_fires() {
         open_with_timer::<RecordingTimer>(Config { keepalive_interval: Some(interval), ..Config::default() });
     assert!(poll_once(ws.recv()).is_pending(), "armed for the keepalive");
     let armed = RESETS.load(std::sync::atomic::Ordering::Relaxed);
+    let polled = POLLS.load(std::sync::atomic::Ordering::Relaxed);
     // Every message pushes the keepalive deadline later; the runtime's timer is
     // not moved for that (it used to be, once per message).
     for i in 0..200 {
@@ -227,6 +239,8 @@ fn messages_do_not_move_the_runtime_timer_and_keepalive_still_fires() {
         assert!(poll_once(ws.recv()).is_pending());
     }
     assert_eq!(RESETS.load(std::sync::atomic::Ordering::Relaxed), armed, "no reset per message");
+    // Nor is it polled again while it has not woken the task: it cannot have fired.
+    assert_eq!(POLLS.load(std::sync::atomic::Ordering::Relaxed), polled, "no timer poll per message");
     // Silence: the early timer fires for nothing, is moved to the real deadline,
     // and the ping goes out once the peer has been silent for the interval.
     let silent_since = Instant::now();

@@ -129,7 +129,10 @@ async fn chinwag_echo<R: Runtime>(addr: SocketAddr) -> std::io::Result<()> {
     let config = Arc::new(echo_config());
     loop {
         let (io, _) = R::accept(&listener).await?;
-        R::spawn(chinwag_echo_connection(chinwag_driver::accept::<_, R::Timer>(io, config.clone())));
+        R::spawn(chinwag_driver::Clocked::new(chinwag_echo_connection(chinwag_driver::accept::<_, R::Timer>(
+            io,
+            config.clone(),
+        ))));
     }
 }
 
@@ -165,10 +168,13 @@ fn per_core(addr: SocketAddr, threads: usize) -> std::io::Result<()> {
                     loop {
                         let (stream, _) = listener.accept().await?;
                         stream.set_nodelay(true)?;
-                        tokio::spawn(chinwag_echo_connection(chinwag_driver::accept::<_, chinwag_tokio::TokioTimer>(
+                        tokio::spawn(chinwag_driver::Clocked::new(chinwag_echo_connection(chinwag_driver::accept::<
+                            _,
+                            chinwag_tokio::TokioTimer,
+                        >(
                             chinwag_tokio::TokioIo(stream),
                             config.clone(),
-                        )));
+                        ))));
                     }
                 })
             })

@@ -184,7 +184,9 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
         // the handshake (freed once the connection is open), not the transport,
         // the peer's address and the settings that only the handshake needs.
         let opening = Box::pin(open::<R>(io, peer, settings.clone(), deflate));
-        R::spawn(echo_connection::<R>(opening, echo));
+        // One clock reading per wake-up of the task serves its receive, its
+        // reply and its next wait.
+        R::spawn(chinwag_driver::Clocked::new(echo_connection::<R>(opening, echo)));
     }
     // Closed now, as the service's server does: a client that connects during
     // the drain is refused at once instead of waiting in the backlog for a reset.
