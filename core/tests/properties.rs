@@ -380,6 +380,50 @@ proptest! {
         prop_assert!(out.is_empty(), "our output is whole frames");
     }
 
+    /// Frames with arbitrary header fields and payloads (invalid UTF-8, reserved
+    /// bits, missing masks, lengths over the limits, fragments, control opcodes):
+    /// the same events and output whether each arrives whole (a whole message is
+    /// read in one step) or split (the general path, a piece at a time).
+    #[test]
+    fn whole_frames_read_as_split_ones(
+        frames in proptest::collection::vec(
+            (
+                any::<bool>(),
+                prop_oneof![6 => Just(0u8), 1 => 0u8..8],
+                prop_oneof![Just(0u8), Just(1), Just(2), Just(3), Just(9), Just(10)],
+                prop_oneof![8 => Just(true), 1 => Just(false)],
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    "[a-z\u{e9}\u{20ac}\u{1f600}]{0,20}".prop_map(String::into_bytes),
+                    proptest::collection::vec(any::<u8>(), 1990..2010),
+                ],
+            ),
+            1..6,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let (request, _) = handshake_bytes();
+        let mut wire = BytesMut::new();
+        for (fin, rsv, opcode, masked, payload) in &frames {
+            let mask = masked.then_some([5, 6, 7, 8]);
+            let header = FrameHeader { fin: *fin, rsv: *rsv, opcode: *opcode, mask, payload_len: payload.len() as u64 };
+            let mut buf = [0u8; MAX_HEADER_LEN];
+            let n = header.encode(&mut buf);
+            wire.put_slice(&buf[..n]);
+            let start = wire.len();
+            wire.put_slice(payload);
+            if let Some(m) = mask {
+                apply_mask(&mut wire[start..], m, 0);
+            }
+        }
+        let open = || open_server(&request);
+        let [whole, pieces] = feed_both(&open, &wire, &cuts);
+        prop_assert_eq!(&whole, &pieces);
+        let bytewise: Vec<usize> = (0..wire.len()).collect();
+        let [_, bytes] = feed_both(&open, &wire, &bytewise);
+        prop_assert_eq!(&whole, &bytes);
+    }
+
     /// Whether a driver takes events after every read or only after reading all it
     /// can, an echoing server answers the same: every echo of a message before a
     /// violation leaves before the close it causes (Autobahn 4.1.4 with the text

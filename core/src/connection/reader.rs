@@ -108,6 +108,10 @@ impl Connection {
         // is "while none waits".
         debug_assert!(self.events.is_empty(), "parsing starts with no event waiting");
         while !matches!(self.phase, Phase::Closed { .. }) && self.events.is_empty() {
+            if let Some(used) = self.read_whole_message(data) {
+                data = &data[used..];
+                continue;
+            }
             if self.reader.frame.is_none() {
                 let header = match self.reader.take_header(&mut data) {
                     Ok(Some(header)) => header,
@@ -166,6 +170,45 @@ impl Connection {
             self.end_frame();
         }
         total - data.len()
+    }
+
+    /// The common case in one step: `data` starts with a whole unfragmented,
+    /// uncompressed data frame, read between messages and within the size limits.
+    /// Such a frame is the whole message, so it needs none of the state that
+    /// carries a frame or a message across calls: it is unmasked into a buffer
+    /// of its exact size, checked for UTF-8 at once and reported. Returns the
+    /// bytes used, or `None` (nothing done) for anything else, which the general
+    /// path reads with the same outcome.
+    #[inline]
+    fn read_whole_message(&mut self, data: &[u8]) -> Option<usize> {
+        if self.reader.header_len != 0 || self.reader.frame.is_some() || self.reader.message.is_some() {
+            return None;
+        }
+        let (header, header_len) = FrameHeader::decode(data).ok()??;
+        let text = match (header.fin, header.rsv, header.opcode) {
+            (true, 0, 0x1) => true,
+            (true, 0, 0x2) => false,
+            _ => return None,
+        };
+        if header.mask.is_some() != (self.role == Role::Server) {
+            return None;
+        }
+        let len = header.payload_len;
+        let limit = self.config.max_frame_size.min(self.config.max_message_size);
+        if len > limit as u64 || len > (data.len() - header_len) as u64 {
+            return None;
+        }
+        let payload = &data[header_len..header_len + len as usize];
+        let mut message = BytesMut::new();
+        let ascii = copy_masked(&mut message, payload, header.mask.unwrap_or([0; 4]), 0);
+        if !text {
+            self.events.push(Event::Binary(message.freeze()));
+        } else if ascii || simdutf8::basic::from_utf8(&message).is_ok() {
+            self.events.push(Event::Text(Utf8Bytes::from_validated(message.freeze())));
+        } else {
+            self.fail(ProtocolError::InvalidUtf8);
+        }
+        Some(header_len + len as usize)
     }
 
     /// Inflates a piece of a compressed message's payload (masked with `mask`
