@@ -10,18 +10,19 @@ use crate::deflate::InflateError;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, apply_mask, copy_masked};
 use crate::utf8::Utf8Validator;
 
-/// Read state between calls to `receive`. It holds no heap memory between messages.
+/// Read state between calls to `receive`. It holds no heap memory between
+/// messages, and is small: every idle connection carries it. The frame and the
+/// message in progress are boxed, since most messages arrive whole and are read
+/// in one step without either (`read_whole_message`).
 #[derive(Debug, Default)]
 pub(super) struct Reader {
     /// A header split across calls.
     header: [u8; MAX_HEADER_LEN],
     header_len: u8,
     /// The frame whose payload is being read.
-    frame: Option<FrameInProgress>,
+    frame: Option<Box<FrameInProgress>>,
     /// The data message being assembled, possibly over several frames.
-    message: Option<MessageInProgress>,
-    /// The payload of the control frame being read.
-    control: ControlPayload,
+    message: Option<Box<MessageInProgress>>,
 }
 
 #[derive(Debug)]
@@ -32,6 +33,8 @@ struct FrameInProgress {
     /// Payload bytes read so far.
     read: u64,
     remaining: u64,
+    /// The payload of a control frame (at most 125 bytes; empty for data frames).
+    control: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -52,13 +55,6 @@ struct MessageInProgress {
 /// size, from a buffer on the stack: the payload is never copied whole, and UTF-8
 /// is checked on what each piece inflates to.
 const INFLATE_STEP: usize = 4096;
-
-/// The payload of a control frame, at most 125 bytes, on the heap only while a
-/// control frame is read (an idle connection should not carry it).
-#[derive(Debug, Default)]
-struct ControlPayload {
-    buf: Vec<u8>,
-}
 
 impl Reader {
     /// Takes a frame header from `data`, keeping a partial one for the next call.
@@ -135,7 +131,7 @@ impl Connection {
             frame.remaining -= n as u64;
             let done = frame.remaining == 0;
             if frame.opcode.is_control() {
-                let buf = &mut self.reader.control.buf;
+                let buf = &mut frame.control;
                 let start = buf.len();
                 buf.extend_from_slice(piece);
                 apply_mask(&mut buf[start..], mask, phase);
@@ -289,7 +285,6 @@ impl Connection {
             if len > MAX_CONTROL_PAYLOAD as u64 {
                 return Err(ProtocolError::ControlTooLong);
             }
-            self.reader.control.buf = Vec::with_capacity(len as usize);
         } else {
             match (opcode, &self.reader.message) {
                 (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
@@ -330,14 +325,14 @@ impl Connection {
                 return Err(ProtocolError::MessageTooLarge);
             }
             if opcode != OpCode::Continuation {
-                self.reader.message = Some(MessageInProgress {
+                self.reader.message = Some(Box::new(MessageInProgress {
                     text: opcode == OpCode::Text,
                     data: BytesMut::new(),
                     utf8: Utf8Validator::new(),
                     len: 0,
                     skip: false,
                     compressed,
-                });
+                }));
             }
             let message = self.reader.message.as_mut().expect("a message is in progress");
             message.len = so_far.saturating_add(len);
@@ -358,13 +353,14 @@ impl Connection {
             // memory. The message grows with the bytes that arrive (a frame that
             // arrives whole is copied into an allocation of its exact size).
         }
-        self.reader.frame = Some(FrameInProgress {
+        self.reader.frame = Some(Box::new(FrameInProgress {
             opcode,
             fin: header.fin,
             mask: header.mask.unwrap_or([0; 4]),
             read: 0,
             remaining: len,
-        });
+            control: if opcode.is_control() { Vec::with_capacity(len as usize) } else { Vec::new() },
+        }));
         Ok(())
     }
 
@@ -406,7 +402,7 @@ impl Connection {
                 }
             }
             OpCode::Ping => {
-                let payload = Bytes::from(std::mem::take(&mut self.reader.control.buf));
+                let payload = Bytes::from(frame.control);
                 // Answered while open. Our close frame is the last frame we send, so
                 // a ping that arrives after it goes unanswered: the peer has our
                 // close frame instead, and answering would put a frame after it.
@@ -416,11 +412,11 @@ impl Connection {
                 self.events.push(Event::Ping(payload));
             }
             OpCode::Pong => {
-                let payload = Bytes::from(std::mem::take(&mut self.reader.control.buf));
+                let payload = Bytes::from(frame.control);
                 self.events.push(Event::Pong(payload));
             }
             OpCode::Close => {
-                let payload = std::mem::take(&mut self.reader.control.buf);
+                let payload = frame.control;
                 match parse_close_payload(&payload) {
                     Ok((code, reason)) => {
                         let reason = reason.to_owned();

@@ -13,18 +13,28 @@ pub(super) enum Keepalive {
     Dead,
 }
 
+/// Which deadline [`Timers::deadline`] is. A connection has at most one at a
+/// time: the handshake's before it opens; while open, the pong's once a keepalive
+/// ping is out; once closing, the close handshake's (or, once closed, the linger
+/// for queued output and a client's wait for the server's EOF). Closing clears
+/// keepalive, and opening the handshake's, so one field holds them all: every idle
+/// connection carries these timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Handshake,
+    Pong,
+    Close,
+}
+
 #[derive(Debug)]
 pub(super) struct Timers {
     now: Instant,
-    handshake: Option<Instant>,
     /// The keepalive interval, once open (if keepalive is on).
     keepalive: Option<Duration>,
     last_activity: Instant,
-    /// When the outstanding keepalive ping expires.
-    pong_deadline: Option<Instant>,
-    /// The close handshake deadline, or (once closed) the linger for queued output
-    /// and a client's wait for the server's EOF.
-    close: Option<Instant>,
+    /// The deadline of the phase (see [`Kind`]).
+    deadline: Option<Instant>,
+    kind: Kind,
     /// No deadline falls before this instant (`None`: none is armed). A lower bound,
     /// kept so that the common call, with nothing due, costs one comparison:
     /// receiving data moves the keepalive deadline later without touching it.
@@ -47,7 +57,26 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 impl Timers {
     pub(super) fn new(now: Instant, handshake_timeout: Option<Duration>) -> Self {
         let handshake = handshake_timeout.and_then(|t| deadline(now, t));
-        Self { now, handshake, keepalive: None, last_activity: now, pong_deadline: None, close: None, due: handshake }
+        Self { now, keepalive: None, last_activity: now, deadline: handshake, kind: Kind::Handshake, due: handshake }
+    }
+
+    /// The phase's deadline, if it is of `kind`.
+    fn get(&self, kind: Kind) -> Option<Instant> {
+        if self.kind == kind { self.deadline } else { None }
+    }
+
+    /// Clears the phase's deadline, if it is of `kind`.
+    fn clear(&mut self, kind: Kind) {
+        if self.kind == kind {
+            self.deadline = None;
+        }
+    }
+
+    /// Makes `at` the phase's deadline, replacing any other.
+    fn set(&mut self, kind: Kind, at: Option<Instant>) {
+        self.kind = kind;
+        self.deadline = at;
+        self.arm(at);
     }
 
     /// Moves the clock to `now` (never backwards) and says whether a deadline may
@@ -72,16 +101,16 @@ impl Timers {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        let keepalive = match (self.pong_deadline, self.keepalive) {
-            (Some(deadline), _) => Some(deadline),
+        // A pong's deadline stands in for the keepalive interval's.
+        let keepalive = match (self.get(Kind::Pong), self.keepalive) {
             (None, Some(interval)) => deadline(self.last_activity, interval),
-            (None, None) => None,
+            _ => None,
         };
-        earliest(earliest(self.handshake, keepalive), self.close)
+        earliest(self.deadline, keepalive)
     }
 
     pub(super) fn opened(&mut self, keepalive: Option<Duration>) {
-        self.handshake = None;
+        self.clear(Kind::Handshake);
         self.keepalive = keepalive;
         self.last_activity = self.now;
         self.refresh_due();
@@ -90,11 +119,11 @@ impl Timers {
     /// Bytes arrived: the peer is alive.
     pub(super) fn activity(&mut self) {
         self.last_activity = self.now;
-        self.pong_deadline = None;
+        self.clear(Kind::Pong);
     }
 
     pub(super) fn keepalive_due(&self) -> Keepalive {
-        match (self.pong_deadline, self.keepalive) {
+        match (self.get(Kind::Pong), self.keepalive) {
             (Some(deadline), _) if self.now >= deadline => Keepalive::Dead,
             (None, Some(interval)) if deadline(self.last_activity, interval).is_some_and(|d| self.now >= d) => {
                 Keepalive::SendPing
@@ -104,46 +133,41 @@ impl Timers {
     }
 
     pub(super) fn ping_sent(&mut self, timeout: Duration) {
-        self.pong_deadline = deadline(self.now, timeout);
-        if self.pong_deadline.is_none() {
+        let pong = deadline(self.now, timeout);
+        if pong.is_none() {
             // A timeout too long to represent never expires; keep pinging no more.
             self.keepalive = None;
         }
-        self.arm(self.pong_deadline);
+        self.set(Kind::Pong, pong);
     }
 
     pub(super) fn handshake_expired(&self) -> bool {
-        self.handshake.is_some_and(|d| self.now >= d)
+        self.get(Kind::Handshake).is_some_and(|d| self.now >= d)
     }
 
     pub(super) fn clear_handshake(&mut self) {
-        self.handshake = None;
+        self.clear(Kind::Handshake);
     }
 
     /// Our close frame is queued: wait for the answer up to `timeout`; keepalive
     /// stops (nothing may be sent after a close frame).
     pub(super) fn arm_close(&mut self, timeout: Duration) {
-        self.close = deadline(self.now, timeout);
         self.keepalive = None;
-        self.pong_deadline = None;
-        self.arm(self.close);
+        self.set(Kind::Close, deadline(self.now, timeout));
     }
 
     pub(super) fn close_expired(&self) -> bool {
-        self.close.is_some_and(|d| self.now >= d)
+        self.get(Kind::Close).is_some_and(|d| self.now >= d)
     }
 
     pub(super) fn clear_close(&mut self) {
-        self.close = None;
+        self.clear(Kind::Close);
     }
 
     /// The connection is over: only the linger (queued output, a client's wait for
     /// the server's EOF) may remain.
     pub(super) fn closed(&mut self, linger: Option<Duration>) {
-        self.handshake = None;
         self.keepalive = None;
-        self.pong_deadline = None;
-        self.close = linger.and_then(|t| deadline(self.now, t));
-        self.arm(self.close);
+        self.set(Kind::Close, linger.and_then(|t| deadline(self.now, t)));
     }
 }
