@@ -13,7 +13,7 @@
 //! waiting for input need not poll an unchanged timer again (see
 //! `Io::poll_timer`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Wake, Waker};
 
@@ -25,6 +25,11 @@ pub(crate) struct Wakers {
     /// [`Wakers::wait_to_send`]). Changed and compared under `inner`'s lock; read
     /// without it, so that a send that does not wait takes no lock here.
     wakes: AtomicU64,
+    /// The data and vtable pointers of the recorded receiver: what
+    /// [`Waker::will_wake`] compares. Only the receiving task records itself,
+    /// from a `&mut` handle, so no two calls of [`Wakers::set_receiver`] run at
+    /// once, and a receiver that finds itself recorded takes no lock.
+    receiver_id: [AtomicUsize; 2],
 }
 
 #[derive(Default)]
@@ -41,12 +46,17 @@ impl Wakers {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records the receiving task.
+    /// Records the receiving task. It is the same task poll after poll, so the
+    /// common call compares two pointers and takes no lock.
     pub(crate) fn set_receiver(&self, waker: &Waker) {
-        let mut inner = self.lock();
-        if !inner.receiver.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            inner.receiver = Some(waker.clone());
+        let id = [waker.data() as usize, waker.vtable() as *const _ as usize];
+        if self.receiver_id[0].load(Ordering::Relaxed) == id[0] && self.receiver_id[1].load(Ordering::Relaxed) == id[1] {
+            return;
         }
+        let mut inner = self.lock();
+        inner.receiver = Some(waker.clone());
+        self.receiver_id[0].store(id[0], Ordering::Relaxed);
+        self.receiver_id[1].store(id[1], Ordering::Relaxed);
     }
 
     /// The transport's wake count, read before a sending task polls it.
