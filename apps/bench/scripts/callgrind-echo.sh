@@ -8,8 +8,9 @@
 # Usage: apps/bench/scripts/callgrind-echo.sh [chinwag binary] [size] [connections] [short s] [long s]
 #   (the binary may also be target/release/chinwag-example-event-loop-echo or
 #   -blocking-echo, which take the address alone; or target/release/chinwag-bench
-#   with KIND=fastwebsockets-one-thread or KIND=raw-tcp-one-thread in the
-#   environment, to measure a peer the same way)
+#   with KIND=fastwebsockets-one-thread, KIND=raw-tcp-one-thread or any other
+#   of its server kinds (chinwag-smol, raw-tcp-smol, ...) in the environment, to
+#   measure a peer or a runtime the same way)
 #   (defaults: target/release/chinwag 1024 10 2 6; chinwag-bench is taken from target/release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"

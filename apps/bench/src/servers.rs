@@ -48,6 +48,11 @@ pub(crate) enum Kind {
     /// Raw TCP echo on a single current-thread runtime: the machine's limit for
     /// this load.
     RawTcpOneThread,
+    /// Raw TCP echo on smol, through chinwag-futures' transport: what smol itself
+    /// costs, for comparison with chinwag-smol.
+    RawTcpSmol,
+    /// The same on async-std.
+    RawTcpAsyncStd,
     /// chinwag fan-out: chinwag-service, subscribers in one group, the publisher's
     /// messages pushed to the group (encoded once, shared); tokio multi-thread.
     ChinwagFanout,
@@ -61,7 +66,7 @@ pub(crate) enum Kind {
 impl Kind {
     /// Whether clients talk WebSocket to it (all but raw TCP).
     pub(crate) fn is_websocket(self) -> bool {
-        !matches!(self, Kind::RawTcp | Kind::RawTcpOneThread)
+        !matches!(self, Kind::RawTcp | Kind::RawTcpOneThread | Kind::RawTcpSmol | Kind::RawTcpAsyncStd)
     }
 
     /// The short name used in tables.
@@ -79,6 +84,8 @@ impl Kind {
             Kind::FastwebsocketsOneThread => "fastwebsockets-1-thread",
             Kind::RawTcp => "raw-tcp",
             Kind::RawTcpOneThread => "raw-tcp-1-thread",
+            Kind::RawTcpSmol => "raw-tcp-smol",
+            Kind::RawTcpAsyncStd => "raw-tcp-async-std",
             Kind::ChinwagFanout => "chinwag",
             Kind::ChinwagFanoutOneThread => "chinwag-1-thread",
             Kind::TungsteniteFanout => "tokio-tungstenite",
@@ -107,6 +114,8 @@ pub(crate) fn run(kind: Kind, addr: SocketAddr) -> std::io::Result<()> {
         Kind::FastwebsocketsOneThread => one_thread().block_on(fastwebsockets_echo(addr)),
         Kind::RawTcp => multi_thread().block_on(raw_echo(addr)),
         Kind::RawTcpOneThread => one_thread().block_on(raw_echo(addr)),
+        Kind::RawTcpSmol => chinwag_futures::Smol::block_on(raw_echo_on::<chinwag_futures::Smol>(addr)),
+        Kind::RawTcpAsyncStd => chinwag_futures::AsyncStd::block_on(raw_echo_on::<chinwag_futures::AsyncStd>(addr)),
         Kind::ChinwagFanout => chinwag_tokio::Tokio::block_on(chinwag_fanout(addr)),
         Kind::ChinwagFanoutOneThread => one_thread().block_on(chinwag_fanout(addr)),
         Kind::TungsteniteFanout => multi_thread().block_on(tungstenite_fanout(addr)),
@@ -277,6 +286,32 @@ async fn raw_echo(addr: SocketAddr) -> std::io::Result<()> {
         }
     })
     .await
+}
+
+/// A raw TCP echo on runtime `R`, through the same transport chinwag's driver
+/// uses on it: the difference to chinwag's echo on `R` is chinwag's own work.
+async fn raw_echo_on<R: Runtime>(addr: SocketAddr) -> std::io::Result<()> {
+    let listener = R::bind(addr).await?;
+    loop {
+        let (mut io, _) = R::accept(&listener).await?;
+        R::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = match std::future::poll_fn(|cx| io.poll_read(cx, &mut buf)).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut written = 0;
+                while written < n {
+                    let slice = [std::io::IoSlice::new(&buf[written..n])];
+                    match std::future::poll_fn(|cx| io.poll_write_vectored(cx, &slice)).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => written += k,
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// chinwag fan-out: `/sub` joins the room, `/pub` publishes to it.
