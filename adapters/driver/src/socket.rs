@@ -97,9 +97,14 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     /// Makes a call into the core from a task other than the connection's own (or
     /// from it, outside a poll): the clock is read at the call (or taken from the
     /// [`Clocked`](crate::Clocked) poll in progress), because a time cached by the
-    /// receiving task may be long past (an idle connection's task sleeps). If the call changed the connection's state or produced events (a
-    /// close armed its timer, a slow consumer was failed, a due deadline fired),
-    /// the receiving task is woken to act on it.
+    /// receiving task may be long past (an idle connection's task sleeps).
+    ///
+    /// If the call changed the connection's state or produced events (a close
+    /// armed its timer, a slow consumer was failed, a due deadline fired), the
+    /// receiving task is woken to act on it. Events (or received bytes) that were
+    /// already waiting need no wake: whatever left them there was the receiving
+    /// task itself or woke it, so it knows. An echo answering pipelined messages
+    /// from its receiving task would otherwise wake itself once per message.
     fn call(
         io: &mut Io<T, R>,
         wakers: &Wakers,
@@ -115,10 +120,10 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         now: Instant,
         f: impl FnOnce(&mut Connection, Instant) -> Result<(), LocalError>,
     ) -> Result<(), Error> {
-        let before = io.conn.state();
+        let (before, waiting) = (io.conn.state(), io.conn.has_events());
         let out = f(&mut io.conn, now);
         let after = io.conn.state();
-        if after != before || io.conn.has_events() {
+        if after != before || (!waiting && io.conn.has_events()) {
             wakers.wake_receiver();
         }
         match out {

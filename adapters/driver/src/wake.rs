@@ -50,7 +50,8 @@ impl Wakers {
     /// common call compares two pointers and takes no lock.
     pub(crate) fn set_receiver(&self, waker: &Waker) {
         let id = [waker.data() as usize, waker.vtable() as *const _ as usize];
-        if self.receiver_id[0].load(Ordering::Relaxed) == id[0] && self.receiver_id[1].load(Ordering::Relaxed) == id[1] {
+        if self.receiver_id[0].load(Ordering::Relaxed) == id[0] && self.receiver_id[1].load(Ordering::Relaxed) == id[1]
+        {
             return;
         }
         let mut inner = self.lock();

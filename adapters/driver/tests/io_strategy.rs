@@ -140,6 +140,36 @@ fn a_pipelined_burst_is_answered_with_one_write() {
     assert!(wire.from_server.ends_with(&replies));
 }
 
+/// A waker that counts its wakes.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn answering_a_pipelined_burst_does_not_wake_the_receiving_task() {
+    let (mut ws, wire) = open(Config::default());
+    let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut cx = Context::from_waker(&waker);
+    let burst: Vec<u8> = (0..16).flat_map(|i| masked_text(&format!("m{i:02}"))).collect();
+    wire.lock().unwrap().to_server.extend_from_slice(&burst);
+    // The receiving task itself answers each message while the rest of the burst
+    // waits in the connection: it knows they are there, so nothing wakes it.
+    for i in 0..16 {
+        let Poll::Ready(Some(message)) = pin!(ws.recv()).poll(&mut cx) else { panic!("message {i}") };
+        assert!(pin!(ws.feed(&message)).poll(&mut cx).is_ready());
+    }
+    assert!(pin!(ws.recv()).poll(&mut cx).is_pending());
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 0, "woken by its own replies");
+}
+
 #[test]
 fn a_broken_transport_ends_the_connection_without_spinning() {
     let (mut ws, wire) = open(Config::default());
