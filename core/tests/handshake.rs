@@ -139,6 +139,18 @@ fn application_rejection() {
 }
 
 #[test]
+fn a_rejected_head_request_gets_no_body() {
+    let mut s = server();
+    s.receive(t0(), b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    drain_events(&mut s, t0());
+    s.reject(t0(), Rejection::new(StatusCode::NOT_FOUND, "no page here")).unwrap();
+    let response = text(&drain_transmit(&mut s));
+    assert!(response.starts_with("HTTP/1.1 404 Not Found\r\n"), "{response}");
+    assert!(response.ends_with("Content-Length: 12\r\nConnection: close\r\n\r\n"), "{response}");
+    assert!(s.is_finished());
+}
+
+#[test]
 fn client_handshake_failures() {
     let request = ClientRequest::new("ws://localhost/").unwrap();
     let cases: [(&[u8], HandshakeError); 3] = [

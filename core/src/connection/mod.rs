@@ -622,13 +622,17 @@ impl Connection {
     /// close timeout from `now`).
     pub fn reject(&mut self, now: Instant, rejection: Rejection) -> Result<(), LocalError> {
         self.handle_timeout(now);
-        if !matches!(self.phase, Phase::ServerDeciding(_)) {
+        let Phase::ServerDeciding(deciding) = &self.phase else {
             return Err(self.not_deciding());
-        }
+        };
+        let head_request = deciding.head_request;
         if !(rejection.status.is_client_error() || rejection.status.is_server_error()) {
             return Err(LocalError::InvalidRejectStatus(rejection.status.as_u16()));
         }
-        let response = crate::handshake::response::refusal(rejection.status, &rejection.reason, &rejection.headers);
+        // A HEAD request is answered without the body (RFC 9110 §9.3.2), its
+        // Content-Length still saying how long the body would be.
+        let response =
+            crate::handshake::response::refusal(rejection.status, &rejection.reason, &rejection.headers, head_request);
         self.out.tail().put_slice(&response);
         self.finish_handshake_phase();
         Ok(())
@@ -904,7 +908,10 @@ impl Connection {
     /// Refuses a request the core itself found invalid.
     fn refuse_request(&mut self, status: u16, reason: &str) {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-        let response = crate::handshake::response::refusal(code, reason, &http::HeaderMap::new());
+        // A HEAD request gets no body; one refused before it was parsed is not
+        // known to be HEAD, and gets the body.
+        let head_request = matches!(&self.phase, Phase::ServerDeciding(deciding) if deciding.head_request);
+        let response = crate::handshake::response::refusal(code, reason, &http::HeaderMap::new(), head_request);
         self.out.tail().put_slice(&response);
         self.handshake_failed(HandshakeError::Refused { status, reason: reason.to_owned() });
     }

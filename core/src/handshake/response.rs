@@ -148,14 +148,14 @@ pub(crate) fn closing_response(status: StatusCode, headers: &HeaderMap, body: &[
 }
 
 /// The response to a request refused with `status` and a plain-text `reason`.
-pub(crate) fn refusal(status: StatusCode, reason: &str, extra: &HeaderMap) -> BytesMut {
+pub(crate) fn refusal(status: StatusCode, reason: &str, extra: &HeaderMap, head_request: bool) -> BytesMut {
     let mut headers = extra.clone();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if status == StatusCode::UPGRADE_REQUIRED {
         headers.insert(http::header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    closing_response(status, &headers, reason.as_bytes(), false)
+    closing_response(status, &headers, reason.as_bytes(), head_request)
 }
 
 /// Writes the application's headers as they are (101 response).
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn refusal_426_names_the_version() {
-        let r = refusal(StatusCode::UPGRADE_REQUIRED, "only 13", &HeaderMap::new());
+        let r = refusal(StatusCode::UPGRADE_REQUIRED, "only 13", &HeaderMap::new(), false);
         let text = std::str::from_utf8(&r).unwrap();
         assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{text}");
         assert!(text.contains("sec-websocket-version: 13\r\n"), "{text}");
