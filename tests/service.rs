@@ -518,6 +518,81 @@ async fn shutdown_ends_the_wait<S: Runtime, C: Runtime>() {
     assert_eq!(gated.about("hal"), ["dropped hal"]);
 }
 
+/// Panics where asked: in `on_upgrade` or `on_open` (`?panic=upgrade|open`), in
+/// `on_text` (the text "panic"), in `on_http` (a plain request for `/panic`).
+struct Fragile;
+
+impl Service for Fragile {
+    fn on_http(&self, request: &Request, _: &chinwag_core::chat::Hub) -> HttpResponse {
+        assert!(request.path() != "/panic", "asked to, in on_http");
+        HttpResponse::new(StatusCode::OK, "text/plain", "fine")
+    }
+
+    fn on_upgrade(&self, cx: &mut Context<'_>) -> Decision {
+        assert!(cx.query("panic").as_deref() != Some("upgrade"), "asked to, in on_upgrade");
+        Decision::accept()
+    }
+
+    fn on_open(&self, cx: &mut Context<'_>) {
+        assert!(cx.query("panic").as_deref() != Some("open"), "asked to, in on_open");
+        cx.push_text("welcome");
+    }
+
+    fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
+        assert!(text.as_str() != "panic", "asked to, in on_text");
+        cx.push_text(format!("you said {text}"));
+    }
+}
+
+/// The connection whose hook panicked is closed with 1011 (a request gets 500);
+/// every other connection, the hub and the server go on.
+async fn a_panicking_hook_costs_only_its_connection<S: Runtime, C: Runtime>() {
+    let (addr, handle) = serve::<S, _>(|| Server::new(Fragile).route("/fragile/{user}").unwrap());
+    let connect_to = |path: &str| {
+        let url = parse_url(&format!("ws://{addr}{path}")).unwrap();
+        async move { connect::<C>(&url, Config::default()).await.unwrap() }
+    };
+    let ended_with_1011 = |ws: &Client<C>| {
+        let closed = ws.close_info().expect("closed");
+        assert_eq!((closed.code, closed.reason.as_str()), (CloseCode::INTERNAL_ERROR, "internal server error"));
+    };
+    let (mut ann, mut bob) = (connect_to("/fragile/ann").await, connect_to("/fragile/bob").await);
+    assert_eq!(next::<C>(&mut ann).await, "welcome");
+    assert_eq!(next::<C>(&mut bob).await, "welcome");
+
+    ann.send(&Message::text("panic")).await.unwrap();
+    assert!(timeout::<C, _>(LIMIT, ann.recv()).await.expect("closed in time").is_none());
+    ended_with_1011(&ann);
+    bob.send(&Message::text("hi")).await.unwrap();
+    assert_eq!(next::<C>(&mut bob).await, "you said hi");
+
+    let mut dan = connect_to("/fragile/dan?panic=open").await;
+    assert!(timeout::<C, _>(LIMIT, dan.recv()).await.expect("closed in time").is_none());
+    ended_with_1011(&dan);
+
+    let upgrade = upgrade_request(addr, "/fragile/cy?panic=upgrade");
+    let (status, body) = raw_answer::<C>(addr, upgrade.as_bytes()).await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 500 Internal Server Error", "internal server error"));
+    let (status, body) = raw_answer::<C>(addr, b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 500 Internal Server Error", "internal server error"));
+    let (status, body) = raw_answer::<C>(addr, b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "fine"));
+
+    // Counted; and nothing is wedged: a new connection is served, bob still is.
+    assert_eq!(handle.stats().hook_panics, 4);
+    let mut eve = connect_to("/fragile/eve").await;
+    assert_eq!(next::<C>(&mut eve).await, "welcome");
+    eve.send(&Message::text("hi")).await.unwrap();
+    assert_eq!(next::<C>(&mut eve).await, "you said hi");
+    bob.send(&Message::text("again")).await.unwrap();
+    assert_eq!(next::<C>(&mut bob).await, "you said again");
+    let deadline = Instant::now() + LIMIT;
+    while handle.connection_count() != 2 {
+        assert!(Instant::now() < deadline, "the panicked connections never left the hub");
+        C::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 chinwag_tests::runtime_suite! {
     limit: LIMIT * 3;
     scenarios: [
@@ -529,6 +604,7 @@ chinwag_tests::runtime_suite! {
         admit_refuses_upgrades_and_plain_requests,
         a_slow_admit_gets_503,
         shutdown_ends_the_wait,
+        a_panicking_hook_costs_only_its_connection,
     ];
     tokio: chinwag_tokio::Tokio => chinwag_tokio::Tokio;
     async_std: chinwag_futures::AsyncStd => chinwag_futures::AsyncStd;

@@ -38,6 +38,7 @@
 pub mod accept;
 mod admission;
 mod handle;
+mod hook_panic;
 mod limits;
 pub mod ops;
 mod route;

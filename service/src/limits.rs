@@ -90,6 +90,9 @@ pub struct Stats {
     /// Incoming messages dropped for being over the rate (the peer was warned), or
     /// from a peer being closed for flooding.
     pub messages_dropped: u64,
+    /// Calls of the service's hooks that panicked (each answered with a 500 or a
+    /// 1011 close of its connection).
+    pub hook_panics: u64,
 }
 
 /// The counters behind [`Stats`].
@@ -101,6 +104,7 @@ pub(crate) struct Counters {
     pub(crate) closed_slow: AtomicU64,
     pub(crate) closed_flooding: AtomicU64,
     pub(crate) messages_dropped: AtomicU64,
+    pub(crate) hook_panics: AtomicU64,
 }
 
 impl Counters {
@@ -117,6 +121,7 @@ impl Counters {
             closed_slow: get(&self.closed_slow),
             closed_flooding: get(&self.closed_flooding),
             messages_dropped: get(&self.messages_dropped),
+            hook_panics: get(&self.hook_panics),
         }
     }
 }

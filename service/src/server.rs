@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::accept::{ACCEPT_BACKOFF, race};
 use crate::admission::{Accepted, Over};
+use crate::hook_panic::{self, INTERNAL_ERROR};
 use crate::limits::Counters;
 use crate::ops::process::{encode_counter, encode_gauge};
 use crate::ops::{Admin, DisconnectReason, Metrics, Readiness, RefusalReason};
@@ -424,7 +425,7 @@ async fn handshake<R: Runtime, S: Service>(
         Some(Some(Ok(params))) => params,
         // A plain request off the route (the service's page): on_http's alone.
         Some(_) if !upgrade => {
-            let response = service.on_http(&request, &shared.lock().hub);
+            let response = http_page(shared, service, &request);
             let _ = pending.respond(response).await;
             return None;
         }
@@ -481,7 +482,7 @@ async fn handshake<R: Runtime, S: Service>(
     if !upgrade {
         // A ticket is for an upgrade to keep; a plain request has nowhere to keep it.
         drop(ticket);
-        let response = service.on_http(&request, &shared.lock().hub);
+        let response = http_page(shared, service, &request);
         let _ = pending.respond(response).await;
         return None;
     }
@@ -502,7 +503,9 @@ async fn handshake<R: Runtime, S: Service>(
         tracing::Span::current().record("conn", tracing::field::display(conn));
         let mut cx = Context::new(conn, &mut state.hub, client).with_request(&request, &params);
         cx.ticket = Some(&mut ticket);
-        match service.on_upgrade(&mut cx) {
+        let decision = hook_panic::catch(shared, "on_upgrade", || service.on_upgrade(&mut cx))
+            .unwrap_or_else(|| Decision::Reject(Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR)));
+        match decision {
             Decision::Reject(rejection) => {
                 shared.metrics.refused(RefusalReason::for_status(rejection.status.as_u16()));
                 state.hub.close(conn);
@@ -532,7 +535,9 @@ async fn handshake<R: Runtime, S: Service>(
                     // closing, not opening.
                     if state.hub.is_open(conn) {
                         let mut cx = Context::new(conn, &mut state.hub, client).with_request(&request, &params);
-                        service.on_open(&mut cx);
+                        if hook_panic::catch(shared, "on_open", || service.on_open(&mut cx)).is_none() {
+                            state.close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
+                        }
                     }
                     state.dispatch();
                     Ok((conn, receiver, writer))
@@ -603,10 +608,22 @@ async fn connection<R: Runtime, S: Service>(
     let Some((conn, mut receiver, client, _accepted)) = opening.await else { return };
 
     let mut flooded = false;
+    // A hook panicked: the connection is closing with 1011, and its hooks are
+    // not called again (what still arrives is discarded).
+    let mut failed = false;
     let mut rate = limits.message_rate.map(|limit| MessageRate::new(limit, Instant::now()));
     loop {
-        service.ready().await;
+        if !failed {
+            let mut ready = pin!(service.ready());
+            if poll_fn(|cx| hook_panic::poll_caught(&shared, "ready", ready.as_mut(), cx)).await.is_none() {
+                failed = true;
+                shared.lock().close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
+            }
+        }
         let Some(incoming) = receiver.recv_incoming().await else { break };
+        if failed {
+            continue;
+        }
         if let Incoming::Message(message) = &incoming {
             shared.metrics.messages_received.inc();
             shared.metrics.received_bytes.inc_by(message.payload().len() as u64);
@@ -614,17 +631,25 @@ async fn connection<R: Runtime, S: Service>(
         let verdict = rate.as_mut().map_or(Verdict::Allow, |rate| rate.check(Instant::now()));
         let mut state = shared.lock();
         let mut cx = Context::new(conn, &mut state.hub, client);
-        match verdict {
+        let called = match verdict {
             Verdict::Allow => match &incoming {
-                Incoming::Message(Message::Text(text)) => service.on_text(&mut cx, text),
-                Incoming::Message(Message::Binary(data)) => service.on_binary(&mut cx, data),
-                Incoming::Skipped(skipped) => service.on_skipped(&mut cx, skipped),
+                Incoming::Message(Message::Text(text)) => {
+                    hook_panic::catch(&shared, "on_text", || service.on_text(&mut cx, text))
+                }
+                Incoming::Message(Message::Binary(data)) => {
+                    hook_panic::catch(&shared, "on_binary", || service.on_binary(&mut cx, data))
+                }
+                Incoming::Skipped(skipped) => {
+                    hook_panic::catch(&shared, "on_skipped", || service.on_skipped(&mut cx, skipped))
+                }
             },
             Verdict::Drop { warn } => {
                 Counters::bump(&shared.counters.messages_dropped);
                 if warn {
                     tracing::info!(%conn, "incoming messages over the rate limit: dropping them");
-                    service.on_rate_limited(&mut cx);
+                    hook_panic::catch(&shared, "on_rate_limited", || service.on_rate_limited(&mut cx))
+                } else {
+                    Some(())
                 }
             }
             Verdict::Close => {
@@ -634,7 +659,12 @@ async fn connection<R: Runtime, S: Service>(
                     tracing::warn!(%conn, "closing a connection that kept flooding after its warning");
                     state.close(conn, MessageRate::CLOSE_CODE, FLOOD_REASON);
                 }
+                Some(())
             }
+        };
+        if called.is_none() {
+            failed = true;
+            state.close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
         }
         state.dispatch();
     }
@@ -654,7 +684,8 @@ async fn connection<R: Runtime, S: Service>(
     let mut state = shared.lock();
     state.detach(conn);
     let mut cx = Context::new(conn, &mut state.hub, client);
-    service.on_close(&mut cx, &closed);
+    // A panic here has nothing left to answer: it is logged and counted.
+    let _ = hook_panic::catch(&shared, "on_close", || service.on_close(&mut cx, &closed));
     state.hub.close(conn);
     state.dispatch();
 }
@@ -704,7 +735,9 @@ async fn wait_for_admit<T: Transport, Tm: Timer>(
     let mut gone = false;
     poll_fn(|cx| {
         // The answer first: most come at once, and then nothing else is set up.
-        if let Poll::Ready(answer) = answer.as_mut().poll(cx) {
+        if let Poll::Ready(answer) = hook_panic::poll_caught(shared, "admit", answer.as_mut(), cx) {
+            let answer = answer
+                .unwrap_or_else(|| Admit::Reject(Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR)));
             return Poll::Ready(if gone { Waited::Gone } else { Waited::Answered(answer) });
         }
         if !gone && closed.as_mut().poll(cx).is_ready() {
@@ -720,6 +753,16 @@ async fn wait_for_admit<T: Transport, Tm: Timer>(
         Poll::Ready(if gone { Waited::Gone } else { ended })
     })
     .await
+}
+
+/// The service's page for a plain HTTP request (`on_http`), or a 500 if it
+/// panicked. The hub's lock is taken outside the hook's call, so that a panic is
+/// caught before the lock is released and does not poison it.
+fn http_page<S: Service>(shared: &Shared, service: &S, request: &chinwag_core::Request) -> chinwag_core::HttpResponse {
+    let state = shared.lock();
+    hook_panic::catch(shared, "on_http", || service.on_http(request, &state.hub)).unwrap_or_else(|| {
+        chinwag_core::HttpResponse::new(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", INTERNAL_ERROR)
+    })
 }
 
 /// Resolves when the handshake's time is up: `timeout` from now (never without

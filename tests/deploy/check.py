@@ -75,7 +75,7 @@ SPEC_METRICS = {
     "chinwag_chat_rooms", "chinwag_chat_cluster_users", "chinwag_chat_malformed_entries_total",
     "chinwag_gateway_events_published_total", "chinwag_gateway_commands_total",
     "chinwag_gateway_bus_connected", "chinwag_gateway_outbox_events", "chinwag_gateway_events_dropped_total",
-    "chinwag_draining", "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+    "chinwag_draining", "chinwag_hook_panics_total", "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
 }
 
 

@@ -194,6 +194,7 @@ pub struct ServerMetrics {
     pub(crate) disconnects: Reasons,
     pub(crate) broadcast_seconds: Histogram,
     pub(crate) draining: Gauge,
+    pub(crate) hook_panics: Reasons,
 }
 
 impl ServerMetrics {
@@ -211,12 +212,16 @@ impl ServerMetrics {
             // 50 µs to about 13 s: one member to hundreds of thousands.
             broadcast_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 18)),
             draining: Gauge::default(),
+            hook_panics: Reasons::default(),
         };
         for reason in RefusalReason::ALL {
             let _ = metrics.refused.get_or_create(&[("reason", reason.label())]);
         }
         for reason in DisconnectReason::ALL {
             let _ = metrics.disconnects.get_or_create(&[("reason", reason.label())]);
+        }
+        for hook in crate::hook_panic::HOOKS {
+            let _ = metrics.hook_panics.get_or_create(&[("hook", hook)]);
         }
         let r = registry;
         r.register("chinwag_connections", "Open WebSocket connections", metrics.connections.clone());
@@ -258,7 +263,17 @@ impl ServerMetrics {
             metrics.broadcast_seconds.clone(),
         );
         r.register("chinwag_draining", "1 while the server drains before shutting down", metrics.draining.clone());
+        r.register(
+            "chinwag_hook_panics",
+            "Calls of the service's hooks that panicked (each answered with a 500 or a 1011 close), by hook",
+            metrics.hook_panics.clone(),
+        );
         metrics
+    }
+
+    /// Counts a panic of hook `hook`.
+    pub(crate) fn hook_panicked(&self, hook: &'static str) {
+        self.hook_panics.get_or_create(&[("hook", hook)]).inc();
     }
 
     /// Counts a refused upgrade or connection.
