@@ -528,7 +528,7 @@ async fn handshake<R: Runtime, S: Service>(
                         // Shutdown began during the handshake: close_all did not see us.
                         let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
                     }
-                    state.attach(conn, Box::new(sender));
+                    state.attach(conn, sender.into_any());
                     shared.metrics.connections_opened.inc();
                     shared.metrics.connections.inc();
                     // A connection its own on_upgrade closed has left the hub: it is

@@ -1,9 +1,9 @@
 //! The state every connection task of a server shares: the hub, and how to reach
 //! each open connection.
 
+use chinwag_core::CloseCode;
 use chinwag_core::chat::{ConnId, Delivery, Hub};
-use chinwag_core::{CloseCode, SharedFrame};
-use chinwag_driver::{Sender, Timer, Transport};
+use chinwag_driver::AnySender;
 use std::time::Instant;
 
 use crate::admission::Admission;
@@ -13,47 +13,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// A connection as the hub's deliveries reach it, whatever its runtime.
-pub(crate) trait Outlet: Send {
-    /// Queues `frame` at `now` (read once per dispatch); false when this push
-    /// found the connection's backlog over its bound and failed it with 1008 (once
-    /// per connection). A connection that is closing takes no more frames; that is
-    /// not an error.
-    fn push(&self, now: Instant, frame: &SharedFrame) -> bool;
-    fn close(&self, code: CloseCode, reason: &str);
-    /// Bytes queued and not yet written (read when metrics are scraped).
-    fn buffered(&self) -> usize;
-    /// Whether the backlog is over its high-water mark (read when scraped).
-    fn backlogged(&self) -> bool;
-}
-
-impl<T: Transport + Send, R: Timer + Send> Outlet for Sender<T, R> {
-    fn push(&self, now: Instant, frame: &SharedFrame) -> bool {
-        !matches!(self.push_shared_at(now, frame), Err(chinwag_driver::Error::SlowConsumer))
-    }
-
-    fn close(&self, code: CloseCode, reason: &str) {
-        let _ = self.push_close(code, reason);
-    }
-
-    fn buffered(&self) -> usize {
-        self.buffered_amount()
-    }
-
-    fn backlogged(&self) -> bool {
-        self.is_backlogged()
-    }
-}
-
 pub(crate) struct State {
     pub(crate) hub: Hub,
-    outlets: HashMap<ConnId, Box<dyn Outlet>>,
+    /// How to reach each open connection, whatever its runtime: a type-erased
+    /// `Sender`, the same pointer as the connection's own (no box per connection).
+    outlets: HashMap<ConnId, AnySender>,
     counters: Arc<Counters>,
     metrics: ServerMetrics,
 }
 
 impl State {
-    pub(crate) fn attach(&mut self, conn: ConnId, outlet: Box<dyn Outlet>) {
+    pub(crate) fn attach(&mut self, conn: ConnId, outlet: AnySender) {
         self.outlets.insert(conn, outlet);
     }
 
@@ -75,7 +45,10 @@ impl State {
                     let mut queued = 0u64;
                     for conn in &to {
                         if let Some(outlet) = self.outlets.get(conn) {
-                            if outlet.push(now, &frame) {
+                            // A connection that is closing takes no more frames; that is
+                            // not an error. A slow consumer's is, once per connection.
+                            let pushed = outlet.push_shared_at(now, &frame);
+                            if !matches!(pushed, Err(chinwag_driver::Error::SlowConsumer)) {
                                 queued += 1;
                             } else {
                                 Counters::bump(&self.counters.closed_slow);
@@ -92,7 +65,7 @@ impl State {
                 }
                 Delivery::Close { conn, code, reason } => {
                     if let Some(outlet) = self.outlets.get(&conn) {
-                        outlet.close(code, &reason);
+                        let _ = outlet.push_close(code, &reason);
                     }
                 }
             }
@@ -107,7 +80,7 @@ impl State {
     /// The bytes queued for all connections, and how many are backlogged.
     pub(crate) fn backlog(&self) -> (usize, usize) {
         self.outlets.values().fold((0, 0), |(bytes, backlogged), outlet| {
-            (bytes + outlet.buffered(), backlogged + usize::from(outlet.backlogged()))
+            (bytes + outlet.buffered_amount(), backlogged + usize::from(outlet.is_backlogged()))
         })
     }
 
@@ -115,14 +88,14 @@ impl State {
     /// close handshake ends and `on_close` runs.
     pub(crate) fn close(&self, conn: ConnId, code: CloseCode, reason: &str) {
         if let Some(outlet) = self.outlets.get(&conn) {
-            outlet.close(code, reason);
+            let _ = outlet.push_close(code, reason);
         }
     }
 
     /// Closes every open connection.
     pub(crate) fn close_all(&mut self, code: CloseCode, reason: &str) {
         for outlet in self.outlets.values() {
-            outlet.close(code, reason);
+            let _ = outlet.push_close(code, reason);
         }
     }
 }

@@ -33,7 +33,7 @@ pub use clock::Clocked;
 pub use error::Error;
 pub use handshake::{PendingRequest, accept, client_handshake, read_request};
 pub use runtime::{Runtime, connect, parse_url};
-pub use socket::{Incoming, Receiver, Sender, WebSocket};
+pub use socket::{AnySender, Incoming, Receiver, Sender, WebSocket};
 pub use transport::{Timer, Transport};
 
 pub use chinwag_core as core;

@@ -173,6 +173,29 @@ impl<T: Transport, R: Timer> Shared<T, R> {
         queued
     }
 
+    fn push_message(&self, message: &Message) -> Result<(), Error> {
+        self.push(|c, now| c.send(now, message))
+    }
+
+    fn push_shared_at(&self, now: Instant, frame: &SharedFrame) -> Result<(), Error> {
+        let queued = Self::call_at(&mut self.lock(), &self.wakers, now, |c, now| c.send_shared(now, frame));
+        // The receiving task writes what was queued.
+        self.wakers.wake_receiver();
+        queued
+    }
+
+    fn push_close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.push(|c, now| c.close(now, code, reason))
+    }
+
+    fn buffered_amount(&self) -> usize {
+        self.lock().conn.buffered_amount()
+    }
+
+    fn is_backlogged(&self) -> bool {
+        self.lock().conn.is_backlogged()
+    }
+
     // Plain functions returning the `poll_fn`, not `async fn`s: the future is
     // then three words, where an `async fn` around it doubles that, and an echo
     // task's size is set by the largest future it awaits.
@@ -330,6 +353,90 @@ impl<T: Transport, R: Timer> futures_core::Stream for Receiver<T, R> {
     }
 }
 
+/// What a connection's senders can do without waiting, whatever its transport and
+/// timer: the operations behind [`AnySender`].
+trait PushOnly: Send + Sync {
+    fn push_message(&self, message: &Message) -> Result<(), Error>;
+    fn push_shared_at(&self, now: Instant, frame: &SharedFrame) -> Result<(), Error>;
+    fn push_close(&self, code: CloseCode, reason: &str) -> Result<(), Error>;
+    fn buffered_amount(&self) -> usize;
+    fn is_backlogged(&self) -> bool;
+    fn state(&self) -> State;
+}
+
+impl<T: Transport + Send, R: Timer + Send> PushOnly for Shared<T, R> {
+    fn push_message(&self, message: &Message) -> Result<(), Error> {
+        Shared::push_message(self, message)
+    }
+    fn push_shared_at(&self, now: Instant, frame: &SharedFrame) -> Result<(), Error> {
+        Shared::push_shared_at(self, now, frame)
+    }
+    fn push_close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        Shared::push_close(self, code, reason)
+    }
+    fn buffered_amount(&self) -> usize {
+        Shared::buffered_amount(self)
+    }
+    fn is_backlogged(&self) -> bool {
+        Shared::is_backlogged(self)
+    }
+    fn state(&self) -> State {
+        self.lock().conn.state()
+    }
+}
+
+/// A [`Sender`] whose transport and timer types are erased
+/// ([`Sender::into_any`]), for a registry of connections that should not be
+/// generic over them (a server's hub, a shutdown list). It can do what does not
+/// wait: push messages, shared frames and a close, and read the backlog. It is
+/// the same pointer as the `Sender` it came from, without an allocation of its
+/// own, where a boxed `Sender` would add one per connection.
+#[derive(Clone)]
+pub struct AnySender(Arc<dyn PushOnly>);
+
+impl std::fmt::Debug for AnySender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnySender").field("state", &self.0.state()).finish()
+    }
+}
+
+impl AnySender {
+    /// See [`Sender::push`].
+    pub fn push(&self, message: &Message) -> Result<(), Error> {
+        self.0.push_message(message)
+    }
+
+    /// See [`Sender::push_shared`].
+    pub fn push_shared(&self, frame: &SharedFrame) -> Result<(), Error> {
+        self.0.push_shared_at(crate::clock::now(), frame)
+    }
+
+    /// See [`Sender::push_shared_at`].
+    pub fn push_shared_at(&self, now: Instant, frame: &SharedFrame) -> Result<(), Error> {
+        self.0.push_shared_at(now, frame)
+    }
+
+    /// See [`Sender::push_close`].
+    pub fn push_close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.0.push_close(code, reason)
+    }
+
+    /// See [`Sender::buffered_amount`].
+    pub fn buffered_amount(&self) -> usize {
+        self.0.buffered_amount()
+    }
+
+    /// See [`Sender::is_backlogged`].
+    pub fn is_backlogged(&self) -> bool {
+        self.0.is_backlogged()
+    }
+
+    /// See [`Sender::state`].
+    pub fn state(&self) -> State {
+        self.0.state()
+    }
+}
+
 /// The sending half of a [`WebSocket`]; clone it to send from many tasks.
 pub struct Sender<T, R> {
     shared: Arc<Shared<T, R>>,
@@ -338,6 +445,13 @@ pub struct Sender<T, R> {
 impl<T, R> Clone for Sender<T, R> {
     fn clone(&self) -> Self {
         Self { shared: self.shared.clone() }
+    }
+}
+
+impl<T: Transport + Send + 'static, R: Timer + Send + 'static> Sender<T, R> {
+    /// This sender with its transport and timer types erased; see [`AnySender`].
+    pub fn into_any(self) -> AnySender {
+        AnySender(self.shared)
     }
 }
 
@@ -368,7 +482,7 @@ impl<T: Transport, R: Timer> Sender<T, R> {
     /// Meant for fan-out from other tasks; watch [`buffered_amount`](Self::buffered_amount)
     /// to bound the backlog.
     pub fn push(&self, message: &Message) -> Result<(), Error> {
-        self.shared.push(|c, now| c.send(now, message))
+        self.shared.push_message(message)
     }
 
     /// Queues a frame encoded once for many connections; see [`push`](Self::push).
@@ -381,11 +495,7 @@ impl<T: Transport, R: Timer> Sender<T, R> {
     /// must be read for this broadcast, just before it (a value kept from an
     /// earlier wake-up would arm deadlines in the past).
     pub fn push_shared_at(&self, now: Instant, frame: &SharedFrame) -> Result<(), Error> {
-        let queued =
-            Shared::call_at(&mut self.shared.lock(), &self.shared.wakers, now, |c, now| c.send_shared(now, frame));
-        // The receiving task writes what was queued.
-        self.shared.wakers.wake_receiver();
-        queued
+        self.shared.push_shared_at(now, frame)
     }
 
     /// Queues a close frame and returns at once, like [`push`](Self::push): the
@@ -393,7 +503,7 @@ impl<T: Transport, R: Timer> Sender<T, R> {
     /// connections from other tasks (a server shutting down, say). The close
     /// timeout runs from the call.
     pub fn push_close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.shared.push(|c, now| c.close(now, code, reason))
+        self.shared.push_close(code, reason)
     }
 
     /// Sends a close frame and writes it. The receiving half reports the end of the
@@ -404,14 +514,14 @@ impl<T: Transport, R: Timer> Sender<T, R> {
 
     /// Bytes queued and not yet written.
     pub fn buffered_amount(&self) -> usize {
-        self.shared.lock().conn.buffered_amount()
+        self.shared.buffered_amount()
     }
 
     /// Whether the bytes queued are over
     /// [`Config::backlog_high_water`](chinwag_core::Config::backlog_high_water): the
     /// peer reads more slowly than it is sent to.
     pub fn is_backlogged(&self) -> bool {
-        self.shared.lock().conn.is_backlogged()
+        self.shared.is_backlogged()
     }
 
     /// The coarse state of the connection.
