@@ -518,11 +518,20 @@ async fn shutdown_ends_the_wait<S: Runtime, C: Runtime>() {
     assert_eq!(gated.about("hal"), ["dropped hal"]);
 }
 
-/// Panics where asked: in `on_upgrade` or `on_open` (`?panic=upgrade|open`), in
-/// `on_text` (the text "panic"), in `on_http` (a plain request for `/panic`).
-struct Fragile;
+/// Panics where asked: in `admit`, `on_upgrade` or `on_open`
+/// (`?panic=admit|upgrade|open`), in `on_text` (the text "panic"), in `on_http` (a
+/// plain request for `/panic`). Records every text its `on_text` is given.
+#[derive(Default)]
+struct Fragile {
+    texts: Arc<Mutex<Vec<String>>>,
+}
 
 impl Service for Fragile {
+    async fn admit<'a>(&'a self, request: &'a AdmitRequest<'a>) -> Admit {
+        assert!(request.query("panic").as_deref() != Some("admit"), "asked to, in admit");
+        Admit::allow()
+    }
+
     fn on_http(&self, request: &Request, _: &chinwag_core::chat::Hub) -> HttpResponse {
         assert!(request.path() != "/panic", "asked to, in on_http");
         HttpResponse::new(StatusCode::OK, "text/plain", "fine")
@@ -539,6 +548,7 @@ impl Service for Fragile {
     }
 
     fn on_text(&self, cx: &mut Context<'_>, text: &Utf8Bytes) {
+        self.texts.lock().unwrap().push(text.to_string());
         assert!(text.as_str() != "panic", "asked to, in on_text");
         cx.push_text(format!("you said {text}"));
     }
@@ -547,7 +557,9 @@ impl Service for Fragile {
 /// The connection whose hook panicked is closed with 1011 (a request gets 500);
 /// every other connection, the hub and the server go on.
 async fn a_panicking_hook_costs_only_its_connection<S: Runtime, C: Runtime>() {
-    let (addr, handle) = serve::<S, _>(|| Server::new(Fragile).route("/fragile/{user}").unwrap());
+    let texts = Arc::new(Mutex::new(Vec::new()));
+    let fragile = Fragile { texts: texts.clone() };
+    let (addr, handle) = serve::<S, _>(move || Server::new(fragile).route("/fragile/{user}").unwrap());
     let connect_to = |path: &str| {
         let url = parse_url(&format!("ws://{addr}{path}")).unwrap();
         async move { connect::<C>(&url, Config::default()).await.unwrap() }
@@ -566,11 +578,16 @@ async fn a_panicking_hook_costs_only_its_connection<S: Runtime, C: Runtime>() {
     bob.send(&Message::text("hi")).await.unwrap();
     assert_eq!(next::<C>(&mut bob).await, "you said hi");
 
+    // Its on_open panicked: what it sends before it reads the 1011 reaches no hook.
     let mut dan = connect_to("/fragile/dan?panic=open").await;
+    let _ = dan.send(&Message::text("after on_open panicked")).await;
     assert!(timeout::<C, _>(LIMIT, dan.recv()).await.expect("closed in time").is_none());
     ended_with_1011(&dan);
 
     let upgrade = upgrade_request(addr, "/fragile/cy?panic=upgrade");
+    let (status, body) = raw_answer::<C>(addr, upgrade.as_bytes()).await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 500 Internal Server Error", "internal server error"));
+    let upgrade = upgrade_request(addr, "/fragile/fay?panic=admit");
     let (status, body) = raw_answer::<C>(addr, upgrade.as_bytes()).await;
     assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 500 Internal Server Error", "internal server error"));
     let (status, body) = raw_answer::<C>(addr, b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -579,7 +596,7 @@ async fn a_panicking_hook_costs_only_its_connection<S: Runtime, C: Runtime>() {
     assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "fine"));
 
     // Counted; and nothing is wedged: a new connection is served, bob still is.
-    assert_eq!(handle.stats().hook_panics, 4);
+    assert_eq!(handle.stats().hook_panics, 5);
     let mut eve = connect_to("/fragile/eve").await;
     assert_eq!(next::<C>(&mut eve).await, "welcome");
     eve.send(&Message::text("hi")).await.unwrap();
@@ -591,6 +608,7 @@ async fn a_panicking_hook_costs_only_its_connection<S: Runtime, C: Runtime>() {
         assert!(Instant::now() < deadline, "the panicked connections never left the hub");
         C::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(*texts.lock().unwrap(), ["panic", "hi", "hi", "again"], "texts given to on_text");
 }
 
 chinwag_tests::runtime_suite! {

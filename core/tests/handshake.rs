@@ -151,6 +151,17 @@ fn a_rejected_head_request_gets_no_body() {
 }
 
 #[test]
+fn a_head_upgrade_refused_by_the_core_gets_no_body() {
+    let mut s = server();
+    let head = REQUEST.replacen("GET ", "HEAD ", 1);
+    s.receive(t0(), head.as_bytes());
+    drain_events(&mut s, t0());
+    let response = text(&drain_transmit(&mut s));
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    assert!(response.ends_with("\r\nConnection: close\r\n\r\n"), "a body after the head: {response}");
+}
+
+#[test]
 fn client_handshake_failures() {
     let request = ClientRequest::new("ws://localhost/").unwrap();
     let cases: [(&[u8], HandshakeError); 3] = [

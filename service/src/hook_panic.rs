@@ -9,7 +9,9 @@
 //! [`poll_caught`] for the async hooks): a panic is stopped inside the lock's
 //! scope (the lock is not poisoned), logged with the connection's span, counted
 //! (`chinwag_hook_panics_total{hook}` and [`Stats::hook_panics`]), and answered:
-//! a request with 500, an open connection with a 1011 close.
+//! a request with 500, an open connection with a 1011 close (its later messages
+//! reach no hook), a metrics scrape without the service's own metrics, a
+//! readiness check with "not ready".
 //!
 //! [`Stats::hook_panics`]: crate::Stats::hook_panics
 
@@ -24,7 +26,7 @@ use crate::state::Shared;
 
 /// Every hook, as named in the logs and the metric's `hook` label (each is
 /// exported at 0 from the start).
-pub(crate) const HOOKS: [&str; 10] = [
+pub(crate) const HOOKS: [&str; 12] = [
     "admit",
     "on_http",
     "on_upgrade",
@@ -35,6 +37,8 @@ pub(crate) const HOOKS: [&str; 10] = [
     "on_rate_limited",
     "ready",
     "on_close",
+    "scrape",
+    "readiness",
 ];
 
 /// The reason sent with the 1011 close (and the 500's body) after a hook panicked.

@@ -62,7 +62,9 @@ impl<S: Service> Admin for ServerAdmin<S> {
     }
 
     fn readiness(&self) -> Readiness {
-        let service = self.service.readiness();
+        // A panicking readiness check reads as not ready.
+        let service = hook_panic::catch(&self.shared, "readiness", || self.service.readiness())
+            .unwrap_or_else(|| Readiness::not_ready("the service's readiness check panicked"));
         let (ready, state) = if self.shared.is_shutting_down() {
             (false, "shutting down")
         } else if self.shared.draining.load(Ordering::Acquire) {
@@ -95,7 +97,11 @@ impl<S: Service> Collector for Scrape<S> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (backlog, scraped) = {
             let state = self.shared.lock();
-            (state.backlog(), self.service.scrape(&state.hub))
+            // A panicking scrape costs its metrics, not the admin endpoint.
+            (
+                state.backlog(),
+                hook_panic::catch(&self.shared, "scrape", || self.service.scrape(&state.hub)).unwrap_or_default(),
+            )
         };
         let (bytes, backlogged) = backlog;
         let fixed = [
@@ -378,7 +384,7 @@ async fn handshake<R: Runtime, S: Service>(
     limits: &Limits,
     io: R::Io,
     accepted: &mut Accepted,
-) -> Option<(ConnId, Receiver<R::Io, R::Timer>, IpAddr)> {
+) -> Option<(ConnId, Receiver<R::Io, R::Timer>, IpAddr, bool)> {
     // The server times the handshake, not the core: the wait for admit is part of
     // it, and a client whose wait runs out is still owed its 503, which the core
     // could not write once its own handshake timer had fired.
@@ -454,7 +460,11 @@ async fn handshake<R: Runtime, S: Service>(
     }
 
     let admitting = AdmitRequest { request: &request, params: &params, client };
-    let waited = wait_for_admit(shared, &mut pending, service.admit(&admitting), expiry).await;
+    // Both the call and the future it returns run the service's code.
+    let waited = match hook_panic::catch(shared, "admit", || service.admit(&admitting)) {
+        Some(answer) => wait_for_admit(shared, &mut pending, answer, expiry).await,
+        None => Waited::Answered(Admit::Reject(Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR))),
+    };
     let mut ticket = match waited {
         Waited::Answered(Admit::Allow(ticket)) => ticket,
         Waited::Answered(Admit::Reject(rejection)) => {
@@ -533,14 +543,16 @@ async fn handshake<R: Runtime, S: Service>(
                     shared.metrics.connections.inc();
                     // A connection its own on_upgrade closed has left the hub: it is
                     // closing, not opening.
+                    let mut failed = false;
                     if state.hub.is_open(conn) {
                         let mut cx = Context::new(conn, &mut state.hub, client).with_request(&request, &params);
                         if hook_panic::catch(shared, "on_open", || service.on_open(&mut cx)).is_none() {
+                            failed = true;
                             state.close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
                         }
                     }
                     state.dispatch();
-                    Ok((conn, receiver, writer))
+                    Ok((conn, receiver, writer, failed))
                 }
                 Err(e) => {
                     tracing::warn!(%conn, error = %e, "on_upgrade accepted with an answer the core refused");
@@ -555,12 +567,12 @@ async fn handshake<R: Runtime, S: Service>(
     // memory.
     drop(ticket);
     match opened {
-        Ok((conn, receiver, writer)) => {
+        Ok((conn, receiver, writer, failed)) => {
             // The 101 and what the hooks queued, in one write, now rather than when
             // the connection is first ready to read. An error here is the receiving
             // loop's to report.
             let _ = writer.flush().await;
-            Some((conn, receiver, client))
+            Some((conn, receiver, client, failed))
         }
         Err((pending, rejection)) => {
             let _ = pending.reject(rejection).await;
@@ -576,8 +588,9 @@ async fn handshake<R: Runtime, S: Service>(
 type ConnectionSettings = (Arc<Config>, Option<Duration>, Option<DeflateConfig>);
 
 /// What [`open_connection`] gives: the open connection (its id, its receiving half, the
-/// client's address) and the admission slot it holds to the end.
-type Opened<R> = (ConnId, Receiver<<R as Runtime>::Io, <R as Runtime>::Timer>, IpAddr, Accepted);
+/// client's address, whether its `on_open` panicked) and the admission slot it
+/// holds to the end.
+type Opened<R> = (ConnId, Receiver<<R as Runtime>::Io, <R as Runtime>::Timer>, IpAddr, bool, Accepted);
 
 /// The handshake of a connection, owning what only the handshake needs (see the
 /// note where it is spawned).
@@ -590,9 +603,9 @@ async fn open_connection<R: Runtime, S: Service>(
     io: R::Io,
     mut accepted: Accepted,
 ) -> Option<Opened<R>> {
-    let (conn, receiver, client) =
+    let (conn, receiver, client, failed) =
         handshake::<R, S>(&shared, &*service, pattern.as_ref(), config, &limits, io, &mut accepted).await?;
-    Some((conn, receiver, client, accepted))
+    Some((conn, receiver, client, failed, accepted))
 }
 
 async fn connection<R: Runtime, S: Service>(
@@ -605,17 +618,25 @@ async fn connection<R: Runtime, S: Service>(
     // everything it holds (the receiver, the admission slot) is gone.
     let _ended = TaskEnded(&shared);
     // `_accepted` keeps the connection's place under the per-IP limit until the end.
-    let Some((conn, mut receiver, client, _accepted)) = opening.await else { return };
+    let Some((conn, mut receiver, client, on_open_panicked, _accepted)) = opening.await else { return };
 
     let mut flooded = false;
     // A hook panicked: the connection is closing with 1011, and its hooks are
     // not called again (what still arrives is discarded).
-    let mut failed = false;
+    let mut failed = on_open_panicked;
     let mut rate = limits.message_rate.map(|limit| MessageRate::new(limit, Instant::now()));
     loop {
         if !failed {
-            let mut ready = pin!(service.ready());
-            if poll_fn(|cx| hook_panic::poll_caught(&shared, "ready", ready.as_mut(), cx)).await.is_none() {
+            // Both the call and the future it returns run the service's code.
+            let ready = hook_panic::catch(&shared, "ready", || service.ready());
+            let caught = match ready {
+                Some(ready) => {
+                    let mut ready = pin!(ready);
+                    poll_fn(|cx| hook_panic::poll_caught(&shared, "ready", ready.as_mut(), cx)).await
+                }
+                None => None,
+            };
+            if caught.is_none() {
                 failed = true;
                 shared.lock().close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
             }

@@ -57,7 +57,18 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     ) -> Poll<O> {
         let before = self.wakers.wakes();
         let mut write_cx = Context::from_waker(&self.io_waker);
-        let polled = f(&mut self.lock(), &mut write_cx);
+        let polled = {
+            let mut io = self.lock();
+            let state = io.conn.state();
+            let polled = f(&mut io, &mut write_cx);
+            // A write that failed here ended the connection: the receiving task
+            // must learn of it (its own reads may never fail, on a transport
+            // whose read side stays quiet).
+            if io.conn.state() != state {
+                self.wakers.wake_receiver();
+            }
+            polled
+        };
         if polled.is_pending() {
             self.wakers.wait_to_send(cx.waker(), before);
         }
@@ -395,8 +406,10 @@ impl<T: Transport + Send, R: Timer + Send> PushOnly for Shared<T, R> {
 pub struct AnySender(Arc<dyn PushOnly>);
 
 impl std::fmt::Debug for AnySender {
+    // Without the connection's state: reading it takes the connection's lock,
+    // which whoever formats this may hold.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnySender").field("state", &self.0.state()).finish()
+        f.write_str("AnySender")
     }
 }
 

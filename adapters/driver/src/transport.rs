@@ -25,6 +25,9 @@ pub trait Timer: Unpin {
     fn unarmed() -> Self;
     /// Arms the timer for `deadline`, replacing any earlier deadline.
     fn reset(&mut self, deadline: Instant);
-    /// Ready once the deadline has passed.
+    /// Ready once the deadline has passed. As for any future, a `Pending` must
+    /// arrange for the waker of `cx` to be woken once the deadline passes: the
+    /// driver does not poll a timer again until that waker (or another source of
+    /// its wakes) has been woken.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }

@@ -171,6 +171,22 @@ fn answering_a_pipelined_burst_does_not_wake_the_receiving_task() {
 }
 
 #[test]
+fn a_send_whose_write_fails_wakes_the_receiving_task() {
+    let (mut ws, wire) = open(Config::default());
+    let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(pin!(ws.recv()).poll(&mut cx).is_pending());
+    // Another task's send finds the transport broken: the connection ends, and
+    // the receiving task, waiting for input that will never come, is told.
+    let sender = ws.sender();
+    wire.lock().unwrap().broken = true;
+    assert!(matches!(poll_once(sender.send(&chinwag_core::Message::text("x"))), Poll::Ready(Err(_))));
+    assert!(counter.0.load(std::sync::atomic::Ordering::Relaxed) > 0, "the receiving task was not woken");
+    assert!(matches!(pin!(ws.recv()).poll(&mut cx), Poll::Ready(None)));
+}
+
+#[test]
 fn a_broken_transport_ends_the_connection_without_spinning() {
     let (mut ws, wire) = open(Config::default());
     wire.lock().unwrap().broken = true;

@@ -900,17 +900,28 @@ impl Connection {
                     self.refuse_request(400, "data sent before the handshake completed");
                 }
             }
-            Err(HandshakeError::Refused { status, reason }) => self.refuse_request(status, &reason),
+            Err(HandshakeError::Refused { status, reason }) => {
+                // A HEAD request gets its refusal without the body, also when the
+                // core refuses it (an upgrade must use GET).
+                let head_request = head.starts_with(b"HEAD ");
+                self.refuse_request_as(status, &reason, head_request);
+            }
             Err(other) => self.handshake_failed(other),
         }
     }
 
     /// Refuses a request the core itself found invalid.
     fn refuse_request(&mut self, status: u16, reason: &str) {
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-        // A HEAD request gets no body; one refused before it was parsed is not
-        // known to be HEAD, and gets the body.
+        // A HEAD request gets no body; one refused before its head was read whole
+        // is not known to be HEAD, and gets the body.
         let head_request = matches!(&self.phase, Phase::ServerDeciding(deciding) if deciding.head_request);
+        self.refuse_request_as(status, reason, head_request);
+    }
+
+    /// [`refuse_request`](Self::refuse_request), saying whether the request is
+    /// HEAD (its answer then has no body).
+    fn refuse_request_as(&mut self, status: u16, reason: &str, head_request: bool) {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
         let response = crate::handshake::response::refusal(code, reason, &http::HeaderMap::new(), head_request);
         self.out.tail().put_slice(&response);
         self.handshake_failed(HandshakeError::Refused { status, reason: reason.to_owned() });
