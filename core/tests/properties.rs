@@ -381,9 +381,10 @@ proptest! {
     }
 
     /// Frames with arbitrary header fields and payloads (invalid UTF-8, reserved
-    /// bits, missing masks, lengths over the limits, fragments, control opcodes):
-    /// the same events and output whether each arrives whole (a whole message is
-    /// read in one step) or split (the general path, a piece at a time).
+    /// bits, missing or unexpected masks, lengths over either limit, fragments,
+    /// control opcodes), in both roles: the same events and output whether each
+    /// arrives whole (a whole message is read in one step) or split (the general
+    /// path, a piece at a time).
     #[test]
     fn whole_frames_read_as_split_ones(
         frames in proptest::collection::vec(
@@ -401,10 +402,15 @@ proptest! {
             1..6,
         ),
         cuts in proptest::collection::vec(any::<usize>(), 0..20),
+        server in any::<bool>(),
+        // The frame limit below the message limit, or above it.
+        (max_frame_size, max_message_size) in prop_oneof![Just((2000usize, 3000usize)), Just((3000, 2000))],
     ) {
-        let (request, _) = handshake_bytes();
+        let (request, response) = handshake_bytes();
         let mut wire = BytesMut::new();
-        for (fin, rsv, opcode, masked, payload) in &frames {
+        for (fin, rsv, opcode, as_expected, payload) in &frames {
+            // Mostly masked for a server and unmasked for a client, as they must be.
+            let masked = *as_expected == server;
             let mask = masked.then_some([5, 6, 7, 8]);
             let header = FrameHeader { fin: *fin, rsv: *rsv, opcode: *opcode, mask, payload_len: payload.len() as u64 };
             let mut buf = [0u8; MAX_HEADER_LEN];
@@ -416,7 +422,25 @@ proptest! {
                 apply_mask(&mut wire[start..], m, 0);
             }
         }
-        let open = || open_server(&request);
+        let config = Config { max_frame_size, max_message_size, ..Config::default() };
+        let open = || {
+            if server {
+                let mut s = Connection::server(config.clone(), t0());
+                s.receive(t0(), &request);
+                drain_events(&mut s, t0());
+                s.accept(t0(), Accept::new()).unwrap();
+                drain_events(&mut s, t0());
+                drain_transmit(&mut s);
+                s
+            } else {
+                let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
+                let mut c = Connection::client(&request, [3; 16], counter_masks(), config.clone(), t0());
+                drain_transmit(&mut c);
+                c.receive(t0(), &response);
+                drain_events(&mut c, t0());
+                c
+            }
+        };
         let [whole, pieces] = feed_both(&open, &wire, &cuts);
         prop_assert_eq!(&whole, &pieces);
         let bytewise: Vec<usize> = (0..wire.len()).collect();
