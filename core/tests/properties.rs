@@ -75,7 +75,12 @@ fn item() -> impl Strategy<Value = Item> {
 }
 
 fn put_frame(wire: &mut BytesMut, fin: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
-    let header = FrameHeader { fin, rsv: 0, opcode: opcode as u8, mask, payload_len: payload.len() as u64 };
+    put_any_frame(wire, fin, 0, opcode as u8, payload, mask);
+}
+
+/// [`put_frame`] with any reserved bits and opcode, valid or not.
+fn put_any_frame(wire: &mut BytesMut, fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+    let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
     let mut buf = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut buf);
     wire.put_slice(&buf[..n]);
@@ -411,16 +416,7 @@ proptest! {
         for (fin, rsv, opcode, as_expected, payload) in &frames {
             // Mostly masked for a server and unmasked for a client, as they must be.
             let masked = *as_expected == server;
-            let mask = masked.then_some([5, 6, 7, 8]);
-            let header = FrameHeader { fin: *fin, rsv: *rsv, opcode: *opcode, mask, payload_len: payload.len() as u64 };
-            let mut buf = [0u8; MAX_HEADER_LEN];
-            let n = header.encode(&mut buf);
-            wire.put_slice(&buf[..n]);
-            let start = wire.len();
-            wire.put_slice(payload);
-            if let Some(m) = mask {
-                apply_mask(&mut wire[start..], m, 0);
-            }
+            put_any_frame(&mut wire, *fin, *rsv, *opcode, payload, masked.then_some([5, 6, 7, 8]));
         }
         let config = Config { max_frame_size, max_message_size, ..Config::default() };
         let open = || {

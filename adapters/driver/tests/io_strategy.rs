@@ -143,6 +143,19 @@ fn a_pipelined_burst_is_answered_with_one_write() {
 /// A waker that counts its wakes.
 struct CountingWaker(std::sync::atomic::AtomicUsize);
 
+impl CountingWaker {
+    /// A counter and a waker that counts on it.
+    fn new() -> (Arc<Self>, Waker) {
+        let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        (counter, waker)
+    }
+
+    fn wakes(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 impl std::task::Wake for CountingWaker {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
@@ -155,8 +168,7 @@ impl std::task::Wake for CountingWaker {
 #[test]
 fn answering_a_pipelined_burst_does_not_wake_the_receiving_task() {
     let (mut ws, wire) = open(Config::default());
-    let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
-    let waker = Waker::from(counter.clone());
+    let (counter, waker) = CountingWaker::new();
     let mut cx = Context::from_waker(&waker);
     let burst: Vec<u8> = (0..16).flat_map(|i| masked_text(&format!("m{i:02}"))).collect();
     wire.lock().unwrap().to_server.extend_from_slice(&burst);
@@ -167,14 +179,13 @@ fn answering_a_pipelined_burst_does_not_wake_the_receiving_task() {
         assert!(pin!(ws.feed(&message)).poll(&mut cx).is_ready());
     }
     assert!(pin!(ws.recv()).poll(&mut cx).is_pending());
-    assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 0, "woken by its own replies");
+    assert_eq!(counter.wakes(), 0, "woken by its own replies");
 }
 
 #[test]
 fn a_send_whose_write_fails_wakes_the_receiving_task() {
     let (mut ws, wire) = open(Config::default());
-    let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
-    let waker = Waker::from(counter.clone());
+    let (counter, waker) = CountingWaker::new();
     let mut cx = Context::from_waker(&waker);
     assert!(pin!(ws.recv()).poll(&mut cx).is_pending());
     // Another task's send finds the transport broken: the connection ends, and
@@ -182,7 +193,7 @@ fn a_send_whose_write_fails_wakes_the_receiving_task() {
     let sender = ws.sender();
     wire.lock().unwrap().broken = true;
     assert!(matches!(poll_once(sender.send(&chinwag_core::Message::text("x"))), Poll::Ready(Err(_))));
-    assert!(counter.0.load(std::sync::atomic::Ordering::Relaxed) > 0, "the receiving task was not woken");
+    assert!(counter.wakes() > 0, "the receiving task was not woken");
     assert!(matches!(pin!(ws.recv()).poll(&mut cx), Poll::Ready(None)));
 }
 
