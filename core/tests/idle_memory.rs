@@ -104,3 +104,14 @@ fn after_messages_an_idle_connection_keeps_only_its_frame_buffer() {
     let kept = live() - before;
     assert!(kept <= 64, "an idle connection kept {kept} heap bytes after echoing small messages");
 }
+
+/// Every idle connection is this struct, many thousands of times over on a
+/// server: what only some connections need (a client's mask source, a
+/// subprotocol, compression, a close in progress, shared frames queued) stays
+/// behind pointers. Growth here is growth of every server's idle cost.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn the_connection_struct_stays_small() {
+    let size = std::mem::size_of::<Connection>();
+    assert!(size <= 272, "Connection is {size} bytes");
+}

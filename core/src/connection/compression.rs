@@ -6,15 +6,6 @@ use crate::deflate::{DeflateConfig, DeflateParams, Deflater, Inflater, engine_bi
 
 use super::Role;
 
-/// What a connection agreed beyond RFC 6455 itself. Boxed in the connection (and
-/// absent without a subprotocol or an extension), so that a plain connection
-/// carries one pointer for both.
-#[derive(Debug, Default)]
-pub(super) struct Extras {
-    pub(super) subprotocol: Option<String>,
-    pub(super) deflate: Option<Compression>,
-}
-
 /// permessage-deflate as agreed, seen from this end.
 #[derive(Debug)]
 pub(crate) struct Compression {

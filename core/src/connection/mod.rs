@@ -77,6 +77,7 @@
 mod compression;
 mod config;
 mod event;
+mod extras;
 mod outgoing;
 mod pending;
 mod reader;
@@ -88,8 +89,9 @@ pub use event::{
 };
 pub use outgoing::Outgoing;
 
-use compression::{Compression, Extras};
+use compression::Compression;
 pub(crate) use compression::{DeflateClass, compress_for_class};
+use extras::Extras;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::StatusCode;
@@ -186,14 +188,10 @@ pub struct Connection {
     reader: Reader,
     out: Outgoing,
     events: PendingEvents,
-    masks: Option<Box<dyn MaskSource>>,
     timers: Timers,
-    /// The subprotocol and extensions agreed, if any (boxed: most connections have
-    /// neither, and this keeps them one pointer smaller than a subprotocol alone).
+    /// The subprotocol and extensions agreed, a client's mask source, the close
+    /// frame we sent: absent on most connections most of the time.
     extras: Option<Box<Extras>>,
-    /// The close frame we sent, reported in [`Closed::sent`].
-    /// (Boxed: a word in every connection, for what only a closing one has.)
-    sent_close: Option<Box<CloseFrame>>,
     /// Why the connection ended, if not with a clean close handshake.
     error: Option<ConnectionError>,
     /// Received bytes not parsed yet. Parsing stops after each event and resumes
@@ -227,10 +225,8 @@ impl Connection {
             reader: Reader::default(),
             out: Outgoing::default(),
             events: PendingEvents::default(),
-            masks,
             timers,
-            extras: None,
-            sent_close: None,
+            extras: masks.map(|masks| Box::new(Extras { masks: Some(masks), ..Extras::default() })),
             error: None,
             input: BytesMut::new(),
         }
@@ -321,7 +317,11 @@ impl Connection {
     /// Records what the handshake agreed on.
     fn set_extras(&mut self, subprotocol: Option<String>, deflate: Option<(DeflateParams, &DeflateConfig)>) {
         let deflate = deflate.map(|(params, config)| Compression::new(self.role, params, config));
-        self.extras = (subprotocol.is_some() || deflate.is_some()).then(|| Box::new(Extras { subprotocol, deflate }));
+        if subprotocol.is_some() || deflate.is_some() {
+            let extras = self.extras.get_or_insert_default();
+            extras.subprotocol = subprotocol;
+            extras.deflate = deflate;
+        }
     }
 
     /// The compression agreed, if any.
@@ -334,7 +334,7 @@ impl Connection {
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work to
     /// do, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        self.timers.next_deadline(self.config.keepalive_interval)
     }
 
     /// Tells the connection the time and fires every deadline due by `now`: the
@@ -375,7 +375,7 @@ impl Connection {
             }
         }
         if matches!(self.phase, Phase::Open) {
-            match self.timers.keepalive_due() {
+            match self.timers.keepalive_due(self.config.keepalive_interval) {
                 timers::Keepalive::Idle => {}
                 timers::Keepalive::SendPing => {
                     self.queue_control(OpCode::Ping, b"");
@@ -384,7 +384,7 @@ impl Connection {
                 timers::Keepalive::Dead => self.end_abnormally(ConnectionError::KeepaliveTimeout),
             }
         }
-        self.timers.refresh_due();
+        self.timers.refresh_due(self.config.keepalive_interval);
     }
 
     // ----- bytes in -------------------------------------------------------------
@@ -845,7 +845,7 @@ impl Connection {
     }
 
     fn next_mask(&mut self) -> Option<[u8; 4]> {
-        self.masks.as_mut().map(|m| m.next_mask())
+        Some(self.extras.as_mut()?.masks.as_mut()?.next_mask())
     }
 
     fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) {
@@ -866,7 +866,7 @@ impl Connection {
         };
         self.queue_control(OpCode::Close, &payload[..len]);
         let reason = if code == CloseCode::NO_STATUS { String::new() } else { reason.to_owned() };
-        self.sent_close = Some(Box::new(CloseFrame { code, reason }));
+        self.extras.get_or_insert_default().sent_close = Some(CloseFrame { code, reason });
     }
 
     // ----- transitions ------------------------------------------------------------
@@ -971,7 +971,7 @@ impl Connection {
             code: CloseCode::ABNORMAL,
             reason: String::new(),
             initiator,
-            sent: self.sent_close.take().map(|sent| *sent),
+            sent: self.extras.as_mut().and_then(|e| e.sent_close.take()),
             error: Some(error),
         };
         self.end(closed, false);
@@ -992,7 +992,7 @@ impl Connection {
             code,
             reason: reason.to_owned(),
             initiator,
-            sent: self.sent_close.take().map(|sent| *sent),
+            sent: self.extras.as_mut().and_then(|e| e.sent_close.take()),
             error: None,
         };
         self.end(closed, self.role == Role::Client);

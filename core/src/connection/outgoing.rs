@@ -19,14 +19,41 @@ const KEEP_CHUNKS: usize = 16;
 /// [`SharedFrame`]: crate::SharedFrame
 #[derive(Debug, Default)]
 pub struct Outgoing {
-    /// Chunks that come before `tail`.
-    chunks: VecDeque<Bytes>,
-    /// Bytes in `chunks`.
-    chunks_len: usize,
+    /// Chunks that come before `tail`: boxed, because most connections never
+    /// queue one (an echo, a client) and every idle connection carries this
+    /// struct; a connection that did keeps the box for the next one.
+    #[allow(clippy::box_collection)]
+    chunks: Option<Box<Chunks>>,
     /// Frames encoded in place, after all of `chunks`.
     tail: BytesMut,
     /// Release the buffers, whatever their size, the next time the queue drains.
     release: bool,
+}
+
+/// Queued chunks and their total length.
+#[derive(Debug, Default)]
+struct Chunks {
+    queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    len: usize,
+}
+
+impl Chunks {
+    /// Consumes up to `cnt` bytes from the front; returns how many of them lie
+    /// beyond the last chunk.
+    fn advance(&mut self, mut cnt: usize) -> usize {
+        while cnt > 0 {
+            let Some(front) = self.queue.front_mut() else { break };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            self.len -= n;
+            cnt -= n;
+            if front.is_empty() {
+                self.queue.pop_front();
+            }
+        }
+        cnt
+    }
 }
 
 impl Outgoing {
@@ -40,18 +67,24 @@ impl Outgoing {
         if chunk.is_empty() {
             return;
         }
+        let chunks = self.chunks.get_or_insert_default();
         if !self.tail.is_empty() {
             let encoded = self.tail.split().freeze();
-            self.chunks_len += encoded.len();
-            self.chunks.push_back(encoded);
+            chunks.len += encoded.len();
+            chunks.queue.push_back(encoded);
         }
-        self.chunks_len += chunk.len();
-        self.chunks.push_back(chunk);
+        chunks.len += chunk.len();
+        chunks.queue.push_back(chunk);
     }
 
     /// How many buffers a vectored write of everything queued takes.
     pub fn buffer_count(&self) -> usize {
-        self.chunks.len() + usize::from(!self.tail.is_empty())
+        self.chunks.as_ref().map_or(0, |c| c.queue.len()) + usize::from(!self.tail.is_empty())
+    }
+
+    /// Bytes queued as chunks.
+    fn chunks_len(&self) -> usize {
+        self.chunks.as_ref().map_or(0, |c| c.len)
     }
 
     /// Releases the buffers the next time everything queued has been written,
@@ -62,12 +95,12 @@ impl Outgoing {
     }
 
     fn release_if_drained(&mut self) {
-        if self.chunks_len == 0 && self.tail.is_empty() {
+        if self.chunks_len() == 0 && self.tail.is_empty() {
             if self.release || self.tail.capacity() > KEEP_CAPACITY {
                 self.tail = BytesMut::new();
             }
-            if self.release || self.chunks.capacity() > KEEP_CHUNKS {
-                self.chunks = VecDeque::new();
+            if self.release || self.chunks.as_ref().is_some_and(|c| c.queue.capacity() > KEEP_CHUNKS) {
+                self.chunks = None;
             }
             self.release = false;
         }
@@ -76,44 +109,32 @@ impl Outgoing {
 
 impl Buf for Outgoing {
     fn remaining(&self) -> usize {
-        self.chunks_len + self.tail.len()
+        self.chunks_len() + self.tail.len()
     }
 
     fn chunk(&self) -> &[u8] {
-        self.chunks.front().map_or(&self.tail[..], |c| &c[..])
+        self.chunks.as_ref().and_then(|c| c.queue.front()).map_or(&self.tail[..], |c| &c[..])
     }
 
     fn advance(&mut self, mut cnt: usize) {
         assert!(cnt <= self.remaining(), "advance past the end of the outgoing queue");
-        while cnt > 0 {
-            match self.chunks.front_mut() {
-                Some(front) => {
-                    let n = cnt.min(front.len());
-                    front.advance(n);
-                    self.chunks_len -= n;
-                    cnt -= n;
-                    if front.is_empty() {
-                        self.chunks.pop_front();
-                    }
-                }
-                None => {
-                    if cnt == self.tail.len() {
-                        // Written whole (the usual case): emptied in place, so the
-                        // next frame is encoded at the start of the same buffer
-                        // without `reserve` having to move anything back.
-                        self.tail.clear();
-                    } else {
-                        self.tail.advance(cnt);
-                    }
-                    cnt = 0;
-                }
-            }
+        if let Some(chunks) = &mut self.chunks {
+            cnt = chunks.advance(cnt);
+        }
+        if cnt == self.tail.len() {
+            // Written whole (the usual case): emptied in place, so the next frame
+            // is encoded at the start of the same buffer without `reserve` having
+            // to move anything back.
+            self.tail.clear();
+        } else {
+            self.tail.advance(cnt);
         }
         self.release_if_drained();
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let slices = self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
+        let chunks = self.chunks.iter().flat_map(|c| c.queue.iter());
+        let slices = chunks.map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
         let mut n = 0;
         for (slot, slice) in dst.iter_mut().zip(slices.filter(|s| !s.is_empty())) {
             *slot = IoSlice::new(slice);
@@ -173,5 +194,48 @@ mod tests {
         out.tail().put_slice(&vec![0u8; 64 << 10]);
         out.advance(64 << 10);
         assert_eq!(out.tail.capacity(), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Encode(Vec<u8>),
+        Chunk(Vec<u8>),
+        /// Writes this share (in 1/256ths) of what is queued.
+        Write(u8),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![bytes().prop_map(Op::Encode), bytes().prop_map(Op::Chunk), any::<u8>().prop_map(Op::Write)]
+    }
+
+    proptest::proptest! {
+        /// Whatever mix of encoded frames, shared chunks and partial writes, the
+        /// queue hands out exactly the bytes queued, in order, and its counts
+        /// agree with its buffers.
+        #[test]
+        fn queue_is_a_byte_fifo(ops in proptest::collection::vec(op(), 0..40)) {
+            let mut out = Outgoing::default();
+            let mut model = std::collections::VecDeque::new();
+            for op in ops {
+                match op {
+                    Op::Encode(b) => { out.tail().put_slice(&b); model.extend(b); }
+                    Op::Chunk(b) => { out.push_chunk(Bytes::from(b.clone())); model.extend(b); }
+                    Op::Write(share) => {
+                        let n = out.remaining() * usize::from(share) / 255;
+                        out.advance(n);
+                        model.drain(..n);
+                    }
+                }
+                let mut slices = [IoSlice::new(&[]); 128];
+                let count = out.chunks_vectored(&mut slices);
+                proptest::prop_assert_eq!(count, out.buffer_count());
+                let queued: Vec<u8> = slices[..count].iter().flat_map(|s| s.iter().copied()).collect();
+                proptest::prop_assert_eq!(&queued, &model.iter().copied().collect::<Vec<u8>>());
+                proptest::prop_assert_eq!(out.remaining(), model.len());
+                proptest::prop_assert_eq!(out.chunk().is_empty(), model.is_empty());
+            }
+        }
     }
 }

@@ -29,8 +29,10 @@ enum Kind {
 #[derive(Debug)]
 pub(super) struct Timers {
     now: Instant,
-    /// The keepalive interval, once open (if keepalive is on).
-    keepalive: Option<Duration>,
+    /// Keepalive runs: the connection is open (and the configured interval, which
+    /// every call that needs it passes in, is on). A flag rather than a copy of
+    /// the interval: every idle connection carries these timers.
+    keepalive: bool,
     last_activity: Instant,
     /// The deadline of the phase (see [`Kind`]).
     deadline: Option<Instant>,
@@ -57,7 +59,7 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 impl Timers {
     pub(super) fn new(now: Instant, handshake_timeout: Option<Duration>) -> Self {
         let handshake = handshake_timeout.and_then(|t| deadline(now, t));
-        Self { now, keepalive: None, last_activity: now, deadline: handshake, kind: Kind::Handshake, due: handshake }
+        Self { now, keepalive: false, last_activity: now, deadline: handshake, kind: Kind::Handshake, due: handshake }
     }
 
     /// The phase's deadline, if it is of `kind`.
@@ -92,28 +94,33 @@ impl Timers {
     }
 
     /// Recomputes the lower bound after deadlines were handled.
-    pub(super) fn refresh_due(&mut self) {
-        self.due = self.next_deadline();
+    pub(super) fn refresh_due(&mut self, interval: Option<Duration>) {
+        self.due = self.next_deadline(interval);
+    }
+
+    /// The keepalive interval, if keepalive runs.
+    fn keepalive(&self, interval: Option<Duration>) -> Option<Duration> {
+        interval.filter(|_| self.keepalive)
     }
 
     fn arm(&mut self, at: Option<Instant>) {
         self.due = earliest(self.due, at);
     }
 
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self, interval: Option<Duration>) -> Option<Instant> {
         // A pong's deadline stands in for the keepalive interval's.
-        let keepalive = match (self.get(Kind::Pong), self.keepalive) {
+        let keepalive = match (self.get(Kind::Pong), self.keepalive(interval)) {
             (None, Some(interval)) => deadline(self.last_activity, interval),
             _ => None,
         };
         earliest(self.deadline, keepalive)
     }
 
-    pub(super) fn opened(&mut self, keepalive: Option<Duration>) {
+    pub(super) fn opened(&mut self, interval: Option<Duration>) {
         self.clear(Kind::Handshake);
-        self.keepalive = keepalive;
+        self.keepalive = true;
         self.last_activity = self.now;
-        self.refresh_due();
+        self.refresh_due(interval);
     }
 
     /// Bytes arrived: the peer is alive.
@@ -122,8 +129,8 @@ impl Timers {
         self.clear(Kind::Pong);
     }
 
-    pub(super) fn keepalive_due(&self) -> Keepalive {
-        match (self.get(Kind::Pong), self.keepalive) {
+    pub(super) fn keepalive_due(&self, interval: Option<Duration>) -> Keepalive {
+        match (self.get(Kind::Pong), self.keepalive(interval)) {
             (Some(deadline), _) if self.now >= deadline => Keepalive::Dead,
             (None, Some(interval)) if deadline(self.last_activity, interval).is_some_and(|d| self.now >= d) => {
                 Keepalive::SendPing
@@ -136,7 +143,7 @@ impl Timers {
         let pong = deadline(self.now, timeout);
         if pong.is_none() {
             // A timeout too long to represent never expires; keep pinging no more.
-            self.keepalive = None;
+            self.keepalive = false;
         }
         self.set(Kind::Pong, pong);
     }
@@ -152,7 +159,7 @@ impl Timers {
     /// Our close frame is queued: wait for the answer up to `timeout`; keepalive
     /// stops (nothing may be sent after a close frame).
     pub(super) fn arm_close(&mut self, timeout: Duration) {
-        self.keepalive = None;
+        self.keepalive = false;
         self.set(Kind::Close, deadline(self.now, timeout));
     }
 
@@ -167,7 +174,7 @@ impl Timers {
     /// The connection is over: only the linger (queued output, a client's wait for
     /// the server's EOF) may remain.
     pub(super) fn closed(&mut self, linger: Option<Duration>) {
-        self.keepalive = None;
+        self.keepalive = false;
         self.set(Kind::Close, linger.and_then(|t| deadline(self.now, t)));
     }
 }

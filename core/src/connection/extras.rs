@@ -1,0 +1,29 @@
+//! What only some connections carry, kept behind one pointer.
+
+use super::compression::Compression;
+use super::{CloseFrame, MaskSource};
+
+/// What a connection has only if it agreed on more than RFC 6455 itself, is a
+/// client, or is closing. Boxed in the connection and absent otherwise: a plain
+/// server connection, idle most of its life, carries one pointer for all of it
+/// (every idle connection costs its size, many times over on a busy server).
+#[derive(Default)]
+pub(super) struct Extras {
+    pub(super) subprotocol: Option<String>,
+    pub(super) deflate: Option<Compression>,
+    /// (Client) Where the masking keys come from.
+    pub(super) masks: Option<Box<dyn MaskSource>>,
+    /// The close frame we sent, reported in [`Closed::sent`](crate::Closed::sent).
+    pub(super) sent_close: Option<CloseFrame>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras")
+            .field("subprotocol", &self.subprotocol)
+            .field("deflate", &self.deflate)
+            .field("masks", &self.masks.is_some())
+            .field("sent_close", &self.sent_close)
+            .finish()
+    }
+}
