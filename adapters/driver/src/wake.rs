@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Wake, Waker};
+use std::task::Waker;
 
 #[derive(Default)]
 pub(crate) struct Wakers {
@@ -85,15 +85,11 @@ impl Wakers {
     }
 }
 
-impl Wake for Wakers {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
+impl futures_task::ArcWake for Wakers {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
         // Waking only schedules tasks, so holding the lock is brief.
-        let mut inner = self.lock();
-        self.wakes.fetch_add(1, Ordering::AcqRel);
+        let mut inner = arc_self.lock();
+        arc_self.wakes.fetch_add(1, Ordering::AcqRel);
         if let Some(receiver) = &inner.receiver {
             receiver.wake_by_ref();
         }

@@ -26,6 +26,8 @@ struct Wire {
     flushed: usize,
     /// Input that never runs out: this frame, again and again.
     endless: Option<Vec<u8>>,
+    /// The wakers stalled writes were polled with, in order.
+    write_wakers: Vec<Waker>,
 }
 
 /// A transport whose input is fixed up front and whose writes are counted.
@@ -50,13 +52,14 @@ impl Transport for Memory {
         wire.to_server.drain(..n);
         Poll::Ready(Ok(n))
     }
-    fn poll_write_vectored(&mut self, _: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let mut wire = self.0.lock().unwrap();
         wire.writes += 1;
         if wire.broken {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         if wire.stalled {
+            wire.write_wakers.push(cx.waker().clone());
             return Poll::Pending;
         }
         let mut n = 0;
@@ -195,6 +198,39 @@ fn a_send_whose_write_fails_wakes_the_receiving_task() {
     assert!(matches!(poll_once(sender.send(&chinwag_core::Message::text("x"))), Poll::Ready(Err(_))));
     assert!(counter.wakes() > 0, "the receiving task was not woken");
     assert!(matches!(pin!(ws.recv()).poll(&mut cx), Poll::Ready(None)));
+}
+
+#[test]
+fn writes_are_polled_with_one_shared_waker_that_reaches_receiver_and_senders() {
+    let (mut ws, wire) = open(Config::default());
+    let (receiver, receiver_waker) = CountingWaker::new();
+    assert!(pin!(ws.recv()).poll(&mut Context::from_waker(&receiver_waker)).is_pending());
+    wire.lock().unwrap().stalled = true;
+    // Two sending tasks find the transport full.
+    let (sender, sender_waker) = CountingWaker::new();
+    let message = chinwag_core::Message::text("x");
+    let sender_handle = ws.sender();
+    let mut first = Box::pin(sender_handle.send(&message));
+    assert!(first.as_mut().poll(&mut Context::from_waker(&sender_waker)).is_pending());
+    let mut second = Box::pin(sender_handle.send(&message));
+    assert!(second.as_mut().poll(&mut Context::from_waker(&sender_waker)).is_pending());
+    let wakers = std::mem::take(&mut wire.lock().unwrap().write_wakers);
+    assert!(wakers.len() >= 2, "{} stalled writes", wakers.len());
+    // The same waker each time, so a transport keeps its registration instead of
+    // replacing it on every poll; and no task's own waker.
+    assert!(wakers.windows(2).all(|w| w[0].will_wake(&w[1])), "a new write waker per poll");
+    assert!(!wakers[0].will_wake(&sender_waker) && !wakers[0].will_wake(&receiver_waker));
+    // The transport makes room and wakes it: both the receiving task and the
+    // waiting sender hear of it.
+    let (receiver_before, sender_before) = (receiver.wakes(), sender.wakes());
+    wire.lock().unwrap().stalled = false;
+    wakers[0].wake_by_ref();
+    assert!(receiver.wakes() > receiver_before, "the receiving task was not woken");
+    assert!(sender.wakes() > sender_before, "the waiting sender was not woken");
+    // The waker outlives the connection harmlessly.
+    drop((first, second));
+    drop((sender_handle, ws));
+    wakers[1].wake_by_ref();
 }
 
 #[test]

@@ -14,12 +14,11 @@ use chinwag_service::ops::prometheus_client::metrics::counter::Counter;
 use chinwag_service::ops::prometheus_client::metrics::gauge::Gauge;
 use chinwag_service::ops::prometheus_client::registry::Registry;
 use chinwag_service::ops::{Admin, ProcessCollector, Readiness};
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -64,9 +63,8 @@ impl Program for EchoServer {
 
 /// What the echo server's connections share: who is open, for the shutdown.
 struct Echo {
-    /// Each open connection's sender (to close it with 1001), by its number.
-    open: Mutex<HashMap<u64, AnySender>>,
-    next: AtomicU64,
+    /// Each open connection's sender, to close it with 1001.
+    open: Mutex<Slots<AnySender>>,
     draining: AtomicBool,
     shutting_down: AtomicBool,
     /// Notified when shutdown starts and when the last connection ends.
@@ -86,8 +84,7 @@ impl Echo {
         registry.register("chinwag_connections_opened", "WebSocket connections opened", opened.clone());
         registry.register_collector(Box::new(ProcessCollector));
         Self {
-            open: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(0),
+            open: Mutex::new(Slots::default()),
             draining: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             changed: event_listener::Event::new(),
@@ -98,7 +95,7 @@ impl Echo {
         }
     }
 
-    fn open_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AnySender>> {
+    fn open_map(&self) -> std::sync::MutexGuard<'_, Slots<AnySender>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -109,34 +106,86 @@ impl Echo {
     /// Closes every open connection with 1001 and stops accepting.
     fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
-        for sender in self.open_map().values() {
+        for sender in self.open_map().iter() {
             close_for_shutdown(sender);
         }
         self.changed.notify(usize::MAX);
     }
 
     /// Records an open connection; `None` if shutdown began (it is closed then).
-    fn enter(&self, sender: AnySender) -> Option<u64> {
+    fn enter(&self, sender: AnySender) -> Option<usize> {
         let mut open = self.open_map();
         if self.shutting_down.load(Ordering::Acquire) {
             close_for_shutdown(&sender);
             return None;
         }
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        open.insert(id, sender);
+        let id = open.insert(sender);
         self.connections.inc();
         self.opened.inc();
         Some(id)
     }
 
-    fn leave(&self, id: Option<u64>) {
+    fn leave(&self, id: Option<usize>) {
         let Some(id) = id else { return };
         let mut open = self.open_map();
-        open.remove(&id);
+        open.remove(id);
         self.connections.dec();
         if open.is_empty() {
             self.changed.notify(usize::MAX);
         }
+    }
+}
+
+/// Values in slots reused as they come and go (the open connections' senders):
+/// a sender's slot is 16 bytes, where a hash map's entry and spare capacity cost
+/// about 40 per connection, and every idle connection pays it.
+struct Slots<T> {
+    slots: Vec<Option<T>>,
+    /// Empty slots, reused before the vector grows.
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Self { slots: Vec::new(), free: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Slots<T> {
+    /// Keeps `value`; returns its slot.
+    fn insert(&mut self, value: T) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(value);
+                slot
+            }
+            None => {
+                self.slots.push(Some(value));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Drops the value in `slot`.
+    fn remove(&mut self, slot: usize) {
+        if self.slots.get_mut(slot).and_then(Option::take).is_some() {
+            self.len -= 1;
+            self.free.push(slot);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -285,5 +334,29 @@ async fn until(echo: &Echo, done: impl Fn(&Echo) -> bool) {
             return;
         }
         listener.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slots;
+
+    #[test]
+    fn slots_are_reused_and_counted() {
+        let mut slots = Slots::default();
+        let (a, b, c) = (slots.insert('a'), slots.insert('b'), slots.insert('c'));
+        assert_eq!(slots.len(), 3);
+        slots.remove(b);
+        slots.remove(b);
+        assert_eq!(slots.len(), 2, "a second removal of the same slot counts once");
+        assert_eq!(slots.iter().collect::<String>(), "ac");
+        let d = slots.insert('d');
+        assert_eq!(d, b, "an empty slot is reused before the vector grows");
+        assert_eq!(slots.slots.len(), 3);
+        for slot in [a, c, d] {
+            slots.remove(slot);
+        }
+        assert!(slots.is_empty());
+        assert_eq!(slots.iter().count(), 0);
     }
 }
