@@ -246,11 +246,16 @@ proptest! {
         let mut p = Pair::open_with_latency(config(), config(), Duration::from_millis(latency_ms));
         for op in &ops {
             apply(&mut p, op);
-            for (name, events) in [("client", &p.client_events), ("server", &p.server_events)] {
+            for (name, events, conn) in [("client", &p.client_events, &p.client), ("server", &p.server_events, &p.server)] {
                 let closed = events.iter().filter(|e| matches!(e, Event::Closed(_))).count();
                 prop_assert!(closed <= 1, "{}: Closed twice", name);
                 if closed == 1 {
                     prop_assert!(matches!(events.last(), Some(Event::Closed(_))), "{}: an event after Closed", name);
+                    // What the event said stays available from the connection.
+                    let Some(Event::Closed(reported)) = events.last() else { unreachable!() };
+                    prop_assert_eq!(conn.closed(), Some(&**reported), "{}: closed() disagrees with the event", name);
+                } else if !conn.has_events() {
+                    prop_assert!(conn.closed().is_none(), "{}: closed() before the connection ended", name);
                 }
             }
         }

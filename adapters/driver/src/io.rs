@@ -2,7 +2,7 @@
 //! from a timer into it, following the core's call-order contract.
 
 use bytes::Buf;
-use chinwag_core::{Closed, Connection, Event, HandshakeError};
+use chinwag_core::{Connection, Event, HandshakeError};
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
@@ -17,10 +17,11 @@ const READ_BUF_SIZE: usize = 64 << 10;
 const MAX_IOVECS: usize = 64;
 /// At most this many reads in one poll of a task, so that a peer streaming data
 /// cannot keep a worker thread (and this connection's lock) to itself.
-const READS_PER_POLL: u32 = 32;
+const READS_PER_POLL: u8 = 32;
 /// [`Io::timer_polled`] when the timer was not polled with the shared waker since
-/// it was last armed.
-const NOT_POLLED: u64 = u64::MAX;
+/// it was last armed. A wake count whose low 32 bits equal it is never taken for
+/// a recorded one (the timer is polled once more instead).
+const NOT_POLLED: u32 = u32::MAX;
 
 thread_local! {
     /// One read buffer per thread, borrowed only inside a poll: an idle connection
@@ -34,22 +35,20 @@ pub(crate) struct Io<T, R> {
     pub(crate) conn: Connection,
     timer: R,
     timer_at: Option<Instant>,
-    /// The shared waker's wake count (see `wake.rs`) when the runtime timer was
+    /// The shared waker's wake count (its low 32 bits; see `wake.rs`) when the runtime timer was
     /// last polled with that waker and found not due, or [`NOT_POLLED`].
-    timer_polled: u64,
+    timer_polled: u32,
     read_done: bool,
     shut_down: bool,
     /// Bytes were written and not yet flushed (a TLS or buffered transport).
     needs_flush: bool,
     /// Reads left in the current poll of the task.
-    read_budget: u32,
+    read_budget: u8,
     /// The clock, read when the current poll of the connection's own task began
     /// (or its timer fired): one reading serves everything that task does in one
     /// wake-up (in a [`Clocked`](crate::Clocked) task, the reading of the
     /// poll). Calls from other tasks read the clock themselves.
     now: Instant,
-    /// How the connection ended (boxed: most of a connection's life it is `None`).
-    pub(crate) closed: Option<Box<Closed>>,
 }
 
 impl<T: Transport, R: Timer> Io<T, R> {
@@ -65,7 +64,6 @@ impl<T: Transport, R: Timer> Io<T, R> {
             needs_flush: false,
             read_budget: READS_PER_POLL,
             now: crate::clock::now(),
-            closed: None,
         }
     }
 
@@ -96,9 +94,6 @@ impl<T: Transport, R: Timer> Io<T, R> {
             if self.conn.has_events()
                 && let Some(event) = self.conn.poll_event(self.now)
             {
-                if let Event::Closed(closed) = &event {
-                    self.closed = Some(closed.clone());
-                }
                 return Poll::Ready(Some(event));
             }
             if let Poll::Ready(Err(_)) = self.poll_write(write_cx) {
@@ -222,7 +217,11 @@ impl<T: Transport, R: Timer> Io<T, R> {
             }
         };
         if let Some(wakes) = wakes {
-            if self.timer_polled == wakes {
+            // The low 32 bits of the count are enough (and keep every connection 8
+            // bytes smaller): they cannot come round to the same value between two
+            // polls of the receiving task, which each wake schedules.
+            let wakes = wakes as u32;
+            if wakes != NOT_POLLED && self.timer_polled == wakes {
                 return Poll::Pending;
             }
             if self.timer.poll_elapsed(cx).is_pending() {

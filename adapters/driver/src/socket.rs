@@ -100,7 +100,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
                     Some(Event::Text(text)) => return Poll::Ready(Some(Incoming::Message(Message::Text(text)))),
                     Some(Event::Binary(data)) => return Poll::Ready(Some(Incoming::Message(Message::Binary(data)))),
                     Some(Event::Skipped(skipped)) => return Poll::Ready(Some(Incoming::Skipped(skipped))),
-                    // Pongs are queued by the core; close details are kept in `closed`.
+                    // Pongs are queued by the core; close details are kept in the core.
                     Some(_) => {}
                 }
             }
@@ -298,7 +298,7 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
 
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<Closed> {
-        self.shared.lock().closed.as_deref().cloned()
+        self.shared.lock().conn.closed().cloned()
     }
 
     /// The agreed subprotocol.
@@ -360,7 +360,7 @@ impl<T: Transport, R: Timer> Receiver<T, R> {
 
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<Closed> {
-        self.shared.lock().closed.as_deref().cloned()
+        self.shared.lock().conn.closed().cloned()
     }
 }
 

@@ -1,10 +1,10 @@
 //! What only some connections carry, kept behind one pointer.
 
 use super::compression::Compression;
-use super::{CloseFrame, MaskSource};
+use super::{CloseFrame, Closed, MaskSource};
 
 /// What a connection has only if it agreed on more than RFC 6455 itself, is a
-/// client, or is closing. Boxed in the connection and absent otherwise: a plain
+/// client, or is closing or closed. Boxed in the connection and absent otherwise: a plain
 /// server connection, idle most of its life, carries one pointer for all of it
 /// (every idle connection costs its size, many times over on a busy server).
 #[derive(Default)]
@@ -15,6 +15,8 @@ pub(super) struct Extras {
     pub(super) masks: Option<Box<dyn MaskSource>>,
     /// The close frame we sent, reported in [`Closed::sent`](crate::Closed::sent).
     pub(super) sent_close: Option<CloseFrame>,
+    /// How the connection ended, once it has (see [`Connection::closed`](crate::Connection::closed)).
+    pub(super) closed: Option<Closed>,
 }
 
 impl std::fmt::Debug for Extras {
@@ -24,6 +26,7 @@ impl std::fmt::Debug for Extras {
             .field("deflate", &self.deflate)
             .field("masks", &self.masks.is_some())
             .field("sent_close", &self.sent_close)
+            .field("closed", &self.closed)
             .finish()
     }
 }

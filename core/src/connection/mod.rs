@@ -304,6 +304,13 @@ impl Connection {
         self.error
     }
 
+    /// How the connection ended, once it has: what [`Event::Closed`] reported,
+    /// kept after that event is taken, for a driver or application that asks
+    /// later (a driver need not keep its own copy in every connection).
+    pub fn closed(&self) -> Option<&Closed> {
+        self.extras.as_ref()?.closed.as_ref()
+    }
+
     /// The agreed subprotocol, once open.
     pub fn subprotocol(&self) -> Option<&str> {
         self.extras.as_ref()?.subprotocol.as_deref()
@@ -1010,6 +1017,7 @@ impl Connection {
         // EOF; at most the close timeout.
         let linger = await_eof || self.out.has_remaining();
         self.timers.closed(linger.then_some(self.config.close_timeout));
+        self.extras.get_or_insert_default().closed = Some(closed.clone());
         self.events.push(Event::Closed(Box::new(closed)));
     }
 }
