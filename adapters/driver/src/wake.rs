@@ -37,8 +37,10 @@ struct Inner {
     /// The receiving task. Kept across wake-ups: it is the same task poll after poll,
     /// so storing it costs a comparison, not a clone.
     receiver: Option<Waker>,
-    /// Tasks waiting to send; drained (keeping capacity) when woken.
-    senders: Vec<Waker>,
+    /// Tasks waiting to send; drained (keeping capacity) when woken. Boxed: most
+    /// connections never have a sender wait, and every idle one carries this.
+    #[allow(clippy::box_collection)]
+    senders: Option<Box<Vec<Waker>>>,
 }
 
 impl Wakers {
@@ -72,8 +74,11 @@ impl Wakers {
         let mut inner = self.lock();
         if self.wakes.load(Ordering::Acquire) != before {
             waker.wake_by_ref();
-        } else if !inner.senders.iter().any(|w| w.will_wake(waker)) {
-            inner.senders.push(waker.clone());
+        } else {
+            let senders = inner.senders.get_or_insert_default();
+            if !senders.iter().any(|w| w.will_wake(waker)) {
+                senders.push(waker.clone());
+            }
         }
     }
 
@@ -93,7 +98,7 @@ impl futures_task::ArcWake for Wakers {
         if let Some(receiver) = &inner.receiver {
             receiver.wake_by_ref();
         }
-        for waker in inner.senders.drain(..) {
+        for waker in inner.senders.iter_mut().flat_map(|senders| senders.drain(..)) {
             waker.wake();
         }
     }
