@@ -107,11 +107,11 @@ fn after_messages_an_idle_connection_keeps_only_its_frame_buffer() {
 
 /// Every idle connection is this struct, many thousands of times over on a
 /// server: what only some connections need (a client's mask source, a
-/// subprotocol, compression, a close in progress, shared frames queued) stays
-/// behind pointers. Growth here is growth of every server's idle cost.
+/// subprotocol, compression, a close in progress or done) stays behind one
+/// pointer. Growth here is growth of every server's idle cost.
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn the_connection_struct_stays_small() {
     let size = std::mem::size_of::<Connection>();
-    assert!(size <= 272, "Connection is {size} bytes");
+    assert!(size <= 304, "Connection is {size} bytes");
 }

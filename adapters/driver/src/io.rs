@@ -44,11 +44,6 @@ pub(crate) struct Io<T, R> {
     needs_flush: bool,
     /// Reads left in the current poll of the task.
     read_budget: u8,
-    /// The clock, read when the current poll of the connection's own task began
-    /// (or its timer fired): one reading serves everything that task does in one
-    /// wake-up (in a [`Clocked`](crate::Clocked) task, the reading of the
-    /// poll). Calls from other tasks read the clock themselves.
-    now: Instant,
 }
 
 impl<T: Transport, R: Timer> Io<T, R> {
@@ -63,16 +58,17 @@ impl<T: Transport, R: Timer> Io<T, R> {
             shut_down: false,
             needs_flush: false,
             read_budget: READS_PER_POLL,
-            now: crate::clock::now(),
         }
     }
 
     /// Starts a poll of the receiving task: reads the clock once (a poll lasts
-    /// microseconds) and resets the read budget.
+    /// microseconds) and resets the read budget. That reading, which the
+    /// connection keeps ([`Connection::now`]), serves everything the task does in
+    /// this wake-up (in a [`Clocked`](crate::Clocked) task, the reading of the
+    /// poll); calls from other tasks read the clock themselves.
     pub(crate) fn start_poll(&mut self) -> &mut Self {
         self.read_budget = READS_PER_POLL;
-        self.now = crate::clock::now();
-        self.conn.handle_timeout(self.now);
+        self.conn.handle_timeout(crate::clock::now());
         self
     }
 
@@ -92,7 +88,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
             // `has_events` first: most turns of this loop find none, and asking
             // costs less than a call that also checks the deadlines.
             if self.conn.has_events()
-                && let Some(event) = self.conn.poll_event(self.now)
+                && let Some(event) = self.conn.poll_event(self.conn.now())
             {
                 return Poll::Ready(Some(event));
             }
@@ -132,16 +128,16 @@ impl<T: Transport, R: Timer> Io<T, R> {
         READ_BUF.with_borrow_mut(|buf| match self.transport.poll_read(cx, buf) {
             Poll::Ready(Ok(0)) => {
                 self.read_done = true;
-                self.conn.receive_eof(self.now);
+                self.conn.receive_eof(self.conn.now());
                 Poll::Ready(())
             }
             Poll::Ready(Ok(n)) => {
-                self.conn.receive(self.now, &buf[..n]);
+                self.conn.receive(self.conn.now(), &buf[..n]);
                 Poll::Ready(())
             }
             Poll::Ready(Err(_)) => {
                 self.read_done = true;
-                self.conn.transport_lost(self.now);
+                self.conn.transport_lost(self.conn.now());
                 Poll::Ready(())
             }
             Poll::Pending => Poll::Pending,
@@ -236,8 +232,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
         self.timer_polled = NOT_POLLED;
         // The runtime's clock may read a hair before the deadline it woke us for;
         // give the core at least that deadline so the loop makes progress.
-        self.now = Instant::now().max(armed);
-        self.conn.handle_timeout(self.now);
+        self.conn.handle_timeout(Instant::now().max(armed));
         Poll::Ready(())
     }
 
@@ -248,7 +243,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
     /// once; reading anyway is how a long wait learns that the client left.
     pub(crate) fn poll_deciding(&mut self, cx: &mut Context<'_>) -> Poll<HandshakeError> {
         loop {
-            if let Some(event) = self.conn.poll_event(self.now) {
+            if let Some(event) = self.conn.poll_event(self.conn.now()) {
                 // Nothing else happens to a request waiting for its answer.
                 if let Event::HandshakeFailed(failed) = event {
                     return Poll::Ready(failed);

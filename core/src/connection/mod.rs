@@ -304,6 +304,14 @@ impl Connection {
         self.error
     }
 
+    /// The latest time the connection was given (by any call that takes `now`;
+    /// an earlier `now` than a previous one counts as the previous one). A driver
+    /// can pass it back for calls that need no fresh reading, instead of keeping
+    /// a copy in every connection.
+    pub fn now(&self) -> Instant {
+        self.timers.now()
+    }
+
     /// How the connection ended, once it has: what [`Event::Closed`] reported,
     /// kept after that event is taken, for a driver or application that asks
     /// later (a driver need not keep its own copy in every connection).

@@ -19,41 +19,17 @@ const KEEP_CHUNKS: usize = 16;
 /// [`SharedFrame`]: crate::SharedFrame
 #[derive(Debug, Default)]
 pub struct Outgoing {
-    /// Chunks that come before `tail`: boxed, because most connections never
-    /// queue one (an echo, a client) and every idle connection carries this
-    /// struct; a connection that did keeps the box for the next one.
-    #[allow(clippy::box_collection)]
-    chunks: Option<Box<Chunks>>,
+    /// Chunks that come before `tail`. Inline, not boxed: a broadcast pushes one
+    /// into every recipient's queue, and a pointer to follow per recipient cost
+    /// fan-out about 3% of its throughput (boxed, an idle connection would be 32
+    /// bytes smaller).
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    chunks_len: usize,
     /// Frames encoded in place, after all of `chunks`.
     tail: BytesMut,
     /// Release the buffers, whatever their size, the next time the queue drains.
     release: bool,
-}
-
-/// Queued chunks and their total length.
-#[derive(Debug, Default)]
-struct Chunks {
-    queue: VecDeque<Bytes>,
-    /// Bytes in `queue`.
-    len: usize,
-}
-
-impl Chunks {
-    /// Consumes up to `cnt` bytes from the front; returns how many of them lie
-    /// beyond the last chunk.
-    fn advance(&mut self, mut cnt: usize) -> usize {
-        while cnt > 0 {
-            let Some(front) = self.queue.front_mut() else { break };
-            let n = cnt.min(front.len());
-            front.advance(n);
-            self.len -= n;
-            cnt -= n;
-            if front.is_empty() {
-                self.queue.pop_front();
-            }
-        }
-        cnt
-    }
 }
 
 impl Outgoing {
@@ -67,24 +43,18 @@ impl Outgoing {
         if chunk.is_empty() {
             return;
         }
-        let chunks = self.chunks.get_or_insert_default();
         if !self.tail.is_empty() {
             let encoded = self.tail.split().freeze();
-            chunks.len += encoded.len();
-            chunks.queue.push_back(encoded);
+            self.chunks_len += encoded.len();
+            self.chunks.push_back(encoded);
         }
-        chunks.len += chunk.len();
-        chunks.queue.push_back(chunk);
+        self.chunks_len += chunk.len();
+        self.chunks.push_back(chunk);
     }
 
     /// How many buffers a vectored write of everything queued takes.
     pub fn buffer_count(&self) -> usize {
-        self.chunks.as_ref().map_or(0, |c| c.queue.len()) + usize::from(!self.tail.is_empty())
-    }
-
-    /// Bytes queued as chunks.
-    fn chunks_len(&self) -> usize {
-        self.chunks.as_ref().map_or(0, |c| c.len)
+        self.chunks.len() + usize::from(!self.tail.is_empty())
     }
 
     /// Releases the buffers the next time everything queued has been written,
@@ -95,12 +65,12 @@ impl Outgoing {
     }
 
     fn release_if_drained(&mut self) {
-        if self.chunks_len() == 0 && self.tail.is_empty() {
+        if self.chunks_len == 0 && self.tail.is_empty() {
             if self.release || self.tail.capacity() > KEEP_CAPACITY {
                 self.tail = BytesMut::new();
             }
-            if self.release || self.chunks.as_ref().is_some_and(|c| c.queue.capacity() > KEEP_CHUNKS) {
-                self.chunks = None;
+            if self.release || self.chunks.capacity() > KEEP_CHUNKS {
+                self.chunks = VecDeque::new();
             }
             self.release = false;
         }
@@ -109,32 +79,44 @@ impl Outgoing {
 
 impl Buf for Outgoing {
     fn remaining(&self) -> usize {
-        self.chunks_len() + self.tail.len()
+        self.chunks_len + self.tail.len()
     }
 
     fn chunk(&self) -> &[u8] {
-        self.chunks.as_ref().and_then(|c| c.queue.front()).map_or(&self.tail[..], |c| &c[..])
+        self.chunks.front().map_or(&self.tail[..], |c| &c[..])
     }
 
     fn advance(&mut self, mut cnt: usize) {
         assert!(cnt <= self.remaining(), "advance past the end of the outgoing queue");
-        if let Some(chunks) = &mut self.chunks {
-            cnt = chunks.advance(cnt);
-        }
-        if cnt == self.tail.len() {
-            // Written whole (the usual case): emptied in place, so the next frame
-            // is encoded at the start of the same buffer without `reserve` having
-            // to move anything back.
-            self.tail.clear();
-        } else {
-            self.tail.advance(cnt);
+        while cnt > 0 {
+            match self.chunks.front_mut() {
+                Some(front) => {
+                    let n = cnt.min(front.len());
+                    front.advance(n);
+                    self.chunks_len -= n;
+                    cnt -= n;
+                    if front.is_empty() {
+                        self.chunks.pop_front();
+                    }
+                }
+                None => {
+                    if cnt == self.tail.len() {
+                        // Written whole (the usual case): emptied in place, so the
+                        // next frame is encoded at the start of the same buffer
+                        // without `reserve` having to move anything back.
+                        self.tail.clear();
+                    } else {
+                        self.tail.advance(cnt);
+                    }
+                    cnt = 0;
+                }
+            }
         }
         self.release_if_drained();
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let chunks = self.chunks.iter().flat_map(|c| c.queue.iter());
-        let slices = chunks.map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
+        let slices = self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
         let mut n = 0;
         for (slot, slice) in dst.iter_mut().zip(slices.filter(|s| !s.is_empty())) {
             *slot = IoSlice::new(slice);
@@ -195,7 +177,6 @@ mod tests {
         out.advance(64 << 10);
         assert_eq!(out.tail.capacity(), 0);
     }
-
     #[derive(Debug, Clone)]
     enum Op {
         Encode(Vec<u8>),

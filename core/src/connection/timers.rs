@@ -81,6 +81,11 @@ impl Timers {
         self.arm(at);
     }
 
+    /// The latest time given.
+    pub(super) fn now(&self) -> Instant {
+        self.now
+    }
+
     /// Moves the clock to `now` (never backwards) and says whether a deadline may
     /// be due.
     #[inline(always)]
