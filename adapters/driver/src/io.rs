@@ -214,8 +214,9 @@ impl<T: Transport, R: Timer> Io<T, R> {
         };
         if let Some(wakes) = wakes {
             // The low 32 bits of the count are enough (and keep every connection 8
-            // bytes smaller): they cannot come round to the same value between two
-            // polls of the receiving task, which each wake schedules.
+            // bytes smaller): a false match between two calls here would take
+            // exactly a multiple of 2^32 wakes in between, each of which schedules
+            // this task.
             let wakes = wakes as u32;
             if wakes != NOT_POLLED && self.timer_polled == wakes {
                 return Poll::Pending;

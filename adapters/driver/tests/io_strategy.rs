@@ -28,6 +28,10 @@ struct Wire {
     endless: Option<Vec<u8>>,
     /// The wakers stalled writes were polled with, in order.
     write_wakers: Vec<Waker>,
+    /// For each stalled write after the first: whether the waker it was polled
+    /// with `will_wake` the one kept from the write before (what a transport
+    /// compares to keep its registration instead of replacing it).
+    same_write_waker: Vec<bool>,
 }
 
 /// A transport whose input is fixed up front and whose writes are counted.
@@ -59,6 +63,10 @@ impl Transport for Memory {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         if wire.stalled {
+            if let Some(kept) = wire.write_wakers.last() {
+                let same = kept.will_wake(cx.waker());
+                wire.same_write_waker.push(same);
+            }
             wire.write_wakers.push(cx.waker().clone());
             return Poll::Pending;
         }
@@ -218,7 +226,8 @@ fn writes_are_polled_with_one_shared_waker_that_reaches_receiver_and_senders() {
     assert!(wakers.len() >= 2, "{} stalled writes", wakers.len());
     // The same waker each time, so a transport keeps its registration instead of
     // replacing it on every poll; and no task's own waker.
-    assert!(wakers.windows(2).all(|w| w[0].will_wake(&w[1])), "a new write waker per poll");
+    let same = std::mem::take(&mut wire.lock().unwrap().same_write_waker);
+    assert!(!same.is_empty() && same.iter().all(|&s| s), "a new write waker per poll: {same:?}");
     assert!(!wakers[0].will_wake(&sender_waker) && !wakers[0].will_wake(&receiver_waker));
     // The transport makes room and wakes it: both the receiving task and the
     // waiting sender hear of it.

@@ -10,7 +10,9 @@ use super::{CloseFrame, Closed, MaskSource};
 #[derive(Default)]
 pub(super) struct Extras {
     pub(super) subprotocol: Option<String>,
-    pub(super) deflate: Option<Compression>,
+    /// Boxed: its engines' state is several hundred bytes, and every closing
+    /// connection has this struct for a while.
+    pub(super) deflate: Option<Box<Compression>>,
     /// (Client) Where the masking keys come from.
     pub(super) masks: Option<Box<dyn MaskSource>>,
     /// The close frame we sent, reported in [`Closed::sent`](crate::Closed::sent).
@@ -28,5 +30,18 @@ impl std::fmt::Debug for Extras {
             .field("sent_close", &self.sent_close)
             .field("closed", &self.closed)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A server connection gets this box when it closes (to keep how it ended),
+    /// so at a mass shutdown every lingering connection holds one: it stays small,
+    /// with compression's engines behind a pointer of their own.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn the_box_a_closing_connection_gets_stays_small() {
+        let size = std::mem::size_of::<super::Extras>();
+        assert!(size <= 144, "Extras is {size} bytes");
     }
 }

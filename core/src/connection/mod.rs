@@ -190,7 +190,8 @@ pub struct Connection {
     events: PendingEvents,
     timers: Timers,
     /// The subprotocol and extensions agreed, a client's mask source, the close
-    /// frame we sent: absent on most connections most of the time.
+    /// frame we sent, how the connection ended: absent on a plain server
+    /// connection until it closes.
     extras: Option<Box<Extras>>,
     /// Why the connection ended, if not with a clean close handshake.
     error: Option<ConnectionError>,
@@ -331,7 +332,7 @@ impl Connection {
 
     /// Records what the handshake agreed on.
     fn set_extras(&mut self, subprotocol: Option<String>, deflate: Option<(DeflateParams, &DeflateConfig)>) {
-        let deflate = deflate.map(|(params, config)| Compression::new(self.role, params, config));
+        let deflate = deflate.map(|(params, config)| Box::new(Compression::new(self.role, params, config)));
         if subprotocol.is_some() || deflate.is_some() {
             let extras = self.extras.get_or_insert_default();
             extras.subprotocol = subprotocol;
@@ -341,7 +342,7 @@ impl Connection {
 
     /// The compression agreed, if any.
     fn compression(&mut self) -> Option<&mut Compression> {
-        self.extras.as_mut()?.deflate.as_mut()
+        self.extras.as_mut()?.deflate.as_deref_mut()
     }
 
     // ----- time in ----------------------------------------------------------------
