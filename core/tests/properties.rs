@@ -227,13 +227,28 @@ fn echo_in_pieces(conn: &mut Connection, wire: &[u8], cuts: &[usize], drain_each
 
 /// A server with [`small_limits`], open after `request` and with its output taken.
 fn open_server(request: &[u8]) -> Connection {
-    let mut s = Connection::server(small_limits(), t0());
+    open_server_with(small_limits(), request)
+}
+
+/// A server connection with `config`, opened by `request`, its 101 taken.
+fn open_server_with(config: Config, request: &[u8]) -> Connection {
+    let mut s = Connection::server(config, t0());
     s.receive(t0(), request);
     drain_events(&mut s, t0());
     s.accept(t0(), Accept::new()).unwrap();
     drain_events(&mut s, t0());
     drain_transmit(&mut s);
     s
+}
+
+/// A client connection with `config`, its request taken and opened by `response`.
+fn open_client_with(config: Config, response: &[u8]) -> Connection {
+    let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
+    let mut c = Connection::client(&request, [3; 16], counter_masks(), config, t0());
+    drain_transmit(&mut c);
+    c.receive(t0(), response);
+    drain_events(&mut c, t0());
+    c
 }
 
 fn small_limits() -> Config {
@@ -350,14 +365,7 @@ proptest! {
                 open_server(&request)
             })
         } else {
-            Box::new(|| {
-                let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
-                let mut c = Connection::client(&request, [3; 16], counter_masks(), small_limits(), t0());
-                drain_transmit(&mut c);
-                c.receive(t0(), &response);
-                drain_events(&mut c, t0());
-                c
-            })
+            Box::new(|| open_client_with(small_limits(), &response))
         };
         let [whole, pieces] = feed_both(&*make, &frames, &cuts);
         prop_assert_eq!(&whole, &pieces);
@@ -420,22 +428,7 @@ proptest! {
         }
         let config = Config { max_frame_size, max_message_size, ..Config::default() };
         let open = || {
-            if server {
-                let mut s = Connection::server(config.clone(), t0());
-                s.receive(t0(), &request);
-                drain_events(&mut s, t0());
-                s.accept(t0(), Accept::new()).unwrap();
-                drain_events(&mut s, t0());
-                drain_transmit(&mut s);
-                s
-            } else {
-                let request = ClientRequest::new("ws://localhost/p?q=1").unwrap();
-                let mut c = Connection::client(&request, [3; 16], counter_masks(), config.clone(), t0());
-                drain_transmit(&mut c);
-                c.receive(t0(), &response);
-                drain_events(&mut c, t0());
-                c
-            }
+            if server { open_server_with(config.clone(), &request) } else { open_client_with(config.clone(), &response) }
         };
         let [whole, pieces] = feed_both(&open, &wire, &cuts);
         prop_assert_eq!(&whole, &pieces);

@@ -21,8 +21,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use chinwag_core::chat::ConnId;
+use chinwag_core::http::StatusCode;
+use chinwag_core::{CloseCode, Rejection};
+
 use crate::limits::Counters;
-use crate::state::Shared;
+use crate::state::{Shared, State};
 
 /// Every hook, as named in the logs and the metric's `hook` label (each is
 /// exported at 0 from the start).
@@ -43,6 +47,16 @@ pub(crate) const HOOKS: [&str; 12] = [
 
 /// The reason sent with the 1011 close (and the 500's body) after a hook panicked.
 pub(crate) const INTERNAL_ERROR: &str = "internal server error";
+
+/// The answer to a request whose hook panicked: 500.
+pub(crate) fn rejection() -> Rejection {
+    Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
+}
+
+/// Closes open connection `conn` whose hook panicked: 1011.
+pub(crate) fn close(state: &State, conn: ConnId) {
+    state.close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
+}
 
 /// Runs hook `hook` (`f`); `None` if it panicked (logged and counted).
 pub(crate) fn catch<T>(shared: &Shared, hook: &'static str, f: impl FnOnce() -> T) -> Option<T> {

@@ -463,7 +463,7 @@ async fn handshake<R: Runtime, S: Service>(
     // Both the call and the future it returns run the service's code.
     let waited = match hook_panic::catch(shared, "admit", || service.admit(&admitting)) {
         Some(answer) => wait_for_admit(shared, &mut pending, answer, expiry).await,
-        None => Waited::Answered(Admit::Reject(Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR))),
+        None => Waited::Answered(Admit::Reject(hook_panic::rejection())),
     };
     let mut ticket = match waited {
         Waited::Answered(Admit::Allow(ticket)) => ticket,
@@ -514,7 +514,7 @@ async fn handshake<R: Runtime, S: Service>(
         let mut cx = Context::new(conn, &mut state.hub, client).with_request(&request, &params);
         cx.ticket = Some(&mut ticket);
         let decision = hook_panic::catch(shared, "on_upgrade", || service.on_upgrade(&mut cx))
-            .unwrap_or_else(|| Decision::Reject(Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR)));
+            .unwrap_or_else(|| Decision::Reject(hook_panic::rejection()));
         match decision {
             Decision::Reject(rejection) => {
                 shared.metrics.refused(RefusalReason::for_status(rejection.status.as_u16()));
@@ -548,7 +548,7 @@ async fn handshake<R: Runtime, S: Service>(
                         let mut cx = Context::new(conn, &mut state.hub, client).with_request(&request, &params);
                         if hook_panic::catch(shared, "on_open", || service.on_open(&mut cx)).is_none() {
                             failed = true;
-                            state.close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
+                            hook_panic::close(&state, conn);
                         }
                     }
                     state.dispatch();
@@ -638,7 +638,7 @@ async fn connection<R: Runtime, S: Service>(
             };
             if caught.is_none() {
                 failed = true;
-                shared.lock().close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
+                hook_panic::close(&shared.lock(), conn);
             }
         }
         let Some(incoming) = receiver.recv_incoming().await else { break };
@@ -685,7 +685,7 @@ async fn connection<R: Runtime, S: Service>(
         };
         if called.is_none() {
             failed = true;
-            state.close(conn, CloseCode::INTERNAL_ERROR, INTERNAL_ERROR);
+            hook_panic::close(&state, conn);
         }
         state.dispatch();
     }
@@ -757,8 +757,7 @@ async fn wait_for_admit<T: Transport, Tm: Timer>(
     poll_fn(|cx| {
         // The answer first: most come at once, and then nothing else is set up.
         if let Poll::Ready(answer) = hook_panic::poll_caught(shared, "admit", answer.as_mut(), cx) {
-            let answer = answer
-                .unwrap_or_else(|| Admit::Reject(Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR)));
+            let answer = answer.unwrap_or_else(|| Admit::Reject(hook_panic::rejection()));
             return Poll::Ready(if gone { Waited::Gone } else { Waited::Answered(answer) });
         }
         if !gone && closed.as_mut().poll(cx).is_ready() {

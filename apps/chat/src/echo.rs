@@ -143,19 +143,17 @@ struct Slots<T> {
     slots: Vec<Option<T>>,
     /// Empty slots, reused before the vector grows.
     free: Vec<usize>,
-    len: usize,
 }
 
 impl<T> Default for Slots<T> {
     fn default() -> Self {
-        Self { slots: Vec::new(), free: Vec::new(), len: 0 }
+        Self { slots: Vec::new(), free: Vec::new() }
     }
 }
 
 impl<T> Slots<T> {
     /// Keeps `value`; returns its slot.
     fn insert(&mut self, value: T) -> usize {
-        self.len += 1;
         match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = Some(value);
@@ -171,7 +169,6 @@ impl<T> Slots<T> {
     /// Drops the value in `slot`.
     fn remove(&mut self, slot: usize) {
         if self.slots.get_mut(slot).and_then(Option::take).is_some() {
-            self.len -= 1;
             self.free.push(slot);
         }
     }
@@ -180,12 +177,13 @@ impl<T> Slots<T> {
         self.slots.iter().flatten()
     }
 
+    /// Values kept: every slot that is not free.
     fn len(&self) -> usize {
-        self.len
+        self.slots.len() - self.free.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 }
 

@@ -44,11 +44,17 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], phase: usize) {
     apply_mask_blocks(buf, key);
 }
 
+/// `key` twice over, as the eight bytes of a native-endian word.
+#[inline(always)]
+fn key_word(key: [u8; 4]) -> u64 {
+    let key32 = u64::from(u32::from_ne_bytes(key));
+    key32 | (key32 << 32)
+}
+
 /// XORs a short `buf` with `key` repeated, eight bytes at a time in a `u64`.
 #[inline]
 fn apply_mask_words(buf: &mut [u8], key: [u8; 4]) {
-    let key32 = u64::from(u32::from_ne_bytes(key));
-    let key64 = key32 | (key32 << 32);
+    let key64 = key_word(key);
     let mut words = buf.chunks_exact_mut(8);
     for word in &mut words {
         let unmasked = u64::from_ne_bytes(word.try_into().expect("8 bytes")) ^ key64;
@@ -143,8 +149,7 @@ pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: 
 #[inline(always)]
 fn copy_masked_words(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
     debug_assert_eq!(out.len(), src.len());
-    let key32 = u64::from(u32::from_ne_bytes(key));
-    let key64 = key32 | (key32 << 32);
+    let key64 = key_word(key);
     let mut seen = 0u64;
     let mut words = out.chunks_exact_mut(8);
     let mut sources = src.chunks_exact(8);
