@@ -458,6 +458,44 @@ proptest! {
         prop_assert_eq!(&whole, &edge);
     }
 
+    /// A burst of whole messages in one read, which the connection parses ahead of
+    /// the events taken (up to a bound), is answered exactly as when every byte
+    /// arrives alone and nothing can be parsed ahead: the same events, and every
+    /// echo before the pong, close or error that a later frame causes (a control
+    /// frame, invalid UTF-8, a fragment, junk).
+    #[test]
+    fn a_burst_read_at_once_is_answered_as_one_read_per_byte(
+        burst in proptest::collection::vec(prop_oneof![
+            // A whole data message, its text possibly not UTF-8.
+            8 => (any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..40))
+                .prop_map(|(text, valid, payload)| {
+                    let payload = if text && valid { String::from_utf8_lossy(&payload).into_owned().into_bytes() } else { payload };
+                    (Some((text, payload)), None)
+                }),
+            1 => item().prop_map(|item| (None, Some(item))),
+        ], 0..80),
+        junk in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let (request, _) = handshake_bytes();
+        let mut frames = BytesMut::new();
+        for element in &burst {
+            match element {
+                (Some((text, payload)), _) => {
+                    let opcode = if *text { OpCode::Text } else { OpCode::Binary };
+                    put_frame(&mut frames, true, opcode, payload, Some([1, 2, 3, 4]));
+                }
+                (None, Some(item)) => frames.extend_from_slice(&encode_items(std::slice::from_ref(item), || Some([5, 6, 7, 8])).0),
+                (None, None) => unreachable!("every element is one or the other"),
+            }
+        }
+        frames.extend_from_slice(&junk);
+        let open = || open_server(&request);
+        let whole = echo_in_pieces(&mut open(), &frames, &[], true);
+        let bytewise: Vec<usize> = (0..frames.len()).collect();
+        let bytes = echo_in_pieces(&mut open(), &frames, &bytewise, true);
+        prop_assert_eq!(whole, bytes);
+    }
+
     /// Arbitrary request heads never panic and give the same events and response in
     /// any chunking.
     #[test]

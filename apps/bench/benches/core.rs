@@ -1,5 +1,6 @@
 //! Microbenchmarks of the core: frame decode + unmask + UTF-8 validation against a
-//! plain copy of the same bytes, the handshake parse, and encoding a broadcast frame.
+//! plain copy of the same bytes, the handshake parse, encoding a broadcast frame,
+//! and the echo of a pipelined burst.
 // criterion's macros generate functions without documentation.
 #![allow(missing_docs)]
 
@@ -141,5 +142,33 @@ fn broadcast_frame(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode, passes, handshake, broadcast_frame);
+/// What the core does for an echo of a pipelined burst that arrives in one read
+/// (16 messages, as `chinwag-bench echo --in-flight 16` sends them): take every
+/// message, queue its reply, and write everything out in one go. Natively timed,
+/// since callgrind counts a large copy (glibc's `rep movsb`) byte by byte.
+fn pipelined_echo(c: &mut Criterion) {
+    let mut group = c.benchmark_group("echo a burst of 16 messages read at once");
+    for size in [20usize, 1024] {
+        let burst: Vec<u8> = (0..16).flat_map(|_| masked_frame(0x1, &ascii_text(size))).collect();
+        let (mut server, now) = open_server();
+        group.throughput(Throughput::Elements(16));
+        group.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.iter(|| {
+                server.receive(now, black_box(&burst));
+                while let Some(event) = server.poll_event(now) {
+                    let Event::Text(text) = event else { panic!("a text message") };
+                    server.send_text(now, &text).unwrap();
+                }
+                while let Some(out) = server.poll_transmit() {
+                    let n = bytes::Buf::remaining(out);
+                    black_box(bytes::Buf::chunk(out));
+                    bytes::Buf::advance(out, n);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decode, passes, handshake, broadcast_frame, pipelined_echo);
 criterion_main!(benches);

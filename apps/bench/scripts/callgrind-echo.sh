@@ -12,6 +12,8 @@
 #   of its server kinds (chinwag-smol, raw-tcp-smol, ...) in the environment, to
 #   measure a peer or a runtime the same way)
 #   (defaults: target/release/chinwag 1024 10 2 6; chinwag-bench is taken from target/release)
+#   IN_FLIGHT=K in the environment keeps K messages in flight per connection
+#   (pipelined) instead of one (lock-step)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 source "$ROOT/tests/support/processes.sh"
@@ -20,6 +22,7 @@ SIZE="${2:-1024}"
 CONNECTIONS="${3:-10}"
 SHORT="${4:-2}"
 LONG="${5:-6}"
+IN_FLIGHT="${IN_FLIGHT:-1}"
 BENCH="$ROOT/target/release/chinwag-bench"
 command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
 
@@ -53,7 +56,7 @@ run() {
   wait_port "$port" >&2
   local raw=()
   [[ "${KIND:-}" == raw-tcp* ]] && raw=(--raw-tcp)
-  echoes="$("$BENCH" load --addr "127.0.0.1:$port" --connections "$CONNECTIONS" --size "$SIZE" --seconds "$seconds" "${raw[@]}" | awk '{print $1}')"
+  echoes="$("$BENCH" load --addr "127.0.0.1:$port" --connections "$CONNECTIONS" --size "$SIZE" --seconds "$seconds" --in-flight "$IN_FLIGHT" "${raw[@]}" | awk '{print $1}')"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   echo "$(awk '/^totals:/ {print $2}' "$out") $echoes"
 }
@@ -61,5 +64,5 @@ run() {
 read -r short_ir short_n < <(run "$SHORT")
 read -r long_ir long_n < <(run "$LONG")
 per=$(( (long_ir - short_ir) / (long_n - short_n) ))
-echo "size $SIZE, $CONNECTIONS connections: $short_n and $long_n echoes, $short_ir and $long_ir instructions"
+echo "size $SIZE, $CONNECTIONS connections, $IN_FLIGHT in flight: $short_n and $long_n echoes, $short_ir and $long_ir instructions"
 echo "instructions per echo: $per"

@@ -99,7 +99,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::deflate::{DeflateConfig, DeflateParams};
-use crate::frame::{MAX_CONTROL_PAYLOAD, OpCode, RSV1, apply_mask, encode_frame, encode_header, encode_header_into};
+use crate::frame::{
+    MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, apply_mask, encode_frame, encode_header, encode_header_into,
+};
 use crate::handshake::{
     Accept, ClientRequest, HandshakeError, HeadReader, HttpResponse, Rejection, Request, RequestKind, ResponseCheck,
     accept_key,
@@ -463,7 +465,8 @@ impl Connection {
         }
     }
 
-    /// Parses frames from `data` up to the next event, keeping the rest for later.
+    /// Parses frames from `data` up to the next event (and the whole data messages
+    /// right after it), keeping the rest for later.
     /// While an event waits to be taken nothing is parsed: a violation in these
     /// bytes must not queue its close ahead of the application's answer to the
     /// waiting event (a driver may read again before draining events).
@@ -478,7 +481,8 @@ impl Connection {
         }
     }
 
-    /// Parses kept input up to the next event.
+    /// Parses kept input up to the next event (and the whole data messages right
+    /// after it).
     fn parse_kept_input(&mut self) {
         let mut input = std::mem::take(&mut self.input);
         let used = self.read_frames(&input);
@@ -547,9 +551,11 @@ impl Connection {
     /// The next event, if any, at `now`. Drain until `None` after every call that
     /// changes state.
     ///
-    /// Received bytes are parsed as events are taken: one event's worth at a time, so
-    /// that whatever the application sends in answer to an event is queued before
-    /// the connection reacts to later input. That parsing can end the connection
+    /// Received bytes are parsed as events are taken, so that whatever the
+    /// application sends in answer to an event is queued before the connection
+    /// reacts to later input. (Whole data messages that follow an event, which
+    /// cause nothing but their own events, are parsed with it, a few dozen at
+    /// most: a pipelined burst is not copied aside.) That parsing can end the connection
     /// (a close frame, a violation) and arm the linger, hence `now`; like every
     /// input, the call first fires the deadlines due by `now`.
     pub fn poll_event(&mut self, now: Instant) -> Option<Event> {
@@ -798,7 +804,7 @@ impl Connection {
             }
             _ => {
                 let mask = self.next_mask();
-                encode_frame(self.out.tail(), true, opcode, payload, mask);
+                encode_frame(self.out.tail_for(MAX_HEADER_LEN + payload.len()), true, opcode, payload, mask);
             }
         }
         Ok(())

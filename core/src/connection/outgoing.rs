@@ -8,6 +8,13 @@ use std::{collections::VecDeque, io::IoSlice};
 const KEEP_CAPACITY: usize = 4 << 10;
 /// Larger queues of shared chunks are released once empty, for the same reason.
 const KEEP_CHUNKS: usize = 16;
+/// A buffer of encoded frames at least this full is queued as a chunk when the
+/// next frame does not fit, instead of being grown. A smaller one is grown:
+/// allocators often grow a small block in place, and a fresh buffer costs an
+/// allocation (with glibc's allocator, sealing from 1 KiB on made the echo of a
+/// burst of sixteen 1 KiB messages 10% slower than from 4 KiB on; with
+/// mimalloc, which copies on growth, both were 12% faster than growing).
+const SEAL_MIN: usize = 4 << 10;
 
 /// The queued output of a connection, in order: frames it encoded itself are appended
 /// to one buffer; frames shared with other connections ([`SharedFrame`]) and large
@@ -35,6 +42,20 @@ pub struct Outgoing {
 impl Outgoing {
     /// The buffer to encode a frame into, at the end of the queue.
     pub(crate) fn tail(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// The buffer to encode a frame of `len` bytes into, with room for it. When
+    /// the buffer is full (from [`SEAL_MIN`] on), it is queued as a chunk and a
+    /// fresh one of twice its capacity takes its place: growing it would copy
+    /// everything encoded so far, at every doubling of the buffer.
+    pub(crate) fn tail_for(&mut self, len: usize) -> &mut BytesMut {
+        if self.tail.capacity() - self.tail.len() < len && self.tail.len() >= SEAL_MIN {
+            let capacity = len.max(self.tail.capacity() * 2);
+            let sealed = std::mem::replace(&mut self.tail, BytesMut::with_capacity(capacity)).freeze();
+            self.chunks_len += sealed.len();
+            self.chunks.push_back(sealed);
+        }
         &mut self.tail
     }
 
@@ -177,9 +198,32 @@ mod tests {
         out.advance(64 << 10);
         assert_eq!(out.tail.capacity(), 0);
     }
+
+    /// A full buffer is queued as it is when the next frame does not fit: what
+    /// was encoded into it is not moved, and every frame still leaves in order.
+    #[test]
+    fn a_full_buffer_is_sealed_not_grown() {
+        let mut out = Outgoing::default();
+        let frames: Vec<Vec<u8>> = (0..32u8).map(|n| vec![n; 1038]).collect();
+        let mut written = 0;
+        while out.tail.len() < SEAL_MIN {
+            out.tail_for(frames[written].len()).put_slice(&frames[written]);
+            written += 1;
+        }
+        let full = out.tail.as_ptr();
+        for frame in &frames[written..] {
+            out.tail_for(frame.len()).put_slice(frame);
+        }
+        assert_eq!(out.chunk().as_ptr(), full, "the full buffer was moved");
+        assert!(out.buffer_count() > 1 && out.buffer_count() <= 4, "{} buffers", out.buffer_count());
+        assert_eq!(drain(&mut out, usize::MAX), frames.concat());
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Encode(Vec<u8>),
+        /// Encoded through [`Outgoing::tail_for`], which may seal the buffer.
+        EncodeFor(Vec<u8>),
         Chunk(Vec<u8>),
         /// Writes this share (in 1/256ths) of what is queued.
         Write(u8),
@@ -188,7 +232,14 @@ mod tests {
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         use proptest::prelude::*;
         let bytes = || proptest::collection::vec(any::<u8>(), 0..40);
-        prop_oneof![bytes().prop_map(Op::Encode), bytes().prop_map(Op::Chunk), any::<u8>().prop_map(Op::Write)]
+        // Frames large enough to fill and seal buffers, as well as small ones.
+        let frame = || prop_oneof![bytes(), proptest::collection::vec(any::<u8>(), 0..3000)];
+        prop_oneof![
+            bytes().prop_map(Op::Encode),
+            frame().prop_map(Op::EncodeFor),
+            bytes().prop_map(Op::Chunk),
+            any::<u8>().prop_map(Op::Write)
+        ]
     }
 
     proptest::proptest! {
@@ -202,6 +253,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Encode(b) => { out.tail().put_slice(&b); model.extend(b); }
+                    Op::EncodeFor(b) => { out.tail_for(b.len()).put_slice(&b); model.extend(b); }
                     Op::Chunk(b) => { out.push_chunk(Bytes::from(b.clone())); model.extend(b); }
                     Op::Write(share) => {
                         let n = out.remaining() * usize::from(share) / 255;

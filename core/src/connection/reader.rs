@@ -94,17 +94,48 @@ impl Reader {
     }
 }
 
+/// How many events parsing may leave waiting: after the first event, further
+/// whole data messages in the same bytes are read too (up to this many events in
+/// all), so that a burst of pipelined messages is not copied aside to wait for
+/// its turn (copying the rest of every read once per message cost more than
+/// everything else an echo does with a 1 KiB message). The bound keeps what
+/// waits small: its payloads are at most the bytes of the call, and each event
+/// adds its own few dozen bytes.
+const PARSE_AHEAD: usize = 32;
+/// Reading ahead pays only for a large rest: below this many bytes, copying the
+/// rest aside costs less than queueing its events (the queue is allocated for
+/// the burst and released once drained).
+const PARSE_AHEAD_MIN_BYTES: usize = 2 << 10;
+
 impl Connection {
-    /// Reads frames from `data` until it is used up, a frame produced an event, or
-    /// the connection ended. Returns how many bytes were used.
+    /// Reads frames from `data` until it is used up, the connection ended, or a
+    /// frame produced an event and what follows is not a whole data message that
+    /// can be read ahead (see [`PARSE_AHEAD`]). Returns how many bytes were used.
+    ///
+    /// Reading ahead is limited to whole, valid data messages, which have no
+    /// effect but their event: anything else (a control frame, a fragment, a
+    /// violation) waits until every earlier event was taken, so that what the
+    /// application sends in answer to them goes out before any pong, close or
+    /// error this frame causes, as when each frame is read in its turn.
     pub(super) fn read_frames(&mut self, data: &[u8]) -> usize {
         let total = data.len();
         let mut data = data;
-        // Both callers parse only once every event was taken, so "until an event"
-        // is "while none waits".
+        // Both callers parse only once every event was taken.
         debug_assert!(self.events.is_empty(), "parsing starts with no event waiting");
-        while !matches!(self.phase, Phase::Closed { .. }) && self.events.is_empty() {
-            if let Some(used) = self.read_whole_message(data) {
+        while !matches!(self.phase, Phase::Closed { .. }) {
+            if !self.events.is_empty() {
+                if data.len() < PARSE_AHEAD_MIN_BYTES {
+                    break;
+                }
+                match self.read_whole_message::<true>(data) {
+                    Some(used) => {
+                        data = &data[used..];
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            if let Some(used) = self.read_whole_message::<false>(data) {
                 data = &data[used..];
                 continue;
             }
@@ -175,9 +206,16 @@ impl Connection {
     /// of its exact size, checked for UTF-8 at once and reported. Returns the
     /// bytes used, or `None` (nothing done) for anything else, which the general
     /// path reads with the same outcome.
+    ///
+    /// `AHEAD`: read while events wait, within [`PARSE_AHEAD`]: a message that is
+    /// not valid UTF-8 is then left unread (`None`), to fail the connection in
+    /// its turn.
     #[inline]
-    fn read_whole_message(&mut self, data: &[u8]) -> Option<usize> {
+    fn read_whole_message<const AHEAD: bool>(&mut self, data: &[u8]) -> Option<usize> {
         if self.reader.header_len != 0 || self.reader.frame.is_some() || self.reader.message.is_some() {
+            return None;
+        }
+        if AHEAD && self.events.len() >= PARSE_AHEAD {
             return None;
         }
         let (header, header_len) = FrameHeader::decode(data).ok()??;
@@ -201,6 +239,8 @@ impl Connection {
             self.events.push(Event::Binary(message.freeze()));
         } else if ascii || simdutf8::basic::from_utf8(&message).is_ok() {
             self.events.push(Event::Text(Utf8Bytes::from_validated(message.freeze())));
+        } else if AHEAD {
+            return None;
         } else {
             self.fail(ProtocolError::InvalidUtf8);
         }
@@ -437,5 +477,83 @@ fn inflate_error(e: InflateError) -> ProtocolError {
         InflateError::Invalid => ProtocolError::InvalidCompressedData,
         InflateError::TooLarge => ProtocolError::MessageTooLarge,
         InflateError::Rejected => ProtocolError::InvalidUtf8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PARSE_AHEAD, PARSE_AHEAD_MIN_BYTES};
+    use crate::frame::FrameHeader;
+    use crate::{Accept, Config, Connection, Event};
+    use std::time::Instant;
+
+    /// A server connection, open.
+    fn open_server(now: Instant) -> Connection {
+        let mut conn = Connection::server(Config::default(), now);
+        conn.receive(
+            now,
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        );
+        while conn.poll_event(now).is_some() {}
+        conn.accept(now, Accept::new()).unwrap();
+        while conn.poll_event(now).is_some() {}
+        while let Some(out) = conn.poll_transmit() {
+            bytes::Buf::advance(out, bytes::Buf::remaining(out));
+        }
+        conn
+    }
+
+    /// A masked text frame of 1,000 bytes carrying `n` as decimal.
+    fn text_frame(n: usize) -> Vec<u8> {
+        let payload = format!("{n:01000}").into_bytes();
+        let header =
+            FrameHeader { fin: true, rsv: 0, opcode: 0x1, mask: Some([0; 4]), payload_len: payload.len() as u64 };
+        let mut buf = [0u8; crate::frame::MAX_HEADER_LEN];
+        let len = header.encode(&mut buf);
+        [&buf[..len], &payload].concat()
+    }
+
+    fn numbers(conn: &mut Connection, now: Instant) -> Vec<usize> {
+        std::iter::from_fn(|| conn.poll_event(now))
+            .map(|event| match event {
+                Event::Text(text) => text.parse().unwrap(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    /// A pipelined burst read at once is parsed in that call (the events wait):
+    /// only its last bytes are copied aside for later (less than
+    /// [`PARSE_AHEAD_MIN_BYTES`]), not the messages after the first.
+    #[test]
+    fn a_burst_of_whole_messages_is_parsed_without_keeping_input() {
+        let now = Instant::now();
+        let mut conn = open_server(now);
+        let mut wire: Vec<u8> = (0..16).flat_map(text_frame).collect();
+        let next = text_frame(16);
+        wire.extend_from_slice(&next[..3]);
+        conn.receive(now, &wire);
+        assert!(conn.input.len() < PARSE_AHEAD_MIN_BYTES, "{} bytes kept aside", conn.input.len());
+        // Frames of 1,008 bytes: all but the last two, whose 2,019 bytes are under
+        // the bound, are read.
+        assert_eq!(conn.events.len(), 14);
+        conn.receive(now, &next[3..]);
+        assert_eq!(numbers(&mut conn, now), (0..17).collect::<Vec<_>>());
+    }
+
+    /// What is read ahead is bounded: beyond [`PARSE_AHEAD`] events the rest
+    /// waits as bytes, and every message still comes out, in order.
+    #[test]
+    fn reading_ahead_stops_at_its_bound() {
+        let now = Instant::now();
+        let mut conn = open_server(now);
+        let count = 3 * PARSE_AHEAD + 5;
+        let wire: Vec<u8> = (0..count).flat_map(text_frame).collect();
+        conn.receive(now, &wire);
+        assert_eq!(conn.events.len(), PARSE_AHEAD);
+        assert!(!conn.input.is_empty());
+        assert_eq!(numbers(&mut conn, now), (0..count).collect::<Vec<_>>());
+        assert!(conn.input.is_empty());
     }
 }
