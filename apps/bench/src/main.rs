@@ -831,7 +831,9 @@ fn fanout_mode(
 fn idle_mode(connections: usize, servers: &[Kind]) -> std::io::Result<()> {
     let rt = client_runtime();
     println!("\n### Idle connections: server memory per connection ({connections} connections)\n");
-    println!("| server | RSS before | RSS with connections | per connection |\n|---|---|---|---|");
+    println!(
+        "| server | RSS before | RSS with connections | per connection | RSS 2 s after they closed |\n|---|---|---|---|---|"
+    );
     for &kind in servers {
         let server = ServerProcess::start(kind)?;
         // Warm the runtime up with one connection first.
@@ -842,17 +844,22 @@ fn idle_mode(connections: usize, servers: &[Kind]) -> std::io::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
             server.rss()
         }))?;
+        // What the server gives back once they are gone: an operator's memory
+        // after a spike of connections (a reconnect storm) has passed.
+        std::thread::sleep(Duration::from_secs(2));
+        let closed = server.rss();
         progress(&format!(
             "idle {}: {:.0} bytes per connection",
             kind.label(),
             (after - before) as f64 / connections as f64
         ));
         println!(
-            "| {} | {:.1} MiB | {:.1} MiB | {:.0} bytes |",
+            "| {} | {:.1} MiB | {:.1} MiB | {:.0} bytes | {:.1} MiB |",
             kind.label(),
             before as f64 / 1048576.0,
             after as f64 / 1048576.0,
-            after.saturating_sub(before) as f64 / connections as f64
+            after.saturating_sub(before) as f64 / connections as f64,
+            closed as f64 / 1048576.0
         );
     }
     progress("");
