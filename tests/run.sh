@@ -8,7 +8,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts, in seconds since the run began: CI allows 25
+# minutes in all, and this shows which step grew.
+step() { printf '\n==> %s (at %d s)\n' "$*" "$SECONDS"; }
 
 # Installs Debian packages that are missing (as root, or through sudo).
 need_debian() {
