@@ -255,6 +255,50 @@ fn small_limits() -> Config {
     Config { max_frame_size: 2000, max_message_size: 3000, ..Config::default() }
 }
 
+/// One element of a pipelined burst: a whole data message (its text possibly not
+/// UTF-8), or any other item (control frames, fragments).
+type BurstElement = (Option<(bool, Vec<u8>)>, Option<Item>);
+
+/// Bursts long enough, and with messages large enough, to be read ahead past
+/// its bound and its minimum.
+fn burst() -> impl Strategy<Value = Vec<BurstElement>> {
+    proptest::collection::vec(
+        prop_oneof![
+            8 => (any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300))
+                .prop_map(|(text, valid, payload)| {
+                    let payload =
+                        if text && valid { String::from_utf8_lossy(&payload).into_owned().into_bytes() } else { payload };
+                    (Some((text, payload)), None)
+                }),
+            1 => item().prop_map(|item| (None, Some(item))),
+        ],
+        0..80,
+    )
+}
+
+fn junk() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..40)
+}
+
+/// The client's bytes for `burst`, then `junk`.
+fn burst_wire(burst: &[BurstElement], junk: &[u8]) -> BytesMut {
+    let mut frames = BytesMut::new();
+    for element in burst {
+        match element {
+            (Some((text, payload)), _) => {
+                let opcode = if *text { OpCode::Text } else { OpCode::Binary };
+                put_frame(&mut frames, true, opcode, payload, Some([1, 2, 3, 4]));
+            }
+            (None, Some(item)) => {
+                frames.extend_from_slice(&encode_items(std::slice::from_ref(item), || Some([5, 6, 7, 8])).0)
+            }
+            (None, None) => unreachable!("every element is one or the other"),
+        }
+    }
+    frames.extend_from_slice(junk);
+    frames
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -464,36 +508,46 @@ proptest! {
     /// echo before the pong, close or error that a later frame causes (a control
     /// frame, invalid UTF-8, a fragment, junk).
     #[test]
-    fn a_burst_read_at_once_is_answered_as_one_read_per_byte(
-        burst in proptest::collection::vec(prop_oneof![
-            // A whole data message, its text possibly not UTF-8.
-            8 => (any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..40))
-                .prop_map(|(text, valid, payload)| {
-                    let payload = if text && valid { String::from_utf8_lossy(&payload).into_owned().into_bytes() } else { payload };
-                    (Some((text, payload)), None)
-                }),
-            1 => item().prop_map(|item| (None, Some(item))),
-        ], 0..80),
-        junk in proptest::collection::vec(any::<u8>(), 0..40),
-    ) {
+    fn a_burst_read_at_once_is_answered_as_one_read_per_byte(burst in burst(), junk in junk()) {
         let (request, _) = handshake_bytes();
-        let mut frames = BytesMut::new();
-        for element in &burst {
-            match element {
-                (Some((text, payload)), _) => {
-                    let opcode = if *text { OpCode::Text } else { OpCode::Binary };
-                    put_frame(&mut frames, true, opcode, payload, Some([1, 2, 3, 4]));
-                }
-                (None, Some(item)) => frames.extend_from_slice(&encode_items(std::slice::from_ref(item), || Some([5, 6, 7, 8])).0),
-                (None, None) => unreachable!("every element is one or the other"),
-            }
-        }
-        frames.extend_from_slice(&junk);
+        let frames = burst_wire(&burst, &junk);
         let open = || open_server(&request);
         let whole = echo_in_pieces(&mut open(), &frames, &[], true);
         let bytewise: Vec<usize> = (0..frames.len()).collect();
         let bytes = echo_in_pieces(&mut open(), &frames, &bytewise, true);
         prop_assert_eq!(whole, bytes);
+    }
+
+    /// If the connection ends (here its transport is lost) while messages of a
+    /// burst read at once wait, those read ahead of the event that stopped
+    /// parsing are dropped with the bytes not parsed yet, as when parsing stops
+    /// at every event: after the application took `taken` messages, it sees the
+    /// end (after the first message if it took none, which was parsed before the
+    /// end), never a message after it.
+    #[test]
+    fn messages_read_ahead_go_with_the_unparsed_bytes_when_the_connection_ends(
+        messages in proptest::collection::vec((any::<bool>(), "[ -~]{0,300}"), 1..80),
+        taken in 0usize..90,
+    ) {
+        let (request, _) = handshake_bytes();
+        let burst: Vec<BurstElement> =
+            messages.iter().map(|(text, s)| (Some((*text, s.clone().into_bytes())), None)).collect();
+        let frames = burst_wire(&burst, &[]);
+        let mut conn = open_server(&request);
+        conn.receive(t0(), &frames);
+        let mut events: Vec<Seen> = std::iter::from_fn(|| conn.poll_event(t0())).take(taken).map(seen).collect();
+        conn.transport_lost(t0());
+        events.extend(drain_events(&mut conn, t0()).into_iter().map(seen));
+
+        let delivered = taken.max(1).min(messages.len());
+        let mut expected: Vec<Seen> = messages[..delivered]
+            .iter()
+            .map(|(text, s)| if *text { Seen::Text(s.clone()) } else { Seen::Binary(s.clone().into_bytes()) })
+            .collect();
+        let closed = events.last().cloned();
+        prop_assert!(matches!(closed, Some(Seen::Closed(..))), "ends with the close: {:?}", events);
+        expected.extend(closed);
+        prop_assert_eq!(events, expected);
     }
 
     /// Arbitrary request heads never panic and give the same events and response in

@@ -9,6 +9,13 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use std::time::Instant;
 
+/// With `--features mimalloc`, the allocator the `chinwag` binary uses: the
+/// core's costs depend on it where it allocates (a message's payload) or grows
+/// buffers.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An open server connection that accepts frames up to 2 MiB, and the instant it
 /// opened at (the benchmarks feed it that instant: virtual time stands still, so
 /// no keepalive deadline falls inside a measurement).

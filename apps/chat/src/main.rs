@@ -330,7 +330,7 @@ fn token(path: &std::path::Path, username: &str, namespaces: &[String], lifetime
 }
 
 /// mimalloc instead of glibc's allocator: smaller idle connections, memory
-/// returned after a spike, cheaper messages (see the `mimalloc` feature in
+/// returned after a spike, cheaper handshakes (see the `mimalloc` feature in
 /// Cargo.toml for the figures). The libraries leave the choice to their users.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]

@@ -197,11 +197,17 @@ pub struct Connection {
     extras: Option<Box<Extras>>,
     /// Why the connection ended, if not with a clean close handshake.
     error: Option<ConnectionError>,
-    /// Received bytes not parsed yet. Parsing stops after each event and resumes
-    /// when the events are drained, so the application answers message N before
-    /// the connection acts on anything after it (a protocol error in frame N+1 must
-    /// not swallow the reply to N).
+    /// Received bytes not parsed yet. Parsing stops after each event (and the
+    /// whole data messages read ahead with it) and resumes when the events are
+    /// drained, so the application answers message N before the connection acts
+    /// on anything after it (a protocol error in frame N+1 must not swallow the
+    /// reply to N).
     input: BytesMut,
+    /// How many of the newest waiting events were read ahead. They stand for
+    /// bytes that would otherwise still be in `input`, and are dropped with it
+    /// if the connection ends before they are taken: the events must not depend
+    /// on how the input was split. At most [`reader::PARSE_AHEAD`].
+    read_ahead: u8,
 }
 
 /// The reason sent with the 1008 that closes a peer reading too slowly.
@@ -232,6 +238,7 @@ impl Connection {
             extras: masks.map(|masks| Box::new(Extras { masks: Some(masks), ..Extras::default() })),
             error: None,
             input: BytesMut::new(),
+            read_ahead: 0,
         }
     }
 
@@ -562,6 +569,10 @@ impl Connection {
         self.handle_timeout(now);
         if self.events.is_empty() && !self.input.is_empty() {
             self.parse_kept_input();
+        }
+        if self.read_ahead != 0 && self.events.len() == usize::from(self.read_ahead) {
+            // Every waiting event was read ahead: this one is taken.
+            self.read_ahead -= 1;
         }
         self.events.pop()
     }
@@ -1033,6 +1044,8 @@ impl Connection {
         let linger = await_eof || self.out.has_remaining();
         self.timers.closed(linger.then_some(self.config.close_timeout));
         self.extras.get_or_insert_default().closed = Some(closed.clone());
+        // Messages read ahead stand for bytes not parsed yet, dropped above.
+        self.events.drop_newest(usize::from(std::mem::take(&mut self.read_ahead)));
         self.events.push(Event::Closed(Box::new(closed)));
     }
 }

@@ -6,18 +6,19 @@ use super::Event;
 
 /// Events in order, oldest first.
 ///
-/// Parsing stops after each event until it is taken, so nearly always at most one
-/// waits: it is kept inline, and taking it is a move out of an `Option`. Only the
-/// rare second one (a handshake failure behind a request, a close behind a
-/// message) allocates a queue, which is released once drained so that an idle
-/// connection holds no heap memory for its events (a `VecDeque` of events grows to
-/// four, 256 bytes, on the first one and keeps them for the life of the
+/// Parsing stops after an event until it is taken, except for the whole data
+/// messages read ahead with it from the same bytes (a pipelined burst, at most
+/// a few dozen): the first event is kept inline, and taking it is a move out of
+/// an `Option`. A second one (read ahead, or a close behind a message)
+/// allocates a queue, which is released once drained so that an idle
+/// connection holds no heap memory for its events (a `VecDeque` of events grows
+/// to four, 256 bytes, on the first one and keeps them for the life of the
 /// connection).
 #[derive(Debug, Default)]
 pub(super) struct PendingEvents {
     first: Option<Event>,
     // Boxed: one word in every connection instead of a `VecDeque`'s four, for
-    // a queue that is rarely there at all.
+    // a queue that is there only for a burst.
     #[allow(clippy::box_collection)]
     rest: Option<Box<VecDeque<Event>>>,
 }
@@ -45,6 +46,21 @@ impl PendingEvents {
             }
         }
         Some(event)
+    }
+
+    /// Drops the `count` newest events (all of them if fewer wait).
+    pub(super) fn drop_newest(&mut self, count: usize) {
+        for _ in 0..count {
+            match &mut self.rest {
+                Some(rest) => {
+                    rest.pop_back();
+                    if rest.is_empty() {
+                        self.rest = None;
+                    }
+                }
+                None => self.first = None,
+            }
+        }
     }
 
     /// How many events wait.

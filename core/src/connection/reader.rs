@@ -101,7 +101,7 @@ impl Reader {
 /// everything else an echo does with a 1 KiB message). The bound keeps what
 /// waits small: its payloads are at most the bytes of the call, and each event
 /// adds its own few dozen bytes.
-const PARSE_AHEAD: usize = 32;
+pub(super) const PARSE_AHEAD: usize = 32;
 /// Reading ahead pays only for a large rest: below this many bytes, copying the
 /// rest aside costs less than queueing its events (the queue is allocated for
 /// the burst and released once drained).
@@ -235,14 +235,19 @@ impl Connection {
         let payload = &data[header_len..header_len + len as usize];
         let mut message = BytesMut::new();
         let ascii = copy_masked(&mut message, payload, header.mask.unwrap_or([0; 4]), 0);
-        if !text {
-            self.events.push(Event::Binary(message.freeze()));
+        let event = if !text {
+            Event::Binary(message.freeze())
         } else if ascii || simdutf8::basic::from_utf8(&message).is_ok() {
-            self.events.push(Event::Text(Utf8Bytes::from_validated(message.freeze())));
+            Event::Text(Utf8Bytes::from_validated(message.freeze()))
         } else if AHEAD {
             return None;
         } else {
             self.fail(ProtocolError::InvalidUtf8);
+            return Some(header_len + len as usize);
+        };
+        self.events.push(event);
+        if AHEAD {
+            self.read_ahead += 1;
         }
         Some(header_len + len as usize)
     }
