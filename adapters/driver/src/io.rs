@@ -33,8 +33,8 @@ thread_local! {
 pub(crate) struct Io<T, R> {
     pub(crate) transport: T,
     pub(crate) conn: Connection,
+    /// Armed for the core's next deadline, or earlier (see [`poll_timer`](Self::poll_timer)).
     timer: R,
-    timer_at: Option<Instant>,
     /// The shared waker's wake count (its low 32 bits; see `wake.rs`) when the runtime timer was
     /// last polled with that waker and found not due, or [`NOT_POLLED`].
     timer_polled: u32,
@@ -52,7 +52,6 @@ impl<T: Transport, R: Timer> Io<T, R> {
             transport,
             conn,
             timer: R::unarmed(),
-            timer_at: None,
             timer_polled: NOT_POLLED,
             read_done: false,
             shut_down: false,
@@ -195,19 +194,16 @@ impl<T: Transport, R: Timer> Io<T, R> {
     /// when needed: a timer polled with it and left as it was cannot have fired
     /// unless the waker was woken since, which changes the count (and wakes the
     /// task to poll again).
-    fn poll_timer(&mut self, cx: &mut Context<'_>, wakes: Option<u64>) -> Poll<()> {
+    pub(crate) fn poll_timer(&mut self, cx: &mut Context<'_>, wakes: Option<u64>) -> Poll<()> {
         let Some(at) = self.conn.poll_timeout() else {
-            // A timer still armed may wake the task once for nothing; the core
-            // then finds nothing due.
-            self.timer_at = None;
+            self.timer.disarm();
             self.timer_polled = NOT_POLLED;
             return Poll::Pending;
         };
-        let armed = match self.timer_at {
+        let armed = match self.timer.deadline() {
             Some(armed) if armed <= at => armed,
             _ => {
                 self.timer.reset(at);
-                self.timer_at = Some(at);
                 self.timer_polled = NOT_POLLED;
                 at
             }
@@ -229,7 +225,7 @@ impl<T: Transport, R: Timer> Io<T, R> {
             self.timer_polled = NOT_POLLED;
             ready!(self.timer.poll_elapsed(cx));
         }
-        self.timer_at = None;
+        // The timer disarmed itself as it fired.
         self.timer_polled = NOT_POLLED;
         // The runtime's clock may read a hair before the deadline it woke us for;
         // give the core at least that deadline so the loop makes progress.

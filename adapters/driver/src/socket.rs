@@ -93,17 +93,55 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     fn poll_incoming(&self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        self.with_receiver(cx, |io, cx, write_cx, wakes| Self::poll_incoming_in(io, cx, write_cx, wakes))
+    }
+
+    /// [`poll_recv`](Self::poll_recv), but first waits (writing) while the
+    /// outgoing backlog is over its bound, under the same lock.
+    fn poll_recv_with_room(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.with_receiver(cx, |io, cx, write_cx, wakes| {
+            // The writes are polled with the shared waker, which wakes this task
+            // too. A failed write ends the connection and drops the backlog: the
+            // loop below then reports the end. The deadlines still run meanwhile:
+            // a peer that reads nothing must not hold the connection forever.
+            while io.conn.is_backlogged() && io.poll_write(write_cx).is_pending() && io.conn.is_backlogged() {
+                ready!(io.poll_timer(write_cx, wakes));
+            }
             loop {
-                match ready!(io.poll_event(cx, write_cx, wakes)) {
+                match ready!(Self::poll_incoming_in(io, cx, write_cx, wakes)) {
                     None => return Poll::Ready(None),
-                    Some(Event::Text(text)) => return Poll::Ready(Some(Incoming::Message(Message::Text(text)))),
-                    Some(Event::Binary(data)) => return Poll::Ready(Some(Incoming::Message(Message::Binary(data)))),
-                    Some(Event::Skipped(skipped)) => return Poll::Ready(Some(Incoming::Skipped(skipped))),
-                    // Pongs are queued by the core; close details are kept in the core.
-                    Some(_) => {}
+                    Some(Incoming::Message(message)) => return Poll::Ready(Some(message)),
+                    Some(Incoming::Skipped(_)) => {}
                 }
             }
+        })
+    }
+
+    fn poll_incoming_in(
+        io: &mut Io<T, R>,
+        cx: &mut Context<'_>,
+        write_cx: &mut Context<'_>,
+        wakes: Option<u64>,
+    ) -> Poll<Option<Incoming>> {
+        loop {
+            match ready!(io.poll_event(cx, write_cx, wakes)) {
+                None => return Poll::Ready(None),
+                Some(Event::Text(text)) => return Poll::Ready(Some(Incoming::Message(Message::Text(text)))),
+                Some(Event::Binary(data)) => return Poll::Ready(Some(Incoming::Message(Message::Binary(data)))),
+                Some(Event::Skipped(skipped)) => return Poll::Ready(Some(Incoming::Skipped(skipped))),
+                // Pongs are queued by the core; close details are kept in the core.
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Waits, writing, while the outgoing backlog is over its bound.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.with_sender(cx, |io, cx| {
+            while io.conn.is_backlogged() {
+                ready!(io.poll_write(cx)).map_err(Error::Io)?;
+            }
+            Poll::Ready(Ok(()))
         })
     }
 
@@ -239,6 +277,16 @@ pub struct WebSocket<T, R> {
     shared: Arc<Shared<T, R>>,
 }
 
+impl<T, R> WebSocket<T, R> {
+    /// The bytes of the one heap block that a connection's handles share (the
+    /// transport, the core's [`Connection`], the timer and the driver's state),
+    /// before the allocator rounds it up to its size class. With the runtime's
+    /// own task and the transport's registration, it is most of what an idle
+    /// connection costs; allocators such as mimalloc and jemalloc round 385 to
+    /// 448 bytes, so the adapters' tests keep it at 384 or less.
+    pub const SHARED_BLOCK_SIZE: usize = 2 * size_of::<usize>() + size_of::<Shared<T, R>>();
+}
+
 impl<T: Transport, R: Timer> WebSocket<T, R> {
     pub(crate) fn from_io(io: Io<T, R>) -> Self {
         Self { shared: Shared::new(io) }
@@ -274,6 +322,42 @@ impl<T: Transport, R: Timer> WebSocket<T, R> {
     /// answers a burst of pipelined messages with one write.
     pub fn feed<'a>(&'a self, message: &'a Message) -> impl Future<Output = Result<(), Error>> + 'a {
         self.shared.feed(message)
+    }
+
+    /// [`recv`](Self::recv) in poll form, for a future written by hand: a task
+    /// that polls the connection itself keeps no `recv` future in its state, so
+    /// an idle connection's task can be as small as the handle.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.shared.poll_recv(cx)
+    }
+
+    /// [`poll_recv`](Self::poll_recv) that first waits, writing, while the
+    /// outgoing backlog is over its bound: for a task that answers what it
+    /// receives (an echo, a relay), which then stops reading while its peer does
+    /// not read the answers, and queues each answer at once with
+    /// [`start_send`](Self::start_send). One lock per message, where
+    /// [`poll_ready`](Self::poll_ready) and `poll_recv` take two.
+    pub fn poll_recv_with_room(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.shared.poll_recv_with_room(cx)
+    }
+
+    /// The wait of [`feed`](Self::feed) in poll form: ready once the outgoing
+    /// backlog is within its bound (writing meanwhile), as for a `Sink`. Then
+    /// [`start_send`](Self::start_send) queues the next message.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.poll_room(cx)
+    }
+
+    /// Queues a message at once, without waiting or writing: [`feed`](Self::feed)
+    /// after [`poll_ready`](Self::poll_ready) (or
+    /// [`poll_recv_with_room`](Self::poll_recv_with_room)), for a future written by hand, which
+    /// then need not keep the message across a wait. The message is written by the
+    /// next [`recv`](Self::recv) or `poll_recv` (before it waits for input), `send`
+    /// or [`flush`](Self::flush). Without `poll_ready` first, the backlog can pass
+    /// its bound; past [`Config::max_backlog`](chinwag_core::Config::max_backlog)
+    /// the connection is failed as a slow consumer ([`Error::SlowConsumer`]).
+    pub fn start_send(&self, message: &Message) -> Result<(), Error> {
+        self.shared.queue(|c, now| c.send(now, message))
     }
 
     /// Writes everything queued.

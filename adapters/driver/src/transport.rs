@@ -20,14 +20,25 @@ pub trait Transport: Unpin {
 }
 
 /// A resettable one-shot timer of the runtime.
+///
+/// The timer remembers the deadline it is armed for ([`deadline`](Self::deadline)),
+/// so the driver keeps no copy of it: every idle connection carries its timer.
 pub trait Timer: Unpin {
     /// A timer that is not armed.
     fn unarmed() -> Self;
     /// Arms the timer for `deadline`, replacing any earlier deadline.
     fn reset(&mut self, deadline: Instant);
-    /// Ready once the deadline has passed. As for any future, a `Pending` must
-    /// arrange for the waker of `cx` to be woken once the deadline passes: the
-    /// driver does not poll a timer again until that waker (or another source of
-    /// its wakes) has been woken.
+    /// The deadline the timer is armed for: set by [`reset`](Self::reset), and
+    /// `None` once [`poll_elapsed`](Self::poll_elapsed) has returned `Ready` or
+    /// [`disarm`](Self::disarm) was called (or before the first `reset`).
+    fn deadline(&self) -> Option<Instant>;
+    /// Forgets the deadline: the timer need not wake anyone any more. A timer
+    /// that holds resources while armed (a runtime's timer entry) may free them.
+    fn disarm(&mut self);
+    /// Ready once the deadline has passed, which also disarms the timer. As for
+    /// any future, a `Pending` must arrange for the waker of `cx` to be woken once
+    /// the deadline passes: the driver does not poll a timer again until that
+    /// waker (or another source of its wakes) has been woken. A timer that is not
+    /// armed is `Pending` and need not wake anyone.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }

@@ -96,6 +96,10 @@ impl Timer for NeverTimer {
         NeverTimer
     }
     fn reset(&mut self, _: Instant) {}
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    fn disarm(&mut self) {}
     fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
         Poll::Pending
     }
@@ -295,21 +299,34 @@ struct RecordingTimer {
     deadline: Option<Instant>,
 }
 
-static RESETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static POLLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    // Per thread: each test polls its connection on its own thread, and tests
+    // run in parallel.
+    static RESETS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static POLLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 impl Timer for RecordingTimer {
     fn unarmed() -> Self {
         RecordingTimer { deadline: None }
     }
     fn reset(&mut self, deadline: Instant) {
-        RESETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RESETS.set(RESETS.get() + 1);
         self.deadline = Some(deadline);
     }
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+    fn disarm(&mut self) {
+        self.deadline = None;
+    }
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        POLLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        POLLS.set(POLLS.get() + 1);
         match self.deadline {
-            Some(at) if Instant::now() >= at => Poll::Ready(()),
+            Some(at) if Instant::now() >= at => {
+                self.deadline = None;
+                Poll::Ready(())
+            }
             Some(at) => {
                 let waker = cx.waker().clone();
                 std::thread::spawn(move || {
@@ -330,8 +347,8 @@ fn messages_do_not_move_the_runtime_timer_and_keepalive_still_fires() {
     let (mut ws, wire) =
         open_with_timer::<RecordingTimer>(Config { keepalive_interval: Some(interval), ..Config::default() });
     assert!(poll_once(ws.recv()).is_pending(), "armed for the keepalive");
-    let armed = RESETS.load(std::sync::atomic::Ordering::Relaxed);
-    let polled = POLLS.load(std::sync::atomic::Ordering::Relaxed);
+    let armed = RESETS.get();
+    let polled = POLLS.get();
     // Every message pushes the keepalive deadline later; the runtime's timer is
     // not moved for that (it used to be, once per message).
     for i in 0..200 {
@@ -340,9 +357,9 @@ fn messages_do_not_move_the_runtime_timer_and_keepalive_still_fires() {
         assert!(poll_once(ws.feed(&message)).is_ready());
         assert!(poll_once(ws.recv()).is_pending());
     }
-    assert_eq!(RESETS.load(std::sync::atomic::Ordering::Relaxed), armed, "no reset per message");
+    assert_eq!(RESETS.get(), armed, "no reset per message");
     // Nor is it polled again while it has not woken the task: it cannot have fired.
-    assert_eq!(POLLS.load(std::sync::atomic::Ordering::Relaxed), polled, "no timer poll per message");
+    assert_eq!(POLLS.get(), polled, "no timer poll per message");
     // Silence: the early timer fires for nothing, is moved to the real deadline,
     // and the ping goes out once the peer has been silent for the interval.
     let silent_since = Instant::now();
@@ -353,4 +370,103 @@ fn messages_do_not_move_the_runtime_timer_and_keepalive_still_fires() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(silent_since.elapsed() >= interval - Duration::from_millis(50), "pinged a live peer early");
+}
+
+/// `poll_recv_with_room` reads nothing more while the replies queued are over the
+/// backlog's bound and the peer does not take them, and carries on once it does:
+/// an echo's client that stops reading is not read either.
+#[test]
+fn receiving_with_room_waits_while_the_peer_does_not_read_the_replies() {
+    let config = Config { backlog_high_water: 100, ..Config::default() };
+    let (mut ws, wire) = open(config);
+    let (counter, waker) = CountingWaker::new();
+    let mut cx = Context::from_waker(&waker);
+    wire.lock().unwrap().stalled = true;
+    let messages: Vec<String> = (0..8).map(|i| format!("{i:0>40}")).collect();
+    let burst: Vec<u8> = messages.iter().flat_map(|m| masked_text(m)).collect();
+    wire.lock().unwrap().to_server.extend_from_slice(&burst);
+    let mut echoed = 0;
+    while let Poll::Ready(Some(message)) = ws.poll_recv_with_room(&mut cx) {
+        ws.start_send(&message).unwrap();
+        echoed += 1;
+    }
+    // Three 42-byte replies pass the 100-byte bound: the fourth message waits.
+    assert_eq!(echoed, 3, "received past the backlog's bound");
+    assert!(ws.poll_recv_with_room(&mut cx).is_pending());
+    let wakes = counter.wakes();
+    // The peer reads again: the transport wakes the write waker it was polled
+    // with, which reaches this task; the rest of the burst is answered.
+    let stalled_writes = {
+        let mut wire = wire.lock().unwrap();
+        wire.stalled = false;
+        std::mem::take(&mut wire.write_wakers)
+    };
+    stalled_writes.iter().for_each(Waker::wake_by_ref);
+    assert!(counter.wakes() > wakes, "the receiving task is not woken when the writes can go on");
+    while let Poll::Ready(Some(message)) = ws.poll_recv_with_room(&mut cx) {
+        ws.start_send(&message).unwrap();
+        echoed += 1;
+    }
+    assert_eq!(echoed, 8);
+    let replies: Vec<u8> = messages.iter().flat_map(|m| [&[0x81, 40][..], m.as_bytes()].concat()).collect();
+    assert!(wire.lock().unwrap().from_server.ends_with(&replies), "replies lost or out of order");
+}
+
+/// The sink-like pair: `poll_ready` waits (writing) while the backlog is over its
+/// bound; `start_send` queues without writing, and the next receive writes.
+#[test]
+fn poll_ready_waits_for_room_and_start_send_queues_without_writing() {
+    let config = Config { backlog_high_water: 10, ..Config::default() };
+    let (mut ws, wire) = open(config);
+    let mut cx = Context::from_waker(Waker::noop());
+    let message = chinwag_core::Message::Text("hello, world".into());
+    assert!(ws.poll_ready(&mut cx).is_ready());
+    ws.start_send(&message).unwrap();
+    assert_eq!(wire.lock().unwrap().writes, 1, "start_send wrote (only the 101 response was written)");
+    wire.lock().unwrap().stalled = true;
+    assert!(ws.poll_ready(&mut cx).is_pending(), "over the bound while the peer does not read");
+    wire.lock().unwrap().stalled = false;
+    assert!(matches!(ws.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert!(wire.lock().unwrap().from_server.ends_with(b"\x81\x0chello, world"));
+    ws.start_send(&message).unwrap();
+    assert!(ws.poll_recv(&mut cx).is_pending());
+    assert!(wire.lock().unwrap().from_server.ends_with(b"\x81\x0chello, world\x81\x0chello, world"));
+}
+
+/// While `poll_recv_with_room` waits for a peer that reads nothing, the deadlines
+/// still run: the keepalive ping cannot be written, its answer never comes, and
+/// the connection ends at the keepalive timeout instead of waiting forever.
+#[test]
+fn a_peer_that_reads_nothing_is_timed_out_while_receiving_waits_for_room() {
+    use std::time::Duration;
+    let config = Config {
+        backlog_high_water: 10,
+        keepalive_interval: Some(Duration::from_millis(50)),
+        keepalive_timeout: Duration::from_millis(50),
+        close_timeout: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let (mut ws, wire) = open_with_timer::<RecordingTimer>(config);
+    let (counter, waker) = CountingWaker::new();
+    let mut cx = Context::from_waker(&waker);
+    wire.lock().unwrap().stalled = true;
+    wire.lock().unwrap().to_server.extend_from_slice(&masked_text("hello, world"));
+    let Poll::Ready(Some(message)) = ws.poll_recv_with_room(&mut cx) else { panic!("the message") };
+    ws.start_send(&message).unwrap();
+    let started = Instant::now();
+    // Polled only when woken, as an executor would: the timer must wake the task.
+    let mut seen = usize::MAX;
+    loop {
+        if counter.wakes() != seen {
+            seen = counter.wakes();
+            match ws.poll_recv_with_room(&mut cx) {
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(_)) => panic!("received past the backlog's bound"),
+                Poll::Pending => {}
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still waiting for a peer that reads nothing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(ws.close_info().is_some(), "ended without saying how");
 }

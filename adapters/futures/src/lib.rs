@@ -30,7 +30,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 pub use async_net::TcpStream;
@@ -64,21 +64,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for FuturesIo<S> {
     }
 }
 
-/// async-io's timer (the timer of smol and async-std).
+/// async-io's timer (the timer of smol and async-std), with the deadline it is
+/// armed for (async-io does not say).
 #[derive(Debug)]
-pub struct AsyncIoTimer(async_io::Timer);
+pub struct AsyncIoTimer {
+    timer: async_io::Timer,
+    armed: Option<Instant>,
+}
 
 impl Timer for AsyncIoTimer {
     fn unarmed() -> Self {
-        Self(async_io::Timer::never())
+        Self { timer: async_io::Timer::never(), armed: None }
     }
 
     fn reset(&mut self, deadline: Instant) {
-        self.0.set_at(deadline);
+        self.timer.set_at(deadline);
+        self.armed = Some(deadline);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.armed
+    }
+
+    fn disarm(&mut self) {
+        // Takes the timer out of the reactor's set: it must not wake the task
+        // for a deadline that is gone.
+        self.timer.clear();
+        self.armed = None;
     }
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(|_| ())
+        if self.armed.is_none() {
+            return Poll::Pending;
+        }
+        ready!(Pin::new(&mut self.timer).poll(cx));
+        self.armed = None;
+        Poll::Ready(())
     }
 }
 
@@ -226,3 +247,30 @@ async_io_runtime!(
     block_on = smol::block_on,
     spawn = |task| smol::spawn(task).detach()
 );
+
+#[cfg(test)]
+mod tests {
+    /// The driver keeps no copy of the deadline: the timer must say what it is
+    /// armed for until it fires, and nothing after it fired or was disarmed.
+    #[test]
+    fn the_timer_says_what_it_is_armed_for_until_it_fires() {
+        use chinwag_driver::Timer;
+        use std::time::{Duration, Instant};
+        let mut timer = super::AsyncIoTimer::unarmed();
+        assert_eq!(timer.deadline(), None);
+        let at = Instant::now() + Duration::from_millis(20);
+        timer.reset(at);
+        assert_eq!(timer.deadline(), Some(at));
+        smol::block_on(std::future::poll_fn(|cx| timer.poll_elapsed(cx)));
+        assert!(Instant::now() >= at, "fired early");
+        assert_eq!(timer.deadline(), None, "still armed after it fired");
+        timer.reset(Instant::now() + Duration::from_millis(20));
+        timer.disarm();
+        assert_eq!(timer.deadline(), None);
+        // Disarmed, it does not fire: the reactor no longer has it.
+        std::thread::sleep(Duration::from_millis(40));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(timer.poll_elapsed(&mut cx).is_pending());
+        assert!(!timer.timer.will_fire(), "a disarmed timer is still in the reactor");
+    }
+}

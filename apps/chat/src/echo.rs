@@ -14,12 +14,14 @@ use chinwag_service::ops::prometheus_client::metrics::counter::Counter;
 use chinwag_service::ops::prometheus_client::metrics::gauge::Gauge;
 use chinwag_service::ops::prometheus_client::registry::Registry;
 use chinwag_service::ops::{Admin, ProcessCollector, Readiness};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use crate::ops::{AdminAddr, on_termination, start_admin};
@@ -112,29 +114,43 @@ impl Echo {
         self.changed.notify(usize::MAX);
     }
 
-    /// Records an open connection; `None` if shutdown began (it is closed then).
-    fn enter(&self, sender: AnySender) -> Option<usize> {
+    /// Records an open connection; [`UNRECORDED`] if shutdown began (it is
+    /// closed then).
+    fn enter(&self, sender: AnySender) -> u32 {
         let mut open = self.open_map();
         if self.shutting_down.load(Ordering::Acquire) {
             close_for_shutdown(&sender);
-            return None;
+            return UNRECORDED;
         }
-        let id = open.insert(sender);
+        let slot = open.insert(sender);
+        let Some(id) = u32::try_from(slot).ok().filter(|&id| id != UNRECORDED) else {
+            // Four billion open connections would take terabytes: never here, but
+            // a wrapped id must not leave another connection's slot.
+            open.remove(slot);
+            return UNRECORDED;
+        };
         self.connections.inc();
         self.opened.inc();
-        Some(id)
+        id
     }
 
-    fn leave(&self, id: Option<usize>) {
-        let Some(id) = id else { return };
+    fn leave(&self, id: u32) {
+        if id == UNRECORDED {
+            return;
+        }
         let mut open = self.open_map();
-        open.remove(id);
+        open.remove(id as usize);
         self.connections.dec();
         if open.is_empty() {
             self.changed.notify(usize::MAX);
         }
     }
 }
+
+/// The id of a connection not in the registry (it opened after shutdown began).
+/// Ids are `u32`, not `Option<usize>`: a connection's task keeps its id for its
+/// whole life, and the task's size is what an idle connection costs.
+const UNRECORDED: u32 = u32::MAX;
 
 /// Values in slots reused as they come and go (the open connections' senders):
 /// a sender's slot is 16 bytes, where a hash map's entry and spare capacity cost
@@ -233,7 +249,7 @@ async fn serve<R: Runtime>(listener: R::Listener, echo: Arc<Echo>, deflate: Opti
         let opening = Box::pin(open::<R>(io, peer, settings.clone(), deflate));
         // One clock reading per wake-up of the task serves its receive, its
         // reply and its next wait.
-        R::spawn(chinwag_driver::Clocked::new(echo_connection::<R>(opening, echo)));
+        R::spawn(chinwag_driver::Clocked::new(EchoTask::<R, _>::new(opening, echo)));
     }
     // Closed now, as the service's server does: a client that connects during
     // the drain is refused at once instead of waiting in the backlog for a reset.
@@ -250,34 +266,89 @@ fn close_for_shutdown(sender: &AnySender) {
     let _ = sender.push_close(CloseCode::GOING_AWAY, "server shutting down");
 }
 
-/// Echoes on the connection `opening` opens, until it closes.
+/// A connection's task: its handshake, then its echo loop, until it closes.
 ///
-/// The spawned future itself, with no wrapper around it: a wrapper would keep its
-/// own copies of what it passes in, and the task's size is what an idle
-/// connection costs (this keeps tokio's task at 256 bytes instead of 384).
-async fn echo_connection<R: Runtime>(opening: Pin<Box<impl Future<Output = Opened<R>>>>, echo: Arc<Echo>) {
-    let Some(mut ws) = opening.await else { return };
-    // Type-erased, not boxed in a closure: the same pointer as the connection's
-    // own, with no allocation per connection.
-    let id = echo.enter(ws.sender().into_any());
-    if let Err(e) = echo_messages(&mut ws).await {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
-    echo.leave(id);
+/// Written by hand, not as an `async fn`: a task keeps the state of every await
+/// it might be in for its whole life, and tokio's task takes 128 bytes with a
+/// future of up to 24 bytes and 256 with anything larger (the `async fn` was 144).
+/// This one is 24: the registry, and either the pending handshake or the open
+/// connection with its id. No message is kept across a wait: the loop receives
+/// only when there is room for the reply, then queues it at once.
+struct EchoTask<R: Runtime, F> {
+    echo: Arc<Echo>,
+    state: EchoState<R, F>,
 }
 
-/// Echoes every message until the connection closes. Feeding (not sending) lets a
-/// burst of pipelined messages be answered with one write: `recv` writes what is
-/// queued before it waits for more input.
-async fn echo_messages<T: Transport, Tm: Timer>(ws: &mut WebSocket<T, Tm>) -> Result<(), chinwag_driver::Error> {
+enum EchoState<R: Runtime, F> {
+    /// The handshake, boxed: it needs the transport, the peer's address and the
+    /// settings, none of which the open connection keeps.
+    Opening(Pin<Box<F>>),
+    Open {
+        ws: WebSocket<R::Io, R::Timer>,
+        id: u32,
+    },
+    Done,
+}
+
+impl<R: Runtime, F> EchoTask<R, F> {
+    fn new(opening: Pin<Box<F>>, echo: Arc<Echo>) -> Self {
+        Self { echo, state: EchoState::Opening(opening) }
+    }
+}
+
+impl<R: Runtime, F: Future<Output = Opened<R>>> Future for EchoTask<R, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                EchoState::Opening(opening) => match ready!(opening.as_mut().poll(cx)) {
+                    Some(ws) => {
+                        // Type-erased, not boxed in a closure: the same pointer as
+                        // the connection's own, with no allocation per connection.
+                        let id = this.echo.enter(ws.sender().into_any());
+                        this.state = EchoState::Open { ws, id };
+                    }
+                    None => this.state = EchoState::Done,
+                },
+                EchoState::Open { ws, id } => {
+                    if let Err(e) = ready!(poll_echo(ws, cx)) {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    this.echo.leave(*id);
+                    this.state = EchoState::Done;
+                }
+                EchoState::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+impl<R: Runtime, F> Drop for EchoTask<R, F> {
+    /// Leaves the registry also when the task is dropped unfinished (its runtime
+    /// shut down).
+    fn drop(&mut self) {
+        if let EchoState::Open { id, .. } = self.state {
+            self.echo.leave(id);
+        }
+    }
+}
+
+/// Echoes every message until the connection closes. A message is received only
+/// while the replies queued are within the backlog's bound (a client that does
+/// not read its echoes is not read either), and replies are queued, not written:
+/// a burst of pipelined messages is answered with one write, made before the
+/// task waits for more input.
+fn poll_echo<T: Transport, Tm: Timer>(
+    ws: &mut WebSocket<T, Tm>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), chinwag_driver::Error>> {
     loop {
-        // Not `while let`: that keeps the received `Option` beside the message
-        // in the task's state, 40 bytes more per idle connection.
-        let message = match ws.recv().await {
-            Some(message) => message,
-            None => return Ok(()),
-        };
-        ws.feed(&message).await?;
+        match ready!(ws.poll_recv_with_room(cx)) {
+            Some(message) => ws.start_send(&message)?,
+            None => return Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -337,7 +408,18 @@ async fn until(echo: &Echo, done: impl Fn(&Echo) -> bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::Slots;
+    use super::{EchoTask, Opened, Slots};
+    use chinwag_tokio::Tokio;
+
+    /// What an idle connection costs: tokio keeps a task of 128 bytes for a future
+    /// of up to 24, and of 256 for anything larger.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_connections_task_stays_within_tokios_smallest_task() {
+        type Task = chinwag_driver::Clocked<EchoTask<Tokio, std::future::Ready<Opened<Tokio>>>>;
+        let size = size_of::<Task>();
+        assert!(size <= 24, "the echo task is {size} bytes");
+    }
 
     #[test]
     fn slots_are_reused_and_counted() {
