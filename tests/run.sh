@@ -88,6 +88,16 @@ if command -v cargo-fuzz >/dev/null 2>&1; then
     # Every target runs even when one fails, so that one open bug does not hide
     # another; the step fails at the end if any did.
     failed=()
+    # Built once, up front: a target that does not build is not a failure found
+    # by fuzzing, and must not be reported as one.
+    build_log="$(mktemp)"
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz build >"$build_log" 2>&1; then
+      tail -40 "$build_log"
+      rm -f "$build_log"
+      echo "the fuzz targets do not build (nothing was fuzzed): cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build"
+      exit 1
+    fi
+    rm -f "$build_log"
     for target in $(cargo fuzz list); do
       # A regression is replayed one input at a time, so that the report names it.
       for input in regressions/"$target"/*; do
@@ -100,15 +110,23 @@ if command -v cargo-fuzz >/dev/null 2>&1; then
       # Start from the kept corpus, in a copy: the run must not change the checkout.
       corpus="$(mktemp -d)"
       if [ -d "corpus/$target" ]; then cp -R "corpus/$target/." "$corpus/"; fi
+      touch "$corpus.started"
       if RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$corpus" -- -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
         >"$corpus.log" 2>&1; then
         grep -E "^#[0-9]+.*DONE" "$corpus.log" | sed "s/^/$target: /"
       else
         tail -40 "$corpus.log"
-        echo "fuzz target $target found a failure (its input is in fuzz/artifacts/$target/)"
+        # libFuzzer saves the input of a crash, a leak or a timeout as it stops.
+        found="$(find "artifacts/$target" -type f -newer "$corpus.started" 2>/dev/null | head -1 || true)"
+        found="${found:-$(grep -oE "artifacts/$target/[^ ]+" "$corpus.log" | tail -1 || true)}"
+        if [ -n "$found" ]; then
+          echo "fuzz target $target found a failure: its input is fuzz/$found"
+        else
+          echo "fuzz target $target stopped without saving an input (not a finding: see its log above)"
+        fi
         failed+=("$target")
       fi
-      rm -rf "$corpus" "$corpus.log"
+      rm -rf "$corpus" "$corpus.log" "$corpus.started"
     done
     if [ ${#failed[@]} -gt 0 ]; then
       echo "fuzzing failed: ${failed[*]}"
