@@ -424,6 +424,59 @@ proptest! {
     }
 }
 
+/// A server that echoes `wire` fed in the pieces `cuts` gives (events taken after
+/// every piece, as a driver does): what it reported, and what it wrote.
+fn echo_in_pieces(server: &mut Connection, wire: &[u8], cuts: &[usize]) -> (Vec<String>, Vec<u8>) {
+    let now = t0();
+    let mut seen = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain(std::iter::once(&wire.len())) {
+        server.receive(now, &wire[start..end.max(start)]);
+        start = end.max(start);
+        while let Some(event) = server.poll_event(now) {
+            let _ = match &event {
+                Event::Text(t) => server.send(now, &Message::Text(t.clone())),
+                Event::Binary(b) => server.send(now, &Message::Binary(b.clone())),
+                _ => Ok(()),
+            };
+            seen.push(format!("{event:?}"));
+        }
+    }
+    (seen, drain_transmit(server))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A burst of messages, compressed and not (small ones stay plain), read at
+    /// once, is answered exactly as when every byte arrives alone: the connection
+    /// reads plain messages ahead of the events taken, and must stop at a
+    /// compressed one, whose inflater carries context from message to message.
+    #[test]
+    fn a_burst_read_at_once_is_answered_as_one_read_per_byte(sent in prop::collection::vec(
+        prop_oneof![
+            "[a-z ]{0,400}".prop_map(Message::text),
+            "(hello |world ){0,100}".prop_map(Message::text),
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(Message::binary),
+            (any::<u8>(), 0..600usize).prop_map(|(byte, n)| Message::binary(vec![byte; n])),
+        ],
+        0..60,
+    )) {
+        let now = t0();
+        let open = || {
+            let (mut c, s) = deflate_pair();
+            for m in &sent {
+                c.send(now, m).unwrap();
+            }
+            (drain_transmit(&mut c), s)
+        };
+        let (wire, mut whole) = open();
+        let (_, mut bytewise) = open();
+        let cuts: Vec<usize> = (1..wire.len()).collect();
+        prop_assert_eq!(echo_in_pieces(&mut whole, &wire, &[]), echo_in_pieces(&mut bytewise, &wire, &cuts));
+    }
+}
+
 #[test]
 fn control_frames_are_never_compressed_and_compress_everything_compresses_the_rest() {
     let d = DeflateConfig::default().compress_everything();

@@ -282,15 +282,21 @@ fn junk() -> impl Strategy<Value = Vec<u8>> {
 
 /// The client's bytes for `burst`, then `junk`.
 fn burst_wire(burst: &[BurstElement], junk: &[u8]) -> BytesMut {
+    burst_wire_masked(burst, junk, true)
+}
+
+/// The bytes for `burst`, then `junk`: masked as a client's (`masked`) or not,
+/// as a server's.
+fn burst_wire_masked(burst: &[BurstElement], junk: &[u8], masked: bool) -> BytesMut {
     let mut frames = BytesMut::new();
     for element in burst {
         match element {
             (Some((text, payload)), _) => {
                 let opcode = if *text { OpCode::Text } else { OpCode::Binary };
-                put_frame(&mut frames, true, opcode, payload, Some([1, 2, 3, 4]));
+                put_frame(&mut frames, true, opcode, payload, masked.then_some([1, 2, 3, 4]));
             }
             (None, Some(item)) => {
-                frames.extend_from_slice(&encode_items(std::slice::from_ref(item), || Some([5, 6, 7, 8])).0)
+                frames.extend_from_slice(&encode_items(std::slice::from_ref(item), || masked.then_some([5, 6, 7, 8])).0)
             }
             (None, None) => unreachable!("every element is one or the other"),
         }
@@ -512,6 +518,29 @@ proptest! {
         let (request, _) = handshake_bytes();
         let frames = burst_wire(&burst, &junk);
         let open = || open_server(&request);
+        let whole = echo_in_pieces(&mut open(), &frames, &[], true);
+        let bytewise: Vec<usize> = (0..frames.len()).collect();
+        let bytes = echo_in_pieces(&mut open(), &frames, &bytewise, true);
+        prop_assert_eq!(whole, bytes);
+    }
+
+    /// The same where reading ahead must stop at a frame it cannot take whole:
+    /// messages over the limits skipped (`Oversized::Skip`; the burst's messages
+    /// reach 300 bytes, the limits are 200 and 250), and on the client's side
+    /// (unmasked frames from the server, the echoes masked).
+    #[test]
+    fn a_burst_read_at_once_is_answered_as_one_read_per_byte_when_skipping_or_as_a_client(
+        burst in burst(),
+        junk in junk(),
+        client in any::<bool>(),
+    ) {
+        let (request, response) = handshake_bytes();
+        let config =
+            Config { oversized: Oversized::Skip, max_message_size: 200, max_frame_size: 250, ..Config::default() };
+        let frames = burst_wire_masked(&burst, &junk, !client);
+        let open = || {
+            if client { open_client_with(config.clone(), &response) } else { open_server_with(config.clone(), &request) }
+        };
         let whole = echo_in_pieces(&mut open(), &frames, &[], true);
         let bytewise: Vec<usize> = (0..frames.len()).collect();
         let bytes = echo_in_pieces(&mut open(), &frames, &bytewise, true);
