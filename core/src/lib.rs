@@ -38,9 +38,13 @@
 //! 4. **Write** what `poll_transmit` holds: all queued frames in one vectored write,
 //!    then `advance` by what the transport took. Keep the rest for when the
 //!    transport is writable again.
-//! 5. If [`Connection::is_finished`], close the transport and stop. Otherwise
-//!    **sleep** until bytes arrive, the application calls, or `poll_timeout()` is
-//!    reached, and go to 1.
+//! 5. If [`Connection::is_finished`], close the transport and stop. If
+//!    [`Connection::wants_write_shutdown`] (a server that failed the connection or
+//!    refused a request, its answer written), shut the transport's writing side
+//!    down and keep reading while `wants_input` says so: the core discards what
+//!    still arrives, and is finished at the peer's EOF or the close timeout.
+//!    Otherwise **sleep** until bytes arrive, the application calls, or
+//!    `poll_timeout()` is reached, and go to 1.
 //!
 //! Any split of the incoming stream into `receive` calls yields the same events.
 //! Errors of the peer are never returned: a violation queues the close frame it

@@ -3,8 +3,8 @@
 //! became, wrote and reported. Test names are `<phase>__<input>`.
 //!
 //! The phase is observed through the public API: `state()`, `wants_input()` (a
-//! client in `Closed { await_eof: true }` still reads, waiting for the server's
-//! EOF) and `is_finished()`.
+//! connection in `Closed { await_eof: true }` still reads, waiting for the peer's
+//! EOF), `wants_write_shutdown()` (a server lingering so) and `is_finished()`.
 #![allow(non_snake_case)]
 
 mod common;
@@ -58,7 +58,24 @@ fn assert_closed_not_awaiting(conn: &mut Connection) {
     assert_eq!(conn.state(), State::Closed);
     assert!(!conn.wants_input());
     drain_transmit(conn);
+    assert!(!conn.wants_write_shutdown());
     assert!(conn.is_finished());
+}
+
+/// `Closed { await_eof: true }` on a server that failed the connection or refused
+/// the request: once its output is taken it wants its writing side shut down,
+/// reads and discards until the client's EOF, and is finished then.
+fn assert_server_lingers(conn: &mut Connection, now: Instant) {
+    assert_eq!(conn.state(), State::Closed);
+    assert!(conn.wants_input(), "a lingering server reads until the client's EOF");
+    drain_transmit(conn);
+    assert!(conn.wants_write_shutdown(), "its output written, the writing side is to be shut down");
+    assert!(!conn.is_finished(), "finished before the client's EOF");
+    conn.receive(now, &masked(0x81, b"still sending"));
+    assert!(drain_events(conn, now).is_empty() && drain_transmit(conn).is_empty(), "what still comes is discarded");
+    conn.receive_eof(now);
+    assert!(conn.is_finished() && !conn.wants_input());
+    assert_eq!(conn.poll_timeout(), None);
 }
 
 // ----- server phases --------------------------------------------------------------
@@ -106,7 +123,7 @@ fn ServerReadingRequest__bytes_head_invalid_or_too_large() {
     assert!(matches!(&events[..], [Event::HandshakeFailed(HandshakeError::Refused { status: 400, .. })]), "{events:?}");
     let out = String::from_utf8(drain_transmit(&mut s)).unwrap();
     assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
-    assert_closed_not_awaiting(&mut s);
+    assert_server_lingers(&mut s, now);
 
     let mut big = Connection::server(Config { max_head_size: 64, ..config() }, now);
     big.receive(now, &[b'a'; 65]);
@@ -115,7 +132,7 @@ fn ServerReadingRequest__bytes_head_invalid_or_too_large() {
         [Event::HandshakeFailed(HandshakeError::Refused { status: 431, .. })]
     ));
     assert!(String::from_utf8(drain_transmit(&mut big)).unwrap().starts_with("HTTP/1.1 431 "));
-    assert_closed_not_awaiting(&mut big);
+    assert_server_lingers(&mut big, now);
 }
 
 #[test]
@@ -182,7 +199,7 @@ fn ServerDeciding__bytes_beyond_the_head_bound() {
         [Event::HandshakeFailed(HandshakeError::Refused { status: 400, .. })]
     ));
     assert!(String::from_utf8(drain_transmit(&mut s)).unwrap().starts_with("HTTP/1.1 400 "));
-    assert_closed_not_awaiting(&mut s);
+    assert_server_lingers(&mut s, now);
 }
 
 #[test]
@@ -204,14 +221,14 @@ fn ServerDeciding__reject_and_respond() {
     assert!(drain_events(&mut s, now).is_empty());
     assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(5)), "the response may linger a close timeout");
     assert!(String::from_utf8(drain_transmit(&mut s)).unwrap().starts_with("HTTP/1.1 403 Forbidden\r\n"));
-    assert_closed_not_awaiting(&mut s);
+    assert_server_lingers(&mut s, now);
 
     let mut h = reading(now);
     h.receive(now, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     drain_events(&mut h, now);
     h.respond(now, HttpResponse::new(StatusCode::OK, "text/plain", "hi")).unwrap();
     assert!(String::from_utf8(drain_transmit(&mut h)).unwrap().starts_with("HTTP/1.1 200 OK\r\n"));
-    assert_closed_not_awaiting(&mut h);
+    assert_server_lingers(&mut h, now);
 }
 
 #[test]
@@ -375,7 +392,7 @@ fn Open__a_protocol_violation() {
     assert_eq!(c.sent.as_ref().map(|f| f.code), Some(CloseCode::PROTOCOL_ERROR));
     let out = drain_transmit(&mut p.server);
     assert_eq!(&out[..4], &[0x88, out[1], 0x03, 0xEA], "close 1002 written");
-    assert_closed_not_awaiting(&mut p.server);
+    assert_server_lingers(&mut p.server, p.now);
 }
 
 #[test]
@@ -427,7 +444,7 @@ fn Open__a_data_send_over_max_backlog() {
         "the binary frame, then the 1008"
     );
     assert_eq!(&out[154..158], &[0x88, out[155], 0x03, 0xF0]);
-    assert_closed_not_awaiting(&mut p.server);
+    assert_server_lingers(&mut p.server, p.now);
 }
 
 #[test]
@@ -497,7 +514,7 @@ fn CloseSent__a_protocol_violation() {
         Some(ConnectionError::Protocol(ProtocolError::UnmaskedFrame)),
     );
     assert!(drain_transmit(&mut p.server).is_empty(), "our close frame was already sent");
-    assert_closed_not_awaiting(&mut p.server);
+    assert_server_lingers(&mut p.server, p.now);
 }
 
 #[test]
@@ -584,14 +601,47 @@ fn Closed_awaiting_eof__close_timer() {
     assert!(p.client.is_finished(), "the client stops waiting for the server");
 }
 
-/// A server that failed the connection with output its peer has not taken.
+/// A server that answered the client's close with output its peer has not taken
+/// (`Closed { await_eof: false }`: the client sent its close, so nothing more of
+/// it is waited for).
 fn closed_with_output() -> Pair {
     let mut p = open();
     p.server.send_binary(p.now, &[1; 100]).unwrap();
-    p.server.receive(p.now, &[0x81, 0x00]); // unmasked: fails the connection
+    p.server.receive(p.now, &masked(0x88, &close_payload(1000, "")));
     assert!(matches!(&drain_events(&mut p.server, p.now)[..], [Event::Closed(_)]));
-    assert!(!p.server.wants_input() && !p.server.is_finished());
+    assert!(!p.server.wants_input() && !p.server.is_finished() && !p.server.wants_write_shutdown());
     p
+}
+
+/// A server that failed the connection (or refused a request) lingers in
+/// `Closed { await_eof: true }`: the rows of that phase, on the server's side.
+#[test]
+fn Closed_awaiting_eof__a_server_lingers_for_the_clients_eof() {
+    for input in ["bytes and eof", "transport lost", "close timer"] {
+        let mut p = open();
+        p.server.send_binary(p.now, &[1; 100]).unwrap();
+        p.server.receive(p.now, &[0x81, 0x00]); // unmasked: fails the connection
+        assert!(matches!(&drain_events(&mut p.server, p.now)[..], [Event::Closed(_)]));
+        assert!(p.server.wants_input() && !p.server.wants_write_shutdown(), "the output is still to be written");
+        assert_eq!(p.server.poll_timeout(), Some(p.now + Duration::from_secs(5)), "the linger bounds it");
+        match input {
+            "bytes and eof" => {
+                assert!(drain_transmit(&mut p.server).len() > 100);
+                assert_server_lingers(&mut p.server, p.now);
+            }
+            "transport lost" => {
+                p.server.transport_lost(p.now);
+                assert!(p.server.poll_transmit().is_none() && p.server.is_finished());
+            }
+            _ => {
+                drain_transmit(&mut p.server);
+                let due = p.server.poll_timeout().unwrap();
+                p.server.handle_timeout(due);
+                assert!(drain_events(&mut p.server, due).is_empty());
+                assert!(p.server.is_finished(), "a client that never closes is not waited for past the linger");
+            }
+        }
+    }
 }
 
 #[test]

@@ -188,6 +188,13 @@ fn protocol_error_fails_fast_without_waiting_for_a_reply() {
     assert_eq!(s.error, Some(ConnectionError::Protocol(chinwag_core::ProtocolError::ReservedBits)));
     let wire = common::drain_transmit(&mut p.server);
     assert_eq!(&wire[..4], &[0x88, wire[1], 0x03, 0xEA], "close frame with 1002");
+    // It waits for no close frame: it shuts its writing side down at once, and
+    // ends at the client's EOF (reading until then, so that what the client was
+    // still sending cannot reset the connection before it read the 1002).
+    assert!(p.server.wants_write_shutdown() && !p.server.is_finished());
+    p.server.receive(p.now, &[0x81, 0x85, 1, 2, 3, 4, 0, 0, 0, 0, 0]);
+    assert!(common::drain_events(&mut p.server, p.now).is_empty(), "discarded");
+    p.server.receive_eof(p.now);
     assert!(p.server.is_finished());
 }
 
@@ -340,11 +347,15 @@ fn a_slow_peer_that_never_reads_again_is_dropped_after_the_close_timeout() {
     p.server_to_client = false;
     let frame = chinwag_core::SharedFrame::text(&"y".repeat(1000));
     while p.server.send_shared(p.now, &frame).is_ok() {}
-    assert!(p.advance(Duration::from_secs(10)));
+    let start = p.now;
+    while !p.server.is_finished() && p.advance(Duration::from_secs(10)) {}
     let s = closed(&p.server_events);
     assert_eq!(s.error, Some(ConnectionError::SlowConsumer));
     assert_eq!(s.sent.as_ref().map(|f| f.code), Some(CloseCode::POLICY_VIOLATION));
+    // The server lingers for the client's EOF, which never comes: the close
+    // timeout ends it.
     assert!(p.server.is_finished());
+    assert!(p.now - start <= Config::default().close_timeout, "kept {:?}", p.now - start);
 }
 
 #[test]

@@ -33,7 +33,11 @@ fn server_closes(config: Config, wire: &[u8]) -> (chinwag_core::Closed, Option<u
     let Some(Event::Closed(closed)) = events.last().cloned() else { panic!("no close for {wire:x?}: {events:?}") };
     let out = drain_transmit(&mut p.server);
     let sent = (out.len() >= 4 && out[0] == 0x88).then(|| u16::from_be_bytes([out[2], out[3]]));
-    assert!(p.server.is_finished(), "a failed connection is finished once flushed");
+    // Once flushed, a failed connection shuts its writing side down and lingers
+    // only for the client's EOF.
+    assert!(p.server.wants_write_shutdown(), "a failed connection does not shut its writing side down");
+    p.server.receive_eof(p.now);
+    assert!(p.server.is_finished(), "a failed connection is not finished at the client's EOF");
     (*closed, sent)
 }
 

@@ -380,11 +380,21 @@ impl World {
         true
     }
 
-    /// A driver closes the transport of a finished connection; its peer then
-    /// reads EOF after what is in flight.
+    /// A driver closes the transport of a finished connection, and shuts the
+    /// writing half of a server lingering for its peer's EOF; the peer then reads
+    /// EOF after what is in flight.
     fn shut_finished(&mut self) -> bool {
         let mut moved = false;
         for i in 0..2 {
+            // A lingering server shuts its writing half: its peer reads EOF after
+            // what is in flight, and nothing it writes from now on arrives.
+            if !self.gone[i] && !self.mute[i] && self.sides[i].conn.wants_write_shutdown() {
+                if !self.gone[1 - i] {
+                    self.links[1 - i].eof = true;
+                }
+                self.mute[i] = true;
+                moved = true;
+            }
             if !self.gone[i] && self.sides[i].conn.is_finished() {
                 self.close_transport(i);
                 moved = true;

@@ -94,6 +94,13 @@ impl<T: Transport, R: Timer> Io<T, R> {
             if let Poll::Ready(Err(_)) = self.poll_write(write_cx) {
                 continue; // the core now knows the transport is lost
             }
+            if !self.shut_down && self.conn.wants_write_shutdown() {
+                // A server lingering after failing the connection: the FIN now,
+                // then reads (which the core discards) until the client's EOF.
+                // Errors change nothing: a broken transport fails the reads too.
+                let _ = ready!(self.transport.poll_close(write_cx));
+                self.shut_down = true;
+            }
             if self.conn.is_finished() {
                 if !self.shut_down {
                     // Errors here change nothing: the transport is being dropped.

@@ -13,7 +13,9 @@
 //!                                                          ▼    ▼                 ▼
 //!                                   Closed { await_eof: false }  ◄─EOF/linger─  Closed { await_eof: true }
 //!                                   (finished once its output is written)       (client: waits for the
-//!                                                                                server to close first)
+//!                                                                                server to close first;
+//!                                                                                server: lingers after
+//!                                                                                failing or refusing)
 //! ```
 //!
 //! Every input takes the current time, `now`, and first fires whatever deadline is
@@ -28,13 +30,13 @@
 //! |---|---|---|---|---|
 //! | `ServerReadingRequest` | bytes, head incomplete | same | | |
 //! | `ServerReadingRequest` | bytes, head complete and valid | `ServerDeciding` | | `UpgradeRequest` or `HttpRequest` |
-//! | `ServerReadingRequest` | bytes, head invalid or over `max_head_size` | `Closed { await_eof: false }` | 400, 426 or 431 with a reason | `HandshakeFailed(Refused)` |
+//! | `ServerReadingRequest` | bytes, head invalid or over `max_head_size` | `Closed { await_eof: true }` | 400, 426 or 431 with a reason | `HandshakeFailed(Refused)` |
 //! | `ServerReadingRequest` | EOF, transport lost | `Closed { await_eof: false }` | | `HandshakeFailed(TransportClosed)` |
 //! | `ServerReadingRequest` | handshake timer | `Closed { await_eof: false }` | | `HandshakeFailed(Timeout)` |
 //! | `ServerDeciding` | bytes, within `max_head_size` | same (kept, parsed after `accept`) | | |
-//! | `ServerDeciding` | bytes, beyond `max_head_size` | `Closed { await_eof: false }` | 400 | `HandshakeFailed(Refused)` |
+//! | `ServerDeciding` | bytes, beyond `max_head_size` | `Closed { await_eof: true }` | 400 | `HandshakeFailed(Refused)` |
 //! | `ServerDeciding` | `accept` | `Open` | 101 | `Open`, then whatever the kept bytes hold |
-//! | `ServerDeciding` | `reject`, `respond` | `Closed { await_eof: false }` | the response | |
+//! | `ServerDeciding` | `reject`, `respond` | `Closed { await_eof: true }` | the response | |
 //! | `ServerDeciding` | EOF, transport lost | `Closed { await_eof: false }` | | `HandshakeFailed(TransportClosed)` |
 //! | `ServerDeciding` | handshake timer | `Closed { await_eof: false }` | | `HandshakeFailed(Timeout)` |
 //! | `ClientAwaitingResponse` | bytes, head incomplete | same | | |
@@ -44,16 +46,16 @@
 //! | `ClientAwaitingResponse` | handshake timer | `Closed { await_eof: false }` | | `HandshakeFailed(Timeout)` |
 //! | `Open` | a data frame, ping or pong | same; keepalive restarts | a pong for a ping | `Text`, `Binary`, `Skipped`, `Ping`, `Pong` |
 //! | `Open` | a close frame | `Closed { await_eof: client }` | the echo of its code | `Closed(code received, Peer)`, clean |
-//! | `Open` | a protocol violation | `Closed { await_eof: false }` | close 1002, 1007 or 1009 | `Closed(1006, Local, Protocol)` |
+//! | `Open` | a protocol violation | `Closed { await_eof: server }` | close 1002, 1007 or 1009 | `Closed(1006, Local, Protocol)` |
 //! | `Open` | EOF | `Closed { await_eof: false }` | | `Closed(1006, Peer, TransportClosed)` |
 //! | `Open` | transport lost | `Closed { await_eof: false }` | queued output dropped | `Closed(1006, Peer, TransportClosed)` |
 //! | `Open` | `close()` | `CloseSent`; close timer armed | the close frame | |
-//! | `Open` | a data send while the backlog is over `max_backlog` | `Closed { await_eof: false }` | close 1008 | `Closed(1006, Local, SlowConsumer)`; the call returns `Closed` |
+//! | `Open` | a data send while the backlog is over `max_backlog` | `Closed { await_eof: server }` | close 1008 | `Closed(1006, Local, SlowConsumer)`; the call returns `Closed` |
 //! | `Open` | keepalive timer, peer quiet for the interval | same | a ping | |
 //! | `Open` | keepalive timer, no answer within the timeout | `Closed { await_eof: false }` | queued output dropped | `Closed(1006, Local, KeepaliveTimeout)` |
 //! | `CloseSent` | a data frame, ping or pong | same | nothing (no pong after our close) | `Text`, `Binary`, `Skipped`, `Ping`, `Pong` |
 //! | `CloseSent` | a close frame | `Closed { await_eof: client }` | | `Closed(code received, Local)`, clean |
-//! | `CloseSent` | a protocol violation | `Closed { await_eof: false }` | | `Closed(1006, Local, Protocol)` |
+//! | `CloseSent` | a protocol violation | `Closed { await_eof: server }` | | `Closed(1006, Local, Protocol)` |
 //! | `CloseSent` | EOF | `Closed { await_eof: false }` | | `Closed(1006, Local, TransportClosed)` |
 //! | `CloseSent` | transport lost | `Closed { await_eof: false }` | queued output dropped | `Closed(1006, Local, TransportClosed)` |
 //! | `CloseSent` | close timer | `Closed { await_eof: false }` | queued output dropped | `Closed(1006, Local, CloseTimeout)` |
@@ -66,10 +68,15 @@
 //! | `Closed { await_eof: false }` | close timer (linger) | same | queued output dropped | |
 //!
 //! `Closed { await_eof: false }` with no output left is
-//! [finished](Connection::is_finished): the driver closes the transport. The linger
-//! (the close timeout, armed when the connection closes with output queued or on a
-//! client waiting for EOF) bounds how long a peer that stops reading can keep a
-//! closed connection alive. The keepalive timer is armed only in `Open`, the close
+//! [finished](Connection::is_finished): the driver closes the transport. A server
+//! in `Closed { await_eof: true }` with no output left
+//! [wants its writing side shut down](Connection::wants_write_shutdown) and reads
+//! (discarding) until the client's EOF: the client learns the end from the FIN,
+//! and a socket closed with unread input would reset the connection, which can
+//! destroy the close frame or response before the client reads it. The linger
+//! (the close timeout, armed when the connection closes with output queued or
+//! waiting for EOF) bounds how long a peer that stops reading, or never closes,
+//! can keep a closed connection alive. The keepalive timer is armed only in `Open`, the close
 //! timer from `CloseSent` on, the handshake timer until `Open`.
 //!
 //! The call-order contract is in the crate documentation.
@@ -158,8 +165,13 @@ enum Phase {
     Open,
     /// We sent our close frame and wait for the peer's, up to the close timeout.
     CloseSent,
-    /// The WebSocket connection is over; `await_eof`: a client waits for the server to
-    /// close the transport first (§7.1.1), up to the close timeout.
+    /// The WebSocket connection is over; `await_eof`: it reads, discarding, until the
+    /// peer's EOF, up to the close timeout. A client waits so for the server to
+    /// close the transport first (§7.1.1). A server that failed the connection or
+    /// refused the request lingers so, its writing side shut down (see
+    /// [`Connection::wants_write_shutdown`]): closing a socket with unread input
+    /// resets the connection, which can destroy the close frame or the response
+    /// before the peer reads it.
     Closed { await_eof: bool },
 }
 
@@ -607,6 +619,20 @@ impl Connection {
         matches!(self.phase, Phase::Closed { await_eof: false }) && !self.out.has_remaining()
     }
 
+    /// Whether the driver should now shut the transport's writing side down (a TCP
+    /// FIN) and go on reading while [`wants_input`](Self::wants_input) says so,
+    /// until [`is_finished`](Self::is_finished). A server that failed the
+    /// connection or refused a request does this once its close frame or response
+    /// is written: the FIN tells the client the end, and reading until the
+    /// client's EOF (the bytes are discarded, for at most the close timeout) keeps
+    /// a socket closed with unread input from resetting the connection, which can
+    /// destroy what was written before the client reads it.
+    pub fn wants_write_shutdown(&self) -> bool {
+        matches!(self.phase, Phase::Closed { await_eof: true })
+            && self.role == Role::Server
+            && !self.out.has_remaining()
+    }
+
     // ----- answering a request (server) -------------------------------------------
 
     /// Accepts the pending upgrade request: queues the 101 response and opens the
@@ -966,10 +992,12 @@ impl Connection {
     }
 
     fn finish_handshake_phase(&mut self) {
-        self.phase = Phase::Closed { await_eof: false };
+        // A server answering (a refusal, a rejection, a plain response) lingers
+        // for the client's EOF: the client may still be sending its request.
+        let answered = self.out.has_remaining();
+        self.phase = Phase::Closed { await_eof: answered && self.role == Role::Server };
         self.timers.clear_handshake();
-        let linger = self.out.has_remaining().then_some(self.config.close_timeout);
-        self.timers.closed(linger);
+        self.timers.closed(answered.then_some(self.config.close_timeout));
     }
 
     fn set_open(&mut self, opened: Opened) {
@@ -1007,7 +1035,12 @@ impl Connection {
             sent: self.extras.as_mut().and_then(|e| e.sent_close.take()),
             error: Some(error),
         };
-        self.end(closed, false);
+        // A server that fails a peer still sending (a protocol error, a peer that
+        // does not read) lingers for its EOF; a peer that went away or stopped
+        // answering is not waited for.
+        let linger =
+            self.role == Role::Server && matches!(error, ConnectionError::Protocol(_) | ConnectionError::SlowConsumer);
+        self.end(closed, linger);
     }
 
     /// A valid close frame arrived from the peer.
@@ -1039,8 +1072,8 @@ impl Connection {
         if let Some(compression) = self.compression() {
             compression.release();
         }
-        // Lingers for the output (a close frame, say) or, on a client, the server's
-        // EOF; at most the close timeout.
+        // Lingers for the output (a close frame, say) or the peer's EOF (see
+        // `Phase::Closed`); at most the close timeout.
         let linger = await_eof || self.out.has_remaining();
         self.timers.closed(linger.then_some(self.config.close_timeout));
         self.extras.get_or_insert_default().closed = Some(closed.clone());

@@ -190,6 +190,15 @@ impl Pair {
                 &mut self.to_client,
                 now,
             );
+            // A lingering server shuts its writing side down: the client sees EOF.
+            if self.server.wants_write_shutdown() && self.server_to_client && !self.server_transport_closed {
+                self.shut_down_writing(false);
+                moved = true;
+            }
+            if self.client.wants_write_shutdown() && self.client_to_server && !self.client_transport_closed {
+                self.shut_down_writing(true);
+                moved = true;
+            }
             if self.server.is_finished() && !self.server_transport_closed {
                 self.server_transport_closed = true;
                 self.to_server.in_flight.clear();

@@ -10,7 +10,7 @@ use bytes::Buf;
 use chinwag_core::http::StatusCode;
 use chinwag_core::{Accept, Config, Connection, Event, HttpResponse, Message};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 /// How long a write may block before the peer counts as gone: a peer that stops
@@ -69,6 +69,10 @@ fn serve(mut stream: TcpStream) {
         }
         if conn.is_finished() {
             return; // dropping the stream closes it
+        }
+        if conn.wants_write_shutdown() {
+            // A failed connection: FIN now, then read until the client's EOF.
+            let _ = stream.shutdown(Shutdown::Write);
         }
         // Sleep until bytes arrive or the core's next deadline.
         let timeout = conn.poll_timeout().map(|at| at.saturating_duration_since(now));

@@ -141,6 +141,10 @@ fn drive(
             false
         }
     };
+    if conn.wants_write_shutdown() {
+        // A failed connection: FIN now, then read until the client's EOF.
+        let _ = client.stream.shutdown(std::net::Shutdown::Write);
+    }
     if conn.is_finished() {
         if let Some(at) = client.deadline {
             timers.remove(&(at, token));
