@@ -1008,7 +1008,8 @@ impl Connection {
 
     /// Fails the connection because of a protocol error (§7.1.7): the close frame
     /// saying why is queued (unless we already sent one) and the transport is to be
-    /// closed without waiting for the peer's.
+    /// closed without waiting for the peer's (a server first lingers for the
+    /// peer's EOF: see `Phase::Closed`).
     fn fail(&mut self, error: ProtocolError) {
         if matches!(self.phase, Phase::Open) {
             self.queue_close(error.close_code(), &error.to_string());
