@@ -7,6 +7,7 @@ use chinwag_core::chat::{ConnId, HubError};
 use chinwag_core::http::StatusCode;
 use chinwag_core::{CloseCode, Closed, Config, HttpResponse, Message, Request, Utf8Bytes};
 use chinwag_driver::{Runtime, WebSocket, connect, parse_url};
+use chinwag_service::ops::Admin;
 use chinwag_service::{Admit, AdmitRequest, Context, Decision, Handle, Limits, Server, Service};
 use chinwag_tests::{raw_answer, read_some, read_to_end, server_frames, timeout, upgrade_request, write_all};
 use std::collections::HashMap;
@@ -92,12 +93,21 @@ fn start_with<S: Runtime>(limits: Limits) -> (SocketAddr, Handle, Closes) {
 /// Runs the server `make` builds on runtime `S`, in a thread of its own (built
 /// there: a server belongs to the runtime that serves it).
 fn serve<S: Runtime, V: Service>(make: impl FnOnce() -> Server<V> + Send + 'static) -> (SocketAddr, Handle) {
+    let (addr, handle, _) = serve_with_admin::<S, V>(make);
+    (addr, handle)
+}
+
+/// [`serve`], also returning what the server's admin listener would serve (its
+/// metrics).
+fn serve_with_admin<S: Runtime, V: Service>(
+    make: impl FnOnce() -> Server<V> + Send + 'static,
+) -> (SocketAddr, Handle, Arc<dyn Admin>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         S::block_on(async move {
             let server = make();
             let listener = S::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            tx.send((S::local_addr(&listener).unwrap(), server.handle())).unwrap();
+            tx.send((S::local_addr(&listener).unwrap(), server.handle(), server.admin())).unwrap();
             server.serve::<S>(listener).await.unwrap();
         })
     });
@@ -349,6 +359,7 @@ impl Service for Gate {
 struct Gated {
     addr: SocketAddr,
     handle: Handle,
+    admin: Arc<dyn Admin>,
     log: Log,
     /// The name of each upgrade whose admit waits, once it does.
     waiting: async_channel::Receiver<String>,
@@ -361,8 +372,9 @@ impl Gated {
         let (waiting_tx, waiting) = async_channel::unbounded();
         let (release, release_rx) = async_channel::unbounded();
         let gate = Gate { log: log.clone(), waiting: waiting_tx, release: release_rx, kept: Mutex::default() };
-        let (addr, handle) = serve::<S, _>(move || Server::new(gate).route("/gate/{name}").unwrap().config(config));
-        Self { addr, handle, log, waiting, release }
+        let (addr, handle, admin) =
+            serve_with_admin::<S, _>(move || Server::new(gate).route("/gate/{name}").unwrap().config(config));
+        Self { addr, handle, admin, log, waiting, release }
     }
 
     fn log(&self) -> Vec<String> {
@@ -500,6 +512,11 @@ async fn a_slow_admit_gets_503<S: Runtime, C: Runtime>() {
     );
     assert!(waited >= handshake_timeout.mul_f32(0.9) && waited < handshake_timeout * 5, "answered after {waited:?}");
     assert_eq!(gated.about("gus"), ["dropped gus"]);
+    // Counted as what it is, not as a server at its connection limit (an operator
+    // alerting on `server_full` would take a slow admit for missing capacity).
+    let metrics = gated.admin.metrics();
+    assert!(metrics.contains("chinwag_handshakes_refused_total{reason=\"admit_timeout\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("chinwag_handshakes_refused_total{reason=\"server_full\"} 0\n"), "{metrics}");
 }
 
 /// A shutdown ends admit's wait at once: the client gets 503, and the waiting

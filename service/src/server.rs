@@ -476,8 +476,7 @@ async fn handshake<R: Runtime, S: Service>(
         Waited::Late => {
             tracing::info!(%client, upgrade, "request refused: the service's admit did not answer in time");
             let rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "the server could not decide in time");
-            let reason = RefusalReason::for_status(rejection.status.as_u16());
-            refuse_admission(shared, pending, upgrade, reason, rejection).await;
+            refuse_admission(shared, pending, upgrade, RefusalReason::AdmitTimeout, rejection).await;
             return None;
         }
         Waited::ShuttingDown => {

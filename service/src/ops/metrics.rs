@@ -30,6 +30,12 @@ pub enum RefusalReason {
     ServerFull,
     /// 503: the server is shutting down.
     ShuttingDown,
+    /// 503: the service's `admit` did not answer within the handshake timeout.
+    AdmitTimeout,
+    /// 503 from the service: something it needs is unavailable (the chat on
+    /// several nodes: its Redis). Not `ServerFull`, which is the connection limit:
+    /// an operator must not take a lost dependency for missing capacity.
+    Unavailable,
     /// The client did not complete its request within the handshake timeout.
     Timeout,
     /// Any other status the service answered with.
@@ -38,7 +44,7 @@ pub enum RefusalReason {
 
 impl RefusalReason {
     /// Every reason, so that each is exported (at 0) from the start.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Origin,
@@ -48,6 +54,8 @@ impl RefusalReason {
         Self::TooManyPerIp,
         Self::ServerFull,
         Self::ShuttingDown,
+        Self::AdmitTimeout,
+        Self::Unavailable,
         Self::Timeout,
         Self::Other,
     ];
@@ -64,6 +72,8 @@ impl RefusalReason {
             Self::TooManyPerIp => "too_many_per_ip",
             Self::ServerFull => "server_full",
             Self::ShuttingDown => "shutting_down",
+            Self::AdmitTimeout => "admit_timeout",
+            Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::Other => "other",
         }
@@ -78,7 +88,7 @@ impl RefusalReason {
             404 => Self::NotFound,
             409 => Self::Conflict,
             429 => Self::TooManyPerIp,
-            503 => Self::ServerFull,
+            503 => Self::Unavailable,
             _ => Self::Other,
         }
     }
@@ -397,6 +407,20 @@ mod tests {
         ];
         for (closed, flooded, shutting_down, reason) in cases {
             assert_eq!(DisconnectReason::of(&closed, flooded, shutting_down), reason, "{closed:?}");
+        }
+    }
+
+    /// A refusal is counted under what caused it: the connection limit and a
+    /// slow admit have reasons of their own, and a 503 the service answers (a
+    /// lost dependency) is not the connection limit.
+    #[test]
+    fn a_services_503_is_not_counted_as_the_connection_limit() {
+        assert_eq!(RefusalReason::for_status(503), RefusalReason::Unavailable);
+        assert_eq!(RefusalReason::for_status(429), RefusalReason::TooManyPerIp);
+        let labels: std::collections::HashSet<_> = RefusalReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), RefusalReason::ALL.len(), "two reasons share a label");
+        for label in ["server_full", "admit_timeout", "unavailable"] {
+            assert!(labels.contains(label), "{label}");
         }
     }
 
