@@ -105,6 +105,33 @@ fn after_messages_an_idle_connection_keeps_only_its_frame_buffer() {
     assert!(kept <= 64, "an idle connection kept {kept} heap bytes after echoing small messages");
 }
 
+/// A burst of lines leaves the buffer it was encoded into (kept while the
+/// connection is busy); once the connection has been quiet for the keepalive
+/// interval, the ping is written and the buffer given back: a chat's idle users
+/// hold none after a storm of join lines.
+#[test]
+fn a_connection_quiet_for_the_keepalive_interval_gives_its_buffers_back() {
+    let now = Instant::now();
+    let interval = std::time::Duration::from_secs(10);
+    // The settings first, as a server makes them: one copy for all connections.
+    let settings = Arc::new(Config { keepalive_interval: Some(interval), ..Config::default() });
+    let before = live();
+    let mut conn = Connection::server(settings, now);
+    conn.receive(now, REQUEST);
+    drain_events(&mut conn, now);
+    drop(drain_transmit(&mut conn));
+    for i in 0..60 {
+        conn.send_text(now, &format!("user{i} with age 30 connected to chat")).unwrap();
+    }
+    drop(drain_transmit(&mut conn));
+    let kept = live() - before;
+    assert!(kept > 1000, "the burst's buffer is not kept while busy ({kept} bytes)");
+    let quiet = now + interval;
+    conn.handle_timeout(quiet);
+    assert_eq!(drain_transmit(&mut conn), [0x89, 0x00], "the keepalive ping");
+    assert_eq!(live() - before, 0, "heap bytes a quiet connection keeps after its ping");
+}
+
 /// Every idle connection is this struct, many thousands of times over on a
 /// server: what only some connections need (a client's mask source, a
 /// subprotocol, compression, a close in progress or done) stays behind one

@@ -415,6 +415,14 @@ impl Connection {
             match self.timers.keepalive_due(self.config.keepalive_interval) {
                 timers::Keepalive::Idle => {}
                 timers::Keepalive::SendPing => {
+                    // Quiet for a whole interval: the buffers a burst left (kept
+                    // while busy, so that each message needs no allocation) are
+                    // given back once the ping is written, and idle connections,
+                    // thousands of them, hold none.
+                    self.out.release_when_drained();
+                    if self.input.is_empty() {
+                        self.input = BytesMut::new();
+                    }
                     self.queue_control(OpCode::Ping, b"");
                     self.timers.ping_sent(self.config.keepalive_timeout);
                 }
