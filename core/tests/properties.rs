@@ -225,6 +225,13 @@ fn echo_in_pieces(conn: &mut Connection, wire: &[u8], cuts: &[usize], drain_each
     (events, drain_transmit(conn))
 }
 
+/// What a fresh connection from `open` reports and writes when it echoes `wire`
+/// read at once, and when it reads one byte at a time (nothing can be parsed ahead).
+fn echo_whole_and_bytewise(open: &dyn Fn() -> Connection, wire: &[u8]) -> [(Vec<Seen>, Vec<u8>); 2] {
+    let bytewise: Vec<usize> = (0..wire.len()).collect();
+    [echo_in_pieces(&mut open(), wire, &[], true), echo_in_pieces(&mut open(), wire, &bytewise, true)]
+}
+
 /// A server with [`small_limits`], open after `request` and with its output taken.
 fn open_server(request: &[u8]) -> Connection {
     open_server_with(small_limits(), request)
@@ -517,10 +524,7 @@ proptest! {
     fn a_burst_read_at_once_is_answered_as_one_read_per_byte(burst in burst(), junk in junk()) {
         let (request, _) = handshake_bytes();
         let frames = burst_wire(&burst, &junk);
-        let open = || open_server(&request);
-        let whole = echo_in_pieces(&mut open(), &frames, &[], true);
-        let bytewise: Vec<usize> = (0..frames.len()).collect();
-        let bytes = echo_in_pieces(&mut open(), &frames, &bytewise, true);
+        let [whole, bytes] = echo_whole_and_bytewise(&|| open_server(&request), &frames);
         prop_assert_eq!(whole, bytes);
     }
 
@@ -541,9 +545,7 @@ proptest! {
         let open = || {
             if client { open_client_with(config.clone(), &response) } else { open_server_with(config.clone(), &request) }
         };
-        let whole = echo_in_pieces(&mut open(), &frames, &[], true);
-        let bytewise: Vec<usize> = (0..frames.len()).collect();
-        let bytes = echo_in_pieces(&mut open(), &frames, &bytewise, true);
+        let [whole, bytes] = echo_whole_and_bytewise(&open, &frames);
         prop_assert_eq!(whole, bytes);
     }
 

@@ -83,13 +83,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        loop {
-            match ready!(self.poll_incoming(cx)) {
-                None => return Poll::Ready(None),
-                Some(Incoming::Message(message)) => return Poll::Ready(Some(message)),
-                Some(Incoming::Skipped(_)) => {}
-            }
-        }
+        self.with_receiver(cx, |io, cx, write_cx, wakes| Self::poll_message_in(io, cx, write_cx, wakes))
     }
 
     fn poll_incoming(&self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
@@ -107,14 +101,25 @@ impl<T: Transport, R: Timer> Shared<T, R> {
             while io.conn.is_backlogged() && io.poll_write(write_cx).is_pending() && io.conn.is_backlogged() {
                 ready!(io.poll_timer(write_cx, wakes));
             }
-            loop {
-                match ready!(Self::poll_incoming_in(io, cx, write_cx, wakes)) {
-                    None => return Poll::Ready(None),
-                    Some(Incoming::Message(message)) => return Poll::Ready(Some(message)),
-                    Some(Incoming::Skipped(_)) => {}
-                }
-            }
+            Self::poll_message_in(io, cx, write_cx, wakes)
         })
+    }
+
+    /// The next message, passing over skipped ones (see
+    /// [`poll_incoming_in`](Self::poll_incoming_in)).
+    fn poll_message_in(
+        io: &mut Io<T, R>,
+        cx: &mut Context<'_>,
+        write_cx: &mut Context<'_>,
+        wakes: Option<u64>,
+    ) -> Poll<Option<Message>> {
+        loop {
+            match ready!(Self::poll_incoming_in(io, cx, write_cx, wakes)) {
+                None => return Poll::Ready(None),
+                Some(Incoming::Message(message)) => return Poll::Ready(Some(message)),
+                Some(Incoming::Skipped(_)) => {}
+            }
+        }
     }
 
     fn poll_incoming_in(
@@ -137,12 +142,15 @@ impl<T: Transport, R: Timer> Shared<T, R> {
 
     /// Waits, writing, while the outgoing backlog is over its bound.
     fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.with_sender(cx, |io, cx| {
-            while io.conn.is_backlogged() {
-                ready!(io.poll_write(cx)).map_err(Error::Io)?;
-            }
-            Poll::Ready(Ok(()))
-        })
+        self.with_sender(cx, Self::poll_room_in)
+    }
+
+    /// [`poll_room`](Self::poll_room) under a lock already taken.
+    fn poll_room_in(io: &mut Io<T, R>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while io.conn.is_backlogged() {
+            ready!(io.poll_write(cx)).map_err(Error::Io)?;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Writes everything queued.
@@ -204,9 +212,7 @@ impl<T: Transport, R: Timer> Shared<T, R> {
     ) -> Poll<Result<(), Error>> {
         self.with_sender(cx, |io, cx| {
             if !*queued {
-                while io.conn.is_backlogged() {
-                    ready!(io.poll_write(cx)).map_err(Error::Io)?;
-                }
+                ready!(Self::poll_room_in(io, cx))?;
                 Self::call(io, &self.wakers, |conn, now| conn.send(now, message))?;
                 *queued = true;
             }
