@@ -11,7 +11,9 @@ use std::time::Instant;
 
 /// With `--features mimalloc`, the allocator the `chinwag` binary uses: the
 /// core's costs depend on it where it allocates (a message's payload) or grows
-/// buffers.
+/// buffers. (The binary calls it through its own `GlobalAlloc`, which skips the
+/// aligned entry points for ordinary layouts: a few instructions less per
+/// allocation than this crate's.)
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -3,6 +3,8 @@
 //! (`src/main.rs`) parses the command line; the integration tests use these
 //! directly.
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod chat;
 pub mod client;
 pub mod cluster;

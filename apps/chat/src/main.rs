@@ -334,7 +334,7 @@ fn token(path: &std::path::Path, username: &str, namespaces: &[String], lifetime
 /// Cargo.toml for the figures). The libraries leave the choice to their users.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: chinwag::allocator::MiMalloc = chinwag::allocator::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -510,6 +510,9 @@ impl Connection {
 
     /// Parses kept input up to the next event (and the whole data messages right
     /// after it).
+    // Out of line: `poll_event` runs twice per message, and this, inlined, made
+    // it save and restore a frame of registers for the rare case.
+    #[inline(never)]
     fn parse_kept_input(&mut self) {
         let mut input = std::mem::take(&mut self.input);
         let used = self.read_frames(&input);
