@@ -65,6 +65,7 @@ need_debian chromium chromium-driver
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime tokio --nodes 2
 
 step "benchmarks: smoke run of every mode (no timing assertions), microbenchmarks once each"
+need_debian valgrind # the instructions mode counts under callgrind
 target/release/chinwag-bench smoke >/dev/null
 apps/bench/scripts/gateway-bus.sh 2000 target/release/chinwag
 cargo bench --quiet -p chinwag-bench --bench core -- --test >/dev/null

@@ -5,6 +5,10 @@
 # fresh servers; the difference of the instruction totals over the difference of
 # the echoes cancels start-up, handshakes and warm-up.
 #
+# `chinwag-bench instructions` measures chinwag's servers and the one-thread
+# peers this way side by side, with ratios; this script counts any one binary
+# that takes an address (a peer built locally, a modified example).
+#
 # Usage: apps/bench/scripts/callgrind-echo.sh [chinwag binary] [size] [connections] [short s] [long s]
 #   (the binary may also be target/release/chinwag-example-event-loop-echo or
 #   -blocking-echo, which take the address alone; or target/release/chinwag-bench

@@ -7,6 +7,7 @@
 
 mod chat_load;
 mod deflate;
+mod instructions;
 mod load;
 mod servers;
 
@@ -147,6 +148,33 @@ enum Mode {
         #[command(flatten)]
         timing: Timing,
     },
+    /// User-space instructions per echo, counted by callgrind (repeatable, where
+    /// throughput on a shared machine is not): each server runs under `valgrind
+    /// --tool=callgrind` twice on fresh processes, loaded for `--short` and
+    /// `--long` seconds; the difference of the totals over the difference of the
+    /// echoes cancels start-up and handshakes. Prints each server's count and its
+    /// ratio to the one-thread raw TCP echo and fastwebsockets. Needs valgrind, and
+    /// the `chinwag` binary and the examples built next to this one.
+    Instructions {
+        /// Message sizes, in bytes.
+        #[arg(long, value_delimiter = ',', default_values_t = [20, 1024])]
+        sizes: Vec<usize>,
+        /// Connections.
+        #[arg(long, default_value_t = 10)]
+        connections: usize,
+        /// Messages each connection keeps in flight (1 = lock-step).
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+        /// Seconds of the short run (after a 0.5 s warm-up).
+        #[arg(long, default_value_t = 2.0)]
+        short: f64,
+        /// Seconds of the long run (after a 0.5 s warm-up).
+        #[arg(long, default_value_t = 6.0)]
+        long: f64,
+        /// Servers.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagEcho, Kind::ChinwagEchoOneThread, Kind::ExampleEventLoop, Kind::ExampleBlocking, Kind::FastwebsocketsOneThread, Kind::RawTcpOneThread])]
+        servers: Vec<Kind>,
+    },
     /// Every mode for about a second, small: checks that the harness works (CI).
     Smoke,
     /// Runs one server (used by the other modes).
@@ -219,19 +247,7 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(kind: Kind) -> std::io::Result<Self> {
-        if kind == Kind::ChinwagEcho {
-            let binary = chinwag_binary()?;
-            return Self::spawn(kind.label(), |addr| {
-                let mut command = Command::new(&binary);
-                command.args(["echo", "--addr", &addr.to_string(), "--admin-addr", "off"]).env("RUST_LOG", "warn");
-                Ok(command)
-            });
-        }
-        Self::spawn(kind.label(), |addr| {
-            let mut command = Command::new(std::env::current_exe()?);
-            command.args(["server", "--kind", &format!("{kind:?}").to_lowercase_kebab(), "--addr", &addr.to_string()]);
-            Ok(command)
-        })
+        Self::spawn(kind.label(), |addr| server_command(kind, addr))
     }
 
     /// A chat node: the `chinwag` binary with its default limits, alone or on
@@ -273,19 +289,53 @@ impl ServerProcess {
     }
 
     fn spawn(label: &str, command: impl FnOnce(SocketAddr) -> std::io::Result<Command>) -> std::io::Result<Self> {
+        Self::spawn_within(label, Duration::from_secs(2), command)
+    }
+
+    /// [`spawn`](Self::spawn), allowing the server `wait` to start listening.
+    fn spawn_within(
+        label: &str,
+        wait: Duration,
+        command: impl FnOnce(SocketAddr) -> std::io::Result<Command>,
+    ) -> std::io::Result<Self> {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?.port()
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let child = command(addr)?.stdin(Stdio::null()).spawn()?;
-        for _ in 0..200 {
+        // Dropped (and so killed) if it never listens.
+        let mut server = Self { child, addr };
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
             if std::net::TcpStream::connect(addr).is_ok() {
-                return Ok(Self { child, addr });
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                return Err(std::io::Error::other(format!("{label} exited before listening ({status})")));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         Err(std::io::Error::other(format!("{label} did not start")))
+    }
+
+    /// Asks the server to stop (`SIGTERM`) and waits for it, up to `wait`, before
+    /// killing it: a server under a profiler writes its results as it exits.
+    fn terminate(mut self, wait: Duration) -> std::io::Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id()).map_err(std::io::Error::other)?;
+        // SAFETY: kill only sends a signal, to our own child.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(std::io::Error::other(format!("the server did not stop within {wait:?} of SIGTERM")))
     }
 
     /// The CPU time (user + system) the server has used so far.
@@ -311,14 +361,48 @@ impl ServerProcess {
     }
 }
 
+/// The command that runs a server of `kind` on `addr`: this binary's `server`
+/// mode, or a binary built next to it.
+fn server_command(kind: Kind, addr: SocketAddr) -> std::io::Result<Command> {
+    let addr = addr.to_string();
+    let command = match kind {
+        Kind::ChinwagEcho | Kind::ChinwagEchoOneThread => {
+            let mut command = Command::new(chinwag_binary()?);
+            command.args(["echo", "--addr", &addr, "--admin-addr", "off"]).env("RUST_LOG", "warn");
+            if kind == Kind::ChinwagEchoOneThread {
+                command.env("CHINWAG_THREADS", "1");
+            }
+            command
+        }
+        Kind::ExampleEventLoop | Kind::ExampleBlocking => {
+            let name = if kind == Kind::ExampleEventLoop { "event-loop-echo" } else { "blocking-echo" };
+            let package = format!("chinwag-example-{name}");
+            let mut command = Command::new(sibling_binary(&package, &package)?);
+            command.arg(&addr);
+            command
+        }
+        _ => {
+            let mut command = Command::new(std::env::current_exe()?);
+            command.args(["server", "--kind", &format!("{kind:?}").to_lowercase_kebab(), "--addr", &addr]);
+            command
+        }
+    };
+    Ok(command)
+}
+
 /// The `chinwag` binary built next to this one.
 fn chinwag_binary() -> std::io::Result<std::path::PathBuf> {
-    let binary = std::env::current_exe()?.with_file_name("chinwag");
+    sibling_binary("chinwag", "chinwag")
+}
+
+/// The binary `name`, of the workspace's `package`, built next to this one.
+fn sibling_binary(name: &str, package: &str) -> std::io::Result<std::path::PathBuf> {
+    let binary = std::env::current_exe()?.with_file_name(name);
     if binary.exists() {
         Ok(binary)
     } else {
         Err(std::io::Error::other(format!(
-            "{} is missing: build it first (cargo build --release -p chinwag)",
+            "{} is missing: build it first (cargo build --release -p {package})",
             binary.display()
         )))
     }
@@ -1039,6 +1123,10 @@ fn main() -> std::process::ExitCode {
         Mode::SlowClient { clients, rate, size, seconds, runtime } => {
             slow_client_mode(clients, rate, size, seconds, &runtime)
         }
+        Mode::Instructions { sizes, connections, in_flight, short, long, servers } => {
+            let plan = instructions::Load { connections, in_flight, short, long };
+            instructions::instructions_mode(&servers, &sizes, plan)
+        }
         Mode::Smoke => {
             let quick = Timing { repeat: 1, warmup: 0.1, measure: 0.2 };
             let all = [
@@ -1057,6 +1145,13 @@ fn main() -> std::process::ExitCode {
                 })
                 .and_then(|()| idle_mode(100, &[Kind::ChinwagTokio, Kind::Tungstenite]))
                 .and_then(|()| deflate_mode(4, 50, 10, 50, None, quick))
+                .and_then(|()| {
+                    // The chinwag binary and an example: the ones built beside
+                    // this one, which these kinds start.
+                    let plan = instructions::Load { connections: 2, in_flight: 1, short: 0.2, long: 0.6 };
+                    let servers = [Kind::ChinwagEchoOneThread, Kind::ExampleEventLoop, Kind::RawTcpOneThread];
+                    instructions::instructions_mode(&servers, &[20], plan)
+                })
         }
     };
     match result {

@@ -29,6 +29,15 @@ pub(crate) enum Kind {
     /// runtime per core, keepalive on. What users run; the in-process servers
     /// above leave keepalive off.
     ChinwagEcho,
+    /// `chinwag echo` on one thread (`CHINWAG_THREADS=1`): like for like with the
+    /// one-thread peers.
+    ChinwagEchoOneThread,
+    /// `examples/event-loop-echo` (built next to this one): the core driven
+    /// directly on one `mio` loop, with no runtime and no driver.
+    ExampleEventLoop,
+    /// `examples/blocking-echo` (built next to this one): the core driven directly
+    /// on `std::net`, a thread per connection.
+    ExampleBlocking,
     /// chinwag echo on chinwag-futures, async-std.
     ChinwagAsyncStd,
     /// chinwag echo on chinwag-futures, smol.
@@ -76,6 +85,9 @@ impl Kind {
             Kind::ChinwagTokioPerCore => "chinwag-tokio-per-core",
             Kind::ChinwagTokioOneThread => "chinwag-tokio-1-thread",
             Kind::ChinwagEcho => "chinwag-echo",
+            Kind::ChinwagEchoOneThread => "chinwag-echo-1-thread",
+            Kind::ExampleEventLoop => "example-event-loop",
+            Kind::ExampleBlocking => "example-blocking",
             Kind::ChinwagAsyncStd => "chinwag-async-std",
             Kind::ChinwagSmol => "chinwag-smol",
             Kind::Tungstenite => "tokio-tungstenite",
@@ -105,7 +117,9 @@ pub(crate) fn run(kind: Kind, addr: SocketAddr) -> std::io::Result<()> {
         Kind::ChinwagTokio => chinwag_tokio::Tokio::block_on(chinwag_echo::<chinwag_tokio::Tokio>(addr)),
         Kind::ChinwagTokioPerCore => per_core(addr, std::thread::available_parallelism().map_or(1, |n| n.get())),
         Kind::ChinwagTokioOneThread => per_core(addr, 1),
-        Kind::ChinwagEcho => Err(std::io::Error::other("chinwag-echo is the chinwag binary, not a server of this one")),
+        Kind::ChinwagEcho | Kind::ChinwagEchoOneThread | Kind::ExampleEventLoop | Kind::ExampleBlocking => {
+            Err(std::io::Error::other(format!("{} is a binary of its own, not a server of this one", kind.label())))
+        }
         Kind::ChinwagAsyncStd => chinwag_futures::AsyncStd::block_on(chinwag_echo::<chinwag_futures::AsyncStd>(addr)),
         Kind::ChinwagSmol => chinwag_futures::Smol::block_on(chinwag_echo::<chinwag_futures::Smol>(addr)),
         Kind::Tungstenite => multi_thread().block_on(tungstenite_echo(addr)),
