@@ -95,11 +95,12 @@ impl<S> std::fmt::Debug for Scrape<S> {
 
 impl<S: Service> Collector for Scrape<S> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (backlog, scraped) = {
+        let (backlog, lock_stats, scraped) = {
             let state = self.shared.lock();
             // A panicking scrape costs its metrics, not the admin endpoint.
             (
                 state.backlog(),
+                state.lock_stats,
                 hook_panic::catch(&self.shared, "scrape", || self.service.scrape(&state.hub)).unwrap_or_default(),
             )
         };
@@ -122,6 +123,33 @@ impl<S: Service> Collector for Scrape<S> {
                 ScrapedValue::Counter(value) => encode_counter(&mut encoder, scraped.name, scraped.help, value)?,
             }
         }
+        // Whether the one lock every runtime thread takes to reach the hub limits
+        // scaling with cores: the rate of the wait in seconds is the share of a
+        // thread spent waiting for it.
+        encode_counter(
+            &mut encoder,
+            "chinwag_hub_lock_acquisitions",
+            "Times the hub's lock was taken: for each message received, each connection opened or closed, each push from a server handle, each scrape",
+            lock_stats.acquisitions,
+        )?;
+        encode_counter(
+            &mut encoder,
+            "chinwag_hub_lock_contended",
+            "Times a thread found the hub's lock held by another thread and waited for it",
+            lock_stats.contended,
+        )?;
+        encode_counter(
+            &mut encoder,
+            "chinwag_hub_lock_wait_seconds",
+            "Time threads spent waiting for the hub's lock, all threads together",
+            lock_stats.wait_nanos as f64 / 1e9,
+        )?;
+        encode_counter(
+            &mut encoder,
+            "chinwag_hub_lock_held_seconds",
+            "Time the hub's lock was held: its rate is the share of time the hub was busy, which more cores cannot raise past 1",
+            lock_stats.held_nanos as f64 / 1e9,
+        )?;
         Ok(())
     }
 }

@@ -76,6 +76,8 @@ SPEC_METRICS = {
     "chinwag_gateway_events_published_total", "chinwag_gateway_commands_total",
     "chinwag_gateway_bus_connected", "chinwag_gateway_outbox_events", "chinwag_gateway_events_dropped_total",
     "chinwag_draining", "chinwag_hook_panics_total", "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+    "chinwag_hub_lock_acquisitions_total", "chinwag_hub_lock_contended_total", "chinwag_hub_lock_wait_seconds_total",
+    "chinwag_hub_lock_held_seconds_total",
 }
 
 

@@ -82,6 +82,12 @@ impl Wakers {
         }
     }
 
+    /// The receiving task's waker, to wake later: a caller queueing frames for
+    /// many connections under a lock of its own wakes them all once it let go.
+    pub(crate) fn receiver(&self) -> Option<Waker> {
+        self.lock().receiver.clone()
+    }
+
     /// Wakes the receiving task only (frames were queued for it to write).
     pub(crate) fn wake_receiver(&self) {
         if let Some(waker) = &self.lock().receiver {

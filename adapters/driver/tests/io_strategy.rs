@@ -470,3 +470,30 @@ fn a_peer_that_reads_nothing_is_timed_out_while_receiving_waits_for_room() {
     }
     assert!(ws.close_info().is_some(), "ended without saying how");
 }
+
+/// A frame pushed for a later wake is queued at once, leaves the receiving
+/// task's waker with the caller, and wakes nothing itself: the caller (a hub
+/// fanning out under its lock) wakes every recipient once it let go.
+#[test]
+fn a_frame_pushed_to_wake_later_hands_over_the_receivers_waker_and_wakes_nothing() {
+    let (mut ws, wire) = open(Config::default());
+    let (counter, waker) = CountingWaker::new();
+    let mut cx = Context::from_waker(&waker);
+    assert!(pin!(ws.recv()).poll(&mut cx).is_pending());
+    let sender = ws.sender().into_any();
+    let frame = chinwag_core::SharedFrame::new(&chinwag_core::Message::text("to everyone"));
+    let mut wake = Vec::new();
+    sender.push_shared_waking_later(Instant::now(), &frame, &mut wake).unwrap();
+    assert_eq!(counter.wakes(), 0, "woken while the caller holds its lock");
+    assert_eq!(wake.len(), 1);
+    assert!(wake[0].will_wake(&waker), "not the receiving task's waker");
+    let written = wire.lock().unwrap().from_server.len();
+    for waker in wake.drain(..) {
+        waker.wake();
+    }
+    assert_eq!(counter.wakes(), 1);
+    // Woken, the receiving task writes the frame.
+    assert!(pin!(ws.recv()).poll(&mut cx).is_pending());
+    let wire = wire.lock().unwrap();
+    assert_eq!(&wire.from_server[written..], b"\x81\x0bto everyone");
+}

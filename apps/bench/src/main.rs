@@ -77,8 +77,9 @@ enum Mode {
     },
     /// Soak test of the chat server (the `chinwag` binary next to this one, default
     /// limits): clients chat in rooms with sequence numbers; reports lines lost and
-    /// reordered (both must be 0) and the server's memory (must stay flat once
-    /// warm). Exits with an error if any of that fails.
+    /// reordered (both must be 0), the server's memory (must stay flat once
+    /// warm), and how busy the hub's lock was and how often threads waited for
+    /// it. Exits with an error if any of that fails.
     Soak {
         /// Clients, all from 127.0.0.1 (as behind a reverse proxy or a NAT).
         #[arg(long, default_value_t = 1000)]
@@ -99,6 +100,10 @@ enum Mode {
         /// `redis-server` started for the run (clients round-robin over them).
         #[arg(long, default_value_t = 1)]
         nodes: usize,
+        /// Threads of each chat node (its --threads; default: the chat's own, one
+        /// per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// One client stops reading while the others chat (every line to everyone):
     /// the others' delivery latency p99 must stay within 2x of a run without it
@@ -250,21 +255,31 @@ impl ServerProcess {
         Self::spawn(kind.label(), |addr| server_command(kind, addr))
     }
 
-    /// A chat node: the `chinwag` binary with its default limits, alone or on
-    /// the Redis at `bus`; returns once it admits clients.
-    fn start_chat_node(runtime: &str, bus: Option<&str>) -> std::io::Result<Self> {
-        let Some(bus) = bus else { return Self::start_chat(runtime) };
+    /// A chat node: the `chinwag` binary with its default limits (and `threads`,
+    /// if given), alone or on the Redis at `bus`; returns once it admits
+    /// clients. Its admin endpoint is on the address returned with it (see [`HubLock`]).
+    fn start_chat_node(
+        runtime: &str,
+        bus: Option<&str>,
+        threads: Option<usize>,
+    ) -> std::io::Result<(Self, SocketAddr)> {
         let binary = chinwag_binary()?;
         let admin = free_port()?;
         let server = Self::spawn("chinwag", |addr| {
             let mut command = Command::new(&binary);
             command
-                .args(["--addr", &addr.to_string(), "--runtime", runtime, "--bus", bus])
+                .args(["--addr", &addr.to_string(), "--runtime", runtime])
                 .args(["--admin-addr", &admin.to_string()])
                 .env("RUST_LOG", "warn");
+            if let Some(bus) = bus {
+                command.args(["--bus", bus]);
+            }
+            if let Some(threads) = threads {
+                command.args(["--threads", &threads.to_string()]);
+            }
             Ok(command)
         })?;
-        // Ready once it reached Redis and loaded who is in the chat.
+        // Ready once it reached Redis and loaded who is in the chat (alone, at once).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !http_ok(admin, "/ready") {
             if std::time::Instant::now() > deadline {
@@ -272,20 +287,13 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(server)
+        Ok((server, admin))
     }
 
     /// The chat server: the `chinwag` binary built next to this one, with its
     /// default limits, logging warnings only.
     fn start_chat(runtime: &str) -> std::io::Result<Self> {
-        let binary = chinwag_binary()?;
-        Self::spawn("chinwag", |addr| {
-            let mut command = Command::new(&binary);
-            command
-                .args(["--addr", &addr.to_string(), "--admin-addr", "off", "--runtime", runtime])
-                .env("RUST_LOG", "warn");
-            Ok(command)
-        })
+        Ok(Self::start_chat_node(runtime, None, None)?.0)
     }
 
     fn spawn(label: &str, command: impl FnOnce(SocketAddr) -> std::io::Result<Command>) -> std::io::Result<Self> {
@@ -415,13 +423,49 @@ fn free_port() -> std::io::Result<SocketAddr> {
 
 /// Whether `GET path` at `addr` answers 200.
 fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    http_get(addr, path).is_some()
+}
+
+/// The body of a 200 answer to `GET path` on `addr`, if that is the answer.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return false };
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut answer = String::new();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").is_ok()
-        && stream.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    stream.read_to_string(&mut answer).ok()?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// The hub lock's counters a chat node exports: times taken, times a thread
+/// waited for it, the seconds waited and the seconds it was held, in all.
+#[derive(Debug, Default, Clone, Copy)]
+struct HubLock {
+    acquisitions: f64,
+    contended: f64,
+    wait_seconds: f64,
+    held_seconds: f64,
+}
+
+impl HubLock {
+    /// Read from the node's `/metrics` on `admin`.
+    fn scrape(admin: SocketAddr) -> std::io::Result<Self> {
+        let text = http_get(admin, "/metrics").ok_or_else(|| std::io::Error::other("no /metrics from a chat node"))?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+                .ok_or_else(|| std::io::Error::other(format!("{name} missing from /metrics")))
+        };
+        Ok(Self {
+            acquisitions: value("chinwag_hub_lock_acquisitions_total")?,
+            contended: value("chinwag_hub_lock_contended_total")?,
+            wait_seconds: value("chinwag_hub_lock_wait_seconds_total")?,
+            held_seconds: value("chinwag_hub_lock_held_seconds_total")?,
+        })
+    }
 }
 
 /// A `redis-server` of the run's own on a free loopback port, persisting
@@ -951,6 +995,7 @@ fn idle_mode(connections: usize, servers: &[Kind]) -> std::io::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn soak_mode(
     clients: usize,
     room_size: usize,
@@ -958,13 +1003,18 @@ fn soak_mode(
     seconds: u64,
     runtime: &str,
     nodes: usize,
+    threads: Option<usize>,
 ) -> std::io::Result<()> {
     let rt = client_runtime();
     // One node alone, or several on a Redis of their own.
     let redis = if nodes > 1 { Some(RedisProcess::start()?) } else { None };
-    let servers = (0..nodes)
-        .map(|_| ServerProcess::start_chat_node(runtime, redis.as_ref().map(RedisProcess::url).as_deref()))
-        .collect::<std::io::Result<Vec<_>>>()?;
+    let (servers, admins): (Vec<ServerProcess>, Vec<SocketAddr>) = (0..nodes)
+        .map(|_| ServerProcess::start_chat_node(runtime, redis.as_ref().map(RedisProcess::url).as_deref(), threads))
+        .collect::<std::io::Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let lock_before = admins.iter().map(|&admin| HubLock::scrape(admin)).collect::<std::io::Result<Vec<_>>>()?;
+    let lock_since = std::time::Instant::now();
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let rss = || servers.iter().map(ServerProcess::rss).sum::<u64>();
     let rss_start = rss();
@@ -978,6 +1028,8 @@ fn soak_mode(
     let (tally, samples) =
         rt.block_on(chat_load::soak(&addrs, clients, room_size.max(1), rate, Duration::from_secs(seconds), &rss))?;
     let calls_after = redis.as_ref().map(RedisProcess::command_calls).transpose()?;
+    let lock_after = admins.iter().map(|&admin| HubLock::scrape(admin)).collect::<std::io::Result<Vec<_>>>()?;
+    let lock_span = lock_since.elapsed().as_secs_f64();
     let mib = |b: u64| b as f64 / 1048576.0;
     println!("\n### Soak: {clients} clients, rooms of {room_size}, {rate} lines/s each, {seconds} s, {on}\n");
     println!("| sent | delivered | lost | reordered | order disagreements | connections dropped | p50 | p99 | max |");
@@ -1000,6 +1052,28 @@ fn soak_mode(
         "\nServer RSS (MiB): {:.1} before anyone joined; then, from the start of the chatting: {} (the last after everyone left).",
         mib(rss_start),
         series.join(", ")
+    );
+    // The hub's lock over the run (joins, lines, departures), all nodes together:
+    // how often a thread had to wait for it, and for how long.
+    let lock = lock_before.iter().zip(&lock_after).fold(HubLock::default(), |sum, (before, after)| HubLock {
+        acquisitions: sum.acquisitions + after.acquisitions - before.acquisitions,
+        contended: sum.contended + after.contended - before.contended,
+        wait_seconds: sum.wait_seconds + after.wait_seconds - before.wait_seconds,
+        held_seconds: sum.held_seconds + after.held_seconds - before.held_seconds,
+    });
+    let per_line = |seconds: f64| seconds * 1e6 / tally.sent.max(1) as f64;
+    println!(
+        "Hub lock{}: taken {:.0} times, {:.0} of them after waiting for another thread ({:.2}%); {:.1} ms of waiting in all ({:.2} µs per line sent); held {:.1} ms ({:.2} µs per line sent, busy {:.2}% of the {:.1} s).",
+        if nodes > 1 { " (every node's, added)" } else { "" },
+        lock.acquisitions,
+        lock.contended,
+        100.0 * lock.contended / lock.acquisitions.max(1.0),
+        lock.wait_seconds * 1e3,
+        per_line(lock.wait_seconds),
+        lock.held_seconds * 1e3,
+        per_line(lock.held_seconds),
+        100.0 * lock.held_seconds / lock_span.max(1e-9) / nodes as f64,
+        lock_span
     );
     if let (Some(before), Some(after)) = (calls_before, calls_after) {
         let count = |stats: &[(String, u64)], name: &str| stats.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
@@ -1117,8 +1191,8 @@ fn main() -> std::process::ExitCode {
         Mode::Deflate { connections, subscribers, messages, idle, python, timing } => {
             deflate_mode(connections, subscribers, messages, idle, python.as_deref(), timing)
         }
-        Mode::Soak { clients, room_size, rate, seconds, runtime, nodes } => {
-            soak_mode(clients, room_size, rate, seconds, &runtime, nodes.max(1))
+        Mode::Soak { clients, room_size, rate, seconds, runtime, nodes, threads } => {
+            soak_mode(clients, room_size, rate, seconds, &runtime, nodes.max(1), threads)
         }
         Mode::SlowClient { clients, rate, size, seconds, runtime } => {
             slow_client_mode(clients, rate, size, seconds, &runtime)

@@ -81,11 +81,11 @@ pub(crate) fn encode_gauge(
 }
 
 /// Writes one counter read at the scrape (`_total` is added to `name`).
-pub(crate) fn encode_counter(
+pub(crate) fn encode_counter<N: prometheus_client::encoding::EncodeCounterValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    value: u64,
+    value: N,
 ) -> Result<(), std::fmt::Error> {
     let counter = ConstCounter::new(value);
     counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
