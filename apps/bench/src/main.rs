@@ -1222,7 +1222,7 @@ fn main() -> std::process::ExitCode {
                 .and_then(|()| {
                     // The chinwag binary and an example: the ones built beside
                     // this one, which these kinds start.
-                    let plan = instructions::Load { connections: 2, in_flight: 1, short: 0.2, long: 0.6 };
+                    let plan = instructions::Load { connections: 2, in_flight: 1, short: 0.2, long: 1.0 };
                     let servers = [Kind::ChinwagEchoOneThread, Kind::ExampleEventLoop, Kind::RawTcpOneThread];
                     instructions::instructions_mode(&servers, &[20], plan)
                 })
