@@ -129,7 +129,7 @@ impl<S: Service> Collector for Scrape<S> {
         encode_counter(
             &mut encoder,
             "chinwag_hub_lock_acquisitions",
-            "Times the hub's lock was taken: for each message received, each connection opened or closed, each push from a server handle, each scrape",
+            "Times the hub's lock was taken: for each message received, connection opened or closed, plain HTTP request, call from a server handle (a push, say) and scrape",
             lock_stats.acquisitions,
         )?;
         encode_counter(

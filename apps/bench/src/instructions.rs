@@ -8,7 +8,7 @@
 
 use crate::servers::Kind;
 use crate::{ServerProcess, client_runtime, load, progress, server_command};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -137,7 +137,7 @@ fn under_callgrind(command: &Command, out: &Path) -> Command {
 
 /// The instruction total of a callgrind output file (its `totals:` line, or
 /// `summary:` in older formats).
-fn totals(out: &PathBuf) -> std::io::Result<u64> {
+fn totals(out: &Path) -> std::io::Result<u64> {
     let text = std::fs::read_to_string(out)
         .map_err(|e| std::io::Error::other(format!("no callgrind output at {}: {e}", out.display())))?;
     text.lines()

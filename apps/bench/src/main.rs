@@ -633,13 +633,7 @@ impl ServerProcess {
     fn start_deflate(setup: &DeflateSetup, python: Option<&std::path::Path>) -> std::io::Result<Option<Self>> {
         match (setup.chinwag, python) {
             (Some(flags), _) => {
-                let binary = std::env::current_exe()?.with_file_name("chinwag");
-                if !binary.exists() {
-                    return Err(std::io::Error::other(format!(
-                        "{} is missing: build it first (cargo build --release -p chinwag)",
-                        binary.display()
-                    )));
-                }
+                let binary = chinwag_binary()?;
                 Self::spawn(setup.label, |addr| {
                     let mut command = Command::new(&binary);
                     command.args(["echo", "--addr", &addr.to_string(), "--runtime", "tokio"]).args(flags);

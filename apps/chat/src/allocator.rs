@@ -25,6 +25,30 @@ const PLAIN_ALIGN: usize = 16;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MiMalloc;
 
+/// A block for `layout` from mimalloc's `plain` entry point where it gives the
+/// alignment, else from its `aligned` one.
+///
+/// # Safety
+/// `plain` and `aligned` are a pair of mimalloc's allocation calls (size, and
+/// size and alignment); a `Layout`'s alignment is always a power of two, as
+/// the aligned calls require, and mimalloc allows a size of zero.
+#[allow(unsafe_code)]
+#[inline(always)]
+unsafe fn allocate(
+    layout: Layout,
+    plain_call: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned_call: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: FFI calls with the arguments the caller vouched for.
+    unsafe {
+        if plain(layout.size(), layout.align()) {
+            plain_call(layout.size()).cast()
+        } else {
+            aligned_call(layout.size(), layout.align()).cast()
+        }
+    }
+}
+
 /// Whether mimalloc's plain call returns memory aligned as `align` asks for a
 /// block of `size` bytes.
 #[inline(always)]
@@ -40,27 +64,14 @@ fn plain(size: usize, align: usize) -> bool {
 unsafe impl GlobalAlloc for MiMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: plain FFI calls; a size of zero is allowed by mimalloc, and the
-        // alignment is a power of two (a `Layout`'s always is).
-        unsafe {
-            if plain(layout.size(), layout.align()) {
-                ffi::mi_malloc(layout.size()).cast()
-            } else {
-                ffi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        // SAFETY: as `allocate` requires.
+        unsafe { allocate(layout, ffi::mi_malloc, ffi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as in `alloc`.
-        unsafe {
-            if plain(layout.size(), layout.align()) {
-                ffi::mi_zalloc(layout.size()).cast()
-            } else {
-                ffi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        // SAFETY: as `allocate` requires.
+        unsafe { allocate(layout, ffi::mi_zalloc, ffi::mi_zalloc_aligned) }
     }
 
     #[inline]
