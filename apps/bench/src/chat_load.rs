@@ -278,7 +278,9 @@ pub(crate) struct SlowOutcome {
 /// The slow-client test: `clients` chat in the main room (every line to everyone),
 /// each `rate` lines a second of about `size` bytes, for `duration`. With `slow`,
 /// one more client joins and never reads (its receive buffer made small) until the
-/// others hear it left.
+/// others hear it left. The chatting starts once everyone has joined and `start`
+/// lets every run sharing it go (runs side by side start together).
+#[allow(clippy::too_many_arguments)] // one load, described in full
 pub(crate) async fn slow_client(
     addr: SocketAddr,
     clients: usize,
@@ -286,6 +288,7 @@ pub(crate) async fn slow_client(
     size: usize,
     duration: Duration,
     slow: bool,
+    start: &Barrier,
 ) -> std::io::Result<(Tally, Option<SlowOutcome>)> {
     let mut sockets = Vec::with_capacity(clients);
     for i in 0..clients {
@@ -310,6 +313,7 @@ pub(crate) async fn slow_client(
             }
         }
     }
+    start.wait().await;
     let barrier = Arc::new(Barrier::new(clients + 1));
     let base = Instant::now();
     let end = base + duration;
