@@ -350,12 +350,13 @@ async fn a_waiting_request_watches_its_client<S: Runtime, C: Runtime>() {
 
 /// A close pushed from another task after a long silence (longer than the close
 /// timeout) still goes out and completes: the close timeout runs from the call,
-/// not from the receiving task's last wake-up (which is 20 s old here: keepalive
-/// is 30 s by default, so nothing woke it).
+/// not from the receiving task's last wake-up (which is 3 s old here, three
+/// close timeouts: keepalive is 30 s by default, so nothing woke it).
 async fn push_close_after_a_long_silence<S: Runtime, C: Runtime>() {
     let (sender_tx, sender_rx) = async_channel::bounded(1);
     let (done_tx, done_rx) = async_channel::bounded(1);
-    let addr = start_server::<S, _, _>(Config::default(), move |pending: Pending<S>| {
+    let config = Config { close_timeout: Duration::from_secs(1), ..Config::default() };
+    let addr = start_server::<S, _, _>(config, move |pending: Pending<S>| {
         let (sender_tx, done_tx) = (sender_tx.clone(), done_tx.clone());
         async move {
             let ws = pending.accept(Accept::new()).await.unwrap();
@@ -372,7 +373,7 @@ async fn push_close_after_a_long_silence<S: Runtime, C: Runtime>() {
         let next = ws.recv().await;
         read_tx.send((next, ws.close_info())).await.unwrap();
     });
-    C::sleep(Duration::from_secs(20)).await;
+    C::sleep(Duration::from_secs(3)).await;
     sender.push_close(CloseCode::GOING_AWAY, "bye").unwrap();
     let (next, client) =
         timeout::<C, _>(Duration::from_secs(4), read_rx.recv()).await.expect("the close arrived").unwrap();

@@ -39,8 +39,11 @@ need_debian redis-server
 if [ -z "$redis_before" ] && pgrep -x redis-server >/dev/null; then pkill -x redis-server || true; fi
 PY="$(tests/setup-python.sh)"
 
-step "cargo test --workspace"
+step "cargo test --workspace, and each microbenchmark once (criterion's test mode)"
 cargo test --workspace --all-features --quiet
+# In the test profile, the crates the tests just built serve: under `cargo bench`
+# (the release profile) the workspace compiled again, a minute on 2 cores.
+cargo test --quiet -p chinwag-bench --all-features --bench core >/dev/null
 
 step "build the release binaries (chinwag, chinwag-bench, the examples that embed the core)"
 cargo build --release --quiet -p chinwag -p chinwag-bench \
@@ -64,11 +67,10 @@ need_debian chromium chromium-driver
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime async-std --screenshot tests/out/browser/chat-async-std.png
 "$PY" tests/browser/chat_page.py target/release/chinwag --runtime tokio --nodes 2
 
-step "benchmarks: smoke run of every mode (no timing assertions), microbenchmarks once each"
+step "benchmarks: smoke run of every mode (no timing assertions)"
 need_debian valgrind # the instructions mode counts under callgrind
 target/release/chinwag-bench smoke >/dev/null
 apps/bench/scripts/gateway-bus.sh 2000 target/release/chinwag
-cargo bench --quiet -p chinwag-bench --bench core -- --test >/dev/null
 
 step "reliability: short soak (300 clients, 10 s; on one node, then on two nodes over Redis) and slow-client test of the chat, both runtimes"
 for runtime in tokio async-std; do

@@ -13,6 +13,7 @@ use runtime::{Program, RuntimeKind};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "chinwag", version, about = "chinwag: a WebSocket stack and chat server")]
@@ -95,6 +96,15 @@ struct LimitArgs {
     /// closed with 1008.
     #[arg(long, env = "CHINWAG_MAX_BACKLOG", default_value_t = chinwag::chat::config().max_backlog)]
     max_backlog: usize,
+    /// Seconds a connection may be silent before the server pings it (0: never).
+    /// Behind a proxy or load balancer that drops idle connections, keep it under
+    /// the proxy's idle timeout: the ping and its answer keep the connection open.
+    #[arg(long, env = "CHINWAG_KEEPALIVE", value_name = "SECONDS", default_value_t = default_seconds(chinwag::chat::config().keepalive_interval))]
+    keepalive: u64,
+    /// Seconds a pinged connection has to answer (or send anything) before the
+    /// server drops it as gone.
+    #[arg(long, env = "CHINWAG_KEEPALIVE_TIMEOUT", value_name = "SECONDS", default_value_t = chinwag::chat::config().keepalive_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    keepalive_timeout: u64,
     /// Web pages from other origins allowed to connect (repeat for several; `*` for
     /// any). Pages from the server's own host are always allowed.
     #[arg(long = "allow-origin", env = "CHINWAG_ALLOW_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
@@ -114,8 +124,18 @@ impl LimitArgs {
     }
 
     fn config(&self) -> Config {
-        Config { max_backlog: self.max_backlog, ..chinwag::chat::config() }
+        Config {
+            max_backlog: self.max_backlog,
+            keepalive_interval: (self.keepalive > 0).then(|| Duration::from_secs(self.keepalive)),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout),
+            ..chinwag::chat::config()
+        }
     }
+}
+
+/// A default interval in whole seconds for a flag where 0 means none.
+fn default_seconds(interval: Option<Duration>) -> u64 {
+    interval.map_or(0, |d| d.as_secs())
 }
 
 #[derive(Subcommand)]

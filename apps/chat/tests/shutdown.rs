@@ -84,9 +84,15 @@ fn idle_then_terminate(server: &mut Server, url: impl Fn(usize) -> String, idle:
     seen
 }
 
-fn chat(runtime: &str, idle: Duration) -> Vec<Seen> {
-    let mut server =
-        Server::start(&["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--runtime", runtime], &[], true);
+/// The chat, with the default keepalive or a short one (so that pings flow while
+/// the clients are idle).
+fn chat(runtime: &str, keepalive_secs: Option<u64>, idle: Duration) -> Vec<Seen> {
+    let keepalive = keepalive_secs.map(|secs| secs.to_string());
+    let mut args = vec!["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--runtime", runtime];
+    if let Some(secs) = &keepalive {
+        args.extend(["--keepalive", secs]);
+    }
+    let mut server = Server::start(&args, &[], true);
     let port = server.addr.port();
     idle_then_terminate(&mut server, |i| format!("ws://127.0.0.1:{port}/chat/idler{i}?age=3"), idle)
 }
@@ -94,28 +100,24 @@ fn chat(runtime: &str, idle: Duration) -> Vec<Seen> {
 /// Idle for longer than the close timeout: the case that used to lose every
 /// client (the close timeout was armed from the receiving task's last wake-up, so
 /// it fired at once and the close frame was dropped).
-#[test]
 fn chat_tokio_idle_clients_get_1001() {
-    let seen = chat("tokio", CLOSE_TIMEOUT + Duration::from_secs(2));
+    let seen = chat("tokio", None, CLOSE_TIMEOUT + Duration::from_secs(2));
     assert!(seen.iter().all(|s| s.texts >= 1), "each got at least its greeting");
 }
 
-#[test]
 fn chat_async_std_idle_clients_get_1001() {
-    chat("async-std", CLOSE_TIMEOUT + Duration::from_secs(2));
+    chat("async-std", None, CLOSE_TIMEOUT + Duration::from_secs(2));
 }
 
-/// Idle for longer than the keepalive interval (30 s by default), with the
-/// server's keepalive pings flowing and answered.
-#[test]
+/// Idle for longer than the keepalive interval (2 s here, `--keepalive 2`), with
+/// the server's keepalive pings flowing and answered.
 fn chat_tokio_clients_idle_past_keepalive_get_1001() {
-    let seen = chat("tokio", Duration::from_secs(33));
+    let seen = chat("tokio", Some(2), CLOSE_TIMEOUT + Duration::from_secs(2));
     assert!(seen.iter().all(|s| s.pings >= 1), "keepalive pings flowed: {seen:?}");
 }
 
-#[test]
 fn chat_async_std_clients_idle_past_keepalive_get_1001() {
-    let seen = chat("async-std", Duration::from_secs(33));
+    let seen = chat("async-std", Some(2), CLOSE_TIMEOUT + Duration::from_secs(2));
     assert!(seen.iter().all(|s| s.pings >= 1), "keepalive pings flowed: {seen:?}");
 }
 
@@ -155,24 +157,46 @@ fn gateway(runtime: &str, heartbeat_secs: Option<u64>, idle: Duration) -> Vec<Se
     seen
 }
 
-#[test]
 fn gateway_tokio_idle_clients_get_1001() {
     gateway("tokio", None, CLOSE_TIMEOUT + Duration::from_secs(2));
 }
 
-#[test]
 fn gateway_async_std_idle_clients_get_1001() {
     gateway("async-std", None, CLOSE_TIMEOUT + Duration::from_secs(2));
 }
 
-#[test]
 fn gateway_tokio_clients_idle_past_heartbeat_get_1001() {
     let seen = gateway("tokio", Some(2), CLOSE_TIMEOUT + Duration::from_secs(2));
     assert!(seen.iter().all(|s| s.pings >= 1), "heartbeat pings flowed: {seen:?}");
 }
 
-#[test]
 fn gateway_async_std_clients_idle_past_heartbeat_get_1001() {
     let seen = gateway("async-std", Some(2), CLOSE_TIMEOUT + Duration::from_secs(2));
     assert!(seen.iter().all(|s| s.pings >= 1), "heartbeat pings flowed: {seen:?}");
+}
+
+/// Every scenario above at once, each in a thread of its own: they wait for real
+/// time (idle clients), so together they take about as long as one, where the
+/// test harness would run them two at a time on a 2-core machine (28 s).
+#[test]
+fn every_client_gets_1001_at_sigterm() {
+    let scenarios: [(&str, fn()); 8] = [
+        ("chat_tokio_idle_clients_get_1001", chat_tokio_idle_clients_get_1001),
+        ("chat_async_std_idle_clients_get_1001", chat_async_std_idle_clients_get_1001),
+        ("chat_tokio_clients_idle_past_keepalive_get_1001", chat_tokio_clients_idle_past_keepalive_get_1001),
+        ("chat_async_std_clients_idle_past_keepalive_get_1001", chat_async_std_clients_idle_past_keepalive_get_1001),
+        ("gateway_tokio_idle_clients_get_1001", gateway_tokio_idle_clients_get_1001),
+        ("gateway_async_std_idle_clients_get_1001", gateway_async_std_idle_clients_get_1001),
+        ("gateway_tokio_clients_idle_past_heartbeat_get_1001", gateway_tokio_clients_idle_past_heartbeat_get_1001),
+        (
+            "gateway_async_std_clients_idle_past_heartbeat_get_1001",
+            gateway_async_std_clients_idle_past_heartbeat_get_1001,
+        ),
+    ];
+    let running: Vec<_> = scenarios
+        .into_iter()
+        .map(|(name, scenario)| (name, std::thread::Builder::new().name(name.into()).spawn(scenario).unwrap()))
+        .collect();
+    let failed: Vec<&str> = running.into_iter().filter_map(|(name, run)| run.join().is_err().then_some(name)).collect();
+    assert!(failed.is_empty(), "scenarios that failed (their panics are above): {failed:?}");
 }
