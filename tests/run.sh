@@ -84,13 +84,10 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-fuzz
 fi
 if command -v cargo-fuzz >/dev/null 2>&1; then
-  step "fuzz targets: replay kept regressions, then fuzz each for ${FUZZ_SECONDS:=10} s"
+  step "fuzz targets: replay kept regressions, then fuzz each for ${FUZZ_SECONDS:=10} s, two at a time"
   # The stable toolchain needs RUSTC_BOOTSTRAP for AddressSanitizer's -Z flags.
   (
     cd fuzz
-    # Every target runs even when one fails, so that one open bug does not hide
-    # another; the step fails at the end if any did.
-    failed=()
     # Built once, up front: a target that does not build is not a failure found
     # by fuzzing, and must not be reported as one.
     build_log="$(mktemp)"
@@ -101,16 +98,19 @@ if command -v cargo-fuzz >/dev/null 2>&1; then
       exit 1
     fi
     rm -f "$build_log"
-    for target in $(cargo fuzz list); do
+    # Replays target $1's kept regressions, then fuzzes it from a copy of its kept
+    # corpus (the run must not change the checkout). Says what it found on stdout;
+    # fails if anything failed.
+    fuzz_target() {
+      local target="$1" failed=0 input corpus found
       # A regression is replayed one input at a time, so that the report names it.
       for input in regressions/"$target"/*; do
         [ -e "$input" ] || continue
         RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$input" >/dev/null 2>&1 || {
           echo "fuzz regression fails: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $target $input"
-          failed+=("$input")
+          failed=1
         }
       done
-      # Start from the kept corpus, in a copy: the run must not change the checkout.
       corpus="$(mktemp -d)"
       if [ -d "corpus/$target" ]; then cp -R "corpus/$target/." "$corpus/"; fi
       touch "$corpus.started"
@@ -127,10 +127,31 @@ if command -v cargo-fuzz >/dev/null 2>&1; then
         else
           echo "fuzz target $target stopped without saving an input (not a finding: see its log above)"
         fi
-        failed+=("$target")
+        failed=1
       fi
       rm -rf "$corpus" "$corpus.log" "$corpus.started"
+      return "$failed"
+    }
+    # Two lanes, one per core of a small CI machine, each taking every other
+    # target. Every target runs even when one fails, so that one open bug does not
+    # hide another; the step fails at the end if any did.
+    reports="$(mktemp -d)"
+    targets=($(cargo fuzz list))
+    lane() {
+      local i
+      for ((i = $1; i < ${#targets[@]}; i += 2)); do
+        fuzz_target "${targets[$i]}" >"$reports/${targets[$i]}" 2>&1 || touch "$reports/${targets[$i]}.failed"
+      done
+    }
+    lane 0 &
+    lane 1 &
+    wait
+    failed=()
+    for target in "${targets[@]}"; do
+      cat "$reports/$target"
+      [ -e "$reports/$target.failed" ] && failed+=("$target")
     done
+    rm -rf "$reports"
     if [ ${#failed[@]} -gt 0 ]; then
       echo "fuzzing failed: ${failed[*]}"
       exit 1
