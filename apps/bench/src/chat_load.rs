@@ -220,7 +220,10 @@ pub(crate) async fn soak(
     duration: Duration,
     rss: &dyn Fn() -> u64,
 ) -> std::io::Result<(Tally, Vec<(Duration, u64)>)> {
-    let mut sockets = Vec::with_capacity(clients);
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    // The start of the chatting, once everyone has joined.
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None);
+    let mut tasks = Vec::with_capacity(clients);
     for i in 0..clients {
         // Round-robin over the nodes: a room has members on every node.
         let mut ws = join(nodes[i % nodes.len()], &format!("c{i}")).await?;
@@ -229,23 +232,24 @@ pub(crate) async fn soak(
         // Our own join line says we are in: the hub added us before sending it.
         let own = format!("c{i} joined #r{room}");
         while next_line(&mut ws).await? != own {}
-        sockets.push(ws);
+        // From now on the client reads, as a real one does: the later clients'
+        // join lines (n² of them in all) would otherwise pile up unread, and with
+        // thousands of clients joining takes longer than the server's keepalive
+        // allows a client that does not answer its pings.
+        let (barrier, mut start) = (barrier.clone(), start_rx.clone());
+        let pace = (rate, i as f64 / clients as f64);
+        tasks.push(tokio::spawn(async move {
+            let Some((base, end)) = read_until_start(&mut ws, &mut start).await else {
+                barrier.wait().await;
+                return Seen { dropped: true, ..Seen::default() };
+            };
+            chat_client(ws, barrier, base, pace, end, move |seq, micros| format!("/say r{room} {seq} {micros}")).await
+        }));
     }
     let rss_joined = rss();
-    let barrier = Arc::new(Barrier::new(clients + 1));
     let base = Instant::now();
     let end = base + duration;
-    let tasks: Vec<_> = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(i, ws)| {
-            let room = i / room_size;
-            let pace = (rate, i as f64 / clients as f64);
-            tokio::spawn(chat_client(ws, barrier.clone(), base, pace, end, move |seq, micros| {
-                format!("/say r{room} {seq} {micros}")
-            }))
-        })
-        .collect();
+    start_tx.send_replace(Some((base, end)));
     barrier.wait().await;
     // The server's memory every tenth of the run: flat once warm, or growing.
     let mut samples = vec![(Duration::ZERO, rss_joined)];
@@ -261,6 +265,23 @@ pub(crate) async fn soak(
     let room_of = |i: usize| i / room_size;
     let tally = tally(&seen, |sender| (0..clients).filter(|&r| room_of(r) == room_of(sender)).collect());
     Ok((tally, samples))
+}
+
+/// Reads (and drops) what arrives until `start` gives the run's start and end;
+/// `None` if the connection ended first.
+async fn read_until_start(
+    ws: &mut Ws,
+    start: &mut tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
+) -> Option<(Instant, Instant)> {
+    loop {
+        if let Some(times) = *start.borrow_and_update() {
+            return Some(times);
+        }
+        tokio::select! {
+            changed = start.changed() => changed.ok()?,
+            message = ws.recv() => { message?; }
+        }
+    }
 }
 
 /// What the slow client saw.
