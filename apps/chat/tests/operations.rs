@@ -213,6 +213,41 @@ fn an_admin_address_in_use_stops_the_server() {
     assert!(stderr.contains(&format!("--admin-addr {addr}")), "{stderr}");
 }
 
+/// A keepalive outside 0 s to a day (its timeout: 1 s to a day), from a flag or the
+/// environment, stops the server at start with the range, before it listens: far
+/// past it the deadline arithmetic would overflow.
+#[test]
+fn a_keepalive_out_of_range_is_refused() {
+    let refused = |args: &[&str], env: &[(&str, &str)]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chinwag"))
+            .args(["--addr", "127.0.0.1:0", "--admin-addr", "off"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that took the value runs until stopped: give it 10 s to exit.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server started with {args:?} {env:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(&["--keepalive", "86401"], &[]);
+    assert!(stderr.contains("86401 is not in 0..=86400"), "{stderr}");
+    let stderr = refused(&["--keepalive-timeout", "0"], &[]);
+    assert!(stderr.contains("0 is not in 1..=86400"), "{stderr}");
+    let stderr = refused(&[], &[("CHINWAG_KEEPALIVE", "18446744073709551615")]);
+    assert!(stderr.contains("is not in 0..=86400"), "{stderr}");
+}
+
 /// Every flag also comes from the environment; `--help` shows the variables; JSON
 /// logs carry the connection and the client's address on its lines.
 #[test]
