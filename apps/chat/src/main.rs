@@ -100,11 +100,11 @@ struct LimitArgs {
     /// at most a day, as the gateway's heartbeat). Behind a proxy or load balancer
     /// that drops idle connections, keep it under the proxy's idle timeout: the
     /// ping and its answer keep the connection open.
-    #[arg(long, env = "CHINWAG_KEEPALIVE", value_name = "SECONDS", default_value_t = default_seconds(chinwag::chat::config().keepalive_interval), value_parser = clap::value_parser!(u64).range(0..=DAY))]
+    #[arg(long, env = "CHINWAG_KEEPALIVE", value_name = "SECONDS", default_value_t = default_seconds(chinwag::chat::config().keepalive_interval), value_parser = clap::value_parser!(u64).range(0..=MAX_KEEPALIVE_SECS))]
     keepalive: u64,
     /// Seconds a pinged connection has to answer (or send anything) before the
     /// server drops it as gone (1 s to a day).
-    #[arg(long, env = "CHINWAG_KEEPALIVE_TIMEOUT", value_name = "SECONDS", default_value_t = chinwag::chat::config().keepalive_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=DAY))]
+    #[arg(long, env = "CHINWAG_KEEPALIVE_TIMEOUT", value_name = "SECONDS", default_value_t = chinwag::chat::config().keepalive_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=MAX_KEEPALIVE_SECS))]
     keepalive_timeout: u64,
     /// Web pages from other origins allowed to connect (repeat for several; `*` for
     /// any). Pages from the server's own host are always allowed.
@@ -134,10 +134,9 @@ impl LimitArgs {
     }
 }
 
-/// The longest keepalive interval or timeout the flags take, in seconds: past it
-/// a deadline is no longer a keepalive, and far enough past it the clock's
-/// arithmetic would overflow.
-const DAY: u64 = 86_400;
+/// The longest keepalive interval or timeout the flags take, in seconds: the
+/// gateway's heartbeat bound (a day), for the reasons it gives.
+const MAX_KEEPALIVE_SECS: u64 = chinwag_gateway::config::MAX_HEARTBEAT_SECS;
 
 /// A default interval in whole seconds for a flag where 0 means none.
 fn default_seconds(interval: Option<Duration>) -> u64 {

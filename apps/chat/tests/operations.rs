@@ -214,8 +214,9 @@ fn an_admin_address_in_use_stops_the_server() {
 }
 
 /// A keepalive outside 0 s to a day (its timeout: 1 s to a day), from a flag or the
-/// environment, stops the server at start with the range, before it listens: far
-/// past it the deadline arithmetic would overflow.
+/// environment, stops the server at start with the range, before it listens: a
+/// larger value is a mistake (milliseconds typed as seconds, say), and at the
+/// extreme would turn the keepalive off without a word.
 #[test]
 fn a_keepalive_out_of_range_is_refused() {
     let refused = |args: &[&str], env: &[(&str, &str)]| {
