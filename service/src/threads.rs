@@ -66,6 +66,12 @@ impl Listeners {
         self.0[0].local_addr()
     }
 
+    /// The listening sockets, for a server that runs its own threads (the event
+    /// loops of chinwag-mio).
+    pub fn into_std(self) -> Vec<std::net::TcpListener> {
+        self.0
+    }
+
     /// How many listeners, so how many threads serve them.
     pub fn count(&self) -> NonZeroUsize {
         NonZeroUsize::new(self.0.len()).expect("at least one listener")

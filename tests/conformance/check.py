@@ -16,6 +16,7 @@ RUNS = [
     "server-async-std",
     "client-tokio",
     "client-async-std",
+    "server-event-loop",
     "server-blocking-echo",
     "server-event-loop-echo",
 ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Autobahn test suite (every case, 1.* to 13.*, the compression cases 12.*
 # and 13.* included, via the kosoku runner) against chinwag on both runtimes and in
-# both roles:
+# both roles, and in the server role on chinwag-mio's event loops too:
 #   server: kosoku drives `chinwag echo`
 #   client: `chinwag client --autobahn` drives kosoku's fuzzing server
 # and, server role only, the two examples that embed the core without a runtime
@@ -37,7 +37,7 @@ for suite in 12 13; do for sub in $(seq 7 18); do
 done; done
 # Read by check.py, which checks each run's count and that every case ran somewhere.
 # HALF_RUNS: the first takes the even-numbered heavy cases, the second the odd.
-export LIGHT_RUNS="server-async-std client-tokio" HALF_RUNS="server-tokio client-async-std"
+export LIGHT_RUNS="server-async-std client-tokio server-event-loop" HALF_RUNS="server-tokio client-async-std"
 [ "${CONFORMANCE_FULL:-0}" = 1 ] && LIGHT_RUNS="" && HALF_RUNS=""
 # The kosoku arguments that select run $1's cases, into the array `selection`.
 select_cases() {
@@ -106,6 +106,8 @@ timed "server role, tokio" server_run tokio "$BIN" echo --runtime tokio "${DEFLA
 timed "client role, tokio" client_run tokio
 timed "server role, async-std" server_run async-std "$BIN" echo --runtime async-std "${DEFLATE[@]}" --addr
 timed "client role, async-std" client_run async-std
+# `chinwag echo`'s default: chinwag-mio's event loops.
+timed "server role, event loops" server_run event-loop "$BIN" echo --runtime event-loop "${DEFLATE[@]}" --addr
 # The core without a runtime: the two examples that drive Connection directly.
 timed "server role, examples/blocking-echo" server_run blocking-echo "$EXAMPLES-blocking-echo"
 timed "server role, examples/event-loop-echo" server_run event-loop-echo "$EXAMPLES-event-loop-echo"

@@ -116,7 +116,7 @@ async def clients_against_chinwag_echo(binary: str) -> None:
         (["--deflate-takeover"], ClientPerMessageDeflateFactory(client_no_context_takeover=True),
          {"client_no_context_takeover": True, "server_no_context_takeover": False}),
     ]
-    for runtime in ["tokio", "async-std"]:
+    for runtime in ["tokio", "async-std", "event-loop"]:
         for flags, factory, expect in cases:
             port = free_port()
             server = subprocess.Popen(

@@ -178,7 +178,7 @@ enum Mode {
         #[arg(long, default_value_t = 6.0)]
         long: f64,
         /// Servers.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagEcho, Kind::ChinwagEchoOneThread, Kind::ExampleEventLoop, Kind::ExampleBlocking, Kind::FastwebsocketsOneThread, Kind::RawTcpOneThread])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::ChinwagEcho, Kind::ChinwagEchoOneThread, Kind::ChinwagEchoTokioOneThread, Kind::ExampleEventLoop, Kind::ExampleBlocking, Kind::FastwebsocketsOneThread, Kind::RawTcpOneThread])]
         servers: Vec<Kind>,
     },
     /// Every mode for about a second, small: checks that the harness works (CI).
@@ -375,10 +375,13 @@ impl ServerProcess {
 fn server_command(kind: Kind, addr: SocketAddr) -> std::io::Result<Command> {
     let addr = addr.to_string();
     let command = match kind {
-        Kind::ChinwagEcho | Kind::ChinwagEchoOneThread => {
+        Kind::ChinwagEcho | Kind::ChinwagEchoOneThread | Kind::ChinwagEchoTokio | Kind::ChinwagEchoTokioOneThread => {
             let mut command = Command::new(chinwag_binary()?);
             command.args(["echo", "--addr", &addr, "--admin-addr", "off"]).env("RUST_LOG", "warn");
-            if kind == Kind::ChinwagEchoOneThread {
+            if matches!(kind, Kind::ChinwagEchoTokio | Kind::ChinwagEchoTokioOneThread) {
+                command.args(["--runtime", "tokio"]);
+            }
+            if matches!(kind, Kind::ChinwagEchoOneThread | Kind::ChinwagEchoTokioOneThread) {
                 command.env("CHINWAG_THREADS", "1");
             }
             command

@@ -25,13 +25,18 @@ pub(crate) enum Kind {
     ChinwagTokioPerCore,
     /// chinwag echo on chinwag-tokio, a single current-thread runtime.
     ChinwagTokioOneThread,
-    /// The `chinwag echo` binary (built next to this one) with its defaults: a
-    /// runtime per core, keepalive on. What users run; the in-process servers
-    /// above leave keepalive off.
+    /// The `chinwag echo` binary (built next to this one) with its defaults: an
+    /// event loop per core (chinwag-mio), keepalive on. What users run; the
+    /// in-process servers above leave keepalive off.
     ChinwagEcho,
     /// `chinwag echo` on one thread (`CHINWAG_THREADS=1`): like for like with the
     /// one-thread peers.
     ChinwagEchoOneThread,
+    /// `chinwag echo --runtime tokio`: the binary on tokio, a runtime per core
+    /// (its default before the event loops).
+    ChinwagEchoTokio,
+    /// `chinwag echo --runtime tokio` on one thread.
+    ChinwagEchoTokioOneThread,
     /// `examples/event-loop-echo` (built next to this one): the core driven
     /// directly on one `mio` loop, with no runtime and no driver.
     ExampleEventLoop,
@@ -86,6 +91,8 @@ impl Kind {
             Kind::ChinwagTokioOneThread => "chinwag-tokio-1-thread",
             Kind::ChinwagEcho => "chinwag-echo",
             Kind::ChinwagEchoOneThread => "chinwag-echo-1-thread",
+            Kind::ChinwagEchoTokio => "chinwag-echo-tokio",
+            Kind::ChinwagEchoTokioOneThread => "chinwag-echo-tokio-1-thread",
             Kind::ExampleEventLoop => "example-event-loop",
             Kind::ExampleBlocking => "example-blocking",
             Kind::ChinwagAsyncStd => "chinwag-async-std",
@@ -117,7 +124,12 @@ pub(crate) fn run(kind: Kind, addr: SocketAddr) -> std::io::Result<()> {
         Kind::ChinwagTokio => chinwag_tokio::Tokio::block_on(chinwag_echo::<chinwag_tokio::Tokio>(addr)),
         Kind::ChinwagTokioPerCore => per_core(addr, std::thread::available_parallelism().map_or(1, |n| n.get())),
         Kind::ChinwagTokioOneThread => per_core(addr, 1),
-        Kind::ChinwagEcho | Kind::ChinwagEchoOneThread | Kind::ExampleEventLoop | Kind::ExampleBlocking => {
+        Kind::ChinwagEcho
+        | Kind::ChinwagEchoOneThread
+        | Kind::ChinwagEchoTokio
+        | Kind::ChinwagEchoTokioOneThread
+        | Kind::ExampleEventLoop
+        | Kind::ExampleBlocking => {
             Err(std::io::Error::other(format!("{} is a binary of its own, not a server of this one", kind.label())))
         }
         Kind::ChinwagAsyncStd => chinwag_futures::AsyncStd::block_on(chinwag_echo::<chinwag_futures::AsyncStd>(addr)),

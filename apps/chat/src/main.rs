@@ -9,7 +9,7 @@ use chinwag_core::limit::RateLimit;
 use chinwag_driver::Runtime;
 use chinwag_service::Limits;
 use clap::{Parser, Subcommand};
-use runtime::{Program, RuntimeKind};
+use runtime::{Program, RuntimeFlag, RuntimeKind};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
@@ -33,13 +33,15 @@ struct Cli {
     /// joining when asked for, and recovered after a reconnect (0: none).
     #[arg(long, env = "CHINWAG_HISTORY", default_value_t = chinwag_core::chat::DEFAULT_HISTORY)]
     history: usize,
-    /// Runtime to run on.
-    #[arg(long, env = "CHINWAG_RUNTIME", value_enum, default_value = "tokio", global = true)]
-    runtime: RuntimeKind,
-    /// Threads serving connections on tokio, each with a runtime of its own that
-    /// keeps the connections it accepted [default: one per core this process may
-    /// use, a container's CPU limit included]. async-std spreads connections over
-    /// its own pool instead (ASYNC_STD_THREAD_COUNT).
+    /// Runtime to run on [default: tokio; for `chinwag echo`, event-loop]. The
+    /// event loops (chinwag-mio) run `chinwag echo` only.
+    #[arg(long, env = "CHINWAG_RUNTIME", value_enum, global = true)]
+    runtime: Option<RuntimeFlag>,
+    /// Threads serving connections on tokio and on the event loops, each with a
+    /// runtime or loop of its own that keeps the connections it accepted
+    /// [default: one per core this process may use, a container's CPU limit
+    /// included]. async-std spreads connections over its own pool instead
+    /// (ASYNC_STD_THREAD_COUNT).
     #[arg(long, env = "CHINWAG_THREADS", global = true)]
     threads: Option<NonZeroUsize>,
     /// Do not use permessage-deflate (RFC 7692): by default the chat, echo and
@@ -364,7 +366,19 @@ static ALLOCATOR: chinwag::allocator::MiMalloc = chinwag::allocator::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.ops.log_format);
-    let rt = cli.runtime;
+    let is_echo = matches!(cli.command, Some(Command::Echo { .. }));
+    let rt = match cli.runtime.map_or(Some(RuntimeKind::Tokio), RuntimeFlag::asynchronous) {
+        Some(rt) => rt,
+        // Unused: the echo runs on its loops.
+        None if is_echo => RuntimeKind::Tokio,
+        None => {
+            eprintln!(
+                "chinwag: --runtime event-loop runs `chinwag echo` only; the chat, the gateway and the client run on \
+                 tokio or async-std"
+            );
+            return ExitCode::from(2);
+        }
+    };
     let threads = cli.threads.unwrap_or_else(chinwag_service::threads::default_threads);
     let drain_delay = match cli.ops.drain_delay() {
         Ok(delay) => delay,
@@ -395,7 +409,11 @@ fn main() -> ExitCode {
         Some(Command::Echo { addr }) => {
             // The benchmark server: no admin listener unless asked for.
             let admin = cli.ops.admin_addr.unwrap_or(AdminAddr::Off);
-            rt.run(echo::EchoServer { addr, threads, admin, drain_delay, deflate })
+            let server = echo::EchoServer { addr, threads, admin, drain_delay, deflate };
+            match cli.runtime.and_then(RuntimeFlag::asynchronous) {
+                None => server.serve_on_event_loops(),
+                Some(rt) => rt.run(server),
+            }
         }
         Some(Command::Gateway { config, listen, bus }) => {
             match gateway(&config, listen, bus, threads, &cli.ops, cli.no_deflate) {

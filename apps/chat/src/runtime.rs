@@ -6,13 +6,38 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 
-/// Which runtime to run on (`--runtime`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which async runtime to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
     /// tokio, through chinwag-tokio.
     Tokio,
     /// async-std, through chinwag-futures.
     AsyncStd,
+}
+
+/// What `--runtime` names: an async runtime, or chinwag-mio's event loops, which
+/// run `chinwag echo` only (its handlers answer at once; the chat, the gateway
+/// and the client wait on other connections, Redis and timers, which needs an
+/// executor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeFlag {
+    /// tokio, through chinwag-tokio (the default, but for `chinwag echo`).
+    Tokio,
+    /// async-std, through chinwag-futures.
+    AsyncStd,
+    /// One chinwag-mio event loop per thread (`chinwag echo` only, its default).
+    EventLoop,
+}
+
+impl RuntimeFlag {
+    /// The async runtime named, if it is one.
+    pub fn asynchronous(self) -> Option<RuntimeKind> {
+        match self {
+            Self::Tokio => Some(RuntimeKind::Tokio),
+            Self::AsyncStd => Some(RuntimeKind::AsyncStd),
+            Self::EventLoop => None,
+        }
+    }
 }
 
 /// Something to run on whichever runtime was chosen.

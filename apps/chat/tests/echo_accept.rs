@@ -186,3 +186,8 @@ fn out_of_descriptors_on_tokio() {
 fn out_of_descriptors_on_async_std() {
     backs_off_and_recovers("async-std");
 }
+
+#[test]
+fn out_of_descriptors_on_the_event_loops() {
+    backs_off_and_recovers("event-loop");
+}

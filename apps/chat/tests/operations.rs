@@ -378,6 +378,27 @@ fn async_std_echo_admin_and_shutdown() {
     echo_admin_and_shutdown("async-std");
 }
 
+#[test]
+fn event_loop_echo_admin_and_shutdown() {
+    echo_admin_and_shutdown("event-loop");
+}
+
+/// `chinwag echo` runs on the event loops unless told otherwise, and only the
+/// echo does: the chat refuses `--runtime event-loop` with a clear message.
+#[test]
+fn the_echo_defaults_to_the_event_loops_and_only_it_runs_on_them() {
+    let echo = Server::start(&["echo", "--addr", "127.0.0.1:0"], &[], false);
+    assert!(echo.log.lock().unwrap().iter().any(|l| l.contains("echo server listening (event loops)")));
+    drop(echo);
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_chinwag"))
+        .args(["--addr", "127.0.0.1:0", "--runtime", "event-loop"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--runtime event-loop runs `chinwag echo` only"), "{message}");
+}
+
 /// The gateway's test keys (gateway/tests/keys).
 fn test_key(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/../../gateway/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()

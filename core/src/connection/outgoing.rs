@@ -122,6 +122,15 @@ impl Buf for Outgoing {
     }
 
     fn advance(&mut self, mut cnt: usize) {
+        if self.chunks_len == 0 && cnt == self.tail.len() {
+            // The usual case: everything was encoded in place (no chunk queued,
+            // no release asked for) and written whole. The buffer is emptied in
+            // place, so the next frame is encoded at its start without `reserve`
+            // having to move anything back.
+            self.tail.clear();
+            self.release_if_drained();
+            return;
+        }
         assert!(cnt <= self.remaining(), "advance past the end of the outgoing queue");
         while cnt > 0 {
             match self.chunks.front_mut() {

@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 use crate::ops::{AdminAddr, on_termination, start_admin};
 use crate::runtime::Program;
 
+mod event_loop;
+
+/// What a plain HTTP request gets: its content type and body.
+const PAGE: (&str, &str) = ("text/plain; charset=utf-8", "chinwag echo server: connect with a WebSocket client\n");
+
 /// The settings of the echo server: large messages (Autobahn sends up to 16 MiB).
 pub fn config() -> Config {
     Config { max_frame_size: 64 << 20, max_message_size: 64 << 20, ..Config::default() }
@@ -378,11 +383,7 @@ async fn answer<R: Runtime>(
 ) -> Result<Opened<R>, chinwag_driver::Error> {
     let pending = read_request::<_, R::Timer>(io, settings).await?;
     if *pending.request().kind() != RequestKind::Upgrade {
-        let page = chinwag_core::HttpResponse::new(
-            chinwag_core::http::StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "chinwag echo server: connect with a WebSocket client\n",
-        );
+        let page = chinwag_core::HttpResponse::new(chinwag_core::http::StatusCode::OK, PAGE.0, PAGE.1);
         pending.respond(page).await?;
         return Ok(None);
     }
