@@ -53,9 +53,14 @@ impl Listeners {
         if count.get() == 1 {
             return Ok(Self(vec![listen(addr, false)?]));
         }
+        // Bound, not listening: a client that connects meanwhile is refused, as
+        // before the server started, instead of landing in this socket's queue
+        // and being reset when it is dropped (which a load generator that waits
+        // for the port and connects at once saw under valgrind).
         let addr = {
-            let probe = listen(addr, false)?;
-            probe.local_addr()?
+            let probe = socket(addr)?;
+            probe.bind(&addr.into())?;
+            probe.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?
         };
         let listeners = (0..count.get()).map(|_| listen(addr, true)).collect::<io::Result<_>>()?;
         Ok(Self(listeners))
@@ -78,10 +83,16 @@ impl Listeners {
     }
 }
 
-/// One non-blocking listening socket on `addr`.
-fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+/// A TCP socket for `addr`'s family, with `SO_REUSEADDR`.
+fn socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+/// One non-blocking listening socket on `addr`.
+fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = socket(addr)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
     }

@@ -328,7 +328,10 @@ impl<H: Handler> Loop<H> {
             }
             // Events wait while the replies queued are over the high-water mark:
             // the connection then wants no input either, until the peer reads.
-            while !client.conn.is_backlogged() {
+            // (`has_events` first: the call that would find none costs about 60
+            // instructions per message. A deadline due by `now` is not missed: the
+            // reads above fired it, and a filed timer fires it later this turn.)
+            while !client.conn.is_backlogged() && client.conn.has_events() {
                 let Some(event) = client.conn.poll_event(now) else { break };
                 opened |= matches!(event, Event::Open(_));
                 self.handler.on_event(now, &mut client.conn, event);
@@ -393,6 +396,14 @@ impl<H: Handler> Loop<H> {
     /// deadline is filed then.
     fn file_timer(&mut self, token: Token) {
         let Some(client) = self.clients.get_mut(token.0) else { return };
+        // While a connection is open its deadlines only move later (each message
+        // restarts the keepalive; a ping's answer is awaited from when it is
+        // sent, which is when the filed timer fired): the one filed stays early
+        // enough, and asking for the exact one (about 30 instructions) is spared.
+        // Closing arms earlier ones (the close timeout, the linger).
+        if client.deadline.is_some() && client.conn.state() == State::Open {
+            return;
+        }
         if let Some(at) = client.conn.poll_timeout()
             && client.deadline.is_none_or(|filed| at < filed)
         {

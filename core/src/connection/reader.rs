@@ -7,7 +7,9 @@ use super::{Connection, Event, Oversized, Phase, ProtocolError, Role, SkippedMes
 use crate::Utf8Bytes;
 use crate::close::{BadClosePayload, parse_close_payload};
 use crate::deflate::InflateError;
-use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, apply_mask, copy_masked};
+use crate::frame::{
+    FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, apply_mask, copy_masked, copy_masked_binary,
+};
 use crate::utf8::Utf8Validator;
 
 /// Read state between calls to `receive`. It holds no heap memory between
@@ -178,6 +180,8 @@ impl Connection {
                         self.fail(e);
                         break;
                     }
+                } else if !message.skip && !message.text {
+                    copy_masked_binary(&mut message.data, piece, mask, phase);
                 } else if !message.skip {
                     let start = message.data.len();
                     let ascii = copy_masked(&mut message.data, piece, mask, phase);
@@ -186,7 +190,7 @@ impl Connection {
                     // not when the frame or message ends. ASCII, found while
                     // unmasking, needs no second pass.
                     let utf8 = &mut message.utf8;
-                    if message.text && if ascii { utf8.feed_ascii(fresh) } else { utf8.feed(fresh) }.is_err() {
+                    if if ascii { utf8.feed_ascii(fresh) } else { utf8.feed(fresh) }.is_err() {
                         self.fail(ProtocolError::InvalidUtf8);
                         break;
                     }
@@ -235,10 +239,11 @@ impl Connection {
         }
         let payload = &data[header_len..header_len + len as usize];
         let mut message = BytesMut::new();
-        let ascii = copy_masked(&mut message, payload, header.mask.unwrap_or([0; 4]), 0);
+        let mask = header.mask.unwrap_or([0; 4]);
         let event = if !text {
+            copy_masked_binary(&mut message, payload, mask, 0);
             Event::Binary(message.freeze())
-        } else if ascii || simdutf8::basic::from_utf8(&message).is_ok() {
+        } else if copy_masked(&mut message, payload, mask, 0) || simdutf8::basic::from_utf8(&message).is_ok() {
             Event::Text(Utf8Bytes::from_validated(message.freeze()))
         } else if AHEAD {
             return None;

@@ -85,7 +85,7 @@ fn apply_mask_avx2(buf: &mut [u8], key: [u8; 4]) {
 /// rotated to `buf`'s phase.
 #[inline(always)]
 fn apply_mask_blocks(buf: &mut [u8], key: [u8; 4]) {
-    let pattern = repeated(key);
+    let pattern = repeated::<BLOCK>(key);
     let mut blocks = buf.chunks_exact_mut(BLOCK);
     for block in &mut blocks {
         for (byte, k) in block.iter_mut().zip(&pattern) {
@@ -105,6 +105,20 @@ fn apply_mask_blocks(buf: &mut [u8], key: [u8; 4]) {
 ///
 /// [`Utf8Validator::feed_ascii`]: crate::utf8::Utf8Validator::feed_ascii
 pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: usize) -> bool {
+    copy_masked_checking::<true>(dst, src, mask, phase)
+}
+
+/// [`copy_masked`] for a binary payload: the same copy without looking for
+/// bytes that are not ASCII (one vector operation per register fewer; about 45
+/// instructions per KiB with AVX2, callgrind).
+pub fn copy_masked_binary(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: usize) {
+    copy_masked_checking::<false>(dst, src, mask, phase);
+}
+
+/// [`copy_masked`], with the ASCII check only if `ASCII` (else it returns
+/// `true`, meaningless).
+#[inline(always)]
+fn copy_masked_checking<const ASCII: bool>(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: usize) -> bool {
     let key = rotated(mask, phase);
     if dst.capacity() == 0 {
         // The first piece of a message (the whole of most): an allocation of its
@@ -119,18 +133,18 @@ pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: 
     #[cfg(not(target_arch = "x86_64"))]
     let vectorised = false;
     let high_bits = if src.len() < SHORT {
-        copy_masked_words(spare, src, key)
+        copy_masked_words::<ASCII>(spare, src, key)
     } else if vectorised {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2, checked just above.
         #[allow(unsafe_code)]
         unsafe {
-            copy_masked_avx2(spare, src, key)
+            copy_masked_avx2::<ASCII>(spare, src, key)
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!()
     } else {
-        copy_masked_blocks(spare, src, key)
+        copy_masked_blocks::<ASCII>(spare, src, key)
     };
     let len = dst.len() + src.len();
     // SAFETY: the `src.len()` bytes of spare capacity after the current length were
@@ -147,7 +161,7 @@ pub fn copy_masked(dst: &mut bytes::BytesMut, src: &[u8], mask: [u8; 4], phase: 
 /// if any is not ASCII, else 0), which is what callers of
 /// [`copy_masked_blocks`] look at.
 #[inline(always)]
-fn copy_masked_words(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
+fn copy_masked_words<const ASCII: bool>(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
     debug_assert_eq!(out.len(), src.len());
     let key64 = key_word(key);
     let mut seen = 0u64;
@@ -155,7 +169,9 @@ fn copy_masked_words(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8
     let mut sources = src.chunks_exact(8);
     for (out, word) in (&mut words).zip(&mut sources) {
         let unmasked = u64::from_ne_bytes(word.try_into().expect("8 bytes")) ^ key64;
-        seen |= unmasked;
+        if ASCII {
+            seen |= unmasked;
+        }
         out.write_copy_of_slice(&unmasked.to_ne_bytes());
     }
     // Words are multiples of four bytes, so the key phase is unchanged here: a
@@ -180,41 +196,67 @@ fn copy_masked_words(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8
 /// [`copy_masked_blocks`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn copy_masked_avx2(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
-    copy_masked_blocks(out, src, key)
+fn copy_masked_avx2<const ASCII: bool>(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
+    copy_masked_blocks::<ASCII>(out, src, key)
 }
 
-/// Writes `src` XORed with `key` repeated into `out` (of the same length),
-/// [`BLOCK`] bytes at a time; `key` is already rotated to `src`'s phase. Returns
-/// the OR of every byte written (its high bit says whether any is not ASCII),
-/// which costs one more vector operation per block while the bytes are in
-/// registers anyway.
+/// Writes `src` XORed with `key` repeated into `out` (of the same length): two
+/// [`BLOCK`]s at a time, then one, then words; `key` is already rotated to
+/// `src`'s phase. Returns the OR of every byte written (its high bit says whether
+/// any is not ASCII), which costs one more vector operation per register while
+/// the bytes are in registers anyway.
+///
+/// The double step halves the loop's own instructions (its counter, compare and
+/// branch) per byte: with AVX2, 1 KiB took 225 instructions in steps of 64
+/// bytes (callgrind).
 #[inline(always)]
-fn copy_masked_blocks(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
+fn copy_masked_blocks<const ASCII: bool>(out: &mut [std::mem::MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> u8 {
     debug_assert_eq!(out.len(), src.len());
-    let pattern = repeated(key);
-    let mut seen = [0u8; BLOCK];
-    let mut blocks = out.chunks_exact_mut(BLOCK);
-    let mut sources = src.chunks_exact(BLOCK);
-    for (out, block) in (&mut blocks).zip(&mut sources) {
-        let mut unmasked = [0u8; BLOCK];
-        for (((u, b), k), s) in unmasked.iter_mut().zip(block).zip(&pattern).zip(&mut seen) {
+    let (wide, out, src) = copy_masked_steps::<{ 2 * BLOCK }, ASCII>(out, src, key);
+    let (narrow, out, src) = copy_masked_steps::<BLOCK, ASCII>(out, src, key);
+    // Steps are multiples of four bytes, so the key phase is unchanged here.
+    wide | narrow | copy_masked_words::<ASCII>(out, src, key)
+}
+
+/// Writes the leading whole steps of `STEP` bytes of `src`, unmasked, into `out`;
+/// returns the OR of the bytes written and what is left of both.
+#[inline(always)]
+fn copy_masked_steps<'o, 's, const STEP: usize, const ASCII: bool>(
+    out: &'o mut [std::mem::MaybeUninit<u8>],
+    src: &'s [u8],
+    key: [u8; 4],
+) -> (u8, &'o mut [std::mem::MaybeUninit<u8>], &'s [u8]) {
+    if src.len() < STEP {
+        return (0, out, src);
+    }
+    // Split at the same length, so that the loop below has one counter and one
+    // test (over two slices of lengths it cannot tell equal, it kept both).
+    let whole = src.len() / STEP * STEP;
+    let (out, out_rest) = out.split_at_mut(whole);
+    let (src, src_rest) = src.split_at(whole);
+    let pattern = repeated::<STEP>(key);
+    let mut seen = [0u8; STEP];
+    for (out, step) in out.chunks_exact_mut(STEP).zip(src.chunks_exact(STEP)) {
+        let mut unmasked = [0u8; STEP];
+        for (((u, b), k), s) in unmasked.iter_mut().zip(step).zip(&pattern).zip(&mut seen) {
             *u = b ^ k;
-            *s |= *u;
+            if ASCII {
+                *s |= *u;
+            }
         }
         out.write_copy_of_slice(&unmasked);
     }
-    // Blocks are multiples of four bytes, so the key phase is unchanged here.
-    let rest = copy_masked_words(blocks.into_remainder(), sources.remainder(), key);
-    seen.iter().fold(rest, |acc, b| acc | b)
+    let seen = if ASCII { seen.iter().fold(0, |acc, b| acc | b) } else { 0 };
+    (seen, out_rest, src_rest)
 }
 
-/// The key repeated over a block. Built from whole 4-byte words, which the
-/// compiler turns into one broadcast (byte by byte it was a loop of 64 stores).
+/// The key repeated over `N` bytes (a multiple of four). Built from whole 4-byte
+/// words, which the compiler turns into one broadcast (byte by byte it was a loop
+/// of 64 stores).
 #[inline(always)]
-fn repeated(key: [u8; 4]) -> [u8; BLOCK] {
+fn repeated<const N: usize>(key: [u8; 4]) -> [u8; N] {
     let word = u32::from_ne_bytes(key).to_ne_bytes();
-    let mut pattern = [0u8; BLOCK];
+    let mut pattern = [0u8; N];
     for chunk in pattern.chunks_exact_mut(4) {
         chunk.copy_from_slice(&word);
     }
@@ -271,7 +313,7 @@ mod tests {
             apply_mask_words(&mut words, key);
             prop_assert_eq!(&words, &expected);
             let mut word_copy = bytes::BytesMut::with_capacity(data.len());
-            let high_bits = copy_masked_words(&mut word_copy.spare_capacity_mut()[..data.len()], &data, key);
+            let high_bits = copy_masked_words::<true>(&mut word_copy.spare_capacity_mut()[..data.len()], &data, key);
             prop_assert_eq!(high_bits & 0x80 == 0, expected.is_ascii());
             // SAFETY: copy_masked_words wrote all `data.len()` bytes.
             #[allow(unsafe_code)]
@@ -279,7 +321,7 @@ mod tests {
             prop_assert_eq!(&word_copy[..], &expected[..]);
             let mut copied = bytes::BytesMut::new();
             copied.reserve(data.len());
-            let high_bits = copy_masked_blocks(&mut copied.spare_capacity_mut()[..data.len()], &data, key);
+            let high_bits = copy_masked_blocks::<true>(&mut copied.spare_capacity_mut()[..data.len()], &data, key);
             prop_assert_eq!(high_bits & 0x80 == 0, expected.is_ascii());
             // SAFETY: copy_masked_blocks wrote all `data.len()` bytes.
             #[allow(unsafe_code)]
@@ -294,13 +336,29 @@ mod tests {
                 #[allow(unsafe_code)]
                 unsafe {
                     apply_mask_avx2(&mut wide, key);
-                    let high_bits = copy_masked_avx2(&mut wide_copy.spare_capacity_mut()[..data.len()], &data, key);
+                    let high_bits = copy_masked_avx2::<true>(&mut wide_copy.spare_capacity_mut()[..data.len()], &data, key);
                     assert_eq!(high_bits & 0x80 == 0, expected.is_ascii());
                     wide_copy.set_len(data.len());
                 }
                 prop_assert_eq!(&wide, &expected);
                 prop_assert_eq!(&wide_copy[..], &expected[..]);
             }
+        }
+
+        /// The binary copy writes the same bytes as the checking one, whichever
+        /// loop its length takes.
+        #[test]
+        fn binary_copy_equals_checking_copy(
+            before in proptest::collection::vec(any::<u8>(), 0..40),
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+            mask in any::<[u8; 4]>(),
+            phase in 0usize..16,
+        ) {
+            let mut binary = bytes::BytesMut::from(&before[..]);
+            copy_masked_binary(&mut binary, &data, mask, phase);
+            let mut checked = bytes::BytesMut::from(&before[..]);
+            copy_masked(&mut checked, &data, mask, phase);
+            prop_assert_eq!(&binary[..], &checked[..]);
         }
 
         #[test]

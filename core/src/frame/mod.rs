@@ -8,7 +8,7 @@
 
 mod mask;
 
-pub use mask::{apply_mask, copy_masked};
+pub use mask::{apply_mask, copy_masked, copy_masked_binary};
 
 use bytes::{BufMut, BytesMut};
 
